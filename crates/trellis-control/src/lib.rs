@@ -1,0 +1,1 @@
+//! trellis-control: in progress.

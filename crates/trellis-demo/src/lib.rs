@@ -1,0 +1,1 @@
+//! trellis-demo: in progress.

@@ -1,0 +1,15 @@
+//! xDS v3 plumbing shared by the control plane and the proxy: resource type URLs, the node
+//! metadata a Trellis proxy presents, snapshots, and the ADS server and client (state of the
+//! world: versions, nonces, ACK/NACK, resubscribe with backoff).
+//!
+//! This crate knows nothing about routing semantics: it moves opaque `Any` resources.
+
+pub mod client;
+pub mod node;
+pub mod server;
+pub mod snapshot;
+pub mod types;
+
+pub use envoy_types::pb;
+pub use snapshot::Snapshot;
+pub use types::TypeUrl;

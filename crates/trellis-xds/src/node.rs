@@ -1,0 +1,197 @@
+//! The metadata a Trellis proxy presents in its xDS `Node`: which service it fronts and which
+//! local ports it listens on. The control plane registers the workload from it.
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::config::core::v3::{Locality, Node};
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use serde::{Deserialize, Serialize};
+
+/// Key under `Node.metadata` that holds the JSON-shaped [`NodeMeta`].
+pub const METADATA_KEY: &str = "trellis";
+
+/// User agent name our proxy reports, so the control plane can tell it from Envoy or gRPC.
+pub const USER_AGENT: &str = "trellis-proxy";
+
+/// What a sidecar tells the control plane about itself and its workload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct NodeMeta {
+    /// Name of the service this workload belongs to.
+    pub service: String,
+    /// Namespace of the service (`default` when not set).
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Workload labels (e.g. `version: v2`), used by Service selectors.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Port of the local application the inbound listener forwards to.
+    pub app_port: u16,
+    /// Port the proxy's inbound listener is bound to (the workload's endpoint address).
+    pub inbound_port: u16,
+    /// IP address peers use to reach the inbound listener.
+    #[serde(default = "default_ip")]
+    pub ip: String,
+    /// Outbound listeners the proxy has bound: one local port per upstream service.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamPort>,
+    /// Port of the HTTP-proxy-mode outbound listener, if any.
+    #[serde(default)]
+    pub http_proxy_port: Option<u16>,
+    /// Locality (`region/zone/subzone`, any part may be empty).
+    #[serde(default)]
+    pub locality: Option<String>,
+}
+
+/// An outbound listener for one upstream service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamPort {
+    /// Upstream service name (`name` or `name.namespace`).
+    pub service: String,
+    /// Local port the proxy listens on for it.
+    pub port: u16,
+}
+
+fn default_namespace() -> String {
+    "default".to_owned()
+}
+
+fn default_ip() -> String {
+    "127.0.0.1".to_owned()
+}
+
+/// Errors reading [`NodeMeta`] from a `Node`.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeMetaError {
+    /// The node carries no `metadata.trellis` struct.
+    #[error("node {0:?} has no metadata.{METADATA_KEY}: is it a Trellis proxy?")]
+    Missing(String),
+    /// The struct does not have the expected shape.
+    #[error("node {node:?}: metadata.{METADATA_KEY} is invalid: {source}")]
+    Invalid {
+        /// Node id.
+        node: String,
+        /// What serde found wrong.
+        source: serde_json::Error,
+    },
+}
+
+impl NodeMeta {
+    /// Builds the xDS `Node` for this workload, with `id` as the node id.
+    pub fn to_node(&self, id: &str) -> Node {
+        let json = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        let mut metadata = Struct::default();
+        metadata
+            .fields
+            .insert(METADATA_KEY.to_owned(), json_to_value(json));
+        Node {
+            id: id.to_owned(),
+            cluster: self.service.clone(),
+            metadata: Some(metadata),
+            locality: self.locality.as_deref().map(parse_locality),
+            user_agent_name: USER_AGENT.to_owned(),
+            ..Node::default()
+        }
+    }
+
+    /// Reads the metadata back from a `Node` sent by a Trellis proxy.
+    pub fn from_node(node: &Node) -> Result<NodeMeta, NodeMetaError> {
+        let value = node
+            .metadata
+            .as_ref()
+            .and_then(|m| m.fields.get(METADATA_KEY))
+            .ok_or_else(|| NodeMetaError::Missing(node.id.clone()))?;
+        serde_json::from_value(value_to_json(value)).map_err(|source| NodeMetaError::Invalid {
+            node: node.id.clone(),
+            source,
+        })
+    }
+}
+
+/// Parses `region/zone/subzone` into an xDS `Locality`.
+pub fn parse_locality(s: &str) -> Locality {
+    let mut parts = s.splitn(3, '/');
+    let mut next = || parts.next().unwrap_or_default().to_owned();
+    Locality {
+        region: next(),
+        zone: next(),
+        sub_zone: next(),
+    }
+}
+
+/// Converts JSON into a protobuf `Value`.
+pub fn json_to_value(json: serde_json::Value) -> Value {
+    let kind = match json {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::Array(items) => {
+            Kind::ListValue(envoy_types::pb::google::protobuf::ListValue {
+                values: items.into_iter().map(json_to_value).collect(),
+            })
+        }
+        serde_json::Value::Object(map) => Kind::StructValue(Struct {
+            fields: map
+                .into_iter()
+                .map(|(k, v)| (k, json_to_value(v)))
+                .collect(),
+        }),
+    };
+    Value { kind: Some(kind) }
+}
+
+/// Converts a protobuf `Value` into JSON; whole numbers become integers.
+pub fn value_to_json(value: &Value) -> serde_json::Value {
+    match &value.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
+        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9.0e15 => {
+            serde_json::Value::from(*n as i64)
+        }
+        Some(Kind::NumberValue(n)) => serde_json::Value::from(*n),
+        Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
+        Some(Kind::ListValue(l)) => l.values.iter().map(value_to_json).collect(),
+        Some(Kind::StructValue(s)) => serde_json::Value::Object(
+            s.fields
+                .iter()
+                .map(|(k, v)| (k.clone(), value_to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_meta_round_trips_through_node() {
+        let meta = NodeMeta {
+            service: "reviews".into(),
+            namespace: "default".into(),
+            labels: [("version".to_owned(), "v2".to_owned())].into(),
+            app_port: 9080,
+            inbound_port: 41000,
+            ip: "127.0.0.1".into(),
+            upstreams: vec![UpstreamPort {
+                service: "ratings".into(),
+                port: 41001,
+            }],
+            http_proxy_port: Some(41002),
+            locality: Some("eu/zone-a".into()),
+        };
+        let node = meta.to_node("reviews-1");
+        assert_eq!(node.id, "reviews-1");
+        assert_eq!(
+            node.locality.as_ref().map(|l| l.zone.as_str()),
+            Some("zone-a")
+        );
+        assert_eq!(NodeMeta::from_node(&node).unwrap(), meta);
+    }
+
+    #[test]
+    fn node_without_metadata_is_rejected() {
+        let err = NodeMeta::from_node(&Node::default()).unwrap_err();
+        assert!(err.to_string().contains("no metadata.trellis"));
+    }
+}

@@ -1,0 +1,283 @@
+//! ADS server, state of the world: one task per stream tracks what each type's subscriber asked
+//! for and was last sent, classifies each request as ACK, NACK or stale by its nonce, and pushes
+//! a type again only when its version changed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use futures_util::{Stream, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{Snapshot, TypeUrl};
+
+/// Identifies one ADS stream; a node that reconnects gets a new one.
+pub type StreamId = u64;
+
+/// What the control plane plugs into the server: snapshots in, stream events out.
+pub trait Hooks: Send + Sync + 'static {
+    /// A stream presented `node` in its first request. Returns the watch of the node's snapshots,
+    /// or a status that refuses the stream (e.g. missing metadata).
+    fn connect(
+        &self,
+        stream: StreamId,
+        node: &Node,
+    ) -> Result<watch::Receiver<Arc<Snapshot>>, Status>;
+    /// The client applied `version` of `type_url`.
+    fn ack(&self, stream: StreamId, type_url: TypeUrl, version: &str);
+    /// The client rejected the last response for `type_url` with `error`.
+    fn nack(&self, stream: StreamId, type_url: TypeUrl, rejected_version: &str, error: &str);
+    /// The stream ended, for whatever reason.
+    fn disconnect(&self, stream: StreamId);
+}
+
+/// The ADS gRPC service over a [`Hooks`] implementation.
+pub struct AdsServer<H> {
+    hooks: Arc<H>,
+    next_stream: AtomicU64,
+    stop: watch::Receiver<bool>,
+}
+
+/// Ends every stream of an [`AdsServer`] when stopped or dropped, as a process exit would.
+#[derive(Debug)]
+pub struct StopHandle(watch::Sender<bool>);
+
+impl StopHandle {
+    /// Closes all open streams and refuses new ones.
+    pub fn stop(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl Drop for StopHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl<H: Hooks> AdsServer<H> {
+    /// Creates the service and the handle that closes its streams.
+    pub fn new(hooks: Arc<H>) -> (Self, StopHandle) {
+        let (tx, stop) = watch::channel(false);
+        let server = AdsServer {
+            hooks,
+            next_stream: AtomicU64::new(1),
+            stop,
+        };
+        (server, StopHandle(tx))
+    }
+
+    /// Wraps the service for a tonic router.
+    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
+        AggregatedDiscoveryServiceServer::new(self)
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, Status>> + Send>>;
+type DeltaStream = Pin<Box<dyn Stream<Item = Result<DeltaDiscoveryResponse, Status>> + Send>>;
+
+/// Responses buffered per stream before the stream task waits for the client to read.
+const RESPONSE_QUEUE: usize = 16;
+
+#[tonic::async_trait]
+impl<H: Hooks> AggregatedDiscoveryService for AdsServer<H> {
+    type StreamAggregatedResourcesStream = ResponseStream;
+    type DeltaAggregatedResourcesStream = DeltaStream;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        if *self.stop.borrow() {
+            return Err(Status::unavailable("control plane is shutting down"));
+        }
+        let mut requests = request.into_inner();
+        let first = match requests.message().await? {
+            Some(first) => first,
+            None => return Err(Status::cancelled("stream closed before its first request")),
+        };
+        let node = first
+            .node
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("the first request must carry a node"))?;
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let snapshots = self.hooks.connect(id, &node)?;
+        tracing::info!(node = %node.id, stream = id, "ads stream opened");
+        let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
+        let session = Session {
+            id,
+            node_id: node.id,
+            hooks: self.hooks.clone(),
+            subs: BTreeMap::new(),
+            nonce: 0,
+            tx,
+        };
+        tokio::spawn(session.run(first, requests, snapshots, self.stop.clone()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<DeltaStream>, Status> {
+        Err(Status::unimplemented(
+            "incremental xDS is not served yet: use state-of-the-world ADS",
+        ))
+    }
+}
+
+/// What one type's subscriber asked for and was sent.
+#[derive(Default)]
+struct Subscription {
+    /// `None` = wildcard (every resource of the type).
+    names: Option<BTreeSet<String>>,
+    last_nonce: String,
+    /// Version of the last response sent, acknowledged or not.
+    sent_version: Option<String>,
+}
+
+struct Session<H> {
+    id: StreamId,
+    node_id: String,
+    hooks: Arc<H>,
+    subs: BTreeMap<TypeUrl, Subscription>,
+    nonce: u64,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+}
+
+impl<H: Hooks> Session<H> {
+    async fn run(
+        mut self,
+        first: DiscoveryRequest,
+        mut requests: Streaming<DiscoveryRequest>,
+        mut snapshots: watch::Receiver<Arc<Snapshot>>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut snapshot = snapshots.borrow_and_update().clone();
+        let mut open = self.on_request(first, &snapshot).await;
+        while open {
+            open = tokio::select! {
+                request = requests.next() => match request {
+                    Some(Ok(request)) => self.on_request(request, &snapshot).await,
+                    Some(Err(status)) => {
+                        tracing::debug!(node = %self.node_id, %status, "ads stream error");
+                        false
+                    }
+                    None => false,
+                },
+                changed = snapshots.changed() => match changed {
+                    Ok(()) => {
+                        snapshot = snapshots.borrow_and_update().clone();
+                        self.push_changed(&snapshot).await
+                    }
+                    Err(_) => false,
+                },
+                () = stopped(&mut stop) => false,
+            };
+        }
+        tracing::info!(node = %self.node_id, stream = self.id, "ads stream closed");
+        self.hooks.disconnect(self.id);
+    }
+
+    /// Handles one request; false when the stream should end.
+    async fn on_request(&mut self, request: DiscoveryRequest, snapshot: &Snapshot) -> bool {
+        let Some(type_url) = TypeUrl::parse(&request.type_url) else {
+            tracing::debug!(node = %self.node_id, type_url = %request.type_url, "ignoring unserved type");
+            return true;
+        };
+        let sub = self.subs.entry(type_url).or_default();
+        if !request.response_nonce.is_empty() {
+            if request.response_nonce != sub.last_nonce {
+                tracing::trace!(node = %self.node_id, %type_url, "stale nonce ignored");
+                return true;
+            }
+            match &request.error_detail {
+                Some(status) => self.hooks.nack(
+                    self.id,
+                    type_url,
+                    sub.sent_version.as_deref().unwrap_or(""),
+                    &status.message,
+                ),
+                None => self.hooks.ack(self.id, type_url, &request.version_info),
+            }
+        }
+        let names = requested_names(type_url, request.resource_names);
+        let names_changed = sub.names != names || request.response_nonce.is_empty();
+        sub.names = names;
+        let stale = sub.sent_version.as_deref() != Some(snapshot.version(type_url));
+        if names_changed || stale {
+            return self.send(type_url, snapshot).await;
+        }
+        true
+    }
+
+    /// Sends every subscribed type whose version moved; false when the client is gone.
+    async fn push_changed(&mut self, snapshot: &Snapshot) -> bool {
+        let changed: Vec<TypeUrl> = self
+            .subs
+            .iter()
+            .filter(|(t, sub)| sub.sent_version.as_deref() != Some(snapshot.version(**t)))
+            .map(|(t, _)| *t)
+            .collect();
+        for type_url in TypeUrl::ALL.into_iter().filter(|t| changed.contains(t)) {
+            if !self.send(type_url, snapshot).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn send(&mut self, type_url: TypeUrl, snapshot: &Snapshot) -> bool {
+        self.nonce += 1;
+        let nonce = self.nonce.to_string();
+        let Some(sub) = self.subs.get_mut(&type_url) else {
+            return true;
+        };
+        let resources = snapshot
+            .resources(type_url)
+            .map(|r| {
+                r.items
+                    .iter()
+                    .filter(|(name, _)| sub.names.as_ref().is_none_or(|n| n.contains(*name)))
+                    .map(|(_, any)| any.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let version = snapshot.version(type_url).to_owned();
+        sub.last_nonce.clone_from(&nonce);
+        sub.sent_version = Some(version.clone());
+        tracing::debug!(node = %self.node_id, %type_url, %version, "push");
+        let response = DiscoveryResponse {
+            version_info: version,
+            resources,
+            type_url: type_url.as_str().to_owned(),
+            nonce,
+            ..DiscoveryResponse::default()
+        };
+        self.tx.send(Ok(response)).await.is_ok()
+    }
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // An error means the handle is gone, which also stops the server.
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// Wildcard types treat an empty list (or `*`) as "everything"; named types list what they want.
+fn requested_names(type_url: TypeUrl, names: Vec<String>) -> Option<BTreeSet<String>> {
+    if type_url.is_wildcard() && (names.is_empty() || names.iter().any(|n| n == "*")) {
+        None
+    } else {
+        Some(names.into_iter().collect())
+    }
+}

@@ -1,0 +1,3 @@
+//! The trellis CLI.
+
+fn main() {}
