@@ -1,1 +1,32 @@
-//! trellis-api: in progress.
+//! trellis-api: the user-facing configuration of the Trellis mesh — serde types for its
+//! resources (Service, HTTPRoute, GRPCRoute), their defaults and validation, and loading of
+//! multi-document YAML files with `file:line:column` errors for every problem.
+//!
+//! This crate does not know about xDS, sockets or the control plane's state: it turns text into
+//! validated values ([`load_dir`], [`load_str`]) and nothing more.
+
+mod bounded;
+mod duration;
+mod error;
+mod load;
+mod meta;
+mod route;
+mod service;
+mod validate;
+mod yaml;
+
+pub use duration::{DurationError, format_duration, parse_duration};
+pub use error::{ConfigError, ConfigErrors};
+pub use load::{
+    ConfigSet, GATEWAY_API_VERSION, GATEWAY_API_VERSION_BETA, TRELLIS_API_VERSION, load_dir,
+    load_str,
+};
+pub use meta::{DEFAULT_NAMESPACE, Meta, is_dns_label, is_dns_subdomain};
+pub use route::{
+    BackendRef, GrpcMethodMatch, GrpcRoute, GrpcRouteMatch, GrpcRouteRule, GrpcRouteSpec,
+    HeaderMatch, HttpMethod, HttpPathMatch, HttpRoute, HttpRouteMatch, HttpRouteRule,
+    HttpRouteSpec, HttpRouteTimeouts, ParentRef, PathMatchType, QueryParamMatch, StringMatchType,
+};
+pub use service::{
+    Locality, LocalityError, Protocol, Service, ServicePort, ServiceSpec, StaticEndpoint,
+};

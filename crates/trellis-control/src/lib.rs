@@ -1,1 +1,167 @@
-//! trellis-control: in progress.
+//! The Trellis control plane: config sources (files), the workload registry (proxies that
+//! connect over ADS), the translator from config and registry to per-proxy xDS snapshots, the
+//! ADS server, and the admin API.
+//!
+//! It never touches the data path: proxies carry traffic, the control plane only configures them.
+
+mod admin;
+mod control;
+mod files;
+mod metrics;
+mod model;
+mod registry;
+pub mod translate;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use trellis_xds::server::{AdsServer, StopHandle};
+
+pub use control::{ConfigView, ControlPlane};
+pub use files::{FileSource, FilesError};
+pub use model::{EndpointModel, MeshModel, ServiceModel};
+pub use registry::{Nack, ProxyView, WorkloadView};
+
+/// Where the control plane listens and what it loads.
+#[derive(Debug, Clone)]
+pub struct ControlOptions {
+    /// Directory of YAML resources to load and watch; `None` to feed config in code.
+    pub config_dir: Option<PathBuf>,
+    /// Directory for the control plane's own state (`endpoints.json` with its addresses).
+    pub data_dir: Option<PathBuf>,
+    /// xDS (ADS) gRPC address; port 0 picks a free port.
+    pub xds_addr: SocketAddr,
+    /// Admin HTTP address; port 0 picks a free port.
+    pub admin_addr: SocketAddr,
+}
+
+/// Why the control plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not bind.
+    #[error("binding {what} on {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The config directory cannot be watched.
+    #[error(transparent)]
+    Files(#[from] FilesError),
+    /// The data dir cannot be written.
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A running control plane. Dropping it stops everything.
+pub struct ControlHandle {
+    control: Arc<ControlPlane>,
+    xds_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    _files: Option<FileSource>,
+    _stop: StopHandle,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for ControlHandle {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl ControlHandle {
+    /// The bound xDS address.
+    pub fn xds_addr(&self) -> SocketAddr {
+        self.xds_addr
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The shared state (to feed config in code, or read the registry).
+    pub fn control(&self) -> &Arc<ControlPlane> {
+        &self.control
+    }
+}
+
+/// Binds the listeners, loads the config dir (if any) and starts serving.
+pub async fn start(opts: ControlOptions) -> Result<ControlHandle, StartError> {
+    let control = Arc::new(ControlPlane::new());
+    let bind = |what, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { what, addr, source })
+    };
+    let xds = bind("xds", opts.xds_addr).await?;
+    let admin = bind("admin", opts.admin_addr).await?;
+    let xds_addr = local_addr(&xds, opts.xds_addr);
+    let admin_addr = local_addr(&admin, opts.admin_addr);
+
+    let files = match &opts.config_dir {
+        Some(dir) => Some(FileSource::start(dir, control.clone()).await?),
+        None => None,
+    };
+    if let Some(dir) = &opts.data_dir {
+        write_endpoints(dir, xds_addr, admin_addr)?;
+    }
+
+    let (ads, stop) = AdsServer::new(control.clone());
+    let ads = ads.into_service();
+    let xds_task = tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(ads)
+            .serve_with_incoming(TcpListenerStream::new(xds))
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "xds server stopped");
+        }
+    });
+    let router = admin::router(control.clone());
+    let admin_task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(admin, router).await {
+            tracing::error!(error = %e, "admin server stopped");
+        }
+    });
+    tracing::info!(%xds_addr, %admin_addr, "control plane serving");
+    Ok(ControlHandle {
+        control,
+        xds_addr,
+        admin_addr,
+        _files: files,
+        _stop: stop,
+        tasks: vec![xds_task, admin_task],
+    })
+}
+
+fn local_addr(listener: &TcpListener, requested: SocketAddr) -> SocketAddr {
+    listener.local_addr().unwrap_or(requested)
+}
+
+fn write_endpoints(
+    dir: &std::path::Path,
+    xds: SocketAddr,
+    admin: SocketAddr,
+) -> Result<(), StartError> {
+    let err = |source| StartError::DataDir {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let body = serde_json::json!({ "xds": xds.to_string(), "admin": admin.to_string() });
+    std::fs::write(dir.join("endpoints.json"), body.to_string()).map_err(err)
+}

@@ -1,1 +1,46 @@
-//! trellis-test: in progress.
+//! Support for Trellis integration tests: backend servers (HTTP echo, raw HTTP recorder, gRPC
+//! health, WebSocket, TCP), client helpers, polling assertions and temporary config dirs.
+//!
+//! Everything binds `127.0.0.1:0` and stops when its handle drops. This crate does not start the
+//! control plane or proxies itself, and it is never a dependency of production code.
+
+mod config_dir;
+mod eventually;
+mod grpc_health;
+mod http_client;
+mod http_echo;
+mod raw_recorder;
+mod server;
+mod tcp;
+mod ws;
+
+use std::time::Duration;
+
+pub use config_dir::TempConfigDir;
+pub use eventually::{Deadline, POLL_INTERVAL, eventually};
+pub use grpc_health::{
+    GrpcHealthServer, HealthWatch, ServingStatus, grpc_check, grpc_watch, spawn_grpc_health,
+};
+pub use http_client::{HttpReply, http1_download, http1_get, http2_get, post_streamed, raw_http1};
+pub use http_echo::{EchoReply, spawn_http_echo};
+pub use raw_recorder::{RawRecorder, spawn_raw_http_recorder};
+pub use server::Server;
+pub use tcp::{spawn_tcp_echo, spawn_tcp_greeter, tcp_roundtrip};
+pub use ws::{spawn_ws_echo, ws_roundtrip};
+
+/// Every client helper gives up after this long, so a broken proxy fails a test instead of
+/// hanging it.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Installs a `tracing` subscriber that writes through the test harness's capture, filtered by
+/// `RUST_LOG` (default `info`). Safe to call from every test; only the first call installs.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Fails only when a subscriber is already installed, which is the expected case after the
+    // first test.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}

@@ -1,0 +1,81 @@
+//! Serde readers for integers with a documented range, so that an out-of-range value is
+//! reported as "expected an integer between MIN and MAX, found N" at the value's position.
+
+use std::fmt;
+
+use serde::Deserializer;
+use serde::de::{self, Visitor};
+
+struct Bounded {
+    min: i64,
+    max: i64,
+}
+
+impl Visitor<'_> for Bounded {
+    type Value = i64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "an integer between {} and {}", self.min, self.max)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<i64, E> {
+        if (self.min..=self.max).contains(&v) {
+            Ok(v)
+        } else {
+            Err(E::custom(format!(
+                "expected an integer between {} and {}, found {v}",
+                self.min, self.max
+            )))
+        }
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
+        match i64::try_from(v) {
+            Ok(v) => self.visit_i64(v),
+            Err(_) => Err(E::custom(format!(
+                "expected an integer between {} and {}, found {v}",
+                self.min, self.max
+            ))),
+        }
+    }
+}
+
+fn read<'de, D: Deserializer<'de>>(d: D, min: i64, max: i64) -> Result<i64, D::Error> {
+    d.deserialize_i64(Bounded { min, max })
+}
+
+/// Converts a value already checked to lie in the target type's range.
+fn narrow<T: TryFrom<i64>, E: de::Error>(v: i64) -> Result<T, E> {
+    T::try_from(v).map_err(|_| E::custom(format!("{v} is out of range")))
+}
+
+/// A port: 1 to 65535.
+pub(crate) fn port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    narrow(read(d, 1, 65535)?)
+}
+
+/// An optional port: 1 to 65535 when given.
+pub(crate) fn option_port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    struct Port(u16);
+    impl<'de> de::Deserialize<'de> for Port {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            port(d).map(Port)
+        }
+    }
+    Ok(<Option<Port> as de::Deserialize>::deserialize(d)?.map(|p| p.0))
+}
+
+/// A route backend weight: 0 to 1,000,000 (Gateway API).
+pub(crate) fn backend_weight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    narrow(read(d, 0, 1_000_000)?)
+}
+
+/// A static endpoint weight: 1 to 128 (Envoy's load-balancing weight range in Trellis).
+pub(crate) fn endpoint_weight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    narrow(read(d, 1, 128)?)
+}
+
+/// The default weight of backends and endpoints.
+pub(crate) fn one() -> u32 {
+    1
+}

@@ -1,0 +1,161 @@
+//! Loading: files of multi-document YAML into one [`ConfigSet`], collecting every problem in
+//! every file, including names defined twice across files.
+
+mod document;
+
+pub use document::{GATEWAY_API_VERSION, GATEWAY_API_VERSION_BETA, TRELLIS_API_VERSION};
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::{ConfigError, ConfigErrors};
+use crate::route::{GrpcRoute, HttpRoute};
+use crate::service::Service;
+use crate::validate::Validator;
+use crate::yaml::{FieldPath, Node, Pos, parse_file};
+use document::Resource;
+
+/// Every resource of a configuration, each kind in load order (files by name, then documents
+/// in file order).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigSet {
+    /// `kind: Service` resources.
+    pub services: Vec<Service>,
+    /// `kind: HTTPRoute` resources.
+    pub http_routes: Vec<HttpRoute>,
+    /// `kind: GRPCRoute` resources.
+    pub grpc_routes: Vec<GrpcRoute>,
+}
+
+impl ConfigSet {
+    /// The Service `name` in `namespace`.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&Service> {
+        self.services
+            .iter()
+            .find(|s| s.metadata.name == name && s.metadata.namespace == namespace)
+    }
+
+    /// Whether there are no resources at all.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty() && self.http_routes.is_empty() && self.grpc_routes.is_empty()
+    }
+}
+
+/// Loads every `*.yaml` and `*.yml` file directly in `dir` (not in subdirectories), in file
+/// name order, and every document of each.
+///
+/// Errors name files as `dir` joined with the file name. All problems in all files are
+/// returned, not just the first.
+pub fn load_dir(dir: &Path) -> Result<ConfigSet, ConfigErrors> {
+    let mut loader = Loader::default();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            loader.io_error(dir, &format!("cannot read the config directory: {e}"));
+            return loader.finish();
+        }
+    };
+    let mut files: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "yaml" || x == "yml")
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                && p.is_file()
+        })
+        .collect();
+    files.sort();
+    for path in files {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => loader.add(&path.display().to_string(), &text),
+            Err(e) => loader.io_error(&path, &format!("cannot read the file: {e}")),
+        }
+    }
+    loader.finish()
+}
+
+/// Loads every document of one file's text; `file` names it in errors.
+pub fn load_str(file: &str, text: &str) -> Result<ConfigSet, ConfigErrors> {
+    let mut loader = Loader::default();
+    loader.add(file, text);
+    loader.finish()
+}
+
+/// Accumulates resources and errors over several files.
+#[derive(Default)]
+struct Loader {
+    set: ConfigSet,
+    errors: Vec<ConfigError>,
+    /// Where each (kind, namespace, name) was first defined: file and position of its name.
+    seen: HashMap<(&'static str, String, String), (String, Pos)>,
+}
+
+impl Loader {
+    fn add(&mut self, file: &str, text: &str) {
+        let start = self.errors.len();
+        let parsed = parse_file(text);
+        for e in &parsed.errors {
+            self.errors.push(ConfigError {
+                file: file.to_owned(),
+                line: e.pos().line,
+                column: e.pos().column,
+                field: e.path().to_string(),
+                message: e.to_string(),
+            });
+        }
+        for root in &parsed.documents {
+            if let Some(resource) = document::load(file, root, &mut self.errors) {
+                self.insert(file, root, resource);
+            }
+        }
+        // Parse errors and document errors interleave by position, as a reader expects.
+        self.errors[start..].sort_by_key(|e| (e.line, e.column));
+    }
+
+    fn insert(&mut self, file: &str, root: &Node, resource: Resource) {
+        let meta = resource.meta();
+        let name_path = FieldPath::root().key("metadata").key("name");
+        let pos = root.locate(&name_path);
+        let key = (resource.kind(), meta.namespace.clone(), meta.name.clone());
+        if let Some((first_file, first)) = self.seen.get(&key) {
+            let message = format!(
+                "duplicate {} `{}/{}`, first defined at {first_file}:{}:{}; names must be unique per kind and namespace",
+                key.0, key.1, key.2, first.line, first.column
+            );
+            Validator::new(file, root, &mut self.errors).error_at(pos, &name_path, message);
+            return;
+        }
+        self.seen.insert(key, (file.to_owned(), pos));
+        match resource {
+            Resource::Service(r) => self.set.services.push(r),
+            Resource::HttpRoute(r) => self.set.http_routes.push(r),
+            Resource::GrpcRoute(r) => self.set.grpc_routes.push(r),
+        }
+    }
+
+    fn io_error(&mut self, path: &Path, message: &str) {
+        self.errors.push(ConfigError {
+            file: path.display().to_string(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message: message.to_owned(),
+        });
+    }
+
+    fn finish(self) -> Result<ConfigSet, ConfigErrors> {
+        if self.errors.is_empty() {
+            Ok(self.set)
+        } else {
+            Err(ConfigErrors(self.errors))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,253 @@
+//! The control plane's state: the accepted config, the last rejected load's errors and the
+//! registry. Every change rebuilds the model and republishes each proxy's snapshot; the ADS
+//! server only serves what is published here.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use serde::Serialize;
+use tokio::sync::watch;
+use tonic::Status;
+use trellis_api::{ConfigErrors, ConfigSet};
+use trellis_xds::node::NodeMeta;
+use trellis_xds::server::{Hooks, StreamId};
+use trellis_xds::{Snapshot, TypeUrl};
+
+use crate::metrics::{Metrics, ReloadLabels, ReloadResult, TypeLabels};
+use crate::model::MeshModel;
+use crate::registry::{Nack, Proxy, ProxyView, Registry, WorkloadView, unix};
+use crate::translate::translate;
+
+/// The control plane's shared state.
+pub struct ControlPlane {
+    state: Mutex<State>,
+    metrics: Metrics,
+}
+
+struct State {
+    config: Arc<ConfigSet>,
+    config_generation: u64,
+    config_loaded_at: SystemTime,
+    errors: Vec<String>,
+    registry: Registry,
+    model: Arc<MeshModel>,
+}
+
+/// The config as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigView {
+    /// Count of accepted loads since start.
+    pub generation: u64,
+    /// When the serving config was accepted (seconds since the Unix epoch).
+    pub loaded_at_unix: u64,
+    /// Errors of the last rejected change, empty when the files on disk are what is served.
+    pub errors: Vec<String>,
+    /// The serving resources.
+    pub resources: Arc<ConfigSet>,
+}
+
+impl Default for ControlPlane {
+    fn default() -> Self {
+        ControlPlane::new()
+    }
+}
+
+impl ControlPlane {
+    /// A control plane with an empty config and no workloads.
+    pub fn new() -> ControlPlane {
+        ControlPlane {
+            state: Mutex::new(State {
+                config: Arc::default(),
+                config_generation: 0,
+                config_loaded_at: SystemTime::now(),
+                errors: Vec::new(),
+                registry: BTreeMap::new(),
+                model: Arc::default(),
+            }),
+            metrics: Metrics::new(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data (every update is whole).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Serves `config` from now on and clears earlier errors.
+    pub fn accept_config(&self, config: ConfigSet) {
+        let mut state = self.state();
+        state.config = Arc::new(config);
+        state.config_generation += 1;
+        state.config_loaded_at = SystemTime::now();
+        state.errors.clear();
+        self.metrics
+            .config_reloads
+            .get_or_create(&ReloadLabels {
+                result: ReloadResult::accepted,
+            })
+            .inc();
+        self.metrics.config_errors.set(0);
+        self.republish(&mut state);
+    }
+
+    /// The files are valid again but equal to what is served: only clear the errors.
+    pub fn accept_unchanged(&self) {
+        self.state().errors.clear();
+        self.metrics.config_errors.set(0);
+    }
+
+    /// Records a rejected change; the serving config stays.
+    pub fn reject_config(&self, errors: &ConfigErrors) {
+        let mut state = self.state();
+        state.errors = errors.iter().map(ToString::to_string).collect();
+        self.metrics
+            .config_reloads
+            .get_or_create(&ReloadLabels {
+                result: ReloadResult::rejected,
+            })
+            .inc();
+        self.metrics
+            .config_errors
+            .set(i64::try_from(errors.len()).unwrap_or(i64::MAX));
+    }
+
+    fn republish(&self, state: &mut State) {
+        let workloads = state
+            .registry
+            .values()
+            .map(|p| (p.node_id.as_str(), &p.meta));
+        let model = Arc::new(MeshModel::build(state.config.clone(), workloads));
+        for proxy in state.registry.values() {
+            let snapshot = Arc::new(translate(&model, &proxy.meta));
+            let changed = proxy.snapshots.send_if_modified(|current| {
+                let differs = TypeUrl::ALL
+                    .iter()
+                    .any(|t| current.version(*t) != snapshot.version(*t));
+                if differs {
+                    *current = snapshot.clone();
+                }
+                differs
+            });
+            if changed {
+                self.metrics.snapshot_updates.inc();
+            }
+        }
+        state.model = model;
+    }
+
+    /// True once a config load was attempted (accepted or rejected): the control plane serves.
+    pub fn ready(&self) -> bool {
+        let state = self.state();
+        state.config_generation > 0 || !state.errors.is_empty()
+    }
+
+    /// The current model (services and endpoints).
+    pub fn model(&self) -> Arc<MeshModel> {
+        self.state().model.clone()
+    }
+
+    /// Connected workloads.
+    pub fn workloads(&self) -> Vec<WorkloadView> {
+        self.state()
+            .registry
+            .values()
+            .map(Proxy::workload_view)
+            .collect()
+    }
+
+    /// Connected proxies' xDS state.
+    pub fn proxies(&self) -> Vec<ProxyView> {
+        self.state()
+            .registry
+            .values()
+            .map(Proxy::proxy_view)
+            .collect()
+    }
+
+    /// The serving config and the last errors.
+    pub fn config(&self) -> ConfigView {
+        let state = self.state();
+        ConfigView {
+            generation: state.config_generation,
+            loaded_at_unix: unix(state.config_loaded_at),
+            errors: state.errors.clone(),
+            resources: state.config.clone(),
+        }
+    }
+
+    /// Prometheus text exposition of the control plane's metrics.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render()
+    }
+}
+
+impl Hooks for ControlPlane {
+    fn connect(
+        &self,
+        stream: StreamId,
+        node: &Node,
+    ) -> Result<watch::Receiver<Arc<Snapshot>>, Status> {
+        let meta =
+            NodeMeta::from_node(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut state = self.state();
+        let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+        tracing::info!(node = %node.id, service = %meta.service, "workload registered");
+        state.registry.insert(
+            stream,
+            Proxy {
+                node_id: node.id.clone(),
+                meta,
+                connected_at: SystemTime::now(),
+                snapshots: tx,
+                acked: BTreeMap::new(),
+                last_nack: None,
+                nacks: 0,
+            },
+        );
+        self.metrics.proxies_connected.inc();
+        self.republish(&mut state);
+        Ok(rx)
+    }
+
+    fn ack(&self, stream: StreamId, type_url: TypeUrl, version: &str) {
+        self.metrics
+            .acks
+            .get_or_create(&TypeLabels {
+                r#type: type_url.into(),
+            })
+            .inc();
+        if let Some(proxy) = self.state().registry.get_mut(&stream) {
+            proxy.acked.insert(type_url, version.to_owned());
+        }
+    }
+
+    fn nack(&self, stream: StreamId, type_url: TypeUrl, rejected_version: &str, error: &str) {
+        self.metrics
+            .nacks
+            .get_or_create(&TypeLabels {
+                r#type: type_url.into(),
+            })
+            .inc();
+        if let Some(proxy) = self.state().registry.get_mut(&stream) {
+            tracing::warn!(node = %proxy.node_id, %type_url, version = rejected_version, error, "proxy rejected config");
+            proxy.nacks += 1;
+            proxy.last_nack = Some(Nack {
+                type_url: type_url.short().to_owned(),
+                version: rejected_version.to_owned(),
+                error: error.to_owned(),
+                at_unix: unix(SystemTime::now()),
+            });
+        }
+    }
+
+    fn disconnect(&self, stream: StreamId) {
+        let mut state = self.state();
+        if let Some(proxy) = state.registry.remove(&stream) {
+            tracing::info!(node = %proxy.node_id, service = %proxy.meta.service, "workload removed");
+            self.metrics.proxies_connected.dec();
+            self.republish(&mut state);
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The mesh model: the accepted config joined with the registry into services and their
+//! endpoints. It is rebuilt whole on every change and shared by every proxy's translation.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use serde::Serialize;
+use trellis_api::{ConfigSet, Protocol};
+use trellis_xds::node::NodeMeta;
+
+use crate::registry::workload_labels;
+
+/// Services by `name.namespace`, with the config they came from.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MeshModel {
+    /// Every service: declared in config or implied by a registered workload.
+    pub services: BTreeMap<String, ServiceModel>,
+    /// The accepted config.
+    #[serde(skip)]
+    pub config: Arc<ConfigSet>,
+}
+
+/// One logical service.
+///
+/// Declared by a `Service` resource, or implied by a registered workload or a route's parentRef.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceModel {
+    /// Service name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Protocol of its (first) port: `TCP` is opaque, the rest are HTTP flavours.
+    pub protocol: Protocol,
+    /// Declared by a `Service` resource (false when implied).
+    pub declared: bool,
+    /// Endpoints: proxies of selected workloads, then static endpoints.
+    pub endpoints: Vec<EndpointModel>,
+    /// Names of routes (`kind/namespace/name`) attached to it as their parent.
+    pub routes: Vec<String>,
+}
+
+/// One address traffic for a service can go to.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointModel {
+    /// Address: a sidecar's inbound listener or a static endpoint.
+    pub address: SocketAddr,
+    /// Relative load-balancing weight.
+    pub weight: u32,
+    /// `region/zone/subzone`, if known.
+    pub locality: Option<String>,
+    /// The node id of the workload's proxy; `None` for static endpoints.
+    pub node_id: Option<String>,
+}
+
+impl ServiceModel {
+    /// `name.namespace`.
+    pub fn key(&self) -> String {
+        format!("{}.{}", self.name, self.namespace)
+    }
+}
+
+impl MeshModel {
+    /// Joins config and workloads (`(node id, metadata)` of every connected proxy).
+    pub fn build<'a>(
+        config: Arc<ConfigSet>,
+        workloads: impl Iterator<Item = (&'a str, &'a NodeMeta)> + Clone,
+    ) -> MeshModel {
+        let mut services = BTreeMap::new();
+        for svc in &config.services {
+            let ns = svc.metadata.namespace.as_str();
+            let mut endpoints: Vec<EndpointModel> = workloads
+                .clone()
+                .filter(|(_, meta)| {
+                    meta.namespace == ns && svc.selects(&meta.service, &workload_labels(meta))
+                })
+                .filter_map(|(id, meta)| workload_endpoint(id, meta))
+                .collect();
+            endpoints.extend(svc.spec.endpoints.iter().map(|e| EndpointModel {
+                address: e.address,
+                weight: e.weight,
+                locality: e.locality.as_ref().map(ToString::to_string),
+                node_id: None,
+            }));
+            let model = ServiceModel {
+                name: svc.metadata.name.clone(),
+                namespace: ns.to_owned(),
+                protocol: svc
+                    .spec
+                    .ports
+                    .first()
+                    .map(|p| p.protocol)
+                    .unwrap_or_default(),
+                declared: true,
+                endpoints,
+                routes: Vec::new(),
+            };
+            services.insert(model.key(), model);
+        }
+        for (id, meta) in workloads {
+            let key = format!("{}.{}", meta.service, meta.namespace);
+            if services.get(&key).is_some_and(|s| s.declared) {
+                continue;
+            }
+            let implied = services.entry(key).or_insert_with(|| ServiceModel {
+                name: meta.service.clone(),
+                namespace: meta.namespace.clone(),
+                protocol: Protocol::Http,
+                declared: false,
+                endpoints: Vec::new(),
+                routes: Vec::new(),
+            });
+            implied.endpoints.extend(workload_endpoint(id, meta));
+        }
+        for svc in services.values_mut() {
+            svc.endpoints.sort_by_key(|e| e.address);
+        }
+        attach_routes(&config, &mut services);
+        MeshModel { services, config }
+    }
+
+    /// Resolves `name` or `name.namespace` as seen from `namespace`.
+    pub fn resolve(&self, name: &str, namespace: &str) -> Option<&ServiceModel> {
+        self.services
+            .get(name)
+            .or_else(|| self.services.get(&format!("{name}.{namespace}")))
+    }
+}
+
+fn workload_endpoint(node_id: &str, meta: &NodeMeta) -> Option<EndpointModel> {
+    let ip: IpAddr = meta.ip.parse().ok()?;
+    Some(EndpointModel {
+        address: SocketAddr::new(ip, meta.inbound_port),
+        weight: 1,
+        locality: meta.locality.clone(),
+        node_id: Some(node_id.to_owned()),
+    })
+}
+
+fn attach_routes(config: &ConfigSet, services: &mut BTreeMap<String, ServiceModel>) {
+    let http = config.http_routes.iter().map(|r| {
+        let refs = r.spec.parent_refs.iter();
+        (format!("HTTPRoute/{}", r.metadata.key()), &r.metadata, refs)
+    });
+    let grpc = config.grpc_routes.iter().map(|r| {
+        let refs = r.spec.parent_refs.iter();
+        (format!("GRPCRoute/{}", r.metadata.key()), &r.metadata, refs)
+    });
+    for (name, meta, refs) in http.chain(grpc) {
+        for parent in refs {
+            let namespace = parent.namespace_or(&meta.namespace);
+            let key = format!("{}.{namespace}", parent.name);
+            // A route's parent exists for routing even before any of its workloads registers.
+            let svc = services.entry(key).or_insert_with(|| ServiceModel {
+                name: parent.name.clone(),
+                namespace: namespace.to_owned(),
+                protocol: Protocol::Http,
+                declared: false,
+                endpoints: Vec::new(),
+                routes: Vec::new(),
+            });
+            svc.routes.push(name.clone());
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The workload registry: every proxy with an open ADS stream is a workload of its service,
+//! plus what it last ACKed and NACKed. A workload leaves when its stream ends.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tokio::sync::watch;
+use trellis_identity::SpiffeId;
+use trellis_xds::node::NodeMeta;
+use trellis_xds::server::StreamId;
+use trellis_xds::{Snapshot, TypeUrl};
+
+/// Trust domain of workload identities until MeshConfig makes it configurable.
+pub(crate) const TRUST_DOMAIN: &str = "cluster.local";
+
+/// One connected proxy and the workload behind it.
+#[derive(Debug)]
+pub(crate) struct Proxy {
+    pub(crate) node_id: String,
+    pub(crate) meta: NodeMeta,
+    pub(crate) connected_at: SystemTime,
+    pub(crate) snapshots: watch::Sender<Arc<Snapshot>>,
+    pub(crate) acked: BTreeMap<TypeUrl, String>,
+    pub(crate) last_nack: Option<Nack>,
+    pub(crate) nacks: u64,
+}
+
+/// A rejected push, as the proxy reported it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Nack {
+    /// Resource type (`lds`, `rds`, `cds`, `eds`).
+    #[serde(rename = "type")]
+    pub type_url: String,
+    /// Version the proxy rejected.
+    pub version: String,
+    /// The proxy's `error_detail` message.
+    pub error: String,
+    /// When it arrived (seconds since the Unix epoch).
+    pub at_unix: u64,
+}
+
+/// A workload as the admin API lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadView {
+    /// xDS node id of its proxy.
+    pub node_id: String,
+    /// Service it belongs to.
+    pub service: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Labels (including the implicit `app`).
+    pub labels: BTreeMap<String, String>,
+    /// Endpoint address peers reach it at (its proxy's inbound listener).
+    pub address: String,
+    /// Local application port behind the proxy.
+    pub app_port: u16,
+    /// Locality, if reported.
+    pub locality: Option<String>,
+    /// The SPIFFE identity the workload runs as.
+    pub identity: String,
+    /// Connection time (seconds since the Unix epoch).
+    pub connected_at_unix: u64,
+}
+
+/// A proxy's xDS state as the admin API lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyView {
+    /// xDS node id.
+    pub node_id: String,
+    /// Service it fronts.
+    pub service: String,
+    /// Last ACKed version per type.
+    pub acked: BTreeMap<String, String>,
+    /// Version per type the proxy should be at now.
+    pub current: BTreeMap<String, String>,
+    /// True when every type's ACKed version is the current one.
+    pub synced: bool,
+    /// The latest NACK, if any.
+    pub last_nack: Option<Nack>,
+    /// NACKs on this stream.
+    pub nacks: u64,
+}
+
+pub(crate) fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+impl Proxy {
+    /// Labels used by Service selectors: the reported ones plus `app: <service>`.
+    pub(crate) fn labels(&self) -> BTreeMap<String, String> {
+        workload_labels(&self.meta)
+    }
+
+    pub(crate) fn identity(&self) -> String {
+        SpiffeId::new(TRUST_DOMAIN, &self.meta.namespace, &self.meta.service)
+            .map(|id| id.to_string())
+            .unwrap_or_else(|e| format!("invalid: {e}"))
+    }
+
+    pub(crate) fn workload_view(&self) -> WorkloadView {
+        WorkloadView {
+            node_id: self.node_id.clone(),
+            service: self.meta.service.clone(),
+            namespace: self.meta.namespace.clone(),
+            labels: self.labels(),
+            address: format!("{}:{}", self.meta.ip, self.meta.inbound_port),
+            app_port: self.meta.app_port,
+            locality: self.meta.locality.clone(),
+            identity: self.identity(),
+            connected_at_unix: unix(self.connected_at),
+        }
+    }
+
+    pub(crate) fn proxy_view(&self) -> ProxyView {
+        let snapshot = self.snapshots.borrow();
+        let current: BTreeMap<String, String> = TypeUrl::ALL
+            .iter()
+            .map(|t| (t.short().to_owned(), snapshot.version(*t).to_owned()))
+            .collect();
+        let acked: BTreeMap<String, String> = self
+            .acked
+            .iter()
+            .map(|(t, v)| (t.short().to_owned(), v.clone()))
+            .collect();
+        // A type the proxy never subscribed to (e.g. RDS without HTTP listeners) is in sync
+        // when nothing of it exists.
+        let synced = TypeUrl::ALL.iter().all(|t| {
+            let want = snapshot.version(*t);
+            self.acked.get(t).map(String::as_str) == Some(want)
+                || snapshot.resources(*t).is_none_or(|r| r.items.is_empty())
+        });
+        ProxyView {
+            node_id: self.node_id.clone(),
+            service: self.meta.service.clone(),
+            acked,
+            current,
+            synced,
+            last_nack: self.last_nack.clone(),
+            nacks: self.nacks,
+        }
+    }
+}
+
+/// The labels a workload is selected by: its own plus `app: <service>` unless it set `app`.
+pub(crate) fn workload_labels(meta: &NodeMeta) -> BTreeMap<String, String> {
+    let mut labels = meta.labels.clone();
+    labels
+        .entry("app".to_owned())
+        .or_insert_with(|| meta.service.clone());
+    labels
+}
+
+/// Registered proxies by stream.
+pub(crate) type Registry = BTreeMap<StreamId, Proxy>;

@@ -1,0 +1,92 @@
+//! The translator: a pure function from the mesh model and one proxy's metadata to that
+//! proxy's xDS snapshot, expressed the way Envoy would need it (so Envoy can consume it too).
+//!
+//! Naming: listeners `inbound`, `outbound|<service>|<port>`, `http_proxy`; clusters
+//! `inbound|<app port>` and `outbound|<name.namespace>`; route configs `outbound|<name.namespace>`
+//! and `http_proxy`. Every cluster and route config of the mesh is offered; a proxy asks by
+//! name for the route configs and endpoints it needs.
+
+mod cluster;
+mod listener;
+mod route;
+
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::{
+    AggregatedConfigSource, ApiVersion, ConfigSource, config_source::ConfigSourceSpecifier,
+};
+use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
+use prost::{Message, Name};
+use trellis_xds::node::NodeMeta;
+use trellis_xds::{Snapshot, TypeUrl};
+
+use crate::model::MeshModel;
+
+/// Name of the HTTP-proxy-mode listener and its route config.
+pub const HTTP_PROXY: &str = "http_proxy";
+
+/// How long inbound and outbound listeners wait for the first bytes to detect HTTP before
+/// falling back to TCP (so server-speaks-first protocols are not stalled for long).
+pub const DETECTION_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Builds the snapshot for the proxy that presented `node`.
+pub fn translate(model: &MeshModel, node: &NodeMeta) -> Snapshot {
+    let mut snapshot = Snapshot::builder();
+    for l in listener::listeners(model, node) {
+        snapshot.insert(TypeUrl::Listener, &l.name.clone(), &l);
+    }
+    for r in route::route_configs(model) {
+        snapshot.insert(TypeUrl::RouteConfiguration, &r.name.clone(), &r);
+    }
+    for c in cluster::clusters(model, node) {
+        snapshot.insert(TypeUrl::Cluster, &c.name.clone(), &c);
+    }
+    for cla in cluster::load_assignments(model) {
+        snapshot.insert(
+            TypeUrl::ClusterLoadAssignment,
+            &cla.cluster_name.clone(),
+            &cla,
+        );
+    }
+    snapshot.seal()
+}
+
+/// Cluster name for traffic to a service (`name.namespace`).
+pub fn outbound_cluster(service_key: &str) -> String {
+    format!("outbound|{service_key}")
+}
+
+/// Route config name for traffic to a service (`name.namespace`).
+pub fn outbound_route_config(service_key: &str) -> String {
+    format!("outbound|{service_key}")
+}
+
+/// Cluster name for the local application behind a proxy.
+pub fn inbound_cluster(app_port: u16) -> String {
+    format!("inbound|{app_port}")
+}
+
+fn any<M: Message + Name>(msg: &M) -> Any {
+    Any {
+        type_url: M::type_url(),
+        value: msg.encode_to_vec(),
+    }
+}
+
+fn duration(d: Duration) -> PbDuration {
+    PbDuration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or_default(),
+    }
+}
+
+fn ads() -> ConfigSource {
+    ConfigSource {
+        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        resource_api_version: ApiVersion::V3 as i32,
+        ..ConfigSource::default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

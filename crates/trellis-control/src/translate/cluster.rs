@@ -1,0 +1,140 @@
+//! Clusters and endpoints: an EDS cluster per service (P2C peak-EWMA, expressed as Envoy's
+//! LEAST_REQUEST) whose ClusterLoadAssignment lists the service's endpoints, and a static
+//! cluster for the local app behind the proxy.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::{
+    Cluster,
+    cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy},
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, Http2ProtocolOptions, Locality, SocketAddress, address::Address as AddressKind,
+    socket_address::PortSpecifier,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint::HostIdentifier,
+};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions, http_protocol_options::UpstreamProtocolOptions,
+    http_protocol_options::UseDownstreamHttpConfig,
+};
+use envoy_types::pb::google::protobuf::UInt32Value;
+use trellis_xds::node::{NodeMeta, parse_locality};
+
+use super::listener::http1_preserving_case;
+use super::{ads, any, duration, inbound_cluster, outbound_cluster};
+use crate::model::{EndpointModel, MeshModel};
+
+/// How long a proxy waits for a TCP connection to an endpoint.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Key Envoy reads upstream HTTP options from.
+const HTTP_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+pub(super) fn clusters(model: &MeshModel, node: &NodeMeta) -> Vec<Cluster> {
+    let mut out: Vec<Cluster> = model
+        .services
+        .values()
+        .map(|svc| {
+            let mut c = base(&outbound_cluster(&svc.key()), svc.protocol.is_http());
+            c.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
+            c.eds_cluster_config = Some(EdsClusterConfig {
+                eds_config: Some(ads()),
+                service_name: String::new(),
+            });
+            c
+        })
+        .collect();
+    let app = SocketAddr::from(([127, 0, 0, 1], node.app_port));
+    let name = inbound_cluster(node.app_port);
+    let mut local = base(&name, true);
+    local.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32));
+    local.load_assignment = Some(load_assignment(
+        &name,
+        &[EndpointModel {
+            address: app,
+            weight: 1,
+            locality: None,
+            node_id: None,
+        }],
+    ));
+    out.push(local);
+    out
+}
+
+pub(super) fn load_assignments(model: &MeshModel) -> Vec<ClusterLoadAssignment> {
+    model
+        .services
+        .values()
+        .map(|svc| load_assignment(&outbound_cluster(&svc.key()), &svc.endpoints))
+        .collect()
+}
+
+fn base(name: &str, http: bool) -> Cluster {
+    let mut options = HashMap::new();
+    if http {
+        let http_options = HttpProtocolOptions {
+            upstream_protocol_options: Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(
+                UseDownstreamHttpConfig {
+                    http_protocol_options: Some(http1_preserving_case()),
+                    http2_protocol_options: Some(Http2ProtocolOptions::default()),
+                    ..UseDownstreamHttpConfig::default()
+                },
+            )),
+            ..HttpProtocolOptions::default()
+        };
+        options.insert(HTTP_OPTIONS_KEY.to_owned(), any(&http_options));
+    }
+    Cluster {
+        name: name.to_owned(),
+        lb_policy: LbPolicy::LeastRequest as i32,
+        connect_timeout: Some(duration(CONNECT_TIMEOUT)),
+        typed_extension_protocol_options: options,
+        ..Cluster::default()
+    }
+}
+
+fn load_assignment(cluster: &str, endpoints: &[EndpointModel]) -> ClusterLoadAssignment {
+    // Group by locality, keeping first-seen order so the output is deterministic.
+    let mut groups: Vec<(Option<&str>, Vec<LbEndpoint>)> = Vec::new();
+    for e in endpoints {
+        let lb = LbEndpoint {
+            host_identifier: Some(HostIdentifier::Endpoint(Endpoint {
+                address: Some(Address {
+                    address: Some(AddressKind::SocketAddress(SocketAddress {
+                        address: e.address.ip().to_string(),
+                        port_specifier: Some(PortSpecifier::PortValue(u32::from(e.address.port()))),
+                        ..SocketAddress::default()
+                    })),
+                }),
+                ..Endpoint::default()
+            })),
+            load_balancing_weight: Some(UInt32Value { value: e.weight }),
+            ..LbEndpoint::default()
+        };
+        let locality = e.locality.as_deref();
+        match groups.iter_mut().find(|(l, _)| *l == locality) {
+            Some((_, list)) => list.push(lb),
+            None => groups.push((locality, vec![lb])),
+        }
+    }
+    ClusterLoadAssignment {
+        cluster_name: cluster.to_owned(),
+        endpoints: groups
+            .into_iter()
+            .map(|(locality, lb_endpoints)| LocalityLbEndpoints {
+                locality: Some(
+                    locality
+                        .map(parse_locality)
+                        .unwrap_or_else(Locality::default),
+                ),
+                lb_endpoints,
+                ..LocalityLbEndpoints::default()
+            })
+            .collect(),
+        ..ClusterLoadAssignment::default()
+    }
+}

@@ -1,0 +1,204 @@
+//! Listeners: the inbound listener in front of the app, one outbound listener per declared
+//! upstream, and the HTTP-proxy-mode listener. HTTP is detected with Envoy's http_inspector and
+//! anything else falls back to a TCP proxy; opaque (TCP) services skip detection.
+
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, Http1ProtocolOptions, SocketAddress, TypedExtensionConfig,
+    address::Address as AddressKind, http1_protocol_options::HeaderKeyFormat,
+    http1_protocol_options::header_key_format::HeaderFormat, socket_address::PortSpecifier,
+};
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter::ConfigType,
+    listener_filter::ConfigType as ListenerFilterConfig,
+};
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager::CodecType,
+    http_connection_manager::RouteSpecifier, http_connection_manager::UpgradeConfig,
+    http_filter::ConfigType as HttpFilterConfig,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+    TcpProxy, tcp_proxy::ClusterSpecifier,
+};
+use envoy_types::pb::envoy::extensions::http::header_formatters::preserve_case::v3::PreserveCaseFormatterConfig;
+use envoy_types::pb::google::protobuf::BoolValue;
+use trellis_api::Protocol;
+use trellis_xds::node::NodeMeta;
+
+use super::{
+    DETECTION_TIMEOUT, HTTP_PROXY, ads, any, duration, inbound_cluster, outbound_cluster,
+    outbound_route_config, route,
+};
+use crate::model::MeshModel;
+
+/// Application protocols http_inspector reports for HTTP.
+const HTTP_PROTOCOLS: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
+
+pub(super) fn listeners(model: &MeshModel, node: &NodeMeta) -> Vec<Listener> {
+    let mut out = Vec::new();
+    let own = model.resolve(&node.service, &node.namespace);
+    let own_protocol = own.map(|s| s.protocol).unwrap_or_default();
+    let inbound = inbound_cluster(node.app_port);
+    let inbound_routes = route::single_route_config(&inbound, &inbound);
+    out.push(listener(
+        "inbound",
+        &node.ip,
+        node.inbound_port,
+        own_protocol,
+        Hcm::Inline(Box::new(inbound_routes)),
+        &inbound,
+    ));
+    for upstream in &node.upstreams {
+        let name = format!("outbound|{}|{}", upstream.service, upstream.port);
+        let (protocol, key) = match model.resolve(&upstream.service, &node.namespace) {
+            Some(svc) => (svc.protocol, svc.key()),
+            // Not known (yet): route to the cluster it will have; requests fail fast with 503.
+            None => (
+                Protocol::Http,
+                format!("{}.{}", upstream.service, node.namespace),
+            ),
+        };
+        out.push(listener(
+            &name,
+            "127.0.0.1",
+            upstream.port,
+            protocol,
+            Hcm::Rds(outbound_route_config(&key)),
+            &outbound_cluster(&key),
+        ));
+    }
+    if let Some(port) = node.http_proxy_port {
+        let hcm = http_connection_manager(HTTP_PROXY, Hcm::Rds(HTTP_PROXY.to_owned()));
+        out.push(Listener {
+            name: HTTP_PROXY.to_owned(),
+            address: Some(socket_address("127.0.0.1", port)),
+            filter_chains: vec![FilterChain {
+                filters: vec![hcm_filter(&hcm)],
+                ..FilterChain::default()
+            }],
+            ..Listener::default()
+        });
+    }
+    out
+}
+
+/// Where an HTTP connection manager gets its routes.
+enum Hcm {
+    Rds(String),
+    Inline(Box<RouteConfiguration>),
+}
+
+fn listener(
+    name: &str,
+    ip: &str,
+    port: u16,
+    protocol: Protocol,
+    routes: Hcm,
+    tcp_cluster: &str,
+) -> Listener {
+    let tcp = FilterChain {
+        name: "tcp".to_owned(),
+        filters: vec![tcp_proxy_filter(name, tcp_cluster)],
+        ..FilterChain::default()
+    };
+    let mut l = Listener {
+        name: name.to_owned(),
+        address: Some(socket_address(ip, port)),
+        ..Listener::default()
+    };
+    if !protocol.is_http() {
+        l.filter_chains = vec![tcp];
+        return l;
+    }
+    let hcm = http_connection_manager(name, routes);
+    l.listener_filters = vec![ListenerFilter {
+        name: "envoy.filters.listener.http_inspector".to_owned(),
+        config_type: Some(ListenerFilterConfig::TypedConfig(any(&HttpInspector {}))),
+        ..ListenerFilter::default()
+    }];
+    l.listener_filters_timeout = Some(duration(DETECTION_TIMEOUT));
+    l.continue_on_listener_filters_timeout = true;
+    l.filter_chains = vec![FilterChain {
+        name: "http".to_owned(),
+        filter_chain_match: Some(FilterChainMatch {
+            application_protocols: HTTP_PROTOCOLS.iter().map(|p| (*p).to_owned()).collect(),
+            ..FilterChainMatch::default()
+        }),
+        filters: vec![hcm_filter(&hcm)],
+        ..FilterChain::default()
+    }];
+    l.default_filter_chain = Some(tcp);
+    l
+}
+
+fn socket_address(ip: &str, port: u16) -> Address {
+    Address {
+        address: Some(AddressKind::SocketAddress(SocketAddress {
+            address: ip.to_owned(),
+            port_specifier: Some(PortSpecifier::PortValue(u32::from(port))),
+            ..SocketAddress::default()
+        })),
+    }
+}
+
+fn http_connection_manager(stat_prefix: &str, routes: Hcm) -> HttpConnectionManager {
+    let route_specifier = match routes {
+        Hcm::Rds(name) => RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: name,
+        }),
+        Hcm::Inline(config) => RouteSpecifier::RouteConfig(*config),
+    };
+    HttpConnectionManager {
+        stat_prefix: stat_prefix.to_owned(),
+        codec_type: CodecType::Auto as i32,
+        route_specifier: Some(route_specifier),
+        http_filters: vec![HttpFilter {
+            name: "envoy.filters.http.router".to_owned(),
+            config_type: Some(HttpFilterConfig::TypedConfig(any(&Router::default()))),
+            ..HttpFilter::default()
+        }],
+        upgrade_configs: vec![UpgradeConfig {
+            upgrade_type: "websocket".to_owned(),
+            ..UpgradeConfig::default()
+        }],
+        http_protocol_options: Some(http1_preserving_case()),
+        ..HttpConnectionManager::default()
+    }
+}
+
+/// HTTP/1.1 options that keep header-name case as received (transparent by default) and
+/// accept absolute-form URIs (HTTP-proxy mode).
+pub(super) fn http1_preserving_case() -> Http1ProtocolOptions {
+    Http1ProtocolOptions {
+        allow_absolute_url: Some(BoolValue { value: true }),
+        header_key_format: Some(HeaderKeyFormat {
+            header_format: Some(HeaderFormat::StatefulFormatter(TypedExtensionConfig {
+                name: "preserve_case".to_owned(),
+                typed_config: Some(any(&PreserveCaseFormatterConfig::default())),
+            })),
+        }),
+        ..Http1ProtocolOptions::default()
+    }
+}
+
+fn hcm_filter(hcm: &HttpConnectionManager) -> Filter {
+    Filter {
+        name: "envoy.filters.network.http_connection_manager".to_owned(),
+        config_type: Some(ConfigType::TypedConfig(any(hcm))),
+    }
+}
+
+fn tcp_proxy_filter(stat_prefix: &str, cluster: &str) -> Filter {
+    let tcp = TcpProxy {
+        stat_prefix: stat_prefix.to_owned(),
+        cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.to_owned())),
+        ..TcpProxy::default()
+    };
+    Filter {
+        name: "envoy.filters.network.tcp_proxy".to_owned(),
+        config_type: Some(ConfigType::TypedConfig(any(&tcp))),
+    }
+}

@@ -1,0 +1,347 @@
+//! Route configs: each service's HTTPRoute and GRPCRoute rules as Envoy routes, ordered by the
+//! Gateway API precedence rules, and the HTTP-proxy config with a virtual host per service.
+
+use std::cmp::Reverse;
+
+use envoy_types::pb::envoy::config::route::v3::{
+    HeaderMatcher, QueryParameterMatcher, Route, RouteAction, RouteConfiguration, RouteMatch,
+    VirtualHost, WeightedCluster, header_matcher, query_parameter_matcher, route::Action,
+    route_action, route_match::PathSpecifier, weighted_cluster::ClusterWeight,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    RegexMatcher, StringMatcher, string_matcher::MatchPattern,
+};
+use envoy_types::pb::google::protobuf::UInt32Value;
+use trellis_api::{
+    BackendRef, GrpcMethodMatch, HeaderMatch, HttpRouteMatch, PathMatchType, StringMatchType,
+};
+
+use super::{HTTP_PROXY, duration, outbound_cluster, outbound_route_config};
+use crate::model::{MeshModel, ServiceModel};
+
+/// One route config per service, plus the HTTP-proxy config.
+pub(super) fn route_configs(model: &MeshModel) -> Vec<RouteConfiguration> {
+    let mut proxy_hosts = Vec::new();
+    let mut out = Vec::new();
+    for svc in model.services.values().filter(|s| s.protocol.is_http()) {
+        let routes = service_routes(model, svc);
+        let key = svc.key();
+        proxy_hosts.push(VirtualHost {
+            name: key.clone(),
+            domains: vec![
+                svc.name.clone(),
+                key.clone(),
+                format!("{key}.svc"),
+                format!("{key}.svc.cluster.local"),
+            ],
+            routes: routes.clone(),
+            ..VirtualHost::default()
+        });
+        out.push(RouteConfiguration {
+            name: outbound_route_config(&key),
+            virtual_hosts: vec![VirtualHost {
+                name: key,
+                domains: vec!["*".to_owned()],
+                routes,
+                ..VirtualHost::default()
+            }],
+            ..RouteConfiguration::default()
+        });
+    }
+    out.push(RouteConfiguration {
+        name: HTTP_PROXY.to_owned(),
+        virtual_hosts: proxy_hosts,
+        ..RouteConfiguration::default()
+    });
+    out
+}
+
+/// A config whose one route sends everything to `cluster`.
+pub(super) fn single_route_config(name: &str, cluster: &str) -> RouteConfiguration {
+    RouteConfiguration {
+        name: name.to_owned(),
+        virtual_hosts: vec![VirtualHost {
+            name: name.to_owned(),
+            domains: vec!["*".to_owned()],
+            routes: vec![default_route(cluster)],
+            ..VirtualHost::default()
+        }],
+        ..RouteConfiguration::default()
+    }
+}
+
+fn default_route(cluster: &str) -> Route {
+    Route {
+        name: "default".to_owned(),
+        r#match: Some(RouteMatch {
+            path_specifier: Some(PathSpecifier::Prefix("/".to_owned())),
+            ..RouteMatch::default()
+        }),
+        action: Some(Action::Route(route_action(
+            route_action::ClusterSpecifier::Cluster(cluster.to_owned()),
+            None,
+        ))),
+        ..Route::default()
+    }
+}
+
+/// Gateway API precedence: exact path, then longer prefix, then method, then more headers,
+/// then more query params; ties keep config order (routes sorted by name, then rule order).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Precedence {
+    path_kind: u8,
+    path_len: Reverse<usize>,
+    no_method: bool,
+    headers: Reverse<usize>,
+    query: Reverse<usize>,
+    order: usize,
+}
+
+/// A match compiled into an Envoy route, with its precedence.
+struct Candidate {
+    precedence: Precedence,
+    route: Route,
+}
+
+fn service_routes(model: &MeshModel, svc: &ServiceModel) -> Vec<Route> {
+    let attached = |ns: &str, parents: &[trellis_api::ParentRef]| {
+        parents
+            .iter()
+            .any(|p| p.name == svc.name && p.namespace_or(ns) == svc.namespace)
+    };
+    let mut candidates = Vec::new();
+    for hr in &model.config.http_routes {
+        let ns = &hr.metadata.namespace;
+        if !attached(ns, &hr.spec.parent_refs) {
+            continue;
+        }
+        for (i, rule) in hr.spec.rules.iter().enumerate() {
+            let Some(target) = backends(&rule.backend_refs, ns) else {
+                continue;
+            };
+            let timeout = rule.timeouts.request;
+            for m in &rule.matches {
+                let order = candidates.len();
+                candidates.push(Candidate {
+                    precedence: http_precedence(m, order),
+                    route: Route {
+                        name: format!("{}.{ns}:{i}", hr.metadata.name),
+                        r#match: Some(http_match(m)),
+                        action: Some(Action::Route(route_action(target.clone(), timeout))),
+                        ..Route::default()
+                    },
+                });
+            }
+        }
+    }
+    for gr in &model.config.grpc_routes {
+        let ns = &gr.metadata.namespace;
+        if !attached(ns, &gr.spec.parent_refs) {
+            continue;
+        }
+        for (i, rule) in gr.spec.rules.iter().enumerate() {
+            let Some(target) = backends(&rule.backend_refs, ns) else {
+                continue;
+            };
+            let matches: Vec<_> = if rule.matches.is_empty() {
+                vec![(None, &[][..])]
+            } else {
+                rule.matches
+                    .iter()
+                    .map(|m| (m.method.as_ref(), m.headers.as_slice()))
+                    .collect()
+            };
+            for (method, headers) in matches {
+                let order = candidates.len();
+                let (path_kind, path_len) = match method {
+                    Some(m) if m.match_type == StringMatchType::Exact && m.method.is_some() => {
+                        (0, 0)
+                    }
+                    Some(m) => (1, m.service.as_deref().map_or(0, str::len)),
+                    None => (1, 0),
+                };
+                candidates.push(Candidate {
+                    precedence: Precedence {
+                        path_kind,
+                        path_len: Reverse(path_len),
+                        no_method: true,
+                        headers: Reverse(headers.len()),
+                        query: Reverse(0),
+                        order,
+                    },
+                    route: Route {
+                        name: format!("{}.{ns}:{i}", gr.metadata.name),
+                        r#match: Some(grpc_match(method, headers)),
+                        action: Some(Action::Route(route_action(target.clone(), None))),
+                        ..Route::default()
+                    },
+                });
+            }
+        }
+    }
+    if candidates.is_empty() {
+        return vec![default_route(&outbound_cluster(&svc.key()))];
+    }
+    candidates.sort_by(|a, b| a.precedence.cmp(&b.precedence));
+    candidates.into_iter().map(|c| c.route).collect()
+}
+
+fn http_precedence(m: &HttpRouteMatch, order: usize) -> Precedence {
+    let path_kind = match m.path.match_type {
+        PathMatchType::Exact => 0,
+        PathMatchType::PathPrefix => 1,
+        PathMatchType::RegularExpression => 2,
+    };
+    Precedence {
+        path_kind,
+        path_len: Reverse(m.path.value.len()),
+        no_method: m.method.is_none(),
+        headers: Reverse(m.headers.len()),
+        query: Reverse(m.query_params.len()),
+        order,
+    }
+}
+
+/// The cluster (or weighted clusters) of a rule's backends; `None` when no backend can take
+/// traffic (no refs, or all weights zero), so the rule is left out.
+fn backends(refs: &[BackendRef], ns: &str) -> Option<route_action::ClusterSpecifier> {
+    let live: Vec<&BackendRef> = refs.iter().filter(|b| b.weight > 0).collect();
+    let cluster = |b: &BackendRef| outbound_cluster(&format!("{}.{}", b.name, b.namespace_or(ns)));
+    match live.as_slice() {
+        [] => None,
+        [one] => Some(route_action::ClusterSpecifier::Cluster(cluster(one))),
+        many => Some(route_action::ClusterSpecifier::WeightedClusters(
+            WeightedCluster {
+                clusters: many
+                    .iter()
+                    .map(|b| ClusterWeight {
+                        name: cluster(b),
+                        weight: Some(UInt32Value { value: b.weight }),
+                        ..ClusterWeight::default()
+                    })
+                    .collect(),
+                ..WeightedCluster::default()
+            },
+        )),
+    }
+}
+
+fn route_action(
+    target: route_action::ClusterSpecifier,
+    timeout: Option<std::time::Duration>,
+) -> RouteAction {
+    RouteAction {
+        cluster_specifier: Some(target),
+        // Gateway API has no default timeout; Envoy's default is 15 s, so say "none" (0).
+        timeout: Some(duration(timeout.unwrap_or_default())),
+        ..RouteAction::default()
+    }
+}
+
+fn http_match(m: &HttpRouteMatch) -> RouteMatch {
+    let value = m.path.value.clone();
+    let path = match m.path.match_type {
+        PathMatchType::Exact => PathSpecifier::Path(value),
+        // Gateway API prefixes match whole path segments: `/foo` matches `/foo/bar`, not `/foobar`.
+        PathMatchType::PathPrefix if value == "/" || value.ends_with('/') => {
+            PathSpecifier::Prefix(value)
+        }
+        PathMatchType::PathPrefix => PathSpecifier::PathSeparatedPrefix(value),
+        PathMatchType::RegularExpression => PathSpecifier::SafeRegex(regex(&value)),
+    };
+    let mut headers: Vec<HeaderMatcher> = m.headers.iter().map(header_matcher).collect();
+    if let Some(method) = m.method {
+        headers.push(string_header(":method", exact(method.as_str())));
+    }
+    RouteMatch {
+        path_specifier: Some(path),
+        headers,
+        query_parameters: m
+            .query_params
+            .iter()
+            .map(|q| QueryParameterMatcher {
+                name: q.name.clone(),
+                query_parameter_match_specifier: Some(
+                    query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(
+                        string_matcher(q.match_type, &q.value),
+                    ),
+                ),
+            })
+            .collect(),
+        ..RouteMatch::default()
+    }
+}
+
+fn grpc_match(method: Option<&GrpcMethodMatch>, headers: &[HeaderMatch]) -> RouteMatch {
+    let path = match method {
+        None => PathSpecifier::Prefix("/".to_owned()),
+        Some(m) => {
+            let service = m.service.as_deref();
+            let name = m.method.as_deref();
+            match (m.match_type, service, name) {
+                (StringMatchType::Exact, Some(s), Some(n)) => {
+                    PathSpecifier::Path(format!("/{s}/{n}"))
+                }
+                (StringMatchType::Exact, Some(s), None) => PathSpecifier::Prefix(format!("/{s}/")),
+                (StringMatchType::Exact, None, Some(n)) => {
+                    PathSpecifier::SafeRegex(regex(&format!("/[^/]+/{}", regex_escape(n))))
+                }
+                (_, s, n) => PathSpecifier::SafeRegex(regex(&format!(
+                    "/{}/{}",
+                    s.unwrap_or("[^/]+"),
+                    n.unwrap_or("[^/]+")
+                ))),
+            }
+        }
+    };
+    RouteMatch {
+        path_specifier: Some(path),
+        headers: headers.iter().map(header_matcher).collect(),
+        ..RouteMatch::default()
+    }
+}
+
+fn header_matcher(h: &HeaderMatch) -> HeaderMatcher {
+    string_header(&h.name, string_matcher(h.match_type, &h.value))
+}
+
+fn string_header(name: &str, m: StringMatcher) -> HeaderMatcher {
+    HeaderMatcher {
+        name: name.to_owned(),
+        header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(m)),
+        ..HeaderMatcher::default()
+    }
+}
+
+fn string_matcher(t: StringMatchType, value: &str) -> StringMatcher {
+    match t {
+        StringMatchType::Exact => exact(value),
+        StringMatchType::RegularExpression => StringMatcher {
+            match_pattern: Some(MatchPattern::SafeRegex(regex(value))),
+            ..StringMatcher::default()
+        },
+    }
+}
+
+fn exact(value: &str) -> StringMatcher {
+    StringMatcher {
+        match_pattern: Some(MatchPattern::Exact(value.to_owned())),
+        ..StringMatcher::default()
+    }
+}
+
+fn regex(value: &str) -> RegexMatcher {
+    RegexMatcher {
+        regex: value.to_owned(),
+        ..RegexMatcher::default()
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$#&-~".contains(c);
+            special.then_some('\\').into_iter().chain([c])
+        })
+        .collect()
+}

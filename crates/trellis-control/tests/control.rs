@@ -1,0 +1,238 @@
+//! The control plane as a whole: files in, ADS and admin API out, with a scripted xDS client
+//! standing in for a proxy.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use trellis_control::{ControlHandle, ControlOptions};
+use trellis_xds::TypeUrl;
+use trellis_xds::client::{self, ClientOptions, Handler};
+use trellis_xds::node::NodeMeta;
+
+const SERVICES: &str = "\
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: legacy}
+spec:
+  endpoints:
+  - {address: \"127.0.0.1:7001\"}
+  - {address: \"127.0.0.1:7002\"}
+";
+
+async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// GETs `path` from the admin API; asserts 200 and returns the body.
+async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+    body.to_owned()
+}
+
+async fn get_json(addr: std::net::SocketAddr, path: &str) -> Value {
+    let body = get(addr, path).await;
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+async fn start(dir: &std::path::Path) -> ControlHandle {
+    trellis_control::start(ControlOptions {
+        config_dir: Some(dir.to_owned()),
+        data_dir: None,
+        xds_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+    })
+    .await
+    .unwrap()
+}
+
+/// Records EDS endpoints per cluster; NACKs clusters named in `reject`.
+#[derive(Clone, Default)]
+struct Recorder {
+    clusters: Arc<Mutex<Vec<String>>>,
+    endpoints: Arc<Mutex<Vec<(String, usize)>>>,
+    reject: Option<&'static str>,
+}
+
+impl Handler for Recorder {
+    fn apply(&mut self, t: TypeUrl, _: &str, resources: &[Any]) -> Result<(), String> {
+        match t {
+            TypeUrl::Cluster => {
+                let names: Vec<String> = resources
+                    .iter()
+                    .map(|a| Cluster::decode(a.value.as_slice()).unwrap().name)
+                    .collect();
+                if let Some(bad) = self.reject.filter(|r| names.iter().any(|n| n.contains(r))) {
+                    return Err(format!("cluster {bad:?}: unsupported by this test client"));
+                }
+                *self.clusters.lock().unwrap() = names;
+            }
+            TypeUrl::ClusterLoadAssignment => {
+                *self.endpoints.lock().unwrap() = resources
+                    .iter()
+                    .map(|a| {
+                        let cla = ClusterLoadAssignment::decode(a.value.as_slice()).unwrap();
+                        let n = cla.endpoints.iter().map(|l| l.lb_endpoints.len()).sum();
+                        (cla.cluster_name, n)
+                    })
+                    .collect();
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+    fn wanted(&self, t: TypeUrl) -> Vec<String> {
+        match t {
+            TypeUrl::ClusterLoadAssignment => self
+                .clusters
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| c.starts_with("outbound|"))
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn client_for(
+    control: &ControlHandle,
+    service: &str,
+    handler: Recorder,
+) -> tokio::task::JoinHandle<()> {
+    let meta = NodeMeta {
+        service: service.into(),
+        namespace: "default".into(),
+        app_port: 9000,
+        inbound_port: 9001,
+        ip: "127.0.0.1".into(),
+        ..NodeMeta::default()
+    };
+    let opts = ClientOptions {
+        endpoint: format!("http://{}", control.xds_addr()),
+        node: meta.to_node(&format!("{service}-1")),
+        backoff_min: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+    };
+    tokio::spawn(client::run(opts, handler, std::future::pending()))
+}
+
+fn legacy_endpoints(r: &Recorder) -> Option<usize> {
+    r.endpoints
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(c, _)| c == "outbound|legacy.default")
+        .map(|(_, n)| *n)
+}
+
+#[tokio::test]
+async fn invalid_change_is_rejected_with_location_and_old_config_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    let control = start(dir.path()).await;
+    let admin = control.admin_addr();
+    let recorder = Recorder::default();
+    let client = client_for(&control, "web", recorder.clone());
+    eventually("static endpoints in EDS", async || {
+        legacy_endpoints(&recorder) == Some(2)
+    })
+    .await;
+
+    // A bad field in a second file: rejected as a whole, with file:line.
+    std::fs::write(
+        dir.path().join("routes.yaml"),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{kind: Service, name: legacy}]\n  rules:\n  - backendRefs: [{name: legacy, weigth: 5}]\n",
+    )
+    .unwrap();
+    eventually("error on the admin API", async || {
+        let config = get_json(admin, "/api/config").await;
+        config["errors"].as_array().is_some_and(|e| {
+            e.iter()
+                .any(|e| e.as_str().unwrap().contains("routes.yaml:7:"))
+        })
+    })
+    .await;
+    assert_eq!(
+        legacy_endpoints(&recorder),
+        Some(2),
+        "old config still served"
+    );
+
+    // Removing one static endpoint and fixing the route applies both.
+    std::fs::remove_file(dir.path().join("routes.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("services.yaml"),
+        SERVICES.replace("  - {address: \"127.0.0.1:7002\"}\n", ""),
+    )
+    .unwrap();
+    eventually("endpoint removed from EDS", async || {
+        legacy_endpoints(&recorder) == Some(1)
+    })
+    .await;
+    let config = get_json(admin, "/api/config").await;
+    assert_eq!(config["errors"], Value::Array(Vec::new()));
+    client.abort();
+}
+
+#[tokio::test]
+async fn registry_follows_streams_and_shows_nacks() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    let control = start(dir.path()).await;
+    let admin = control.admin_addr();
+
+    let picky = Recorder {
+        reject: Some("legacy"),
+        ..Recorder::default()
+    };
+    let client = client_for(&control, "web", picky);
+    eventually("nack shown per proxy", async || {
+        let proxies = get_json(admin, "/api/proxies").await;
+        proxies[0]["last_nack"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unsupported by this test client"))
+    })
+    .await;
+    let workloads = get_json(admin, "/api/workloads").await;
+    assert_eq!(workloads[0]["service"], "web");
+    assert_eq!(
+        workloads[0]["identity"],
+        "spiffe://cluster.local/ns/default/sa/web"
+    );
+    let services = get_json(admin, "/api/services").await;
+    let names: Vec<&str> = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["legacy", "web"]);
+
+    client.abort();
+    eventually("workload removed when its stream ends", async || {
+        get_json(admin, "/api/workloads").await == Value::Array(Vec::new())
+    })
+    .await;
+    let metrics = get(admin, "/metrics").await;
+    assert!(
+        metrics.contains("trellis_control_xds_nacks_total{type=\"cds\"} 1"),
+        "{metrics}"
+    );
+}
