@@ -11,9 +11,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tonic::Status;
 use trellis_api::{ConfigErrors, ConfigSet};
+use trellis_xds::TypeUrl;
 use trellis_xds::node::NodeMeta;
-use trellis_xds::server::{Hooks, StreamId};
-use trellis_xds::{Snapshot, TypeUrl};
+use trellis_xds::server::{Hooks, SnapshotWatch, StreamId};
 
 use crate::metrics::{Metrics, ReloadLabels, ReloadResult, TypeLabels};
 use crate::model::MeshModel;
@@ -27,6 +27,9 @@ pub struct ControlPlane {
 }
 
 struct State {
+    /// While set, snapshots are withheld so reconnecting workloads can re-register before
+    /// anyone is told their endpoints are gone.
+    warming: bool,
     config: Arc<ConfigSet>,
     config_generation: u64,
     config_loaded_at: SystemTime,
@@ -55,10 +58,22 @@ impl Default for ControlPlane {
 }
 
 impl ControlPlane {
-    /// A control plane with an empty config and no workloads.
+    /// A control plane with an empty config and no workloads, serving snapshots at once.
     pub fn new() -> ControlPlane {
+        ControlPlane::build(false)
+    }
+
+    /// Like [`ControlPlane::new`], but withholding snapshots until [`ControlPlane::end_warmup`]:
+    /// after a restart, the registry is empty until proxies reconnect, and publishing before
+    /// that would empty every cluster's endpoints.
+    pub fn warming() -> ControlPlane {
+        ControlPlane::build(true)
+    }
+
+    fn build(warming: bool) -> ControlPlane {
         ControlPlane {
             state: Mutex::new(State {
+                warming,
                 config: Arc::default(),
                 config_generation: 0,
                 config_loaded_at: SystemTime::now(),
@@ -113,20 +128,35 @@ impl ControlPlane {
             .set(i64::try_from(errors.len()).unwrap_or(i64::MAX));
     }
 
+    /// Starts publishing snapshots (no-op when not warming).
+    pub fn end_warmup(&self) {
+        let mut state = self.state();
+        if state.warming {
+            state.warming = false;
+            tracing::info!(
+                workloads = state.registry.len(),
+                "warm-up over, publishing config"
+            );
+            self.republish(&mut state);
+        }
+    }
+
     fn republish(&self, state: &mut State) {
         let workloads = state
             .registry
             .values()
             .map(|p| (p.node_id.as_str(), &p.meta));
         let model = Arc::new(MeshModel::build(state.config.clone(), workloads));
-        for proxy in state.registry.values() {
+        for proxy in state.registry.values().filter(|_| !state.warming) {
             let snapshot = Arc::new(translate(&model, &proxy.meta));
             let changed = proxy.snapshots.send_if_modified(|current| {
-                let differs = TypeUrl::ALL
-                    .iter()
-                    .any(|t| current.version(*t) != snapshot.version(*t));
+                let differs = current.as_ref().is_none_or(|current| {
+                    TypeUrl::ALL
+                        .iter()
+                        .any(|t| current.version(*t) != snapshot.version(*t))
+                });
                 if differs {
-                    *current = snapshot.clone();
+                    *current = Some(snapshot.clone());
                 }
                 differs
             });
@@ -137,8 +167,14 @@ impl ControlPlane {
         state.model = model;
     }
 
-    /// True once a config load was attempted (accepted or rejected): the control plane serves.
+    /// True once a config load was attempted (accepted or rejected) and warm-up is over.
     pub fn ready(&self) -> bool {
+        let state = self.state();
+        !state.warming && (state.config_generation > 0 || !state.errors.is_empty())
+    }
+
+    /// True once a config load was attempted, accepted or rejected.
+    pub fn loaded(&self) -> bool {
         let state = self.state();
         state.config_generation > 0 || !state.errors.is_empty()
     }
@@ -184,15 +220,11 @@ impl ControlPlane {
 }
 
 impl Hooks for ControlPlane {
-    fn connect(
-        &self,
-        stream: StreamId,
-        node: &Node,
-    ) -> Result<watch::Receiver<Arc<Snapshot>>, Status> {
+    fn connect(&self, stream: StreamId, node: &Node) -> Result<SnapshotWatch, Status> {
         let meta =
             NodeMeta::from_node(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let mut state = self.state();
-        let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+        let (tx, rx) = watch::channel(None);
         tracing::info!(node = %node.id, service = %meta.service, "workload registered");
         state.registry.insert(
             stream,

@@ -88,7 +88,7 @@ async fn reload(dir: &Path, control: &ControlPlane) {
     let loaded = tokio::task::spawn_blocking(move || trellis_api::load_dir(&owned)).await;
     match loaded {
         Ok(Ok(config)) => {
-            if *control.config().resources != config || !control.ready() {
+            if *control.config().resources != config || !control.loaded() {
                 tracing::info!(dir = %dir.display(), "config accepted");
                 control.accept_config(config);
             } else {

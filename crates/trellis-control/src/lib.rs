@@ -15,6 +15,7 @@ pub mod translate;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -36,6 +37,9 @@ pub struct ControlOptions {
     pub xds_addr: SocketAddr,
     /// Admin HTTP address; port 0 picks a free port.
     pub admin_addr: SocketAddr,
+    /// How long to withhold config after start so proxies that were connected to a previous
+    /// instance can re-register first (zero for a fresh mesh).
+    pub warmup: Duration,
 }
 
 /// Why the control plane could not start.
@@ -101,7 +105,11 @@ impl ControlHandle {
 
 /// Binds the listeners, loads the config dir (if any) and starts serving.
 pub async fn start(opts: ControlOptions) -> Result<ControlHandle, StartError> {
-    let control = Arc::new(ControlPlane::new());
+    let control = Arc::new(if opts.warmup.is_zero() {
+        ControlPlane::new()
+    } else {
+        ControlPlane::warming()
+    });
     let bind = |what, addr| async move {
         TcpListener::bind(addr)
             .await
@@ -137,14 +145,22 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, StartError> {
             tracing::error!(error = %e, "admin server stopped");
         }
     });
-    tracing::info!(%xds_addr, %admin_addr, "control plane serving");
+    let mut tasks = vec![xds_task, admin_task];
+    if !opts.warmup.is_zero() {
+        let control = control.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(opts.warmup).await;
+            control.end_warmup();
+        }));
+    }
+    tracing::info!(%xds_addr, %admin_addr, warmup = ?opts.warmup, "control plane serving");
     Ok(ControlHandle {
         control,
         xds_addr,
         admin_addr,
         _files: files,
         _stop: stop,
-        tasks: vec![xds_task, admin_task],
+        tasks,
     })
 }
 

@@ -21,7 +21,7 @@ pub(crate) struct Proxy {
     pub(crate) node_id: String,
     pub(crate) meta: NodeMeta,
     pub(crate) connected_at: SystemTime,
-    pub(crate) snapshots: watch::Sender<Arc<Snapshot>>,
+    pub(crate) snapshots: watch::Sender<Option<Arc<Snapshot>>>,
     pub(crate) acked: BTreeMap<TypeUrl, String>,
     pub(crate) last_nack: Option<Nack>,
     pub(crate) nacks: u64,
@@ -116,7 +116,9 @@ impl Proxy {
     }
 
     pub(crate) fn proxy_view(&self) -> ProxyView {
-        let snapshot = self.snapshots.borrow();
+        let published = self.snapshots.borrow();
+        let empty = Snapshot::default();
+        let snapshot = published.as_deref().unwrap_or(&empty);
         let current: BTreeMap<String, String> = TypeUrl::ALL
             .iter()
             .map(|t| (t.short().to_owned(), snapshot.version(*t).to_owned()))
@@ -128,11 +130,12 @@ impl Proxy {
             .collect();
         // A type the proxy never subscribed to (e.g. RDS without HTTP listeners) is in sync
         // when nothing of it exists.
-        let synced = TypeUrl::ALL.iter().all(|t| {
-            let want = snapshot.version(*t);
-            self.acked.get(t).map(String::as_str) == Some(want)
-                || snapshot.resources(*t).is_none_or(|r| r.items.is_empty())
-        });
+        let synced = published.is_some()
+            && TypeUrl::ALL.iter().all(|t| {
+                let want = snapshot.version(*t);
+                self.acked.get(t).map(String::as_str) == Some(want)
+                    || snapshot.resources(*t).is_none_or(|r| r.items.is_empty())
+            });
         ProxyView {
             node_id: self.node_id.clone(),
             service: self.meta.service.clone(),

@@ -56,6 +56,7 @@ async fn start(dir: &std::path::Path) -> ControlHandle {
         data_dir: None,
         xds_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
+        warmup: Duration::ZERO,
     })
     .await
     .unwrap()

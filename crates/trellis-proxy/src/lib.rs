@@ -1,1 +1,32 @@
-//! trellis-proxy: in progress.
+//! trellis-proxy: the Trellis sidecar data plane. It subscribes to the control plane over ADS
+//! (xDS v3, state of the world), compiles Listener, RouteConfiguration, Cluster and
+//! ClusterLoadAssignment resources into an immutable table swapped atomically, and forwards
+//! HTTP/1.1 (keep-alive, chunked, upgrades), HTTP/2 and gRPC over h2c, and raw TCP through the
+//! stages listener → detect → route → cluster → endpoint. It serves `/ready`, `/metrics` and
+//! `/config_dump` on an admin port.
+//!
+//! It does not do TLS/mTLS, authorization, retries, circuit breaking or outlier detection yet:
+//! resources asking for them are NACKed with a message naming the field.
+
+mod admin;
+mod balance;
+mod config;
+mod detect;
+mod drain;
+mod dump;
+mod error;
+mod handler;
+mod http;
+mod io;
+mod listener;
+mod options;
+mod proxy;
+mod table;
+mod tcp;
+mod telemetry;
+
+pub use handler::ConfigHandler;
+pub use options::ProxyOptions;
+pub use proxy::{ProxyError, ProxyHandle, start};
+pub use telemetry::{Direction, RouteStats, StatusClass};
+pub use trellis_xds::TypeUrl;

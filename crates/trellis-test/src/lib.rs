@@ -1,14 +1,15 @@
 //! Support for Trellis integration tests: backend servers (HTTP echo, raw HTTP recorder, gRPC
 //! health, WebSocket, TCP), client helpers, polling assertions and temporary config dirs.
 //!
-//! Everything binds `127.0.0.1:0` and stops when its handle drops. This crate does not start the
-//! control plane or proxies itself, and it is never a dependency of production code.
+//! Everything binds `127.0.0.1:0` and stops when its handle drops. [`TestMesh`] runs the real
+//! control plane and sidecars in-process. This crate is never a dependency of production code.
 
 mod config_dir;
 mod eventually;
 mod grpc_health;
 mod http_client;
 mod http_echo;
+mod mesh;
 mod raw_recorder;
 mod server;
 mod tcp;
@@ -23,6 +24,7 @@ pub use grpc_health::{
 };
 pub use http_client::{HttpReply, http1_download, http1_get, http2_get, post_streamed, raw_http1};
 pub use http_echo::{EchoReply, spawn_http_echo};
+pub use mesh::{Sidecar, TestMesh};
 pub use raw_recorder::{RawRecorder, spawn_raw_http_recorder};
 pub use server::Server;
 pub use tcp::{spawn_tcp_echo, spawn_tcp_greeter, tcp_roundtrip};

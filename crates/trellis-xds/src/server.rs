@@ -24,15 +24,15 @@ use crate::{Snapshot, TypeUrl};
 /// Identifies one ADS stream; a node that reconnects gets a new one.
 pub type StreamId = u64;
 
+/// A node's snapshots as the control plane publishes them; `None` until one exists.
+pub type SnapshotWatch = watch::Receiver<Option<Arc<Snapshot>>>;
+
 /// What the control plane plugs into the server: snapshots in, stream events out.
 pub trait Hooks: Send + Sync + 'static {
-    /// A stream presented `node` in its first request. Returns the watch of the node's snapshots,
-    /// or a status that refuses the stream (e.g. missing metadata).
-    fn connect(
-        &self,
-        stream: StreamId,
-        node: &Node,
-    ) -> Result<watch::Receiver<Arc<Snapshot>>, Status>;
+    /// A stream presented `node` in its first request. Returns the watch of the node's snapshots
+    /// (`None` while there is none yet: nothing is sent, so the client keeps what it has), or a
+    /// status that refuses the stream (e.g. missing metadata).
+    fn connect(&self, stream: StreamId, node: &Node) -> Result<SnapshotWatch, Status>;
     /// The client applied `version` of `type_url`.
     fn ack(&self, stream: StreamId, type_url: TypeUrl, version: &str);
     /// The client rejected the last response for `type_url` with `error`.
@@ -160,15 +160,19 @@ impl<H: Hooks> Session<H> {
         mut self,
         first: DiscoveryRequest,
         mut requests: Streaming<DiscoveryRequest>,
-        mut snapshots: watch::Receiver<Arc<Snapshot>>,
+        mut snapshots: SnapshotWatch,
         mut stop: watch::Receiver<bool>,
     ) {
         let mut snapshot = snapshots.borrow_and_update().clone();
-        let mut open = self.on_request(first, &snapshot).await;
+        let mut open = self.on_request(first, snapshot.as_deref()).await;
         while open {
             open = tokio::select! {
+                // A stopping server sends nothing more: its last pushes would be the removals of
+                // workloads whose streams it is closing, which a real exit never sends.
+                biased;
+                () = stopped(&mut stop) => false,
                 request = requests.next() => match request {
-                    Some(Ok(request)) => self.on_request(request, &snapshot).await,
+                    Some(Ok(request)) => self.on_request(request, snapshot.as_deref()).await,
                     Some(Err(status)) => {
                         tracing::debug!(node = %self.node_id, %status, "ads stream error");
                         false
@@ -178,19 +182,22 @@ impl<H: Hooks> Session<H> {
                 changed = snapshots.changed() => match changed {
                     Ok(()) => {
                         snapshot = snapshots.borrow_and_update().clone();
-                        self.push_changed(&snapshot).await
+                        match &snapshot {
+                            Some(s) => self.push_changed(s).await,
+                            None => true,
+                        }
                     }
                     Err(_) => false,
                 },
-                () = stopped(&mut stop) => false,
             };
         }
         tracing::info!(node = %self.node_id, stream = self.id, "ads stream closed");
         self.hooks.disconnect(self.id);
     }
 
-    /// Handles one request; false when the stream should end.
-    async fn on_request(&mut self, request: DiscoveryRequest, snapshot: &Snapshot) -> bool {
+    /// Handles one request; false when the stream should end. Without a snapshot it only
+    /// records the subscription.
+    async fn on_request(&mut self, request: DiscoveryRequest, snapshot: Option<&Snapshot>) -> bool {
         let Some(type_url) = TypeUrl::parse(&request.type_url) else {
             tracing::debug!(node = %self.node_id, type_url = %request.type_url, "ignoring unserved type");
             return true;
@@ -214,6 +221,9 @@ impl<H: Hooks> Session<H> {
         let names = requested_names(type_url, request.resource_names);
         let names_changed = sub.names != names || request.response_nonce.is_empty();
         sub.names = names;
+        let Some(snapshot) = snapshot else {
+            return true;
+        };
         let stale = sub.sent_version.as_deref() != Some(snapshot.version(type_url));
         if names_changed || stale {
             return self.send(type_url, snapshot).await;

@@ -11,7 +11,7 @@ use prost::Message;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use trellis_xds::client::{self, ClientOptions, Handler};
-use trellis_xds::server::{AdsServer, Hooks, StopHandle, StreamId};
+use trellis_xds::server::{AdsServer, Hooks, SnapshotWatch, StopHandle, StreamId};
 use trellis_xds::{Snapshot, TypeUrl};
 
 #[derive(Default)]
@@ -20,16 +20,12 @@ struct Events {
 }
 
 struct TestHooks {
-    snapshots: watch::Sender<Arc<Snapshot>>,
+    snapshots: watch::Sender<Option<Arc<Snapshot>>>,
     events: Arc<Events>,
 }
 
 impl Hooks for TestHooks {
-    fn connect(
-        &self,
-        stream: StreamId,
-        node: &Node,
-    ) -> Result<watch::Receiver<Arc<Snapshot>>, tonic::Status> {
+    fn connect(&self, stream: StreamId, node: &Node) -> Result<SnapshotWatch, tonic::Status> {
         self.events.push(format!("connect {stream} {}", node.id));
         Ok(self.snapshots.subscribe())
     }
@@ -101,7 +97,7 @@ impl Handler for TestHandler {
     }
 }
 
-fn snapshot(clusters: &[&str]) -> Arc<Snapshot> {
+fn snapshot(clusters: &[&str]) -> Option<Arc<Snapshot>> {
     let mut b = Snapshot::builder();
     for c in clusters {
         b.insert(
@@ -121,7 +117,7 @@ fn snapshot(clusters: &[&str]) -> Arc<Snapshot> {
             },
         );
     }
-    Arc::new(b.seal())
+    Some(Arc::new(b.seal()))
 }
 
 async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
@@ -277,5 +273,37 @@ async fn client_reconnects_after_server_restart() {
     })
     .await;
     assert!(events2.has("connect"));
+    client.abort();
+}
+
+#[tokio::test]
+async fn nothing_is_sent_until_a_snapshot_exists() {
+    let (snapshots, _) = watch::channel(None);
+    let events = Arc::new(Events::default());
+    let (endpoint, _server) = serve(TestHooks {
+        snapshots: snapshots.clone(),
+        events: events.clone(),
+    })
+    .await;
+    let handler = TestHandler::default();
+    let applied = handler.applied.clone();
+    let client = tokio::spawn(client::run(
+        options(endpoint),
+        handler,
+        std::future::pending(),
+    ));
+    eventually("stream registered", || events.has("connect")).await;
+    // The subscription is recorded; the client holds what it had (here: nothing).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(applied.lock().unwrap().is_empty(), "no snapshot, no push");
+    snapshots.send_replace(snapshot(&["a"]));
+    eventually("config once published", || {
+        applied
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(t, n)| *t == TypeUrl::ClusterLoadAssignment && n == &["a"])
+    })
+    .await;
     client.abort();
 }

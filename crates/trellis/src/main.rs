@@ -1,3 +1,8 @@
-//! The trellis CLI.
+//! The `trellis` command: control plane, sidecar proxy, app launcher and demo.
 
-fn main() {}
+mod cli;
+mod cmd;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

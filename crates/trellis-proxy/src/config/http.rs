@@ -1,0 +1,191 @@
+//! Compiles the `envoy.filters.network.http_connection_manager` network filter: codec, route
+//! source (RDS name or inline config) and upgrade settings.
+
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::http1_protocol_options::header_key_format::HeaderFormat;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::{
+    CodecType, RouteSpecifier,
+};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter,
+};
+use prost::Name;
+
+use super::route::RouteConfig;
+use super::{FieldError, check_ads_source, duration, reject_set};
+use crate::telemetry::Metrics;
+
+/// Filter name of the only HTTP filter supported.
+const ROUTER: &str = "envoy.filters.http.router";
+/// Name of the stateful header formatter that keeps HTTP/1 header case.
+const PRESERVE_CASE: &str = "preserve_case";
+
+/// A compiled HTTP connection manager.
+#[derive(Debug)]
+pub(crate) struct HttpConfig {
+    /// `stat_prefix`.
+    pub(crate) stat_prefix: String,
+    /// Which HTTP versions the downstream side serves.
+    pub(crate) codec: Codec,
+    /// Where the route table comes from.
+    pub(crate) routes: RouteSource,
+    /// Whether `Upgrade: websocket` requests are forwarded (routes may override).
+    pub(crate) websocket: bool,
+}
+
+/// Downstream codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Codec {
+    /// HTTP/1.1 and h2c (prior knowledge) on the same port.
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// h2c only.
+    Http2,
+}
+
+/// Where an HTTP connection manager gets its routes.
+#[derive(Debug)]
+pub(crate) enum RouteSource {
+    /// RDS, by route configuration name.
+    Rds(String),
+    /// A `route_config` inside the listener.
+    Inline(Arc<RouteConfig>),
+}
+
+impl HttpConfig {
+    /// Compiles `hcm`; inline routes take their stats handles from `metrics`.
+    #[allow(deprecated)]
+    pub(crate) fn compile(
+        hcm: &HttpConnectionManager,
+        metrics: &Metrics,
+    ) -> Result<Self, FieldError> {
+        reject_set(&[
+            ("local_reply_config", hcm.local_reply_config.is_some()),
+            (
+                "forward_client_cert_details",
+                hcm.forward_client_cert_details != 0,
+            ),
+            (
+                "set_current_client_cert_details",
+                hcm.set_current_client_cert_details.is_some(),
+            ),
+            (
+                "early_header_mutation_extensions",
+                !hcm.early_header_mutation_extensions.is_empty(),
+            ),
+            (
+                "original_ip_detection_extensions",
+                !hcm.original_ip_detection_extensions.is_empty(),
+            ),
+            (
+                "http3_protocol_options",
+                hcm.http3_protocol_options.is_some(),
+            ),
+        ])?;
+        let codec = match CodecType::try_from(hcm.codec_type) {
+            Ok(CodecType::Auto) => Codec::Auto,
+            Ok(CodecType::Http1) => Codec::Http1,
+            Ok(CodecType::Http2) => Codec::Http2,
+            _ => {
+                return Err(FieldError::new(
+                    "codec_type",
+                    "only AUTO, HTTP1 and HTTP2 are supported",
+                ));
+            }
+        };
+        for (i, f) in hcm.http_filters.iter().enumerate() {
+            check_http_filter(f).map_err(|e| e.at(format!("http_filters[{i}]")))?;
+        }
+        let routes = match &hcm.route_specifier {
+            Some(RouteSpecifier::Rds(rds)) => {
+                check_ads_source(rds.config_source.as_ref(), "rds.config_source")?;
+                if rds.route_config_name.is_empty() {
+                    return Err(FieldError::new(
+                        "rds.route_config_name",
+                        "must not be empty",
+                    ));
+                }
+                RouteSource::Rds(rds.route_config_name.clone())
+            }
+            Some(RouteSpecifier::RouteConfig(rc)) => RouteSource::Inline(Arc::new(
+                RouteConfig::compile(rc, metrics)
+                    .map_err(|e| FieldError::new("route_config", e.to_string()))?,
+            )),
+            Some(RouteSpecifier::ScopedRoutes(_)) => {
+                return Err(FieldError::unsupported("scoped_routes"));
+            }
+            None => return Err(FieldError::message("rds or route_config is required")),
+        };
+        let mut websocket = false;
+        for (i, u) in hcm.upgrade_configs.iter().enumerate() {
+            let field = format!("upgrade_configs[{i}]");
+            if !u.upgrade_type.eq_ignore_ascii_case("websocket") {
+                return Err(FieldError::new(
+                    format!("{field}.upgrade_type"),
+                    format!(
+                        "{:?} is not supported (supported: websocket)",
+                        u.upgrade_type
+                    ),
+                ));
+            }
+            reject_set(&[("filters", !u.filters.is_empty())]).map_err(|e| e.at(&field))?;
+            websocket = u.enabled.as_ref().is_none_or(|b| b.value);
+        }
+        if let Some(format) = hcm
+            .http_protocol_options
+            .as_ref()
+            .and_then(|o| o.header_key_format.as_ref())
+            .and_then(|f| f.header_format.as_ref())
+        {
+            check_header_format(format)
+                .map_err(|e| e.at("http_protocol_options.header_key_format"))?;
+        }
+        for (field, d) in [
+            ("stream_idle_timeout", &hcm.stream_idle_timeout),
+            ("request_timeout", &hcm.request_timeout),
+        ] {
+            if let Some(d) = d {
+                duration(d, field)?;
+            }
+        }
+        Ok(Self {
+            stat_prefix: hcm.stat_prefix.clone(),
+            codec,
+            routes,
+            websocket,
+        })
+    }
+}
+
+fn check_http_filter(f: &HttpFilter) -> Result<(), FieldError> {
+    let is_router = match &f.config_type {
+        Some(ConfigType::TypedConfig(any)) => any.type_url == Router::type_url(),
+        Some(ConfigType::ConfigDiscovery(_)) => false,
+        None => f.name == ROUTER,
+    };
+    if is_router || f.is_optional || f.disabled {
+        return Ok(());
+    }
+    Err(FieldError::message(format!(
+        "unsupported http filter {:?} (supported: {ROUTER})",
+        f.name
+    )))
+}
+
+fn check_header_format(format: &HeaderFormat) -> Result<(), FieldError> {
+    match format {
+        HeaderFormat::StatefulFormatter(ext) if ext.name == PRESERVE_CASE => Ok(()),
+        HeaderFormat::StatefulFormatter(ext) => Err(FieldError::new(
+            "stateful_formatter",
+            format!(
+                "{:?} is not supported (supported: {PRESERVE_CASE})",
+                ext.name
+            ),
+        )),
+        HeaderFormat::ProperCaseWords(_) => Err(FieldError::unsupported("proper_case_words")),
+    }
+}

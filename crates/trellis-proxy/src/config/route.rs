@@ -1,0 +1,598 @@
+//! RDS: compiles a `RouteConfiguration` into virtual hosts and routes, and selects the route
+//! for a request (the route stage) as a pure function of the config and the request.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::route::v3::route::Action;
+use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
+use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
+use envoy_types::pb::envoy::config::route::v3::{
+    Route as PbRoute, RouteAction as PbRouteAction, RouteConfiguration, RouteMatch as PbRouteMatch,
+    VirtualHost as PbVirtualHost,
+};
+use http::StatusCode;
+use regex::Regex;
+
+use super::matcher::{HeaderMatch, QueryMatch, RequestView, full_regex};
+use super::weighted::Weighted;
+use super::{ConfigError, FieldError, duration, reject_set};
+use crate::telemetry::{Direction, Metrics, RouteClusterStats};
+
+/// Envoy's route timeout when `timeout` is not set.
+const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A compiled `RouteConfiguration`.
+#[derive(Debug)]
+pub(crate) struct RouteConfig {
+    /// Resource name.
+    pub(crate) name: String,
+    /// Virtual hosts in config order.
+    pub(crate) virtual_hosts: Vec<VirtualHost>,
+    /// Lower-case exact domains (as written, port included if any) → virtual host index.
+    exact: HashMap<String, usize>,
+    /// `*.example.com` as `.example.com`, longest first.
+    suffixes: Vec<(String, usize)>,
+    /// `example.*` as `example.`, longest first.
+    prefixes: Vec<(String, usize)>,
+    /// The `*` virtual host.
+    any: Option<usize>,
+}
+
+/// A compiled virtual host.
+#[derive(Debug)]
+pub(crate) struct VirtualHost {
+    /// Virtual host name.
+    pub(crate) name: String,
+    /// Its domains, as configured.
+    pub(crate) domains: Vec<String>,
+    /// Routes in match order (first match wins).
+    pub(crate) routes: Vec<Route>,
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub(crate) struct Route {
+    /// Route name (or `<virtual host>/<index>` when unnamed), the `route` metrics label.
+    pub(crate) name: String,
+    /// What the request must look like.
+    pub(crate) matcher: RouteMatch,
+    /// Where it goes.
+    pub(crate) action: RouteAction,
+}
+
+/// A compiled `RouteMatch`.
+#[derive(Debug)]
+pub(crate) struct RouteMatch {
+    path: PathMatch,
+    case_sensitive: bool,
+    headers: Vec<HeaderMatch>,
+    query: Vec<QueryMatch>,
+    grpc: bool,
+}
+
+#[derive(Debug)]
+enum PathMatch {
+    Prefix(String),
+    Exact(String),
+    SeparatedPrefix(String),
+    Regex(Regex),
+}
+
+/// A compiled `RouteAction`.
+#[derive(Debug)]
+pub(crate) struct RouteAction {
+    /// The weighted clusters (one with all the weight for `cluster`).
+    pub(crate) clusters: Weighted<RouteTarget>,
+    /// Time allowed until the upstream response headers; `None` disables it.
+    pub(crate) timeout: Option<Duration>,
+    /// Per-route override of the listener's WebSocket upgrade setting.
+    pub(crate) websocket: Option<bool>,
+    /// Status sent when the chosen cluster does not exist.
+    pub(crate) cluster_not_found: StatusCode,
+}
+
+/// One cluster a route sends to, with its stats handles per direction.
+#[derive(Debug)]
+pub(crate) struct RouteTarget {
+    /// Cluster name.
+    pub(crate) cluster: String,
+    stats: [Arc<RouteClusterStats>; 2],
+}
+
+impl RouteTarget {
+    /// The stats handle for traffic in `direction`.
+    pub(crate) fn stats(&self, direction: Direction) -> &RouteClusterStats {
+        &self.stats[direction.index()]
+    }
+}
+
+impl RouteConfig {
+    /// Compiles `rc`; stats handles come from `metrics`.
+    pub(crate) fn compile(rc: &RouteConfiguration, metrics: &Metrics) -> Result<Self, ConfigError> {
+        compile_config(rc, metrics).map_err(|source| ConfigError::Invalid {
+            kind: "route configuration",
+            name: rc.name.clone(),
+            source,
+        })
+    }
+
+    /// The virtual host serving `authority`: exact domain (with port, then without), then the
+    /// longest suffix wildcard, then the longest prefix wildcard, then `*`.
+    pub(crate) fn virtual_host(&self, authority: &str) -> Option<&VirtualHost> {
+        let authority = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(authority.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(authority)
+        };
+        let host = strip_port(&authority);
+        let index = self
+            .exact
+            .get(authority.as_ref())
+            .or_else(|| self.exact.get(host))
+            .copied()
+            .or_else(|| {
+                self.suffixes
+                    .iter()
+                    .find(|(s, _)| host.len() > s.len() && host.ends_with(s.as_str()))
+                    .map(|(_, i)| *i)
+            })
+            .or_else(|| {
+                self.prefixes
+                    .iter()
+                    .find(|(p, _)| host.len() > p.len() && host.starts_with(p.as_str()))
+                    .map(|(_, i)| *i)
+            })
+            .or(self.any)?;
+        self.virtual_hosts.get(index)
+    }
+
+    /// The first route of the request's virtual host that matches it.
+    pub(crate) fn route(&self, req: &RequestView<'_>) -> Option<&Route> {
+        self.virtual_host(req.authority)?
+            .routes
+            .iter()
+            .find(|r| r.matcher.matches(req))
+    }
+}
+
+/// `host:port` → `host`; leaves `[v6]` and port-less names alone.
+fn strip_port(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
+impl RouteMatch {
+    /// Whether `req` satisfies every condition.
+    pub(crate) fn matches(&self, req: &RequestView<'_>) -> bool {
+        let eq = |a: &str, b: &str| {
+            if self.case_sensitive {
+                a == b
+            } else {
+                a.eq_ignore_ascii_case(b)
+            }
+        };
+        let path_ok = match &self.path {
+            PathMatch::Prefix(p) => req
+                .path_and_query
+                .get(..p.len())
+                .is_some_and(|head| eq(head, p)),
+            PathMatch::Exact(p) => eq(req.path, p),
+            PathMatch::SeparatedPrefix(p) => {
+                req.path.get(..p.len()).is_some_and(|head| eq(head, p))
+                    && matches!(req.path.as_bytes().get(p.len()), None | Some(b'/'))
+            }
+            PathMatch::Regex(r) => r.is_match(req.path),
+        };
+        path_ok
+            && (!self.grpc || req.is_grpc())
+            && self.headers.iter().all(|h| h.matches(req))
+            && self.query.iter().all(|q| q.matches(req))
+    }
+
+    /// The match as text, for the config dump.
+    pub(crate) fn describe(&self) -> Vec<String> {
+        let path = match &self.path {
+            PathMatch::Prefix(p) => format!("prefix: {p}"),
+            PathMatch::Exact(p) => format!("path: {p}"),
+            PathMatch::SeparatedPrefix(p) => format!("path_separated_prefix: {p}"),
+            PathMatch::Regex(r) => format!("safe_regex: {}", r.as_str()),
+        };
+        let mut out = vec![path];
+        if self.grpc {
+            out.push("grpc".to_owned());
+        }
+        out.extend(
+            self.headers
+                .iter()
+                .map(|h| format!("header {}", h.describe())),
+        );
+        out.extend(self.query.iter().map(|q| format!("query {}", q.describe())));
+        out
+    }
+}
+
+fn compile_config(rc: &RouteConfiguration, metrics: &Metrics) -> Result<RouteConfig, FieldError> {
+    reject_set(&[
+        ("vhds", rc.vhds.is_some()),
+        (
+            "internal_only_headers",
+            !rc.internal_only_headers.is_empty(),
+        ),
+        (
+            "response_headers_to_add",
+            !rc.response_headers_to_add.is_empty(),
+        ),
+        (
+            "response_headers_to_remove",
+            !rc.response_headers_to_remove.is_empty(),
+        ),
+        (
+            "request_headers_to_add",
+            !rc.request_headers_to_add.is_empty(),
+        ),
+        (
+            "request_headers_to_remove",
+            !rc.request_headers_to_remove.is_empty(),
+        ),
+        (
+            "cluster_specifier_plugins",
+            !rc.cluster_specifier_plugins.is_empty(),
+        ),
+        (
+            "request_mirror_policies",
+            !rc.request_mirror_policies.is_empty(),
+        ),
+        (
+            "typed_per_filter_config",
+            !rc.typed_per_filter_config.is_empty(),
+        ),
+        ("vhost_header", !rc.vhost_header.is_empty()),
+        ("route_specifiers", !rc.route_specifiers.is_empty()),
+    ])?;
+    let mut out = RouteConfig {
+        name: rc.name.clone(),
+        virtual_hosts: Vec::with_capacity(rc.virtual_hosts.len()),
+        exact: HashMap::new(),
+        suffixes: Vec::new(),
+        prefixes: Vec::new(),
+        any: None,
+    };
+    for (i, vh) in rc.virtual_hosts.iter().enumerate() {
+        let field = format!("virtual_hosts[{i}]");
+        let compiled = compile_vhost(vh, metrics).map_err(|e| e.at(&field))?;
+        for (j, domain) in vh.domains.iter().enumerate() {
+            let d = domain.to_ascii_lowercase();
+            let taken = if d == "*" {
+                out.any.replace(i).is_some()
+            } else if let Some(suffix) = d.strip_prefix('*') {
+                push_unique(&mut out.suffixes, suffix, i)
+            } else if let Some(prefix) = d.strip_suffix('*') {
+                push_unique(&mut out.prefixes, prefix, i)
+            } else {
+                out.exact.insert(d, i).is_some()
+            };
+            if taken {
+                return Err(FieldError::new(
+                    format!("{field}.domains[{j}]"),
+                    format!("domain {domain:?} is already used by another virtual host"),
+                ));
+            }
+        }
+        out.virtual_hosts.push(compiled);
+    }
+    out.suffixes
+        .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+    out.prefixes
+        .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    Ok(out)
+}
+
+/// Adds a wildcard pattern; true if it was already present.
+fn push_unique(list: &mut Vec<(String, usize)>, pattern: &str, index: usize) -> bool {
+    if list.iter().any(|(p, _)| p == pattern) {
+        return true;
+    }
+    list.push((pattern.to_owned(), index));
+    false
+}
+
+#[allow(deprecated)]
+fn compile_vhost(vh: &PbVirtualHost, metrics: &Metrics) -> Result<VirtualHost, FieldError> {
+    if vh.domains.is_empty() {
+        return Err(FieldError::new(
+            "domains",
+            "at least one domain is required",
+        ));
+    }
+    reject_set(&[
+        ("matcher", vh.matcher.is_some()),
+        ("require_tls", vh.require_tls != 0),
+        ("rate_limits", !vh.rate_limits.is_empty()),
+        (
+            "request_headers_to_add",
+            !vh.request_headers_to_add.is_empty(),
+        ),
+        (
+            "request_headers_to_remove",
+            !vh.request_headers_to_remove.is_empty(),
+        ),
+        (
+            "response_headers_to_add",
+            !vh.response_headers_to_add.is_empty(),
+        ),
+        (
+            "response_headers_to_remove",
+            !vh.response_headers_to_remove.is_empty(),
+        ),
+        ("cors", vh.cors.is_some()),
+        (
+            "typed_per_filter_config",
+            !vh.typed_per_filter_config.is_empty(),
+        ),
+        ("retry_policy", vh.retry_policy.is_some()),
+        (
+            "retry_policy_typed_config",
+            vh.retry_policy_typed_config.is_some(),
+        ),
+        ("hedge_policy", vh.hedge_policy.is_some()),
+        (
+            "request_mirror_policies",
+            !vh.request_mirror_policies.is_empty(),
+        ),
+        ("route_specifiers", !vh.route_specifiers.is_empty()),
+    ])?;
+    let routes = vh
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            compile_route(r, &vh.name, i, metrics).map_err(|e| e.at(format!("routes[{i}]")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(VirtualHost {
+        name: vh.name.clone(),
+        domains: vh.domains.clone(),
+        routes,
+    })
+}
+
+#[allow(deprecated)]
+fn compile_route(
+    r: &PbRoute,
+    vhost: &str,
+    index: usize,
+    metrics: &Metrics,
+) -> Result<Route, FieldError> {
+    reject_set(&[
+        (
+            "typed_per_filter_config",
+            !r.typed_per_filter_config.is_empty(),
+        ),
+        (
+            "request_headers_to_add",
+            !r.request_headers_to_add.is_empty(),
+        ),
+        (
+            "request_headers_to_remove",
+            !r.request_headers_to_remove.is_empty(),
+        ),
+        (
+            "response_headers_to_add",
+            !r.response_headers_to_add.is_empty(),
+        ),
+        (
+            "response_headers_to_remove",
+            !r.response_headers_to_remove.is_empty(),
+        ),
+        ("route_specifiers", !r.route_specifiers.is_empty()),
+    ])?;
+    let name = if r.name.is_empty() {
+        format!("{vhost}/{index}")
+    } else {
+        r.name.clone()
+    };
+    let matcher = compile_match(r.r#match.as_ref()).map_err(|e| e.at("match"))?;
+    let action = match &r.action {
+        Some(Action::Route(a)) => compile_action(a, &name, metrics).map_err(|e| e.at("route"))?,
+        Some(Action::Redirect(_)) => return Err(FieldError::unsupported("redirect")),
+        Some(Action::DirectResponse(_)) => return Err(FieldError::unsupported("direct_response")),
+        Some(_) => {
+            return Err(FieldError::new(
+                "action",
+                "only route actions are supported",
+            ));
+        }
+        None => return Err(FieldError::new("action", "a route action is required")),
+    };
+    Ok(Route {
+        name,
+        matcher,
+        action,
+    })
+}
+
+fn compile_match(m: Option<&PbRouteMatch>) -> Result<RouteMatch, FieldError> {
+    let m = m.ok_or_else(|| FieldError::message("is required"))?;
+    reject_set(&[
+        ("runtime_fraction", m.runtime_fraction.is_some()),
+        ("cookies", !m.cookies.is_empty()),
+        ("tls_context", m.tls_context.is_some()),
+        ("dynamic_metadata", !m.dynamic_metadata.is_empty()),
+        ("filter_state", !m.filter_state.is_empty()),
+    ])?;
+    let path = match &m.path_specifier {
+        Some(PathSpecifier::Prefix(p)) => PathMatch::Prefix(p.clone()),
+        Some(PathSpecifier::Path(p)) => PathMatch::Exact(p.clone()),
+        Some(PathSpecifier::PathSeparatedPrefix(p)) => {
+            PathMatch::SeparatedPrefix(p.trim_end_matches('/').to_owned())
+        }
+        Some(PathSpecifier::SafeRegex(r)) => PathMatch::Regex(full_regex(r, "safe_regex")?),
+        Some(PathSpecifier::ConnectMatcher(_)) => {
+            return Err(FieldError::unsupported("connect_matcher"));
+        }
+        Some(PathSpecifier::PathMatchPolicy(_)) => {
+            return Err(FieldError::unsupported("path_match_policy"));
+        }
+        None => {
+            return Err(FieldError::message(
+                "one of prefix, path, safe_regex or path_separated_prefix is required",
+            ));
+        }
+    };
+    let headers = m
+        .headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| HeaderMatch::compile(h, &format!("headers[{i}]")))
+        .collect::<Result<_, _>>()?;
+    let query = m
+        .query_parameters
+        .iter()
+        .enumerate()
+        .map(|(i, q)| QueryMatch::compile(q, &format!("query_parameters[{i}]")))
+        .collect::<Result<_, _>>()?;
+    Ok(RouteMatch {
+        path,
+        case_sensitive: m.case_sensitive.as_ref().is_none_or(|b| b.value),
+        headers,
+        query,
+        grpc: m.grpc.is_some(),
+    })
+}
+
+#[allow(deprecated)]
+fn compile_action(
+    a: &PbRouteAction,
+    route: &str,
+    metrics: &Metrics,
+) -> Result<RouteAction, FieldError> {
+    reject_set(&[
+        ("metadata_match", a.metadata_match.is_some()),
+        ("prefix_rewrite", !a.prefix_rewrite.is_empty()),
+        ("regex_rewrite", a.regex_rewrite.is_some()),
+        ("path_rewrite_policy", a.path_rewrite_policy.is_some()),
+        ("path_rewrite", !a.path_rewrite.is_empty()),
+        ("host_rewrite_specifier", a.host_rewrite_specifier.is_some()),
+        ("idle_timeout", a.idle_timeout.is_some()),
+        ("retry_policy", a.retry_policy.is_some()),
+        (
+            "retry_policy_typed_config",
+            a.retry_policy_typed_config.is_some(),
+        ),
+        (
+            "request_mirror_policies",
+            !a.request_mirror_policies.is_empty(),
+        ),
+        ("rate_limits", !a.rate_limits.is_empty()),
+        ("hash_policy", !a.hash_policy.is_empty()),
+        ("cors", a.cors.is_some()),
+        (
+            "internal_redirect_policy",
+            a.internal_redirect_policy.is_some(),
+        ),
+        ("hedge_policy", a.hedge_policy.is_some()),
+        ("max_stream_duration", a.max_stream_duration.is_some()),
+    ])?;
+    let target = |cluster: &str| RouteTarget {
+        cluster: cluster.to_owned(),
+        stats: [Direction::Inbound, Direction::Outbound]
+            .map(|d| metrics.route_stats(d, route, cluster)),
+    };
+    let clusters = match &a.cluster_specifier {
+        Some(ClusterSpecifier::Cluster(c)) if !c.is_empty() => Weighted::single(target(c)),
+        Some(ClusterSpecifier::WeightedClusters(wc)) => {
+            let mut items = Vec::with_capacity(wc.clusters.len());
+            for (i, c) in wc.clusters.iter().enumerate() {
+                let field = format!("weighted_clusters.clusters[{i}]");
+                reject_set(&[
+                    ("cluster_header", !c.cluster_header.is_empty()),
+                    ("metadata_match", c.metadata_match.is_some()),
+                    (
+                        "request_headers_to_add",
+                        !c.request_headers_to_add.is_empty(),
+                    ),
+                    (
+                        "request_headers_to_remove",
+                        !c.request_headers_to_remove.is_empty(),
+                    ),
+                    (
+                        "response_headers_to_add",
+                        !c.response_headers_to_add.is_empty(),
+                    ),
+                    (
+                        "response_headers_to_remove",
+                        !c.response_headers_to_remove.is_empty(),
+                    ),
+                    (
+                        "typed_per_filter_config",
+                        !c.typed_per_filter_config.is_empty(),
+                    ),
+                    ("host_rewrite_specifier", c.host_rewrite_specifier.is_some()),
+                ])
+                .map_err(|e| e.at(&field))?;
+                if c.name.is_empty() {
+                    return Err(FieldError::new(
+                        format!("{field}.name"),
+                        "must not be empty",
+                    ));
+                }
+                items.push((c.weight.as_ref().map_or(0, |w| w.value), target(&c.name)));
+            }
+            Weighted::new(items).map_err(|e| e.at("weighted_clusters"))?
+        }
+        Some(ClusterSpecifier::ClusterHeader(_)) => {
+            return Err(FieldError::unsupported("cluster_header"));
+        }
+        Some(ClusterSpecifier::Cluster(_)) | None => {
+            return Err(FieldError::new(
+                "cluster_specifier",
+                "cluster or weighted_clusters is required",
+            ));
+        }
+        Some(_) => return Err(FieldError::unsupported("cluster_specifier_plugin")),
+    };
+    let timeout = match &a.timeout {
+        None => Some(DEFAULT_ROUTE_TIMEOUT),
+        Some(t) => Some(duration(t, "timeout")?).filter(|d| !d.is_zero()),
+    };
+    let mut websocket = None;
+    for (i, u) in a.upgrade_configs.iter().enumerate() {
+        if !u.upgrade_type.eq_ignore_ascii_case("websocket") {
+            return Err(FieldError::new(
+                format!("upgrade_configs[{i}].upgrade_type"),
+                format!(
+                    "{:?} is not supported (supported: websocket)",
+                    u.upgrade_type
+                ),
+            ));
+        }
+        reject_set(&[("connect_config", u.connect_config.is_some())])
+            .map_err(|e| e.at(format!("upgrade_configs[{i}]")))?;
+        websocket = Some(u.enabled.as_ref().is_none_or(|b| b.value));
+    }
+    let cluster_not_found = match a.cluster_not_found_response_code {
+        0 => StatusCode::SERVICE_UNAVAILABLE,
+        1 => StatusCode::NOT_FOUND,
+        2 => StatusCode::INTERNAL_SERVER_ERROR,
+        other => {
+            return Err(FieldError::new(
+                "cluster_not_found_response_code",
+                format!("unknown code {other}"),
+            ));
+        }
+    };
+    Ok(RouteAction {
+        clusters,
+        timeout,
+        websocket,
+        cluster_not_found,
+    })
+}
+
+#[cfg(test)]
+mod tests;

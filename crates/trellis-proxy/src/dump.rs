@@ -1,0 +1,222 @@
+//! `/config_dump`: the applied configuration as JSON, built from the compiled table (listeners,
+//! route configurations, clusters with their serving endpoints, and each type's version).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::config::cluster::Discovery;
+use crate::config::http::{HttpConfig, RouteSource};
+use crate::config::listener::{FilterChain, NetworkFilter};
+use crate::config::route::RouteConfig;
+use crate::table::{Cluster, Table};
+
+/// The whole dump.
+#[derive(Debug, Serialize)]
+pub(crate) struct ConfigDump {
+    versions: BTreeMap<&'static str, String>,
+    listeners: Vec<ListenerDump>,
+    route_configs: Vec<RouteConfigDump>,
+    clusters: Vec<ClusterDump>,
+}
+
+#[derive(Debug, Serialize)]
+struct ListenerDump {
+    name: String,
+    address: String,
+    direction: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detection_timeout_ms: Option<u128>,
+    filter_chains: Vec<ChainDump>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default_filter_chain: Option<ChainDump>,
+}
+
+#[derive(Debug, Serialize)]
+struct ChainDump {
+    name: String,
+    application_protocols: Vec<String>,
+    filter: FilterDump,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum FilterDump {
+    HttpConnectionManager {
+        stat_prefix: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rds: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        route_config: Option<RouteConfigDump>,
+        websocket: bool,
+    },
+    TcpProxy {
+        stat_prefix: String,
+        clusters: Vec<WeightedDump>,
+    },
+}
+
+#[derive(Debug, Serialize)]
+struct WeightedDump {
+    name: String,
+    weight: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct RouteConfigDump {
+    name: String,
+    virtual_hosts: Vec<VirtualHostDump>,
+}
+
+#[derive(Debug, Serialize)]
+struct VirtualHostDump {
+    name: String,
+    domains: Vec<String>,
+    routes: Vec<RouteDump>,
+}
+
+#[derive(Debug, Serialize)]
+struct RouteDump {
+    name: String,
+    r#match: Vec<String>,
+    clusters: Vec<WeightedDump>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeout_ms: Option<u128>,
+}
+
+#[derive(Debug, Serialize)]
+struct ClusterDump {
+    name: String,
+    discovery: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_name: Option<String>,
+    lb_policy: &'static str,
+    connect_timeout_ms: u128,
+    protocol: &'static str,
+    endpoints: Vec<EndpointDump>,
+}
+
+#[derive(Debug, Serialize)]
+struct EndpointDump {
+    address: String,
+    weight: u32,
+    in_flight: u64,
+}
+
+impl ConfigDump {
+    /// Dumps `table`.
+    pub(crate) fn of(table: &Table) -> Self {
+        Self {
+            versions: table
+                .versions
+                .iter()
+                .map(|(t, v)| (t.short(), v.clone()))
+                .collect(),
+            listeners: table
+                .listeners
+                .values()
+                .map(|l| ListenerDump {
+                    name: l.name.clone(),
+                    address: l.address.to_string(),
+                    direction: l.direction.as_str(),
+                    detection_timeout_ms: l.detect.and_then(|d| d.timeout).map(|t| t.as_millis()),
+                    filter_chains: l.chains.iter().map(chain).collect(),
+                    default_filter_chain: l.default_chain.as_ref().map(chain),
+                })
+                .collect(),
+            route_configs: table.routes.values().map(|r| route_config(r)).collect(),
+            clusters: table.clusters.values().map(|c| cluster(c)).collect(),
+        }
+    }
+}
+
+fn chain(c: &FilterChain) -> ChainDump {
+    let filter = match &c.filter {
+        NetworkFilter::Http(h) => http(h),
+        NetworkFilter::Tcp(t) => FilterDump::TcpProxy {
+            stat_prefix: t.stat_prefix.clone(),
+            clusters: t
+                .clusters
+                .iter()
+                .map(|(weight, target)| WeightedDump {
+                    name: target.cluster.clone(),
+                    weight,
+                })
+                .collect(),
+        },
+    };
+    ChainDump {
+        name: c.name.clone(),
+        application_protocols: c.protocols.clone(),
+        filter,
+    }
+}
+
+fn http(h: &HttpConfig) -> FilterDump {
+    let (rds, route_config) = match &h.routes {
+        RouteSource::Rds(name) => (Some(name.clone()), None),
+        RouteSource::Inline(rc) => (None, Some(route_config(rc))),
+    };
+    FilterDump::HttpConnectionManager {
+        stat_prefix: h.stat_prefix.clone(),
+        rds,
+        route_config,
+        websocket: h.websocket,
+    }
+}
+
+fn route_config(rc: &RouteConfig) -> RouteConfigDump {
+    RouteConfigDump {
+        name: rc.name.clone(),
+        virtual_hosts: rc
+            .virtual_hosts
+            .iter()
+            .map(|vh| VirtualHostDump {
+                name: vh.name.clone(),
+                domains: vh.domains.clone(),
+                routes: vh
+                    .routes
+                    .iter()
+                    .map(|r| RouteDump {
+                        name: r.name.clone(),
+                        r#match: r.matcher.describe(),
+                        clusters: r
+                            .action
+                            .clusters
+                            .iter()
+                            .map(|(weight, t)| WeightedDump {
+                                name: t.cluster.clone(),
+                                weight,
+                            })
+                            .collect(),
+                        timeout_ms: r.action.timeout.map(|t| t.as_millis()),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+fn cluster(c: &Cluster) -> ClusterDump {
+    let (discovery, service_name) = match &c.config.discovery {
+        Discovery::Eds(service) => ("EDS", Some(service.clone())),
+        Discovery::Static(_) => ("STATIC", None),
+    };
+    ClusterDump {
+        name: c.config.name.clone(),
+        discovery,
+        service_name,
+        lb_policy: c.config.lb_policy.as_str(),
+        connect_timeout_ms: c.config.connect_timeout.as_millis(),
+        protocol: c.config.protocol.as_str(),
+        endpoints: c
+            .endpoints
+            .endpoints()
+            .map(|(e, weight)| EndpointDump {
+                address: e.addr.to_string(),
+                weight,
+                in_flight: e.in_flight(),
+            })
+            .collect(),
+    }
+}

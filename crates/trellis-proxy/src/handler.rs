@@ -1,0 +1,243 @@
+//! The xDS handler: validates each state-of-the-world update, keeps the last accepted resources
+//! of every type, rebuilds and publishes the table, and tracks readiness. A rejected update
+//! leaves everything as it was.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster as PbCluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::google::protobuf::Any;
+use trellis_xds::TypeUrl;
+use trellis_xds::client::Handler;
+
+use crate::balance::{ClusterLbState, EndpointSet};
+use crate::config::cluster::{ClusterConfig, Discovery};
+use crate::config::endpoint::Assignment;
+use crate::config::listener::{ListenerConfig, ListenerContext};
+use crate::config::route::RouteConfig;
+use crate::config::{ConfigError, decode_all};
+use crate::http::client::UpstreamClients;
+use crate::table::{Cluster, Shared, Table};
+
+/// Applies xDS updates to a running proxy. The ADS client drives it; tests and fake control
+/// planes may drive a clone directly ([`ProxyHandle::config_handler`](crate::ProxyHandle::config_handler)).
+/// Clones share one state.
+#[derive(Debug, Clone)]
+pub struct ConfigHandler {
+    state: Arc<Mutex<ConfigState>>,
+}
+
+#[derive(Debug)]
+struct ConfigState {
+    shared: Arc<Shared>,
+    inbound_port: u16,
+    listeners: BTreeMap<String, Arc<ListenerConfig>>,
+    routes: BTreeMap<String, Arc<RouteConfig>>,
+    clusters: BTreeMap<String, Arc<ClusterConfig>>,
+    assignments: BTreeMap<String, Arc<Assignment>>,
+    versions: BTreeMap<TypeUrl, String>,
+    applied: BTreeSet<TypeUrl>,
+    lb: HashMap<String, ClusterLbState>,
+    clients: HashMap<Duration, Arc<UpstreamClients>>,
+}
+
+impl ConfigHandler {
+    pub(crate) fn new(shared: Arc<Shared>, inbound_port: u16) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(ConfigState {
+                shared,
+                inbound_port,
+                listeners: BTreeMap::new(),
+                routes: BTreeMap::new(),
+                clusters: BTreeMap::new(),
+                assignments: BTreeMap::new(),
+                versions: BTreeMap::new(),
+                applied: BTreeSet::new(),
+                lb: HashMap::new(),
+                clients: HashMap::new(),
+            })),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ConfigState> {
+        // A panic while applying leaves the previous maps intact (they are replaced whole), so
+        // a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Handler for ConfigHandler {
+    fn apply(&mut self, type_url: TypeUrl, version: &str, resources: &[Any]) -> Result<(), String> {
+        let mut state = self.lock();
+        let result = state.apply(type_url, version, resources);
+        state
+            .shared
+            .metrics
+            .xds_update(type_url.short(), result.is_ok());
+        match &result {
+            Ok(()) => tracing::info!(%type_url, version, count = resources.len(), "config applied"),
+            Err(e) => tracing::warn!(%type_url, version, error = %e, "config rejected"),
+        }
+        result.map_err(|e| e.to_string())
+    }
+
+    fn wanted(&self, type_url: TypeUrl) -> Vec<String> {
+        self.lock().wanted(type_url)
+    }
+}
+
+impl ConfigState {
+    fn apply(
+        &mut self,
+        type_url: TypeUrl,
+        version: &str,
+        resources: &[Any],
+    ) -> Result<(), ConfigError> {
+        match type_url {
+            TypeUrl::Listener => {
+                let ctx = ListenerContext {
+                    inbound_port: self.inbound_port,
+                    metrics: &self.shared.metrics,
+                };
+                let compiled = decode_all::<Listener>("listener", resources)?
+                    .iter()
+                    .map(|l| ListenerConfig::compile(l, ctx))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut ports = HashMap::new();
+                for l in &compiled {
+                    if let Some(other) = ports.insert(l.address.port(), l.name.clone()) {
+                        return Err(ConfigError::Conflict {
+                            kind: "listener",
+                            name: l.name.clone(),
+                            problem: format!(
+                                "address port {} is already used by listener {other:?}",
+                                l.address.port()
+                            ),
+                        });
+                    }
+                }
+                self.listeners = by_name("listener", compiled, |l| &l.name)?;
+            }
+            TypeUrl::RouteConfiguration => {
+                let metrics = &self.shared.metrics;
+                let compiled = decode_all::<RouteConfiguration>("route configuration", resources)?
+                    .iter()
+                    .map(|r| RouteConfig::compile(r, metrics))
+                    .collect::<Result<Vec<_>, _>>()?;
+                self.routes = by_name("route configuration", compiled, |r| &r.name)?;
+            }
+            TypeUrl::Cluster => {
+                let compiled = decode_all::<PbCluster>("cluster", resources)?
+                    .iter()
+                    .map(ClusterConfig::compile)
+                    .collect::<Result<Vec<_>, _>>()?;
+                self.clusters = by_name("cluster", compiled, |c| &c.name)?;
+            }
+            TypeUrl::ClusterLoadAssignment => {
+                let compiled =
+                    decode_all::<ClusterLoadAssignment>("cluster load assignment", resources)?
+                        .iter()
+                        .map(Assignment::compile)
+                        .collect::<Result<Vec<_>, _>>()?;
+                self.assignments =
+                    by_name("cluster load assignment", compiled, |a| &a.cluster_name)?;
+            }
+        }
+        self.versions.insert(type_url, version.to_owned());
+        self.applied.insert(type_url);
+        self.publish();
+        if self.complete() {
+            self.shared.set_ready();
+        }
+        Ok(())
+    }
+
+    fn wanted(&self, type_url: TypeUrl) -> Vec<String> {
+        let names: BTreeSet<&str> = match type_url {
+            TypeUrl::RouteConfiguration => self
+                .listeners
+                .values()
+                .flat_map(|l| l.rds_names())
+                .collect(),
+            TypeUrl::ClusterLoadAssignment => self
+                .clusters
+                .values()
+                .filter_map(|c| match &c.discovery {
+                    Discovery::Eds(service) => Some(service.as_str()),
+                    Discovery::Static(_) => None,
+                })
+                .collect(),
+            TypeUrl::Listener | TypeUrl::Cluster => BTreeSet::new(),
+        };
+        names.into_iter().map(str::to_owned).collect()
+    }
+
+    /// LDS and CDS applied, and RDS/EDS too if they name anything.
+    fn complete(&self) -> bool {
+        [TypeUrl::Listener, TypeUrl::Cluster]
+            .iter()
+            .all(|t| self.applied.contains(t))
+            && [TypeUrl::RouteConfiguration, TypeUrl::ClusterLoadAssignment]
+                .into_iter()
+                .all(|t| self.applied.contains(&t) || self.wanted(t).is_empty())
+    }
+
+    /// Rebuilds the table from the accepted resources and publishes it.
+    fn publish(&mut self) {
+        let mut lb = HashMap::with_capacity(self.clusters.len());
+        let mut clusters = BTreeMap::new();
+        for (name, config) in &self.clusters {
+            let assignment = match &config.discovery {
+                Discovery::Eds(service) => self.assignments.get(service).map(AsRef::as_ref),
+                Discovery::Static(a) => Some(a),
+            };
+            let mut state = self.lb.remove(name).unwrap_or_default();
+            let endpoints = EndpointSet::build(config.lb_policy, assignment, &mut state);
+            lb.insert(name.clone(), state);
+            let clients = self
+                .clients
+                .entry(config.connect_timeout)
+                .or_insert_with(|| Arc::new(UpstreamClients::new(config.connect_timeout)))
+                .clone();
+            clusters.insert(
+                name.clone(),
+                Arc::new(Cluster {
+                    config: config.clone(),
+                    endpoints,
+                    clients,
+                }),
+            );
+        }
+        self.lb = lb;
+        self.shared.publish(Table::new(
+            self.listeners.clone(),
+            self.routes.clone(),
+            clusters,
+            self.versions.clone(),
+        ));
+    }
+}
+
+/// Indexes resources by name, rejecting duplicates.
+fn by_name<T>(
+    kind: &'static str,
+    items: Vec<T>,
+    name: impl Fn(&T) -> &String,
+) -> Result<BTreeMap<String, Arc<T>>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        let key = name(&item).clone();
+        if out.insert(key.clone(), Arc::new(item)).is_some() {
+            return Err(ConfigError::Conflict {
+                kind,
+                name: key,
+                problem: "appears more than once".to_owned(),
+            });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,215 @@
+//! HTTP forwarding: serves HTTP/1.1 and h2c on a connection and takes each request through the
+//! route → cluster → endpoint stages to an upstream, streaming bodies both ways.
+
+pub(crate) mod client;
+mod upgrade;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+use crate::config::http::{Codec, HttpConfig, RouteSource};
+use crate::config::matcher::RequestView;
+use crate::config::route::Route;
+use crate::drain::DrainWatch;
+use crate::error::{ForwardError, ResponseBody};
+use crate::table::{Shared, Table};
+use crate::telemetry::Direction;
+
+/// What every request on one downstream connection shares.
+#[derive(Debug)]
+pub(crate) struct HttpConnection {
+    /// Proxy state (table, metrics).
+    pub(crate) shared: Arc<Shared>,
+    /// The HTTP connection manager of the selected filter chain.
+    pub(crate) config: Arc<HttpConfig>,
+    /// The listener's direction, for metrics.
+    pub(crate) direction: Direction,
+    /// The client address, for logs.
+    pub(crate) peer: SocketAddr,
+    /// Shutdown signal, handed to upgraded connections.
+    pub(crate) drain: DrainWatch,
+}
+
+/// Serves HTTP on `io` until the client closes or shutdown ends the connection; in-flight
+/// requests finish when draining starts.
+pub(crate) async fn serve<I>(io: I, conn: HttpConnection)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut drain = conn.drain.clone();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().preserve_header_case(true);
+    let builder = match conn.config.codec {
+        Codec::Auto => builder,
+        Codec::Http1 => builder.http1_only(),
+        Codec::Http2 => builder.http2_only(),
+    };
+    let conn = Arc::new(conn);
+    let service = service_fn(move |req| {
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(handle(&conn, req).await) }
+    });
+    let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(served);
+    let result = tokio::select! {
+        result = served.as_mut() => result,
+        () = drain.draining() => {
+            served.as_mut().graceful_shutdown();
+            tokio::select! {
+                result = served.as_mut() => result,
+                () = drain.closed() => Ok(()),
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "http connection ended with an error");
+    }
+}
+
+/// One request, start to response headers.
+async fn handle(conn: &HttpConnection, req: Request<Incoming>) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let table = conn.shared.table.load_full();
+    // Cheap clones (shared bytes) kept for the access log after the request is sent.
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    match route(conn, &table, &req) {
+        Err(e) => {
+            tracing::trace!(
+                %method,
+                path = uri.path(),
+                status = e.status().as_u16(),
+                flag = e.flag(),
+                error = %e,
+                "request"
+            );
+            e.response()
+        }
+        Ok(route) => {
+            let target = route.action.clusters.pick();
+            let result = forward(conn, &table, route, &target.cluster, req).await;
+            let (response, flag) = match result {
+                Ok(response) => (response, "-"),
+                Err(e) => {
+                    tracing::debug!(
+                        error = %e,
+                        side = ?e.side(),
+                        retryable = e.retryable(),
+                        "upstream request failed"
+                    );
+                    (e.response(), e.flag())
+                }
+            };
+            let elapsed = started.elapsed();
+            target
+                .stats(conn.direction)
+                .record(response.status(), elapsed);
+            tracing::trace!(
+                %method,
+                path = uri.path(),
+                route = %route.name,
+                cluster = %target.cluster,
+                status = response.status().as_u16(),
+                flag,
+                ?elapsed,
+                peer = %conn.peer,
+                "request"
+            );
+            response
+        }
+    }
+}
+
+/// The route stage: the listener's route config, then its first matching route.
+fn route<'t>(
+    conn: &'t HttpConnection,
+    table: &'t Table,
+    req: &Request<Incoming>,
+) -> Result<&'t Route, ForwardError> {
+    let config = match &conn.config.routes {
+        RouteSource::Rds(name) => table.routes.get(name).ok_or(ForwardError::NoRoute)?,
+        RouteSource::Inline(config) => config,
+    };
+    config
+        .route(&RequestView::new(req))
+        .ok_or(ForwardError::NoRoute)
+}
+
+/// The cluster and endpoint stages, then the upstream exchange.
+async fn forward(
+    conn: &HttpConnection,
+    table: &Table,
+    route: &Route,
+    cluster_name: &str,
+    mut req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ForwardError> {
+    let cluster =
+        table
+            .clusters
+            .get(cluster_name)
+            .ok_or_else(|| ForwardError::ClusterNotFound {
+                cluster: cluster_name.to_owned(),
+                status: route.action.cluster_not_found,
+            })?;
+    let upgrade = match upgrade::requested(req.headers()) {
+        None => None,
+        Some(p) if p.eq_ignore_ascii_case("websocket") => {
+            if !route.action.websocket.unwrap_or(conn.config.websocket) {
+                return Err(ForwardError::UpgradeRejected(p.to_owned()));
+            }
+            Some(hyper::upgrade::on(&mut req))
+        }
+        // Like Envoy, an HTTP/1.1 → h2c upgrade offer is dropped and the request proxied as is.
+        Some(p) if p.eq_ignore_ascii_case("h2c") => None,
+        Some(p) => return Err(ForwardError::UpgradeRejected(p.to_owned())),
+    };
+    let in_flight = cluster
+        .endpoints
+        .pick()
+        .ok_or_else(|| ForwardError::NoHealthyUpstream(cluster_name.to_owned()))?;
+    let version =
+        client::upstream_version(cluster.config.protocol, req.version(), upgrade.is_some());
+    client::to_upstream(
+        &mut req,
+        &in_flight.endpoint().authority,
+        version,
+        upgrade.is_some(),
+    );
+    let sent = cluster.clients.for_version(version).request(req);
+    let result = match route.action.timeout {
+        Some(limit) => match tokio::time::timeout(limit, sent).await {
+            Ok(result) => result,
+            Err(_) => {
+                in_flight.failed();
+                return Err(ForwardError::UpstreamTimeout(limit));
+            }
+        },
+        None => sent.await,
+    };
+    let mut response = match result {
+        Ok(response) => response,
+        Err(e) => {
+            in_flight.failed();
+            return Err(ForwardError::from_client(&e));
+        }
+    };
+    in_flight.succeeded();
+    match upgrade {
+        Some(downstream) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            let upstream = hyper::upgrade::on(&mut response);
+            upgrade::splice(downstream, upstream, conn.drain.clone());
+        }
+        _ => client::strip_hop_by_hop(response.headers_mut(), false),
+    }
+    Ok(response.map(Either::Left))
+}

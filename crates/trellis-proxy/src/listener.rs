@@ -1,0 +1,193 @@
+//! The listener stage: accept loops for the pre-bound sockets and for LDS listeners bound on
+//! demand, and per connection: wait for config, detect the protocol, pick the filter chain and
+//! hand the connection to HTTP or TCP forwarding.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tracing::Instrument;
+
+use crate::config::listener::{ListenerConfig, NetworkFilter};
+use crate::detect::{self, Detected};
+use crate::drain::DrainWatch;
+use crate::http::{self, HttpConnection};
+use crate::io::Rewind;
+use crate::table::Shared;
+use crate::tcp;
+
+/// How long a connection accepted before its listener is configured waits for config.
+const CONFIG_WAIT: Duration = Duration::from_secs(10);
+
+/// Accepts on `socket` until draining starts or `stop` fires (or its sender is dropped).
+/// Connections are matched to the LDS listener for the socket's port.
+pub(crate) fn spawn_accept(
+    socket: TcpListener,
+    shared: Arc<Shared>,
+    mut drain: DrainWatch,
+    stop: Option<oneshot::Receiver<()>>,
+) {
+    tokio::spawn(async move {
+        let port = match socket.local_addr() {
+            Ok(addr) => addr.port(),
+            Err(e) => {
+                tracing::warn!(error = %e, "listener socket has no local address");
+                return;
+            }
+        };
+        let stopped = async move {
+            match stop {
+                Some(rx) => {
+                    let _ = rx.await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                accepted = socket.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let span = tracing::debug_span!(
+                            "conn",
+                            %peer,
+                            port,
+                            listener = tracing::field::Empty
+                        );
+                        let conn = connection(stream, peer, port, shared.clone(), drain.clone());
+                        tokio::spawn(conn.instrument(span));
+                    }
+                    Err(e) => tracing::debug!(port, error = %e, "accept failed"),
+                },
+                () = drain.draining() => break,
+                () = &mut stopped => break,
+            }
+        }
+        tracing::debug!(port, "listener stopped accepting");
+    });
+}
+
+/// Keeps the on-demand listeners in step with LDS: binds new addresses whose port is not one of
+/// the pre-bound sockets, and stops accepting on removed ones (their connections finish).
+pub(crate) fn spawn_reconciler(
+    shared: Arc<Shared>,
+    prebound: BTreeSet<u16>,
+    mut drain: DrainWatch,
+) {
+    tokio::spawn(async move {
+        let mut changes = shared.subscribe();
+        let mut bound: HashMap<SocketAddr, oneshot::Sender<()>> = HashMap::new();
+        loop {
+            let wanted: BTreeSet<SocketAddr> = shared
+                .table
+                .load()
+                .listeners
+                .values()
+                .map(|l| l.address)
+                .filter(|a| !prebound.contains(&a.port()) && a.port() != 0)
+                .collect();
+            bound.retain(|addr, _| wanted.contains(addr));
+            for addr in wanted {
+                if bound.contains_key(&addr) {
+                    continue;
+                }
+                match TcpListener::bind(addr).await {
+                    Ok(socket) => {
+                        let (tx, rx) = oneshot::channel();
+                        spawn_accept(socket, shared.clone(), drain.clone(), Some(rx));
+                        bound.insert(addr, tx);
+                        tracing::info!(%addr, "listener bound");
+                    }
+                    Err(e) => tracing::warn!(%addr, error = %e, "cannot bind listener"),
+                }
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { break },
+                () = drain.draining() => break,
+            }
+        }
+    });
+}
+
+/// The listener for `port`, waiting up to [`CONFIG_WAIT`] for it to be configured.
+async fn listener_for(shared: &Shared, port: u16) -> Option<Arc<ListenerConfig>> {
+    let mut changes = shared.subscribe();
+    let found = tokio::time::timeout(CONFIG_WAIT, async {
+        loop {
+            if let Some(l) = shared.table.load().listener_for_port(port) {
+                return Some(l.clone());
+            }
+            changes.changed().await.ok()?;
+        }
+    });
+    found.await.ok().flatten()
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    port: u16,
+    shared: Arc<Shared>,
+    drain: DrainWatch,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut closed = drain.clone();
+    let prepared = tokio::select! {
+        prepared = prepare(&mut stream, &shared, port) => prepared,
+        () = closed.closed() => None,
+    };
+    let Some((listener, detected, prefix)) = prepared else {
+        return;
+    };
+    let Some(chain) = listener.select_chain(detected) else {
+        tracing::debug!(?detected, "no filter chain matches; closing");
+        return;
+    };
+    tracing::debug!(chain = %chain.name, ?detected, "connection");
+    let io = Rewind::new(prefix.freeze(), stream);
+    match &chain.filter {
+        NetworkFilter::Http(config) => {
+            let conn = HttpConnection {
+                shared,
+                config: config.clone(),
+                direction: listener.direction,
+                peer,
+                drain,
+            };
+            http::serve(io, conn).await;
+        }
+        NetworkFilter::Tcp(config) => tcp::proxy(io, config, &shared, peer, drain).await,
+    }
+}
+
+/// The listener for the connection and, if it inspects, the detected protocol with the bytes
+/// read doing so; `None` when the connection should be closed.
+async fn prepare(
+    stream: &mut TcpStream,
+    shared: &Shared,
+    port: u16,
+) -> Option<(Arc<ListenerConfig>, Option<&'static str>, BytesMut)> {
+    let Some(listener) = listener_for(shared, port).await else {
+        tracing::debug!("no listener configured for this port; closing");
+        return None;
+    };
+    tracing::Span::current().record("listener", listener.name.as_str());
+    let Some(detection) = listener.detect else {
+        return Some((listener, None, BytesMut::new()));
+    };
+    match detect::detect(stream, detection.timeout).await {
+        Ok((Detected::TimedOut, _)) if !detection.continue_on_timeout => {
+            tracing::debug!("protocol detection timed out; closing");
+            None
+        }
+        Ok((detected, prefix)) => Some((listener, detected.protocol(), prefix)),
+        Err(e) => {
+            tracing::debug!(error = %e, "connection failed during protocol detection");
+            None
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Shared pieces: service YAML, a keep-alive HTTP client, admin API reads.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// A `kind: Service` document.
+pub(crate) fn service(name: &str, protocol: &str) -> String {
+    format!(
+        "apiVersion: trellis.dev/v1alpha1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  ports: [{{port: 80, protocol: {protocol}}}]\n---\n"
+    )
+}
+
+/// A Service selecting workloads of `app` with `version`.
+pub(crate) fn versioned(name: &str, app: &str, version: &str) -> String {
+    format!(
+        "apiVersion: trellis.dev/v1alpha1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  selector: {{app: {app}, version: {version}}}\n---\n"
+    )
+}
+
+/// An HTTPRoute on `parent` splitting between two backends.
+pub(crate) fn split(parent: &str, a: (&str, u32), b: (&str, u32)) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {parent}-split}}\nspec:\n  parentRefs: [{{kind: Service, name: {parent}}}]\n  rules:\n  - backendRefs:\n    - {{name: {}, weight: {}}}\n    - {{name: {}, weight: {}}}\n",
+        a.0, a.1, b.0, b.1
+    )
+}
+
+/// An HTTP/1.1 client that keeps connections alive, like a real app's.
+pub(crate) struct KeepAlive {
+    client: Client<HttpConnector, Empty<Bytes>>,
+    base: String,
+}
+
+impl KeepAlive {
+    pub(crate) fn new(addr: SocketAddr) -> KeepAlive {
+        KeepAlive {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            base: format!("http://{addr}"),
+        }
+    }
+
+    /// GET `path`; returns the status and the `x-served-by` header.
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let uri: http::Uri = format!("{}{path}", self.base).parse()?;
+        let response =
+            tokio::time::timeout(trellis_test::CLIENT_TIMEOUT, self.client.get(uri)).await??;
+        let status = response.status().as_u16();
+        let served_by = response
+            .headers()
+            .get("x-served-by")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        response.into_body().collect().await?;
+        Ok((status, served_by))
+    }
+}
+
+/// GET a JSON document from the control plane's admin API.
+pub(crate) async fn admin_json(admin: SocketAddr, path: &str) -> serde_json::Value {
+    let reply = trellis_test::http1_get(admin, path, &[])
+        .await
+        .expect("admin API answers");
+    assert_eq!(reply.status, 200, "{path}");
+    reply.json().expect("admin API returns JSON")
+}
+
+/// Endpoint addresses the control plane lists for `service`.
+pub(crate) async fn endpoints_of(admin: SocketAddr, service: &str) -> Vec<String> {
+    let services = admin_json(admin, "/api/services").await;
+    services
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["name"] == service)
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .map(|e| e["address"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: the real control plane and sidecars with real apps on loopback.
+
+mod common;
+mod config;
+mod endpoints;
+mod nack;
+mod protocols;
+mod routing;

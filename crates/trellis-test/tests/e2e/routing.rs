@@ -1,0 +1,156 @@
+//! Weighted routing, live edits under load, and HTTP-proxy mode.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use trellis_test::{Sidecar, TestMesh, assert_eventually, http1_get, spawn_http_echo};
+
+use crate::common::{KeepAlive, service, split, versioned};
+
+/// Requests per measurement.
+const SAMPLES: usize = 2000;
+
+async fn share_of_v1(client: &KeepAlive, n: usize) -> f64 {
+    let mut v1 = 0;
+    for _ in 0..n {
+        let (status, served_by) = client.get("/").await.unwrap();
+        assert_eq!(status, 200);
+        if served_by == "web-v1" {
+            v1 += 1;
+        }
+    }
+    v1 as f64 / n as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_split_holds_and_edits_apply_live_without_errors() {
+    let services = [
+        service("web", "HTTP"),
+        versioned("web-v1", "web", "v1"),
+        versioned("web-v2", "web", "v2"),
+    ]
+    .concat();
+    let mut mesh = TestMesh::start(&[
+        ("services.yaml", &services),
+        ("route.yaml", &split("web", ("web-v1", 90), ("web-v2", 10))),
+    ])
+    .await
+    .unwrap();
+    let v1 = spawn_http_echo("web-v1").await.unwrap();
+    let v2 = spawn_http_echo("web-v2").await.unwrap();
+    let _s1 = mesh
+        .sidecar(Sidecar::new("web", v1.addr().port()).label("version", "v1"))
+        .await
+        .unwrap();
+    let _s2 = mesh
+        .sidecar(Sidecar::new("web", v2.addr().port()).label("version", "v2"))
+        .await
+        .unwrap();
+    let client = mesh
+        .sidecar(Sidecar::new("client", 0).upstream("web"))
+        .await
+        .unwrap();
+    let addr = client.upstream_addr("web").unwrap();
+    let http = KeepAlive::new(addr);
+    assert_eventually!(
+        Duration::from_secs(5),
+        http.get("/").await.is_ok_and(|r| r.0 == 200)
+    );
+
+    let share = share_of_v1(&http, SAMPLES).await;
+    assert!(
+        (0.87..=0.93).contains(&share),
+        "90/10 split gave {share:.3} to v1"
+    );
+
+    // Load runs while the file changes to 50/50: no request may fail.
+    let failures = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let running = Arc::new(AtomicBool::new(true));
+    let load = {
+        let (failures, sent, running) = (failures.clone(), sent.clone(), running.clone());
+        let http = KeepAlive::new(addr);
+        tokio::spawn(async move {
+            while running.load(Ordering::Relaxed) {
+                if !http.get("/").await.is_ok_and(|r| r.0 == 200) {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let edited = Instant::now();
+    mesh.config
+        .write("route.yaml", &split("web", ("web-v1", 50), ("web-v2", 50)))
+        .unwrap();
+    // Within 1 s the split is 50/50: a window of 200 requests lands near half.
+    assert_eventually!(
+        Duration::from_secs(1),
+        (0.35..=0.65).contains(&share_of_v1(&http, 200).await),
+        "the 50/50 edit did not apply within 1 s"
+    );
+    let applied_after = edited.elapsed();
+    let share = share_of_v1(&http, SAMPLES).await;
+    running.store(false, Ordering::Relaxed);
+    load.await.unwrap();
+    assert!(
+        (0.47..=0.53).contains(&share),
+        "50/50 split gave {share:.3} to v1"
+    );
+    assert!(
+        sent.load(Ordering::Relaxed) > 100,
+        "load ran during the edit"
+    );
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "requests failed during the edit"
+    );
+    eprintln!("50/50 applied after {applied_after:?}");
+
+    // The control plane stopped: the proxies keep the last config and keep serving.
+    mesh.stop_control();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        http.get("/").await.unwrap().0,
+        200,
+        "serving without a control plane"
+    );
+
+    // Restarted, with a change made while it was down: the proxies reconnect and converge.
+    mesh.config
+        .write("route.yaml", &split("web", ("web-v1", 0), ("web-v2", 1)))
+        .unwrap();
+    mesh.restart_control().await.unwrap();
+    assert_eventually!(
+        Duration::from_secs(10),
+        share_of_v1(&http, 20).await == 0.0,
+        "proxies did not converge after the restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_proxy_mode_routes_by_host() {
+    let mesh = TestMesh::start(&[("services.yaml", &service("echo", "HTTP"))])
+        .await
+        .unwrap();
+    let echo = spawn_http_echo("echo").await.unwrap();
+    let _server = mesh
+        .sidecar(Sidecar::new("echo", echo.addr().port()))
+        .await
+        .unwrap();
+    let mut spec = Sidecar::new("client", 0);
+    spec.http_proxy = true;
+    let client = mesh.sidecar(spec).await.unwrap();
+    let proxy = client.http_proxy_addr().expect("http proxy listener");
+    let reply = http1_get(proxy, "http://echo/via-proxy", &[("host", "echo")])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.echo().unwrap().path, "/via-proxy");
+    let unknown = http1_get(proxy, "http://nowhere/", &[("host", "nowhere")])
+        .await
+        .unwrap();
+    assert_eq!(unknown.status, 404, "unknown host has no route");
+}

@@ -1,0 +1,192 @@
+//! Command-line parsing and dispatch.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::cmd;
+
+/// Trellis: a service mesh with a Rust sidecar, driven over xDS.
+#[derive(Debug, Parser)]
+#[command(name = "trellis", version, about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter (e.g. `info`, `trellis_proxy=debug`); also read from RUST_LOG. Default:
+    /// `info`, or `warn` for the demo so its live table stays readable.
+    #[arg(long, global = true, env = "RUST_LOG")]
+    log: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the control plane: load and watch a config dir, serve xDS and the admin API.
+    Control(ControlArgs),
+    /// Run a sidecar proxy next to an application.
+    Proxy(ProxyArgs),
+    /// Start an application and its sidecar together; exits with the app's status.
+    Run(RunArgs),
+    /// Run a meshed multi-service demo with live stats, on loopback.
+    Demo(DemoArgs),
+}
+
+/// `trellis control` flags.
+#[derive(Debug, Args)]
+pub(crate) struct ControlArgs {
+    /// Directory of YAML resources (Service, HTTPRoute, GRPCRoute), watched for changes.
+    #[arg(long)]
+    pub(crate) config_dir: PathBuf,
+    /// Directory for the control plane's state (writes endpoints.json with its addresses).
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// xDS (ADS) listen address.
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    pub(crate) xds_addr: SocketAddr,
+    /// Admin API listen address.
+    #[arg(long, default_value = "127.0.0.1:15014")]
+    pub(crate) admin_addr: SocketAddr,
+    /// After start, withhold config this long so proxies of a previous run re-register first
+    /// (otherwise peers would briefly see their endpoints gone). `0s` for a fresh mesh.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub(crate) warmup: Duration,
+}
+
+/// Flags shared by `proxy` and `run`.
+#[derive(Debug, Args)]
+pub(crate) struct SidecarArgs {
+    /// Service this workload belongs to.
+    #[arg(long)]
+    pub(crate) service: String,
+    /// Namespace of the service.
+    #[arg(long, default_value = "default")]
+    pub(crate) namespace: String,
+    /// Workload label `KEY=VALUE` (repeatable), e.g. `version=v2`.
+    #[arg(long = "label", value_parser = parse_pair)]
+    pub(crate) labels: Vec<(String, String)>,
+    /// Outbound listener `SERVICE=PORT` or `SERVICE=IP:PORT` for an upstream (repeatable).
+    #[arg(long = "upstream", value_parser = parse_upstream)]
+    pub(crate) upstreams: Vec<(String, SocketAddr)>,
+    /// HTTP-proxy-mode outbound listener (`PORT` or `IP:PORT`); apps set HTTP_PROXY to it.
+    #[arg(long, value_parser = parse_addr)]
+    pub(crate) http_proxy: Option<SocketAddr>,
+    /// Inbound listener address; peers reach the app through it.
+    #[arg(long, default_value = "127.0.0.1:0", value_parser = parse_addr)]
+    pub(crate) inbound: SocketAddr,
+    /// Control plane ADS endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:15010")]
+    pub(crate) control_plane: String,
+    /// Locality `region/zone/subzone`.
+    #[arg(long)]
+    pub(crate) locality: Option<String>,
+    /// xDS node id (default: `<service>-<random>`).
+    #[arg(long)]
+    pub(crate) node_id: Option<String>,
+}
+
+/// `trellis proxy` flags.
+#[derive(Debug, Args)]
+pub(crate) struct ProxyArgs {
+    #[command(flatten)]
+    pub(crate) sidecar: SidecarArgs,
+    /// Port of the local application (127.0.0.1).
+    #[arg(long)]
+    pub(crate) app_port: u16,
+    /// Admin listen address (/ready, /metrics, /config_dump).
+    #[arg(long, default_value = "127.0.0.1:15000", value_parser = parse_addr)]
+    pub(crate) admin: SocketAddr,
+}
+
+/// `trellis run` flags.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) sidecar: SidecarArgs,
+    /// Port the application listens on (127.0.0.1).
+    #[arg(long)]
+    pub(crate) port: u16,
+    /// Admin listen address; port 0 picks a free one (several sidecars share a host).
+    #[arg(long, default_value = "127.0.0.1:0", value_parser = parse_addr)]
+    pub(crate) admin: SocketAddr,
+    /// The application command and its arguments.
+    #[arg(last = true, required = true)]
+    pub(crate) command: Vec<String>,
+}
+
+/// `trellis demo` flags.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Stop after this long (e.g. `10s`, `2m`); runs until Ctrl-C when absent.
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) duration: Option<Duration>,
+    /// Requests per second the load generator sends to the frontend.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) rps: u32,
+    /// Seconds between live stats lines.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub(crate) interval: Duration,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, found {s:?}")),
+    }
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse()
+        .map_err(|_| format!("expected PORT or IP:PORT, found {s:?}"))
+}
+
+fn parse_upstream(s: &str) -> Result<(String, SocketAddr), String> {
+    let (service, addr) =
+        parse_pair(s).map_err(|_| format!("expected SERVICE=PORT, found {s:?}"))?;
+    Ok((service, parse_addr(&addr)?))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    trellis_api::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Parses arguments, sets up logging and runs the command on a multi-threaded runtime.
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Control(args) => cmd::control::run(args).await,
+            Command::Proxy(args) => cmd::proxy::run(args).await,
+            Command::Run(args) => cmd::run::run(args).await,
+            Command::Demo(args) => cmd::demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

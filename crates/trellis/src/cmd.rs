@@ -1,0 +1,7 @@
+//! One module per subcommand.
+
+pub(crate) mod control;
+pub(crate) mod demo;
+pub(crate) mod proxy;
+pub(crate) mod run;
+mod signal;

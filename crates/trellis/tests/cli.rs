@@ -1,0 +1,272 @@
+//! The `trellis` binary as users run it: the demo, `run` with real apps, and `control`.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+fn trellis() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trellis"));
+    cmd.env("RUST_LOG", "warn");
+    cmd
+}
+
+/// Waits for a child with a deadline; kills it (by its PID) if it overstays.
+fn wait_with_deadline(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {} did not exit within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `trellis control` process on free ports; killed on drop.
+struct Control {
+    child: Child,
+    xds: SocketAddr,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_control() -> Control {
+    let config = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let child = trellis()
+        .args([
+            "control",
+            "--xds-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--config-dir")
+        .arg(config.path())
+        .arg("--data-dir")
+        .arg(data.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let endpoints = data.path().join("endpoints.json");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !endpoints.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "control plane wrote no endpoints.json"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&endpoints).unwrap()).unwrap();
+    Control {
+        child,
+        xds: json["xds"].as_str().unwrap().parse().unwrap(),
+        _dirs: (config, data),
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn demo_runs_bounded_and_shows_traffic_for_every_service() {
+    let output = trellis()
+        .args([
+            "demo",
+            "--duration",
+            "6s",
+            "--interval",
+            "2s",
+            "--rps",
+            "40",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    for service in ["frontend v1", "catalog v1", "catalog v2", "ratings v1"] {
+        let busy = stdout.lines().any(|line| {
+            line.contains(service)
+                && line
+                    .split_whitespace()
+                    .nth(3)
+                    .and_then(|rps| rps.parse::<f64>().ok())
+                    .is_some_and(|rps| rps > 0.0)
+        });
+        assert!(busy, "no traffic shown for {service}:\n{stdout}");
+    }
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("summary:"))
+        .unwrap_or_else(|| panic!("no summary:\n{stdout}"));
+    assert!(summary.contains(" 0 failed"), "{summary}");
+}
+
+#[test]
+fn run_exits_with_the_app_status_and_forwards_signals() {
+    let control = start_control();
+    let cp = format!("http://{}", control.xds);
+    let status = trellis()
+        .args([
+            "run",
+            "--service",
+            "job",
+            "--port",
+            "1",
+            "--control-plane",
+            &cp,
+        ])
+        .args(["--", "sh", "-c", "exit 7"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(7));
+
+    let mut child = trellis()
+        .args([
+            "run",
+            "--service",
+            "daemon",
+            "--port",
+            "1",
+            "--control-plane",
+            &cp,
+        ])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo started; trap 'exit 42' TERM; while true; do sleep 0.05; done",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l == "started")),
+        "the app never started"
+    );
+    kill(
+        Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = wait_with_deadline(&mut child, Duration::from_secs(10));
+    assert_eq!(
+        status.code(),
+        Some(42),
+        "SIGTERM reaches the app; its status is ours"
+    );
+}
+
+#[test]
+fn run_meshes_real_apps_end_to_end() {
+    let control = start_control();
+    let cp = format!("http://{}", control.xds);
+    let port = free_port();
+    let web_root = tempfile::tempdir().unwrap();
+    std::fs::write(web_root.path().join("hello.txt"), "hello through the mesh").unwrap();
+    let mut server = trellis()
+        .args([
+            "run",
+            "--service",
+            "files",
+            "--port",
+            &port.to_string(),
+            "--control-plane",
+            &cp,
+        ])
+        .args([
+            "--",
+            "python3",
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(web_root.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = r#"
+import os, sys, time, urllib.request
+url = "http://" + os.environ["TRELLIS_UPSTREAM_FILES"] + "/hello.txt"
+deadline = time.time() + 20
+while True:
+    try:
+        body = urllib.request.urlopen(url, timeout=5).read().decode()
+        print(body)
+        sys.exit(0 if body == "hello through the mesh" else 3)
+    except Exception as e:
+        if time.time() > deadline:
+            print("gave up:", e)
+            sys.exit(2)
+        time.sleep(0.1)
+"#;
+    let output = trellis()
+        .args([
+            "run",
+            "--service",
+            "client",
+            "--port",
+            "1",
+            "--control-plane",
+            &cp,
+        ])
+        .args(["--upstream", "files=0", "--", "python3", "-c", client])
+        .output()
+        .unwrap();
+    // SIGTERM to `trellis run`, which forwards it to the Python server it started.
+    kill(
+        Pid::from_raw(i32::try_from(server.id()).unwrap()),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_with_deadline(&mut server, Duration::from_secs(10));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "client through the mesh failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("hello through the mesh"));
+}
+
+#[test]
+fn control_refuses_a_missing_config_dir() {
+    let output = trellis()
+        .args(["control", "--config-dir", "/nonexistent/trellis-config"])
+        .args(["--xds-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("/nonexistent/trellis-config") && stderr.contains("not a directory"),
+        "{stderr}"
+    );
+    assert!(!Path::new("/nonexistent/trellis-config").exists());
+}
