@@ -75,7 +75,7 @@ pub struct ProxyView {
     pub acked: BTreeMap<String, String>,
     /// Version per type the proxy should be at now.
     pub current: BTreeMap<String, String>,
-    /// True when every type's ACKed version is the current one.
+    /// True when a snapshot was published and every subscribed type ACKed its current version.
     pub synced: bool,
     /// The latest NACK, if any.
     pub last_nack: Option<Nack>,
@@ -128,14 +128,13 @@ impl Proxy {
             .iter()
             .map(|(t, v)| (t.short().to_owned(), v.clone()))
             .collect();
-        // A type the proxy never subscribed to (e.g. RDS without HTTP listeners) is in sync
-        // when nothing of it exists.
+        // Types the proxy never subscribed to (e.g. RDS without outbound HTTP listeners) have
+        // no ACK and do not count.
         let synced = published.is_some()
-            && TypeUrl::ALL.iter().all(|t| {
-                let want = snapshot.version(*t);
-                self.acked.get(t).map(String::as_str) == Some(want)
-                    || snapshot.resources(*t).is_none_or(|r| r.items.is_empty())
-            });
+            && self
+                .acked
+                .iter()
+                .all(|(t, version)| version == snapshot.version(*t));
         ProxyView {
             node_id: self.node_id.clone(),
             service: self.meta.service.clone(),

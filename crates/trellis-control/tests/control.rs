@@ -189,6 +189,10 @@ async fn invalid_change_is_rejected_with_location_and_old_config_serves() {
     .await;
     let config = get_json(admin, "/api/config").await;
     assert_eq!(config["errors"], Value::Array(Vec::new()));
+    eventually("the proxy reports in sync", async || {
+        get_json(admin, "/api/proxies").await[0]["synced"] == Value::Bool(true)
+    })
+    .await;
     client.abort();
 }
 

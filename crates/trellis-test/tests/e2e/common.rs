@@ -7,6 +7,32 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use trellis_proxy::ProxyHandle;
+use trellis_test::{Server, Sidecar, TestMesh, spawn_http_echo};
+
+/// A mesh with one HTTP echo app, `name`, behind its sidecar (keep the handles alive).
+pub(crate) struct EchoMesh {
+    pub(crate) mesh: TestMesh,
+    pub(crate) _echo: Server,
+    pub(crate) _sidecar: ProxyHandle,
+}
+
+/// Starts an [`EchoMesh`] whose config declares `name` as an HTTP service.
+pub(crate) async fn echo_mesh(name: &str) -> EchoMesh {
+    let mesh = TestMesh::start(&[("services.yaml", &service(name, "HTTP"))])
+        .await
+        .unwrap();
+    let echo = spawn_http_echo(name).await.unwrap();
+    let sidecar = mesh
+        .sidecar(Sidecar::new(name, echo.addr().port()))
+        .await
+        .unwrap();
+    EchoMesh {
+        mesh,
+        _echo: echo,
+        _sidecar: sidecar,
+    }
+}
 
 /// A `kind: Service` document.
 pub(crate) fn service(name: &str, protocol: &str) -> String {

@@ -2,20 +2,13 @@
 
 use std::time::Duration;
 
-use trellis_test::{Sidecar, TestMesh, assert_eventually, spawn_http_echo};
+use trellis_test::{Sidecar, assert_eventually};
 
-use crate::common::{KeepAlive, admin_json, service};
+use crate::common::{EchoMesh, KeepAlive, admin_json, echo_mesh};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_yaml_is_rejected_with_file_line_and_old_config_serves() {
-    let mesh = TestMesh::start(&[("services.yaml", &service("web", "HTTP"))])
-        .await
-        .unwrap();
-    let echo = spawn_http_echo("web").await.unwrap();
-    let _server = mesh
-        .sidecar(Sidecar::new("web", echo.addr().port()))
-        .await
-        .unwrap();
+    let EchoMesh { mesh, .. } = &echo_mesh("web").await;
     let client = mesh
         .sidecar(Sidecar::new("client", 0).upstream("web"))
         .await

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use trellis_test::{Sidecar, TestMesh, assert_eventually, http1_get, spawn_http_echo};
 
-use crate::common::{KeepAlive, service, split, versioned};
+use crate::common::{EchoMesh, KeepAlive, echo_mesh, service, split, versioned};
 
 /// Requests per measurement.
 const SAMPLES: usize = 2000;
@@ -132,14 +132,7 @@ async fn weighted_split_holds_and_edits_apply_live_without_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_proxy_mode_routes_by_host() {
-    let mesh = TestMesh::start(&[("services.yaml", &service("echo", "HTTP"))])
-        .await
-        .unwrap();
-    let echo = spawn_http_echo("echo").await.unwrap();
-    let _server = mesh
-        .sidecar(Sidecar::new("echo", echo.addr().port()))
-        .await
-        .unwrap();
+    let EchoMesh { mesh, .. } = &echo_mesh("echo").await;
     let mut spec = Sidecar::new("client", 0);
     spec.http_proxy = true;
     let client = mesh.sidecar(spec).await.unwrap();
