@@ -14,6 +14,7 @@ pub(crate) enum XdsType {
     rds,
     cds,
     eds,
+    sds,
 }
 
 impl From<trellis_xds::TypeUrl> for XdsType {
@@ -23,6 +24,7 @@ impl From<trellis_xds::TypeUrl> for XdsType {
             trellis_xds::TypeUrl::RouteConfiguration => XdsType::rds,
             trellis_xds::TypeUrl::Cluster => XdsType::cds,
             trellis_xds::TypeUrl::ClusterLoadAssignment => XdsType::eds,
+            trellis_xds::TypeUrl::Secret => XdsType::sds,
         }
     }
 }

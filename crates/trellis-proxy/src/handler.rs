@@ -146,6 +146,13 @@ impl ConfigState {
                 self.assignments =
                     by_name("cluster load assignment", compiled, |a| &a.cluster_name)?;
             }
+            TypeUrl::Secret => {
+                return Err(ConfigError::Undecodable {
+                    kind: "secret",
+                    index: 0,
+                    problem: "SDS secrets are not supported by this proxy".to_owned(),
+                });
+            }
         }
         self.versions.insert(type_url, version.to_owned());
         self.applied.insert(type_url);
@@ -171,7 +178,7 @@ impl ConfigState {
                     Discovery::Static(_) => None,
                 })
                 .collect(),
-            TypeUrl::Listener | TypeUrl::Cluster => BTreeSet::new(),
+            TypeUrl::Listener | TypeUrl::Cluster | TypeUrl::Secret => BTreeSet::new(),
         };
         names.into_iter().map(str::to_owned).collect()
     }

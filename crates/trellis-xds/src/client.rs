@@ -157,7 +157,7 @@ impl<H: Handler> ClientState<H> {
             }
         };
         out.push(self.request(type_url, error_detail));
-        for named in [TypeUrl::RouteConfiguration, TypeUrl::ClusterLoadAssignment] {
+        for named in TypeUrl::ALL.into_iter().filter(|t| !t.is_wildcard()) {
             let wanted = self.handler.wanted(named);
             let current = self.subscribed.get(&named);
             if current != Some(&wanted) && !(current.is_none() && wanted.is_empty()) {

@@ -1,9 +1,11 @@
 //! xDS v3 plumbing shared by the control plane and the proxy: resource type URLs, the node
 //! metadata a Trellis proxy presents, snapshots, and the ADS server and client (state of the
-//! world: versions, nonces, ACK/NACK, resubscribe with backoff).
+//! world: versions, nonces, ACK/NACK, resubscribe with backoff), and the certificate-signing
+//! protocol between proxies and the CA.
 //!
 //! This crate knows nothing about routing semantics: it moves opaque `Any` resources.
 
+pub mod ca;
 pub mod client;
 pub mod node;
 pub mod server;

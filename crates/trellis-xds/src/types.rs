@@ -13,11 +13,15 @@ pub enum TypeUrl {
     Cluster,
     /// EDS: `envoy.config.endpoint.v3.ClusterLoadAssignment`.
     ClusterLoadAssignment,
+    /// SDS: `envoy.extensions.transport_sockets.tls.v3.Secret` (trust bundles).
+    Secret,
 }
 
 impl TypeUrl {
-    /// Every type, in the order a client should apply them (LDS/CDS before their dependents).
-    pub const ALL: [TypeUrl; 4] = [
+    /// Every type, in the order a client should apply them (secrets, then CDS and LDS before
+    /// their dependents).
+    pub const ALL: [TypeUrl; 5] = [
+        TypeUrl::Secret,
         TypeUrl::Cluster,
         TypeUrl::ClusterLoadAssignment,
         TypeUrl::Listener,
@@ -35,6 +39,9 @@ impl TypeUrl {
             TypeUrl::ClusterLoadAssignment => {
                 "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
             }
+            TypeUrl::Secret => {
+                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+            }
         }
     }
 
@@ -43,7 +50,8 @@ impl TypeUrl {
         TypeUrl::ALL.into_iter().find(|t| t.as_str() == s)
     }
 
-    /// True for types whose SotW subscription is a wildcard (LDS, CDS); RDS and EDS are named.
+    /// True for types whose SotW subscription is a wildcard (LDS, CDS); RDS, EDS and SDS are
+    /// named.
     pub const fn is_wildcard(self) -> bool {
         matches!(self, TypeUrl::Listener | TypeUrl::Cluster)
     }
@@ -55,6 +63,7 @@ impl TypeUrl {
             TypeUrl::RouteConfiguration => "rds",
             TypeUrl::Cluster => "cds",
             TypeUrl::ClusterLoadAssignment => "eds",
+            TypeUrl::Secret => "sds",
         }
     }
 }
