@@ -69,6 +69,19 @@ pub fn format_duration(d: Duration) -> String {
         .collect()
 }
 
+/// Serde for `Duration` fields (with a default) written as Gateway API durations.
+pub(crate) mod required {
+    use super::*;
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        parse_duration(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(*d))
+    }
+}
+
 /// Serde for `Option<Duration>` fields written as Gateway API durations.
 pub(crate) mod option {
     use super::*;

@@ -1,5 +1,5 @@
 //! trellis-api: the user-facing configuration of the Trellis mesh — serde types for its
-//! resources (Service, HTTPRoute, GRPCRoute), their defaults and validation, and loading of
+//! resources (MeshConfig, Service, HTTPRoute, GRPCRoute), their defaults and validation, and loading of
 //! multi-document YAML files with `file:line:column` errors for every problem.
 //!
 //! This crate does not know about xDS, sockets or the control plane's state: it turns text into
@@ -9,6 +9,7 @@ mod bounded;
 mod duration;
 mod error;
 mod load;
+mod mesh;
 mod meta;
 mod route;
 mod service;
@@ -21,6 +22,7 @@ pub use load::{
     ConfigSet, GATEWAY_API_VERSION, GATEWAY_API_VERSION_BETA, TRELLIS_API_VERSION, load_dir,
     load_str,
 };
+pub use mesh::{MeshConfig, MeshConfigSpec, MtlsMode, MtlsSettings};
 pub use meta::{DEFAULT_NAMESPACE, Meta, is_dns_label, is_dns_subdomain};
 pub use route::{
     BackendRef, GrpcMethodMatch, GrpcRoute, GrpcRouteMatch, GrpcRouteRule, GrpcRouteSpec,

@@ -11,6 +11,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::error::{ConfigError, ConfigErrors};
+use crate::mesh::{MeshConfig, MeshConfigSpec};
 use crate::route::{GrpcRoute, HttpRoute};
 use crate::service::Service;
 use crate::validate::Validator;
@@ -28,6 +29,8 @@ pub struct ConfigSet {
     pub http_routes: Vec<HttpRoute>,
     /// `kind: GRPCRoute` resources.
     pub grpc_routes: Vec<GrpcRoute>,
+    /// `kind: MeshConfig` (at most one).
+    pub mesh_configs: Vec<MeshConfig>,
 }
 
 impl ConfigSet {
@@ -40,7 +43,18 @@ impl ConfigSet {
 
     /// Whether there are no resources at all.
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty() && self.http_routes.is_empty() && self.grpc_routes.is_empty()
+        self.services.is_empty()
+            && self.http_routes.is_empty()
+            && self.grpc_routes.is_empty()
+            && self.mesh_configs.is_empty()
+    }
+
+    /// The mesh settings: the MeshConfig's, or the defaults without one.
+    pub fn mesh_config(&self) -> MeshConfigSpec {
+        self.mesh_configs
+            .first()
+            .map(|m| m.spec.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -130,8 +144,19 @@ impl Loader {
             Validator::new(file, root, &mut self.errors).error_at(pos, &name_path, message);
             return;
         }
+        if let Resource::MeshConfig(_) = &resource
+            && let Some(first) = self.set.mesh_configs.first()
+        {
+            let message = format!(
+                "a second MeshConfig; `{}` already configures the mesh (there is one per mesh)",
+                first.metadata.name
+            );
+            Validator::new(file, root, &mut self.errors).error_at(pos, &name_path, message);
+            return;
+        }
         self.seen.insert(key, (file.to_owned(), pos));
         match resource {
+            Resource::MeshConfig(r) => self.set.mesh_configs.push(r),
             Resource::Service(r) => self.set.services.push(r),
             Resource::HttpRoute(r) => self.set.http_routes.push(r),
             Resource::GrpcRoute(r) => self.set.grpc_routes.push(r),

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::bounded;
+use crate::mesh::MtlsSettings;
 use crate::meta::{self, Meta};
 use crate::validate::Validator;
 use crate::yaml::FieldPath;
@@ -36,6 +37,9 @@ pub struct ServiceSpec {
     /// Fixed endpoints, for workloads that run without a sidecar.
     #[serde(default)]
     pub endpoints: Vec<StaticEndpoint>,
+    /// Overrides the mesh's mTLS mode for this service's workloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<MtlsSettings>,
 }
 
 /// One port of a [`Service`].

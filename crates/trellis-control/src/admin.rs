@@ -6,13 +6,19 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 
+use crate::ca::{CaService, JoinToken};
 use crate::control::ControlPlane;
+use crate::registry::unix;
 
-/// Builds the admin router over the control plane.
-pub(crate) fn router(control: Arc<ControlPlane>) -> Router {
+/// Builds the admin router over the control plane and its CA.
+pub(crate) fn router(control: Arc<ControlPlane>, ca: Arc<CaService<JoinToken>>) -> Router {
+    let identity = Router::new()
+        .route("/api/identity", get(identity))
+        .route("/api/identity/rotate", post(rotate))
+        .with_state(ca);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -22,6 +28,46 @@ pub(crate) fn router(control: Arc<ControlPlane>) -> Router {
         .route("/api/proxies", get(proxies))
         .route("/api/config", get(config))
         .with_state(control)
+        .merge(identity)
+}
+
+type Ca = State<Arc<CaService<JoinToken>>>;
+
+/// Roots (active first) and unexpired SVIDs; never any key material.
+async fn identity(State(ca): Ca) -> Response {
+    let roots: Vec<_> = ca
+        .roots()
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "fingerprint": r.fingerprint,
+                "subject": r.subject,
+                "not_before_unix": unix(r.not_before),
+                "not_after_unix": unix(r.not_after),
+                "state": format!("{:?}", r.state),
+            })
+        })
+        .collect();
+    let issued: Vec<_> = ca
+        .issued()
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "identity": i.identity.to_string(),
+                "serial": i.serial,
+                "not_after_unix": unix(i.not_after),
+                "signed_by": i.signed_by,
+            })
+        })
+        .collect();
+    Json(serde_json::json!({ "roots": roots, "issued": issued })).into_response()
+}
+
+async fn rotate(State(ca): Ca) -> Response {
+    match ca.rotate() {
+        Ok(()) => (StatusCode::OK, "root rotation started\n").into_response(),
+        Err(e) => (StatusCode::CONFLICT, format!("{e}\n")).into_response(),
+    }
 }
 
 type Control = State<Arc<ControlPlane>>;

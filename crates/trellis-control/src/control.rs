@@ -34,6 +34,7 @@ struct State {
     config_generation: u64,
     config_loaded_at: SystemTime,
     errors: Vec<String>,
+    trust_bundle: Option<Arc<str>>,
     registry: Registry,
     model: Arc<MeshModel>,
 }
@@ -78,6 +79,7 @@ impl ControlPlane {
                 config_generation: 0,
                 config_loaded_at: SystemTime::now(),
                 errors: Vec::new(),
+                trust_bundle: None,
                 registry: BTreeMap::new(),
                 model: Arc::default(),
             }),
@@ -128,6 +130,14 @@ impl ControlPlane {
             .set(i64::try_from(errors.len()).unwrap_or(i64::MAX));
     }
 
+    /// Turns mTLS on (or refreshes it after a rotation): the bundle goes to every proxy as the
+    /// SDS secret `ROOTCA`, and clusters to sidecars originate mTLS.
+    pub fn set_trust_bundle(&self, pem: String) {
+        let mut state = self.state();
+        state.trust_bundle = Some(pem.into());
+        self.republish(&mut state);
+    }
+
     /// Starts publishing snapshots (no-op when not warming).
     pub fn end_warmup(&self) {
         let mut state = self.state();
@@ -146,7 +156,9 @@ impl ControlPlane {
             .registry
             .values()
             .map(|p| (p.node_id.as_str(), &p.meta));
-        let model = Arc::new(MeshModel::build(state.config.clone(), workloads));
+        let mut model = MeshModel::build(state.config.clone(), workloads);
+        model.trust_bundle = state.trust_bundle.clone();
+        let model = Arc::new(model);
         for proxy in state.registry.values().filter(|_| !state.warming) {
             let snapshot = Arc::new(translate(&model, &proxy.meta));
             let changed = proxy.snapshots.send_if_modified(|current| {

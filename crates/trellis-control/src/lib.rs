@@ -5,6 +5,7 @@
 //! It never touches the data path: proxies carry traffic, the control plane only configures them.
 
 mod admin;
+pub mod ca;
 mod control;
 mod files;
 mod metrics;
@@ -19,7 +20,11 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use trellis_identity::ca::CaOptions;
+use trellis_xds::ca::CaServer;
 use trellis_xds::server::{AdsServer, StopHandle};
+
+use crate::ca::{CaService, JoinToken};
 
 pub use control::{ConfigView, ControlPlane};
 pub use files::{FileSource, FilesError};
@@ -40,6 +45,8 @@ pub struct ControlOptions {
     /// How long to withhold config after start so proxies that were connected to a previous
     /// instance can re-register first (zero for a fresh mesh).
     pub warmup: Duration,
+    /// SVID lifetime, overriding MeshConfig's `svidTtl` (tests use seconds).
+    pub svid_ttl: Option<Duration>,
 }
 
 /// Why the control plane could not start.
@@ -58,6 +65,9 @@ pub enum StartError {
     /// The config directory cannot be watched.
     #[error(transparent)]
     Files(#[from] FilesError),
+    /// The certificate authority could not start.
+    #[error(transparent)]
+    Ca(#[from] ca::CaStartError),
     /// The data dir cannot be written.
     #[error("data dir {path}: {source}")]
     DataDir {
@@ -71,6 +81,8 @@ pub enum StartError {
 /// A running control plane. Dropping it stops everything.
 pub struct ControlHandle {
     control: Arc<ControlPlane>,
+    ca: Arc<CaService<JoinToken>>,
+    join_token: String,
     xds_addr: SocketAddr,
     admin_addr: SocketAddr,
     _files: Option<FileSource>,
@@ -101,6 +113,16 @@ impl ControlHandle {
     pub fn control(&self) -> &Arc<ControlPlane> {
         &self.control
     }
+
+    /// The join token proxies present to the CA (also in `data_dir/join-token`).
+    pub fn join_token(&self) -> &str {
+        &self.join_token
+    }
+
+    /// The certificate authority.
+    pub fn ca(&self) -> &Arc<CaService<JoinToken>> {
+        &self.ca
+    }
 }
 
 /// Binds the listeners, loads the config dir (if any) and starts serving.
@@ -127,25 +149,57 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, StartError> {
     if let Some(dir) = &opts.data_dir {
         write_endpoints(dir, xds_addr, admin_addr)?;
     }
+    let token = match &opts.data_dir {
+        Some(dir) => JoinToken::load_or_create(dir)?,
+        None => JoinToken::random(),
+    };
+    let join_token = token.secret().to_owned();
+    let mesh = control.config().resources.mesh_config();
+    let ca_options = CaOptions {
+        trust_domain: mesh.trust_domain.clone(),
+        svid_ttl: opts.svid_ttl.unwrap_or(mesh.svid_ttl),
+        root_ttl: mesh.root_ttl,
+        rotate_before: mesh.root_ttl / 3,
+    };
+    let upkeep_every =
+        (ca_options.svid_ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    let ca = Arc::new(CaService::start(
+        opts.data_dir.as_deref(),
+        ca_options,
+        token,
+        control.clone(),
+    )?);
 
     let (ads, stop) = AdsServer::new(control.clone());
     let ads = ads.into_service();
+    let signer = CaServer::new(ca.clone());
     let xds_task = tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
             .add_service(ads)
+            .add_service(signer)
             .serve_with_incoming(TcpListenerStream::new(xds))
             .await;
         if let Err(e) = served {
             tracing::error!(error = %e, "xds server stopped");
         }
     });
-    let router = admin::router(control.clone());
+    let router = admin::router(control.clone(), ca.clone());
     let admin_task = tokio::spawn(async move {
         if let Err(e) = axum::serve(admin, router).await {
             tracing::error!(error = %e, "admin server stopped");
         }
     });
-    let mut tasks = vec![xds_task, admin_task];
+    let upkeep = {
+        let ca = ca.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(upkeep_every);
+            loop {
+                every.tick().await;
+                ca.maintain();
+            }
+        })
+    };
+    let mut tasks = vec![xds_task, admin_task, upkeep];
     if !opts.warmup.is_zero() {
         let control = control.clone();
         tasks.push(tokio::spawn(async move {
@@ -156,6 +210,8 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, StartError> {
     tracing::info!(%xds_addr, %admin_addr, warmup = ?opts.warmup, "control plane serving");
     Ok(ControlHandle {
         control,
+        ca,
+        join_token,
         xds_addr,
         admin_addr,
         _files: files,

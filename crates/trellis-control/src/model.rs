@@ -9,7 +9,7 @@ use serde::Serialize;
 use trellis_api::{ConfigSet, Protocol};
 use trellis_xds::node::NodeMeta;
 
-use crate::registry::workload_labels;
+use crate::registry::{workload_identity, workload_labels};
 
 /// Services by `name.namespace`, with the config they came from.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -19,6 +19,9 @@ pub struct MeshModel {
     /// The accepted config.
     #[serde(skip)]
     pub config: Arc<ConfigSet>,
+    /// The CA's trust bundle (PEM) when mTLS is on.
+    #[serde(skip)]
+    pub trust_bundle: Option<Arc<str>>,
 }
 
 /// One logical service.
@@ -51,6 +54,8 @@ pub struct EndpointModel {
     pub locality: Option<String>,
     /// The node id of the workload's proxy; `None` for static endpoints.
     pub node_id: Option<String>,
+    /// The SPIFFE ID the endpoint's sidecar proves; `None` for static endpoints.
+    pub identity: Option<String>,
 }
 
 impl ServiceModel {
@@ -81,6 +86,7 @@ impl MeshModel {
                 weight: e.weight,
                 locality: e.locality.as_ref().map(ToString::to_string),
                 node_id: None,
+                identity: None,
             }));
             let model = ServiceModel {
                 name: svc.metadata.name.clone(),
@@ -116,7 +122,23 @@ impl MeshModel {
             svc.endpoints.sort_by_key(|e| e.address);
         }
         attach_routes(&config, &mut services);
-        MeshModel { services, config }
+        MeshModel {
+            services,
+            config,
+            trust_bundle: None,
+        }
+    }
+
+    /// The distinct identities of a service's sidecar endpoints, sorted.
+    pub fn identities(svc: &ServiceModel) -> Vec<String> {
+        let mut ids: Vec<String> = svc
+            .endpoints
+            .iter()
+            .filter_map(|e| e.identity.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
     }
 
     /// Resolves `name` or `name.namespace` as seen from `namespace`.
@@ -128,12 +150,16 @@ impl MeshModel {
 }
 
 fn workload_endpoint(node_id: &str, meta: &NodeMeta) -> Option<EndpointModel> {
-    let ip: IpAddr = meta.ip.parse().ok()?;
+    let address = match &meta.advertise {
+        Some(addr) => addr.parse().ok()?,
+        None => SocketAddr::new(meta.ip.parse::<IpAddr>().ok()?, meta.inbound_port),
+    };
     Some(EndpointModel {
-        address: SocketAddr::new(ip, meta.inbound_port),
+        address,
         weight: 1,
         locality: meta.locality.clone(),
         node_id: Some(node_id.to_owned()),
+        identity: Some(workload_identity(meta)),
     })
 }
 

@@ -96,9 +96,7 @@ impl Proxy {
     }
 
     pub(crate) fn identity(&self) -> String {
-        SpiffeId::new(TRUST_DOMAIN, &self.meta.namespace, &self.meta.service)
-            .map(|id| id.to_string())
-            .unwrap_or_else(|e| format!("invalid: {e}"))
+        workload_identity(&self.meta)
     }
 
     pub(crate) fn workload_view(&self) -> WorkloadView {
@@ -145,6 +143,13 @@ impl Proxy {
             nacks: self.nacks,
         }
     }
+}
+
+/// The SPIFFE ID a workload runs as: its service is its service account.
+pub(crate) fn workload_identity(meta: &NodeMeta) -> String {
+    SpiffeId::new(TRUST_DOMAIN, &meta.namespace, &meta.service)
+        .map(|id| id.to_string())
+        .unwrap_or_else(|e| format!("invalid: {e}"))
 }
 
 /// The labels a workload is selected by: its own plus `app: <service>` unless it set `app`.

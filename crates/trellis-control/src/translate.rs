@@ -9,6 +9,9 @@
 mod cluster;
 mod listener;
 mod route;
+mod tls;
+
+pub use tls::{BUNDLE_SECRET, TLS_MATCH_KEY, WORKLOAD_SECRET};
 
 use std::time::Duration;
 
@@ -47,6 +50,9 @@ pub fn translate(model: &MeshModel, node: &NodeMeta) -> Snapshot {
             &cla.cluster_name.clone(),
             &cla,
         );
+    }
+    if let Some(bundle) = &model.trust_bundle {
+        snapshot.insert(TypeUrl::Secret, BUNDLE_SECRET, &tls::bundle_secret(bundle));
     }
     snapshot.seal()
 }

@@ -57,6 +57,7 @@ async fn start(dir: &std::path::Path) -> ControlHandle {
         xds_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         warmup: Duration::ZERO,
+        svid_ttl: None,
     })
     .await
     .unwrap()

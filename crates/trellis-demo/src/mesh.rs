@@ -58,19 +58,21 @@ impl DemoMesh {
             xds_addr: any_port,
             admin_addr: any_port,
             warmup: Duration::ZERO,
+            svid_ttl: None,
         })
         .await?;
         control
             .control()
             .accept_config(trellis_api::load_str("examples/demo/mesh.yaml", MESH_YAML)?);
         let xds = format!("http://{}", control.xds_addr());
+        let token = control.join_token().to_owned();
 
         let mut workloads = Vec::new();
         let mut apps = Vec::new();
         for (service, version, upstreams) in SERVICES {
             let listener = TcpListener::bind(any_port).await?;
             let app = listener.local_addr()?;
-            let proxy = sidecar(&xds, service, version, app.port(), upstreams).await?;
+            let proxy = sidecar(&xds, &token, service, version, app.port(), upstreams).await?;
             let up = |name: &str| proxy.upstream_addr(name).unwrap_or(any_port);
             let stop = shutdown.clone().wait();
             apps.push(match service {
@@ -91,7 +93,7 @@ impl DemoMesh {
                 proxy,
             });
         }
-        let loadgen = sidecar(&xds, "loadgen", "v1", 0, &["frontend"]).await?;
+        let loadgen = sidecar(&xds, &token, "loadgen", "v1", 0, &["frontend"]).await?;
         workloads.push(Workload {
             service: "loadgen",
             version: "v1",
@@ -132,6 +134,7 @@ impl DemoMesh {
 
 async fn sidecar(
     xds: &str,
+    token: &str,
     service: &str,
     version: &str,
     app_port: u16,
@@ -146,6 +149,7 @@ async fn sidecar(
         labels: [("version".to_owned(), version.to_owned())].into(),
         app_port,
         inbound: any_port,
+        advertise: None,
         upstreams: upstreams
             .iter()
             .map(|u| ((*u).to_owned(), any_port))
@@ -153,6 +157,9 @@ async fn sidecar(
         http_proxy: None,
         admin: any_port,
         locality: None,
+        ca_token: Some(token.to_owned()),
+        trust_domain: "cluster.local".to_owned(),
+        svid_ttl: None,
     })
     .await?)
 }

@@ -1,7 +1,13 @@
-//! Workload identity: SPIFFE IDs (`spiffe://<trust-domain>/ns/<ns>/sa/<sa>`).
+//! Workload identity: SPIFFE IDs (`spiffe://<trust-domain>/ns/<ns>/sa/<sa>`), the certificate
+//! authority that signs X.509 SVIDs and rotates its roots, the workload side (key, CSR, SVID,
+//! trust bundle), and rustls configs that verify SPIFFE identities.
 //!
-//! Certificates, the CA and rotation arrive with mTLS; this crate does no network I/O.
+//! This crate does no network I/O; it reads and writes only the files it is given.
 
+pub mod ca;
+mod pem;
 mod spiffe;
+pub mod tls;
+pub mod workload;
 
 pub use spiffe::{SpiffeId, SpiffeIdError};

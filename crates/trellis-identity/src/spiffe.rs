@@ -93,6 +93,19 @@ impl FromStr for SpiffeId {
     }
 }
 
+impl serde::Serialize for SpiffeId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SpiffeId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SpiffeId, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

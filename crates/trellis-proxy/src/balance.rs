@@ -13,6 +13,7 @@ use rand::Rng;
 use tokio::time::Instant;
 
 use crate::config::endpoint::Assignment;
+use crate::config::tls::{ClusterTls, UpstreamTls};
 
 /// Decay time of the latency estimate (Linkerd's default).
 const DECAY: Duration = Duration::from_secs(10);
@@ -139,6 +140,8 @@ pub(crate) struct ClusterLbState {
 pub(crate) struct EndpointSet {
     policy: LbPolicy,
     endpoints: Vec<(Arc<EndpointState>, u32)>,
+    /// mTLS settings per endpoint, parallel to `endpoints` (`None`: plaintext).
+    tls: Vec<Option<Arc<UpstreamTls>>>,
     /// Round-robin order: endpoint indices, each repeated by its weight divided by the weights'
     /// GCD (capped at 100 slots per endpoint to bound the schedule).
     schedule: Vec<usize>,
@@ -150,10 +153,16 @@ impl EndpointSet {
     pub(crate) fn build(
         policy: LbPolicy,
         assignment: Option<&Assignment>,
+        cluster_tls: &ClusterTls,
         state: &mut ClusterLbState,
     ) -> Self {
         let now = Instant::now();
         let mut kept = HashMap::new();
+        let tls = assignment
+            .into_iter()
+            .flat_map(Assignment::serving)
+            .map(|e| cluster_tls.for_endpoint(&e.tls_match))
+            .collect();
         let endpoints: Vec<(Arc<EndpointState>, u32)> = assignment
             .into_iter()
             .flat_map(Assignment::serving)
@@ -168,12 +177,13 @@ impl EndpointSet {
             })
             .collect();
         state.endpoints = kept;
-        Self::from_parts(policy, endpoints, state.cursor.clone())
+        Self::from_parts(policy, endpoints, tls, state.cursor.clone())
     }
 
     fn from_parts(
         policy: LbPolicy,
         endpoints: Vec<(Arc<EndpointState>, u32)>,
+        tls: Vec<Option<Arc<UpstreamTls>>>,
         cursor: Arc<AtomicUsize>,
     ) -> Self {
         let gcd = endpoints.iter().fold(0, |g, (_, w)| gcd(g, *w)).max(1);
@@ -185,6 +195,7 @@ impl EndpointSet {
         Self {
             policy,
             endpoints,
+            tls,
             schedule,
             cursor,
         }
@@ -220,6 +231,7 @@ impl EndpointSet {
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
         Some(InFlight {
             endpoint,
+            tls: self.tls.get(index).cloned().flatten(),
             started: now,
         })
     }
@@ -234,6 +246,7 @@ fn gcd(a: u32, b: u32) -> u32 {
 #[derive(Debug)]
 pub(crate) struct InFlight {
     endpoint: Arc<EndpointState>,
+    tls: Option<Arc<UpstreamTls>>,
     started: Instant,
 }
 
@@ -241,6 +254,11 @@ impl InFlight {
     /// The chosen endpoint.
     pub(crate) fn endpoint(&self) -> &EndpointState {
         &self.endpoint
+    }
+
+    /// The mTLS settings towards it; `None` for plaintext.
+    pub(crate) fn tls(&self) -> Option<&Arc<UpstreamTls>> {
+        self.tls.as_ref()
     }
 
     /// Records the response latency (time to response headers, or to connect for TCP).

@@ -11,6 +11,7 @@ pub(crate) mod listener;
 pub(crate) mod matcher;
 pub(crate) mod route;
 pub(crate) mod tcp;
+pub(crate) mod tls;
 pub(crate) mod weighted;
 
 use std::fmt;

@@ -1,5 +1,6 @@
-//! The detect stage (Envoy's `http_inspector`): reads the first bytes of a connection, within a
-//! timeout, to tell an h2c preface or an HTTP/1 request line from anything else. The bytes read
+//! The detect stage (Envoy's `http_inspector` and `tls_inspector`): reads the first bytes of a
+//! connection, within a timeout, to tell a TLS ClientHello, an h2c preface or an HTTP/1 request
+//! line from anything else. The bytes read
 //! are handed back to be replayed.
 
 use std::io;
@@ -25,6 +26,8 @@ pub(crate) const H2C: &str = "h2c";
 pub(crate) enum Detected {
     /// An HTTP protocol: [`HTTP1`] or [`H2C`].
     Protocol(&'static str),
+    /// A TLS ClientHello (Envoy's `tls_inspector`): a handshake record of TLS 1.x.
+    Tls,
     /// The client sent something else, or closed.
     Other,
     /// The client sent nothing conclusive in time (e.g. a server-speaks-first protocol).
@@ -36,13 +39,14 @@ impl Detected {
     pub(crate) fn protocol(self) -> Option<&'static str> {
         match self {
             Detected::Protocol(p) => Some(p),
-            Detected::Other | Detected::TimedOut => None,
+            Detected::Tls | Detected::Other | Detected::TimedOut => None,
         }
     }
 }
 
 #[derive(Debug, PartialEq, Eq)]
 enum Verdict {
+    Tls,
     H2c,
     Http1,
     NotHttp,
@@ -60,6 +64,7 @@ pub(crate) async fn detect<T: AsyncRead + Unpin>(
     let mut buf = BytesMut::with_capacity(512);
     loop {
         let seen_method = match classify(&buf) {
+            Verdict::Tls => return Ok((Detected::Tls, buf)),
             Verdict::H2c => return Ok((Detected::Protocol(H2C), buf)),
             Verdict::Http1 => return Ok((Detected::Protocol(HTTP1), buf)),
             Verdict::NotHttp => return Ok((Detected::Other, buf)),
@@ -87,8 +92,10 @@ pub(crate) async fn detect<T: AsyncRead + Unpin>(
 }
 
 fn classify(buf: &[u8]) -> Verdict {
-    if buf.is_empty() {
-        return Verdict::NeedMore(false);
+    match buf {
+        [] | [0x16] => return Verdict::NeedMore(false),
+        [0x16, 0x03, ..] => return Verdict::Tls,
+        _ => {}
     }
     let n = buf.len().min(H2_PREFACE.len());
     if buf[..n] == H2_PREFACE[..n] {
@@ -140,7 +147,8 @@ mod tests {
         assert_eq!(classify(H2_PREFACE), Verdict::H2c);
         assert_eq!(classify(b"PRI * HTTP/2"), Verdict::NeedMore(false));
         assert_eq!(classify(b"SSH-2.0-OpenSSH_9 Ubuntu\r\n"), Verdict::NotHttp);
-        assert_eq!(classify(b"\x16\x03\x01\x02\x00"), Verdict::NotHttp);
+        assert_eq!(classify(b"\x16\x03\x01\x02\x00"), Verdict::Tls);
+        assert_eq!(classify(b"\x16\x07"), Verdict::NotHttp);
         assert_eq!(classify(b"*1\r\n$4\r\nPING\r\n"), Verdict::NotHttp);
     }
 

@@ -10,6 +10,7 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster as PbCluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::google::protobuf::Any;
 use trellis_xds::TypeUrl;
 use trellis_xds::client::Handler;
@@ -19,9 +20,11 @@ use crate::config::cluster::{ClusterConfig, Discovery};
 use crate::config::endpoint::Assignment;
 use crate::config::listener::{ListenerConfig, ListenerContext};
 use crate::config::route::RouteConfig;
+use crate::config::tls::UpstreamTls;
 use crate::config::{ConfigError, decode_all};
 use crate::http::client::UpstreamClients;
 use crate::table::{Cluster, Shared, Table};
+use crate::tls::connect::MeshConnector;
 
 /// Applies xDS updates to a running proxy. The ADS client drives it; tests and fake control
 /// planes may drive a clone directly ([`ProxyHandle::config_handler`](crate::ProxyHandle::config_handler)).
@@ -43,6 +46,10 @@ struct ConfigState {
     applied: BTreeSet<TypeUrl>,
     lb: HashMap<String, ClusterLbState>,
     clients: HashMap<Duration, Arc<UpstreamClients>>,
+    /// mTLS pools per cluster, kept while the cluster's TLS settings stay the same.
+    tls_clients: HashMap<String, (Arc<UpstreamTls>, Arc<UpstreamClients<MeshConnector>>)>,
+    /// Trust bundles (PEM) from SDS, by secret name.
+    secrets: BTreeMap<String, String>,
 }
 
 impl ConfigHandler {
@@ -58,6 +65,8 @@ impl ConfigHandler {
                 versions: BTreeMap::new(),
                 applied: BTreeSet::new(),
                 lb: HashMap::new(),
+                tls_clients: HashMap::new(),
+                secrets: BTreeMap::new(),
                 clients: HashMap::new(),
             })),
         }
@@ -147,11 +156,11 @@ impl ConfigState {
                     by_name("cluster load assignment", compiled, |a| &a.cluster_name)?;
             }
             TypeUrl::Secret => {
-                return Err(ConfigError::Undecodable {
-                    kind: "secret",
-                    index: 0,
-                    problem: "SDS secrets are not supported by this proxy".to_owned(),
-                });
+                let compiled = decode_all::<Secret>("secret", resources)?
+                    .iter()
+                    .map(|s| Ok((s.name.clone(), crate::config::tls::bundle(s)?)))
+                    .collect::<Result<BTreeMap<_, _>, ConfigError>>()?;
+                self.secrets = compiled;
             }
         }
         self.versions.insert(type_url, version.to_owned());
@@ -178,23 +187,40 @@ impl ConfigState {
                     Discovery::Static(_) => None,
                 })
                 .collect(),
-            TypeUrl::Listener | TypeUrl::Cluster | TypeUrl::Secret => BTreeSet::new(),
+            TypeUrl::Secret => self.bundle_names().collect(),
+            TypeUrl::Listener | TypeUrl::Cluster => BTreeSet::new(),
         };
         names.into_iter().map(str::to_owned).collect()
     }
 
-    /// LDS and CDS applied, and RDS/EDS too if they name anything.
+    /// Trust bundle secrets the listeners' and clusters' TLS settings name.
+    fn bundle_names(&self) -> impl Iterator<Item = &str> {
+        self.listeners
+            .values()
+            .filter_map(|l| l.tls().map(|t| t.bundle.as_str()))
+            .chain(self.clusters.values().flat_map(|c| c.tls.bundles()))
+    }
+
+    /// LDS and CDS applied, and RDS/EDS/SDS too if they name anything.
     fn complete(&self) -> bool {
         [TypeUrl::Listener, TypeUrl::Cluster]
             .iter()
             .all(|t| self.applied.contains(t))
-            && [TypeUrl::RouteConfiguration, TypeUrl::ClusterLoadAssignment]
-                .into_iter()
-                .all(|t| self.applied.contains(&t) || self.wanted(t).is_empty())
+            && [
+                TypeUrl::RouteConfiguration,
+                TypeUrl::ClusterLoadAssignment,
+                TypeUrl::Secret,
+            ]
+            .into_iter()
+            .all(|t| self.applied.contains(&t) || self.wanted(t).is_empty())
     }
 
     /// Rebuilds the table from the accepted resources and publishes it.
     fn publish(&mut self) {
+        if let Some(pem) = self.bundle_names().find_map(|n| self.secrets.get(n)) {
+            self.shared.identity.set_bundle(pem.clone());
+        }
+        let mut tls_clients = HashMap::new();
         let mut lb = HashMap::with_capacity(self.clusters.len());
         let mut clusters = BTreeMap::new();
         for (name, config) in &self.clusters {
@@ -203,23 +229,39 @@ impl ConfigState {
                 Discovery::Static(a) => Some(a),
             };
             let mut state = self.lb.remove(name).unwrap_or_default();
-            let endpoints = EndpointSet::build(config.lb_policy, assignment, &mut state);
+            let endpoints =
+                EndpointSet::build(config.lb_policy, assignment, &config.tls, &mut state);
             lb.insert(name.clone(), state);
             let clients = self
                 .clients
                 .entry(config.connect_timeout)
                 .or_insert_with(|| Arc::new(UpstreamClients::new(config.connect_timeout)))
                 .clone();
+            let mesh = config.tls.settings().map(|tls| {
+                let reuse = self.tls_clients.remove(name).filter(|(t, _)| t == tls);
+                let entry = reuse.unwrap_or_else(|| {
+                    let pools = UpstreamClients::mesh(
+                        config.connect_timeout,
+                        tls.clone(),
+                        self.shared.identity.clone(),
+                    );
+                    (tls.clone(), Arc::new(pools))
+                });
+                tls_clients.insert(name.clone(), entry.clone());
+                entry.1
+            });
             clusters.insert(
                 name.clone(),
                 Arc::new(Cluster {
                     config: config.clone(),
                     endpoints,
                     clients,
+                    tls_clients: mesh,
                 }),
             );
         }
         self.lb = lb;
+        self.tls_clients = tls_clients;
         self.shared.publish(Table::new(
             self.listeners.clone(),
             self.routes.clone(),

@@ -185,7 +185,16 @@ async fn forward(
         version,
         upgrade.is_some(),
     );
-    let sent = cluster.clients.for_version(version).request(req);
+    // A cluster has mTLS clients exactly when it has TLS settings, which is also when its
+    // endpoints can be marked for TLS.
+    let mesh = cluster
+        .tls_clients
+        .as_ref()
+        .filter(|_| in_flight.tls().is_some());
+    let sent = match mesh {
+        Some(mesh) => mesh.for_version(version).request(req),
+        None => cluster.clients.for_version(version).request(req),
+    };
     let result = match route.action.timeout {
         Some(limit) => match tokio::time::timeout(limit, sent).await {
             Ok(result) => result,

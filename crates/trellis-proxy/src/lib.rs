@@ -24,6 +24,7 @@ mod proxy;
 mod table;
 mod tcp;
 mod telemetry;
+mod tls;
 
 pub use handler::ConfigHandler;
 pub use options::ProxyOptions;

@@ -8,17 +8,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use crate::config::listener::{ListenerConfig, NetworkFilter};
+use crate::config::listener::{FilterChain, ListenerConfig, NetworkFilter};
 use crate::detect::{self, Detected};
 use crate::drain::DrainWatch;
 use crate::http::{self, HttpConnection};
 use crate::io::Rewind;
 use crate::table::Shared;
 use crate::tcp;
+use crate::tls::connect;
 
 /// How long a connection accepted before its listener is configured waits for config.
 const CONFIG_WAIT: Duration = Duration::from_secs(10);
@@ -143,12 +145,47 @@ async fn connection(
     let Some((listener, detected, prefix)) = prepared else {
         return;
     };
-    let Some(chain) = listener.select_chain(detected) else {
-        tracing::debug!(?detected, "no filter chain matches; closing");
+    let io = Rewind::new(prefix.freeze(), stream);
+    if detected == Detected::Tls && listener.tls().is_some() {
+        let accepted = match connect::accept(&shared.identity, io).await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // The reason names the failure: unknown issuer, expired, identity mismatch...
+                tracing::info!(%peer, error = %e, "mTLS handshake refused");
+                return;
+            }
+        };
+        let Some(chain) = listener.select_chain(true, accepted.alpn) else {
+            tracing::debug!(alpn = ?accepted.alpn, "no TLS filter chain matches; closing");
+            return;
+        };
+        tracing::debug!(chain = %chain.name, peer_identity = ?accepted.peer, "mTLS connection");
+        dispatch(accepted.stream, &listener, chain, peer, shared, drain).await;
+        return;
+    }
+    let Some(chain) = listener.select_chain(false, detected.protocol()) else {
+        if listener.tls().is_some() {
+            tracing::info!(%peer, "plaintext connection refused: this port requires mTLS (STRICT)");
+        } else {
+            tracing::debug!(?detected, "no filter chain matches; closing");
+        }
         return;
     };
     tracing::debug!(chain = %chain.name, ?detected, "connection");
-    let io = Rewind::new(prefix.freeze(), stream);
+    dispatch(io, &listener, chain, peer, shared, drain).await;
+}
+
+/// Hands a connection to the chain's network filter.
+async fn dispatch<I>(
+    io: I,
+    listener: &ListenerConfig,
+    chain: &FilterChain,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    drain: DrainWatch,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     match &chain.filter {
         NetworkFilter::Http(config) => {
             let conn = HttpConnection {
@@ -170,21 +207,21 @@ async fn prepare(
     stream: &mut TcpStream,
     shared: &Shared,
     port: u16,
-) -> Option<(Arc<ListenerConfig>, Option<&'static str>, BytesMut)> {
+) -> Option<(Arc<ListenerConfig>, Detected, BytesMut)> {
     let Some(listener) = listener_for(shared, port).await else {
         tracing::debug!("no listener configured for this port; closing");
         return None;
     };
     tracing::Span::current().record("listener", listener.name.as_str());
     let Some(detection) = listener.detect else {
-        return Some((listener, None, BytesMut::new()));
+        return Some((listener, Detected::Other, BytesMut::new()));
     };
     match detect::detect(stream, detection.timeout).await {
         Ok((Detected::TimedOut, _)) if !detection.continue_on_timeout => {
             tracing::debug!("protocol detection timed out; closing");
             None
         }
-        Ok((detected, prefix)) => Some((listener, detected.protocol(), prefix)),
+        Ok((detected, prefix)) => Some((listener, detected, prefix)),
         Err(e) => {
             tracing::debug!(error = %e, "connection failed during protocol detection");
             None

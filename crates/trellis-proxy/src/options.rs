@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 /// Startup options of a sidecar proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +22,9 @@ pub struct ProxyOptions {
     pub app_port: u16,
     /// Inbound listener address; port 0 binds an ephemeral port and reports it.
     pub inbound: SocketAddr,
+    /// Address peers should use to reach the inbound listener, when it differs from the bound
+    /// one (a port forward or NAT in between); `None` advertises the bound address.
+    pub advertise: Option<SocketAddr>,
     /// Outbound listeners: upstream service name → local listen address (port 0 allowed).
     pub upstreams: Vec<(String, SocketAddr)>,
     /// HTTP-proxy-mode outbound listener (clients send absolute-form URIs), if any.
@@ -29,6 +33,13 @@ pub struct ProxyOptions {
     pub admin: SocketAddr,
     /// Locality as `region/zone/subzone`.
     pub locality: Option<String>,
+    /// The join token the control plane's CA accepts; with it the proxy gets a workload
+    /// certificate and speaks mTLS to other sidecars. `None`: plaintext only.
+    pub ca_token: Option<String>,
+    /// Trust domain of the workload's SPIFFE ID.
+    pub trust_domain: String,
+    /// SVID lifetime to ask for; `None` takes the CA's default.
+    pub svid_ttl: Option<Duration>,
 }
 
 impl Default for ProxyOptions {
@@ -43,10 +54,14 @@ impl Default for ProxyOptions {
             labels: BTreeMap::new(),
             app_port: 0,
             inbound: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            advertise: None,
             upstreams: Vec::new(),
             http_proxy: None,
             admin: SocketAddr::from((Ipv4Addr::LOCALHOST, 15000)),
             locality: None,
+            ca_token: None,
+            trust_domain: "cluster.local".to_owned(),
+            svid_ttl: None,
         }
     }
 }

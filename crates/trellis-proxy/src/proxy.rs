@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use trellis_identity::{SpiffeId, SpiffeIdError};
 use trellis_xds::client::ClientOptions;
 use trellis_xds::node::{NodeMeta, UpstreamPort};
 
@@ -19,6 +20,7 @@ use crate::handler::ConfigHandler;
 use crate::options::ProxyOptions;
 use crate::table::Shared;
 use crate::telemetry::{Metrics, RouteStats};
+use crate::tls::agent::{self, AgentOptions};
 use crate::{admin, listener};
 
 /// How long shutdown lets in-flight requests and connections finish.
@@ -43,6 +45,9 @@ pub enum ProxyError {
     /// The control-plane endpoint is not an `http(s)://host:port` URL.
     #[error("control plane endpoint {0:?} is not a valid http:// URL")]
     ControlPlane(String),
+    /// Service, namespace or trust domain do not form a SPIFFE ID.
+    #[error("workload identity: {0}")]
+    Identity(#[from] SpiffeIdError),
 }
 
 /// A running proxy. Dropping it stops the proxy abruptly; prefer [`ProxyHandle::shutdown`].
@@ -57,6 +62,17 @@ pub struct ProxyHandle {
     drain: Drain,
     xds_stop: oneshot::Sender<()>,
     xds_task: JoinHandle<()>,
+    agent: Option<AgentTask>,
+}
+
+/// The certificate agent's task; it stops with the handle, however that goes.
+#[derive(Debug)]
+struct AgentTask(JoinHandle<()>);
+
+impl Drop for AgentTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Binds every socket, registers with the control plane and starts serving.
@@ -105,6 +121,7 @@ pub async fn start(opts: ProxyOptions) -> Result<ProxyHandle, ProxyError> {
         labels: opts.labels.clone(),
         app_port: opts.app_port,
         inbound_port: inbound_addr.port(),
+        advertise: opts.advertise.map(|a| a.to_string()),
         ip: ip.to_string(),
         upstreams: upstream_addrs
             .iter()
@@ -138,6 +155,22 @@ pub async fn start(opts: ProxyOptions) -> Result<ProxyHandle, ProxyError> {
     listener::spawn_reconciler(shared.clone(), prebound, watch.clone());
     admin::spawn(admin_socket, shared.clone(), watch);
 
+    let agent = opts.ca_token.clone().map(|token| {
+        let identity = SpiffeId::new(&opts.trust_domain, &opts.namespace, &opts.service);
+        identity.map(|identity| {
+            AgentTask(tokio::spawn(agent::run(
+                AgentOptions {
+                    endpoint: opts.control_plane.clone(),
+                    token,
+                    identity,
+                    ttl: opts.svid_ttl,
+                },
+                shared.identity.clone(),
+                shared.metrics.identity.clone(),
+            )))
+        })
+    });
+    let agent = agent.transpose()?;
     let (xds_stop, stop_rx) = oneshot::channel::<()>();
     let client = ClientOptions {
         endpoint: opts.control_plane.clone(),
@@ -169,6 +202,7 @@ pub async fn start(opts: ProxyOptions) -> Result<ProxyHandle, ProxyError> {
         drain,
         xds_stop,
         xds_task,
+        agent,
     })
 }
 
@@ -218,9 +252,13 @@ impl ProxyHandle {
         self.http_proxy
     }
 
-    /// Resolves once LDS and CDS, and the RDS and EDS resources they name, were first applied.
+    /// Resolves once LDS and CDS, and the RDS, EDS and SDS resources they name, were first
+    /// applied, and (with a CA token) the workload certificate is installed.
     pub async fn ready(&self) {
         self.shared.wait_ready().await;
+        if self.agent.is_some() {
+            self.shared.identity.wait_installed().await;
+        }
     }
 
     /// Request statistics per (direction, route, cluster) that has seen traffic.
@@ -238,6 +276,7 @@ impl ProxyHandle {
     /// Stops accepting, lets in-flight requests and connections finish (up to 5 s, then closes
     /// them), and stops the xDS client.
     pub async fn shutdown(self) {
+        drop(self.agent);
         let _ = self.xds_stop.send(());
         self.drain.shutdown(SHUTDOWN_GRACE).await;
         if let Err(e) = self.xds_task.await {

@@ -14,6 +14,8 @@ use crate::config::listener::ListenerConfig;
 use crate::config::route::RouteConfig;
 use crate::http::client::UpstreamClients;
 use crate::telemetry::Metrics;
+use crate::tls::IdentityState;
+use crate::tls::connect::MeshConnector;
 
 /// One immutable snapshot of everything the data path needs.
 #[derive(Debug, Default)]
@@ -38,6 +40,8 @@ pub(crate) struct Cluster {
     pub(crate) endpoints: EndpointSet,
     /// Upstream HTTP clients (shared by clusters with the same connect timeout).
     pub(crate) clients: Arc<UpstreamClients>,
+    /// mTLS clients towards its sidecar endpoints, when it has any.
+    pub(crate) tls_clients: Option<Arc<UpstreamClients<MeshConnector>>>,
 }
 
 impl Table {
@@ -78,6 +82,8 @@ pub(crate) struct Shared {
     ready: watch::Sender<bool>,
     /// Every metric.
     pub(crate) metrics: Metrics,
+    /// The workload identity (SVID, trust bundle, TLS configs).
+    pub(crate) identity: Arc<IdentityState>,
 }
 
 impl Shared {
@@ -87,6 +93,7 @@ impl Shared {
             table: ArcSwap::from_pointee(Table::default()),
             changes: watch::Sender::new(0),
             ready: watch::Sender::new(false),
+            identity: Arc::new(IdentityState::new(metrics.identity.clone())),
             metrics,
         }
     }
@@ -108,9 +115,10 @@ impl Shared {
             .send_if_modified(|ready| !std::mem::replace(ready, true));
     }
 
-    /// Whether the first complete config was applied.
+    /// Whether the first complete config was applied and the workload certificate (if any)
+    /// has not expired.
     pub(crate) fn is_ready(&self) -> bool {
-        *self.ready.borrow()
+        *self.ready.borrow() && !self.identity.expired()
     }
 
     /// Resolves once ready.

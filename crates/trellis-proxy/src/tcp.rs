@@ -10,6 +10,8 @@ use tokio::net::TcpStream;
 use crate::config::tcp::TcpConfig;
 use crate::drain::DrainWatch;
 use crate::table::Shared;
+use crate::tls::Alpn;
+use crate::tls::connect;
 
 /// Proxies `downstream` to an endpoint of the filter's cluster until both sides close or the
 /// proxy closes. A connection that cannot be forwarded is closed.
@@ -52,8 +54,32 @@ pub(crate) async fn proxy<I>(
     };
     in_flight.succeeded();
     let _ = upstream.set_nodelay(true);
+    let Some(tls) = in_flight.tls() else {
+        splice(&mut downstream, &mut upstream, addr, peer, &mut drain).await;
+        return;
+    };
+    match connect::connect(&shared.identity, tls, Alpn::Opaque, upstream, addr).await {
+        Ok(mut secure) => splice(&mut downstream, &mut secure, addr, peer, &mut drain).await,
+        Err(e) => {
+            in_flight.failed();
+            tracing::info!(%addr, %peer, error = %e, flag = "UF", "tcp: mTLS handshake failed");
+        }
+    }
+}
+
+/// Copies both ways until either side closes or shutdown ends the connection.
+async fn splice<D, U>(
+    downstream: &mut D,
+    upstream: &mut U,
+    addr: SocketAddr,
+    peer: SocketAddr,
+    drain: &mut DrainWatch,
+) where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
     tokio::select! {
-        result = tokio::io::copy_bidirectional(&mut downstream, &mut upstream) => match result {
+        result = tokio::io::copy_bidirectional(downstream, upstream) => match result {
             Ok((sent, received)) => {
                 tracing::debug!(%addr, %peer, sent, received, "tcp connection closed");
             }

@@ -15,6 +15,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+use crate::tls::agent::AgentMetrics;
+
 /// Which side of the workload traffic is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Direction {
@@ -311,6 +313,8 @@ pub(crate) struct Metrics {
     routes: Arc<RouteStatsSet>,
     xds_updates: Family<XdsLabels, Counter>,
     tcp_connections: Family<TcpLabels, Counter>,
+    /// The certificate agent's gauges.
+    pub(crate) identity: AgentMetrics,
 }
 
 impl Metrics {
@@ -331,11 +335,33 @@ impl Metrics {
             tcp_connections.clone(),
         );
         registry.register_collector(Box::new(routes.clone()));
+        let identity = AgentMetrics::default();
+        registry.register(
+            "trellis_identity_cert_expiration_timestamp_seconds",
+            "Unix time the workload certificate expires",
+            identity.expiry.clone(),
+        );
+        registry.register(
+            "trellis_identity_cert_expired",
+            "1 while the workload certificate is expired and could not be renewed",
+            identity.expired.clone(),
+        );
+        registry.register(
+            "trellis_tls_handshake_failures",
+            "mTLS handshakes refused or failed, by side (server, client) and reason",
+            identity.handshake_failures.clone(),
+        );
+        registry.register(
+            "trellis_identity_certs_issued",
+            "Workload certificates obtained from the CA since start",
+            identity.issued.clone(),
+        );
         Self {
             registry,
             routes,
             xds_updates,
             tcp_connections,
+            identity,
         }
     }
 

@@ -21,9 +21,13 @@ const RESTART_WARMUP: Duration = Duration::from_secs(2);
 pub struct TestMesh {
     /// The watched config dir.
     pub config: TempConfigDir,
+    /// The control plane's data dir (CA and join token survive a restart).
+    data: tempfile::TempDir,
     control: Option<ControlHandle>,
     xds_addr: SocketAddr,
     admin_addr: SocketAddr,
+    join_token: String,
+    svid_ttl: Option<Duration>,
 }
 
 /// What a test sidecar fronts and reaches.
@@ -39,6 +43,8 @@ pub struct Sidecar {
     pub upstreams: Vec<String>,
     /// Open an HTTP-proxy-mode listener.
     pub http_proxy: bool,
+    /// Advertise this inbound address instead of the bound one (to put a relay in between).
+    pub advertise: Option<SocketAddr>,
 }
 
 impl Sidecar {
@@ -67,18 +73,46 @@ impl Sidecar {
 impl TestMesh {
     /// Writes `files` (name, YAML) into a new config dir and starts the control plane on it.
     pub async fn start(files: &[(&str, &str)]) -> anyhow::Result<TestMesh> {
+        TestMesh::start_with(files, None).await
+    }
+
+    /// Like [`TestMesh::start`], with workload certificates living `svid_ttl`.
+    pub async fn start_with(
+        files: &[(&str, &str)],
+        svid_ttl: Option<Duration>,
+    ) -> anyhow::Result<TestMesh> {
         let config = TempConfigDir::new()?;
         for (name, yaml) in files {
             config.write(name, yaml)?;
         }
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        let control = start_control(&config, any, any, Duration::ZERO).await?;
+        let data = tempfile::tempdir()?;
+        let control =
+            start_control(&config, data.path(), any, any, Duration::ZERO, svid_ttl).await?;
         Ok(TestMesh {
+            svid_ttl,
+            join_token: control.join_token().to_owned(),
             config,
+            data,
             xds_addr: control.xds_addr(),
             admin_addr: control.admin_addr(),
             control: Some(control),
         })
+    }
+
+    /// The control plane's data dir (its CA lives in `ca/`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data.path()
+    }
+
+    /// The join token sidecars present to the CA.
+    pub fn join_token(&self) -> &str {
+        &self.join_token
+    }
+
+    /// The control plane's xDS (and CA) address.
+    pub fn xds_addr(&self) -> SocketAddr {
+        self.xds_addr
     }
 
     /// The control plane's admin address.
@@ -102,10 +136,14 @@ impl TestMesh {
             labels: spec.labels.into_iter().collect(),
             app_port: spec.app_port,
             inbound: any,
+            advertise: spec.advertise,
             upstreams: spec.upstreams.into_iter().map(|u| (u, any)).collect(),
             http_proxy: spec.http_proxy.then_some(any),
             admin: any,
             locality: None,
+            ca_token: Some(self.join_token.clone()),
+            trust_domain: "cluster.local".to_owned(),
+            svid_ttl: None,
         })
         .await
         .with_context(|| format!("starting the sidecar of {}", spec.service))?;
@@ -124,7 +162,15 @@ impl TestMesh {
     pub async fn restart_control(&mut self) -> anyhow::Result<()> {
         let deadline = Deadline::after(Duration::from_secs(5));
         loop {
-            match start_control(&self.config, self.xds_addr, self.admin_addr, RESTART_WARMUP).await
+            match start_control(
+                &self.config,
+                self.data.path(),
+                self.xds_addr,
+                self.admin_addr,
+                RESTART_WARMUP,
+                self.svid_ttl,
+            )
+            .await
             {
                 Ok(control) => {
                     self.control = Some(control);
@@ -142,16 +188,19 @@ impl TestMesh {
 
 async fn start_control(
     config: &TempConfigDir,
+    data: &std::path::Path,
     xds: SocketAddr,
     admin: SocketAddr,
     warmup: Duration,
+    svid_ttl: Option<Duration>,
 ) -> anyhow::Result<ControlHandle> {
     trellis_control::start(ControlOptions {
         config_dir: Some(config.path().to_owned()),
-        data_dir: None,
+        data_dir: Some(data.to_owned()),
         xds_addr: xds,
         admin_addr: admin,
         warmup,
+        svid_ttl,
     })
     .await
     .context("starting the control plane")

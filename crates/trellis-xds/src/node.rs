@@ -28,9 +28,12 @@ pub struct NodeMeta {
     pub app_port: u16,
     /// Port the proxy's inbound listener is bound to (the workload's endpoint address).
     pub inbound_port: u16,
-    /// IP address peers use to reach the inbound listener.
+    /// IP address of the inbound listener.
     #[serde(default = "default_ip")]
     pub ip: String,
+    /// Address peers should use instead of `ip:inbound_port` (a relay or NAT in between).
+    #[serde(default)]
+    pub advertise: Option<String>,
     /// Outbound listeners the proxy has bound: one local port per upstream service.
     #[serde(default)]
     pub upstreams: Vec<UpstreamPort>,
@@ -173,6 +176,7 @@ mod tests {
             app_port: 9080,
             inbound_port: 41000,
             ip: "127.0.0.1".into(),
+            advertise: None,
             upstreams: vec![UpstreamPort {
                 service: "ratings".into(),
                 port: 41001,

@@ -39,9 +39,10 @@ pub(crate) struct ControlArgs {
     /// Directory of YAML resources (Service, HTTPRoute, GRPCRoute), watched for changes.
     #[arg(long)]
     pub(crate) config_dir: PathBuf,
-    /// Directory for the control plane's state (writes endpoints.json with its addresses).
-    #[arg(long)]
-    pub(crate) data_dir: Option<PathBuf>,
+    /// Directory for the control plane's state: the CA (root key 0600), the join token
+    /// proxies present, endpoints.json with the bound addresses.
+    #[arg(long, env = "TRELLIS_HOME", default_value_os_t = default_data_dir())]
+    pub(crate) data_dir: PathBuf,
     /// xDS (ADS) listen address.
     #[arg(long, default_value = "127.0.0.1:15010")]
     pub(crate) xds_addr: SocketAddr,
@@ -52,6 +53,9 @@ pub(crate) struct ControlArgs {
     /// (otherwise peers would briefly see their endpoints gone). `0s` for a fresh mesh.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub(crate) warmup: Duration,
+    /// Workload certificate lifetime, overriding MeshConfig's `svidTtl`.
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) svid_ttl: Option<Duration>,
 }
 
 /// Flags shared by `proxy` and `run`.
@@ -84,6 +88,24 @@ pub(crate) struct SidecarArgs {
     /// xDS node id (default: `<service>-<random>`).
     #[arg(long)]
     pub(crate) node_id: Option<String>,
+    /// Join token file the control plane wrote (its data dir's `join-token`); without it the
+    /// sidecar gets no certificate and speaks plaintext only.
+    #[arg(long, default_value_os_t = default_data_dir().join("join-token"))]
+    pub(crate) token_file: PathBuf,
+    /// Trust domain of the workload's SPIFFE ID (MeshConfig's `trustDomain`).
+    #[arg(long, default_value = "cluster.local")]
+    pub(crate) trust_domain: String,
+    /// Workload certificate lifetime to ask for (default: the CA's).
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) svid_ttl: Option<Duration>,
+}
+
+/// `$TRELLIS_HOME`, else `$HOME/.trellis`, else `.trellis`.
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("TRELLIS_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".trellis")))
+        .unwrap_or_else(|| PathBuf::from(".trellis"))
 }
 
 /// `trellis proxy` flags.

@@ -12,6 +12,11 @@ use nix::unistd::Pid;
 fn trellis() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_trellis"));
     cmd.env("RUST_LOG", "warn");
+    // Never touch the user's ~/.trellis: commands that need a data dir get one explicitly.
+    cmd.env(
+        "TRELLIS_HOME",
+        std::env::temp_dir().join("trellis-cli-test-unused"),
+    );
     cmd
 }
 
@@ -34,7 +39,20 @@ fn wait_with_deadline(child: &mut Child, limit: Duration) -> std::process::ExitS
 struct Control {
     child: Child,
     xds: SocketAddr,
+    token_file: String,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl Control {
+    /// `--control-plane URL --token-file PATH` for `trellis run`.
+    fn sidecar_args(&self) -> [String; 4] {
+        [
+            "--control-plane".to_owned(),
+            format!("http://{}", self.xds),
+            "--token-file".to_owned(),
+            self.token_file.clone(),
+        ]
+    }
 }
 
 impl Drop for Control {
@@ -76,6 +94,7 @@ fn start_control() -> Control {
     Control {
         child,
         xds: json["xds"].as_str().unwrap().parse().unwrap(),
+        token_file: data.path().join("join-token").display().to_string(),
         _dirs: (config, data),
     }
 }
@@ -126,17 +145,10 @@ fn demo_runs_bounded_and_shows_traffic_for_every_service() {
 #[test]
 fn run_exits_with_the_app_status_and_forwards_signals() {
     let control = start_control();
-    let cp = format!("http://{}", control.xds);
+    let cp = control.sidecar_args();
     let status = trellis()
-        .args([
-            "run",
-            "--service",
-            "job",
-            "--port",
-            "1",
-            "--control-plane",
-            &cp,
-        ])
+        .args(["run", "--service", "job", "--port", "1"])
+        .args(&cp)
         .args(["--", "sh", "-c", "exit 7"])
         .stdout(Stdio::null())
         .status()
@@ -144,15 +156,8 @@ fn run_exits_with_the_app_status_and_forwards_signals() {
     assert_eq!(status.code(), Some(7));
 
     let mut child = trellis()
-        .args([
-            "run",
-            "--service",
-            "daemon",
-            "--port",
-            "1",
-            "--control-plane",
-            &cp,
-        ])
+        .args(["run", "--service", "daemon", "--port", "1"])
+        .args(&cp)
         .args([
             "--",
             "sh",
@@ -183,20 +188,13 @@ fn run_exits_with_the_app_status_and_forwards_signals() {
 #[test]
 fn run_meshes_real_apps_end_to_end() {
     let control = start_control();
-    let cp = format!("http://{}", control.xds);
+    let cp = control.sidecar_args();
     let port = free_port();
     let web_root = tempfile::tempdir().unwrap();
     std::fs::write(web_root.path().join("hello.txt"), "hello through the mesh").unwrap();
     let mut server = trellis()
-        .args([
-            "run",
-            "--service",
-            "files",
-            "--port",
-            &port.to_string(),
-            "--control-plane",
-            &cp,
-        ])
+        .args(["run", "--service", "files", "--port", &port.to_string()])
+        .args(&cp)
         .args([
             "--",
             "python3",
@@ -227,15 +225,8 @@ while True:
         time.sleep(0.1)
 "#;
     let output = trellis()
-        .args([
-            "run",
-            "--service",
-            "client",
-            "--port",
-            "1",
-            "--control-plane",
-            &cp,
-        ])
+        .args(["run", "--service", "client", "--port", "1"])
+        .args(&cp)
         .args(["--upstream", "files=0", "--", "python3", "-c", client])
         .output()
         .unwrap();

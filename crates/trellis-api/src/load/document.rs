@@ -5,6 +5,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::ConfigError;
+use crate::mesh::{self, MeshConfig, MeshConfigSpec};
 use crate::meta::Meta;
 use crate::route::{self, GrpcRoute, GrpcRouteSpec, HttpRoute, HttpRouteSpec};
 use crate::service::{self, Service, ServiceSpec};
@@ -21,13 +22,15 @@ pub const GATEWAY_API_VERSION_BETA: &str = "gateway.networking.k8s.io/v1beta1";
 /// A kind this crate understands.
 #[derive(Clone, Copy)]
 enum Kind {
+    MeshConfig,
     Service,
     HttpRoute,
     GrpcRoute,
 }
 
 /// Each kind with its YAML name and the API versions it accepts.
-const KINDS: [(Kind, &str, &[&str]); 3] = [
+const KINDS: [(Kind, &str, &[&str]); 4] = [
+    (Kind::MeshConfig, "MeshConfig", &[TRELLIS_API_VERSION]),
     (Kind::Service, "Service", &[TRELLIS_API_VERSION]),
     (
         Kind::HttpRoute,
@@ -40,6 +43,7 @@ const KINDS: [(Kind, &str, &[&str]); 3] = [
 /// A typed resource from one document.
 #[derive(Debug)]
 pub(crate) enum Resource {
+    MeshConfig(MeshConfig),
     Service(Service),
     HttpRoute(HttpRoute),
     GrpcRoute(GrpcRoute),
@@ -48,6 +52,7 @@ pub(crate) enum Resource {
 impl Resource {
     pub(crate) fn kind(&self) -> &'static str {
         match self {
+            Self::MeshConfig(_) => "MeshConfig",
             Self::Service(_) => "Service",
             Self::HttpRoute(_) => "HTTPRoute",
             Self::GrpcRoute(_) => "GRPCRoute",
@@ -56,6 +61,7 @@ impl Resource {
 
     pub(crate) fn meta(&self) -> &Meta {
         match self {
+            Self::MeshConfig(r) => &r.metadata,
             Self::Service(r) => &r.metadata,
             Self::HttpRoute(r) => &r.metadata,
             Self::GrpcRoute(r) => &r.metadata,
@@ -82,6 +88,8 @@ pub(crate) fn load(file: &str, root: &Node, errors: &mut Vec<ConfigError>) -> Op
     let mut v = Validator::new(file, root, errors);
     let kind = header(root, &mut v)?;
     let resource = match kind {
+        Kind::MeshConfig => typed::<MeshConfigSpec>(root, &mut v)
+            .map(|(metadata, spec)| Resource::MeshConfig(MeshConfig { metadata, spec })),
         Kind::Service => typed::<ServiceSpec>(root, &mut v)
             .map(|(metadata, spec)| Resource::Service(Service { metadata, spec })),
         Kind::HttpRoute => typed::<HttpRouteSpec>(root, &mut v)
@@ -90,6 +98,7 @@ pub(crate) fn load(file: &str, root: &Node, errors: &mut Vec<ConfigError>) -> Op
             .map(|(metadata, spec)| Resource::GrpcRoute(GrpcRoute { metadata, spec })),
     }?;
     match &resource {
+        Resource::MeshConfig(r) => mesh::validate(r, &mut v),
         Resource::Service(r) => service::validate(r, &mut v),
         Resource::HttpRoute(r) => route::validate_http(r, &mut v),
         Resource::GrpcRoute(r) => route::validate_grpc(r, &mut v),

@@ -175,7 +175,7 @@ fn invalid_documents_are_rejected_at_the_right_place() {
         (
             ROUTE.replace("kind: HTTPRoute", "kind: HttpRoute"),
             2, 7, "kind",
-            "unknown kind `HttpRoute`, expected one of Service, HTTPRoute, GRPCRoute",
+            "unknown kind `HttpRoute`, expected one of MeshConfig, Service, HTTPRoute, GRPCRoute",
         ),
         (
             ROUTE.replace("k8s.io/v1\n", "k8s.io/v1alpha2\n"),
@@ -452,4 +452,37 @@ fn examples_load() {
     assert_eq!(ep["address"], "10.0.1.22:5432");
     assert_eq!(ep["locality"], "eu-west/eu-west-1b/rack-7");
     assert_eq!(json["services"][0]["spec"]["ports"][0]["protocol"], "TCP");
+}
+
+#[test]
+fn mesh_config_defaults_overrides_and_limits() {
+    let set = load_str("m.yaml", "").unwrap();
+    let mesh = set.mesh_config();
+    assert_eq!(mesh.trust_domain, "cluster.local");
+    assert_eq!(mesh.mtls.mode, crate::MtlsMode::Permissive);
+    assert_eq!(mesh.svid_ttl, std::time::Duration::from_secs(24 * 3600));
+
+    let strict = "apiVersion: trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh}\nspec:\n  mtls: {mode: STRICT}\n  svidTtl: 1h\n";
+    let set = load_str("m.yaml", strict).unwrap();
+    assert_eq!(set.mesh_config().mtls.mode, crate::MtlsMode::Strict);
+    assert_eq!(
+        set.mesh_config().svid_ttl,
+        std::time::Duration::from_secs(3600)
+    );
+
+    let twice = format!(
+        "{strict}---\n{}",
+        strict.replace("name: mesh", "name: other")
+    );
+    let errors = load_str("m.yaml", &twice).unwrap_err();
+    assert!(errors.to_string().contains("m.yaml:10:"), "{errors}");
+    assert!(
+        errors.to_string().contains("a second MeshConfig"),
+        "{errors}"
+    );
+
+    let bad = strict.replace("STRICT", "LOOSE");
+    let errors = load_str("m.yaml", &bad).unwrap_err();
+    assert!(errors.to_string().contains("m.yaml:5:"), "{errors}");
+    assert!(errors.to_string().contains("STRICT"), "{errors}");
 }

@@ -11,8 +11,8 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy},
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, Http2ProtocolOptions, Locality, SocketAddress, address::Address as AddressKind,
-    socket_address::PortSpecifier,
+    Address, Http2ProtocolOptions, Locality, Metadata, SocketAddress,
+    address::Address as AddressKind, socket_address::PortSpecifier,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint::HostIdentifier,
@@ -25,7 +25,7 @@ use envoy_types::pb::google::protobuf::UInt32Value;
 use trellis_xds::node::{NodeMeta, parse_locality};
 
 use super::listener::http1_preserving_case;
-use super::{ads, any, duration, inbound_cluster, outbound_cluster};
+use super::{ads, any, duration, inbound_cluster, outbound_cluster, tls};
 use crate::model::{EndpointModel, MeshModel};
 
 /// How long a proxy waits for a TCP connection to an endpoint.
@@ -45,6 +45,9 @@ pub(super) fn clusters(model: &MeshModel, node: &NodeMeta) -> Vec<Cluster> {
                 eds_config: Some(ads()),
                 service_name: String::new(),
             });
+            if model.trust_bundle.is_some() {
+                tls::secure_cluster(&mut c, svc, &MeshModel::identities(svc));
+            }
             c
         })
         .collect();
@@ -59,6 +62,7 @@ pub(super) fn clusters(model: &MeshModel, node: &NodeMeta) -> Vec<Cluster> {
             weight: 1,
             locality: None,
             node_id: None,
+            identity: None,
         }],
     ));
     out.push(local);
@@ -113,6 +117,14 @@ fn load_assignment(cluster: &str, endpoints: &[EndpointModel]) -> ClusterLoadAss
                 ..Endpoint::default()
             })),
             load_balancing_weight: Some(UInt32Value { value: e.weight }),
+            metadata: e.identity.is_some().then(|| Metadata {
+                filter_metadata: [(
+                    "envoy.transport_socket_match".to_owned(),
+                    tls::tls_match_struct(),
+                )]
+                .into(),
+                ..Metadata::default()
+            }),
             ..LbEndpoint::default()
         };
         let locality = e.locality.as_deref();

@@ -29,7 +29,7 @@ use trellis_xds::node::NodeMeta;
 
 use super::{
     DETECTION_TIMEOUT, HTTP_PROXY, ads, any, duration, inbound_cluster, outbound_cluster,
-    outbound_route_config, route,
+    outbound_route_config, route, tls,
 };
 use crate::model::MeshModel;
 
@@ -42,14 +42,18 @@ pub(super) fn listeners(model: &MeshModel, node: &NodeMeta) -> Vec<Listener> {
     let own_protocol = own.map(|s| s.protocol).unwrap_or_default();
     let inbound = inbound_cluster(node.app_port);
     let inbound_routes = route::single_route_config(&inbound, &inbound);
-    out.push(listener(
+    let mut inbound_listener = listener(
         "inbound",
         &node.ip,
         node.inbound_port,
         own_protocol,
         Hcm::Inline(Box::new(inbound_routes)),
         &inbound,
-    ));
+    );
+    if model.trust_bundle.is_some() {
+        tls::secure_inbound(&mut inbound_listener, tls::inbound_mode(model, own));
+    }
+    out.push(inbound_listener);
     for upstream in &node.upstreams {
         let name = format!("outbound|{}|{}", upstream.service, upstream.port);
         let (protocol, key) = match model.resolve(&upstream.service, &node.namespace) {

@@ -57,6 +57,7 @@ fn node(service: &str, version: &str, inbound: u16) -> NodeMeta {
         app_port: inbound - 1000,
         inbound_port: inbound,
         ip: "127.0.0.1".into(),
+        advertise: None,
         upstreams: vec![
             UpstreamPort {
                 service: "catalog".into(),

@@ -4,6 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use super::*;
 use crate::config::endpoint::EndpointConfig;
+use crate::config::tls::ClusterTls;
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
@@ -19,6 +20,7 @@ fn assignment(ports: &[(u16, u32)]) -> Assignment {
                 weight,
                 healthy: true,
                 priority: 0,
+                tls_match: Default::default(),
             })
             .collect(),
     }
@@ -31,6 +33,7 @@ fn slow_share(policy: LbPolicy) -> f64 {
     let set = EndpointSet::build(
         policy,
         Some(&assignment(&[(1, 1), (2, 1), (3, 1), (4, 1)])),
+        &ClusterTls::default(),
         &mut state,
     );
     let mut now = Instant::now();
@@ -69,6 +72,7 @@ fn p2c_prefers_the_endpoint_with_fewer_requests_in_flight() {
     let set = EndpointSet::build(
         LbPolicy::PeakEwma,
         Some(&assignment(&[(1, 1), (2, 1)])),
+        &ClusterTls::default(),
         &mut state,
     );
     let now = Instant::now();
@@ -88,6 +92,7 @@ fn weighted_round_robin_follows_weights() {
     let set = EndpointSet::build(
         LbPolicy::RoundRobin,
         Some(&assignment(&[(1, 3), (2, 1)])),
+        &ClusterTls::default(),
         &mut state,
     );
     let on_1 = (0..400)
@@ -102,6 +107,7 @@ fn endpoint_state_survives_updates_and_is_pruned() {
     let first = EndpointSet::build(
         LbPolicy::PeakEwma,
         Some(&assignment(&[(1, 1), (2, 1)])),
+        &ClusterTls::default(),
         &mut state,
     );
     let held = first.pick().unwrap();
@@ -109,6 +115,7 @@ fn endpoint_state_survives_updates_and_is_pruned() {
     let second = EndpointSet::build(
         LbPolicy::PeakEwma,
         Some(&assignment(&[(port, 1), (9, 1)])),
+        &ClusterTls::default(),
         &mut state,
     );
     let same = second
@@ -120,6 +127,11 @@ fn endpoint_state_survives_updates_and_is_pruned() {
     assert_eq!(state.endpoints.len(), 2);
     drop(held);
     assert_eq!(same.in_flight(), 0);
-    let empty = EndpointSet::build(LbPolicy::RoundRobin, None, &mut state);
+    let empty = EndpointSet::build(
+        LbPolicy::RoundRobin,
+        None,
+        &ClusterTls::default(),
+        &mut state,
+    );
     assert!(empty.endpoints().next().is_none() && empty.pick().is_none());
 }

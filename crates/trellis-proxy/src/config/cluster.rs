@@ -12,6 +12,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_optio
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::explicit_http_config::ProtocolConfig;
 
 use super::endpoint::Assignment;
+use super::tls::{self, ClusterTls};
 use super::{ConfigError, FieldError, check_ads_source, decode_any, duration, reject_set};
 use crate::balance::LbPolicy;
 
@@ -33,6 +34,8 @@ pub(crate) struct ClusterConfig {
     pub(crate) connect_timeout: Duration,
     /// Which HTTP version to speak upstream.
     pub(crate) protocol: UpstreamProtocol,
+    /// mTLS towards (some of) its endpoints.
+    pub(crate) tls: ClusterTls,
 }
 
 /// Where a cluster's endpoints come from.
@@ -80,11 +83,6 @@ impl ClusterConfig {
 #[allow(deprecated)]
 fn compile_cluster(c: &Cluster) -> Result<ClusterConfig, FieldError> {
     reject_set(&[
-        ("transport_socket", c.transport_socket.is_some()),
-        (
-            "transport_socket_matches",
-            !c.transport_socket_matches.is_empty(),
-        ),
         (
             "transport_socket_matcher",
             c.transport_socket_matcher.is_some(),
@@ -167,12 +165,14 @@ fn compile_cluster(c: &Cluster) -> Result<ClusterConfig, FieldError> {
         let options: HttpProtocolOptions = decode_any(any).map_err(|e| e.at(&field))?;
         protocol = upstream_protocol(&options).map_err(|e| e.at(&field))?;
     }
+    let tls = tls::cluster(c.transport_socket.as_ref(), &c.transport_socket_matches)?;
     Ok(ClusterConfig {
         name: c.name.clone(),
         discovery,
         lb_policy,
         connect_timeout,
         protocol,
+        tls,
     })
 }
 

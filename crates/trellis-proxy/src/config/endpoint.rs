@@ -1,13 +1,18 @@
 //! EDS: compiles a `ClusterLoadAssignment` (or a STATIC cluster's inline one) into the list of
 //! endpoints with health, weight and priority.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use envoy_types::pb::envoy::config::core::v3::HealthStatus;
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
 use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LbEndpoint};
 
+use super::tls::{MetaValue, meta_values};
 use super::{ConfigError, FieldError, reject_set, socket_addr};
+
+/// Filter-metadata namespace Envoy reads transport socket matches from.
+const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
 
 /// A compiled `ClusterLoadAssignment`.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +34,8 @@ pub(crate) struct EndpointConfig {
     pub(crate) healthy: bool,
     /// Priority of its locality group (0 is highest).
     pub(crate) priority: u32,
+    /// Its `envoy.transport_socket_match` metadata, which selects the cluster's TLS settings.
+    pub(crate) tls_match: BTreeMap<String, MetaValue>,
 }
 
 impl Assignment {
@@ -109,11 +116,18 @@ fn compile_lb_endpoint(lb: &LbEndpoint) -> Result<EndpointConfig, FieldError> {
         HealthStatus::try_from(lb.health_status),
         Ok(HealthStatus::Unhealthy | HealthStatus::Draining | HealthStatus::Timeout)
     );
+    let tls_match = lb
+        .metadata
+        .as_ref()
+        .and_then(|m| m.filter_metadata.get(TRANSPORT_SOCKET_MATCH))
+        .map(meta_values)
+        .unwrap_or_default();
     Ok(EndpointConfig {
         addr,
         weight,
         healthy,
         priority: 0,
+        tls_match,
     })
 }
 

@@ -10,17 +10,20 @@ use envoy_types::pb::envoy::config::listener::v3::{
     FilterChain as PbFilterChain, Listener, ListenerFilter, filter, listener_filter,
 };
 use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
 use prost::Name;
 
 use super::http::HttpConfig;
 use super::tcp::TcpConfig;
+use super::tls::{self, DownstreamTls};
 use super::{ConfigError, FieldError, decode_any, duration, reject_set, socket_addr};
 use crate::telemetry::{Direction, Metrics};
 
-/// Name of the only listener filter supported.
+/// Names of the listener filters supported.
 const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
+const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
 /// Envoy's default `listener_filters_timeout`.
 const DEFAULT_DETECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -42,7 +45,7 @@ pub(crate) struct ListenerConfig {
     pub(crate) address: SocketAddr,
     /// Inbound or outbound, for metrics labels.
     pub(crate) direction: Direction,
-    /// Protocol detection (`http_inspector`), if configured.
+    /// Inspection of the first bytes (`http_inspector` and/or `tls_inspector`), if configured.
     pub(crate) detect: Option<Detection>,
     /// Filter chains in config order.
     pub(crate) chains: Vec<FilterChain>,
@@ -66,8 +69,21 @@ pub(crate) struct FilterChain {
     pub(crate) name: String,
     /// `filter_chain_match.application_protocols`; empty matches any.
     pub(crate) protocols: Vec<String>,
+    /// `filter_chain_match.transport_protocol`, and TLS termination settings.
+    pub(crate) transport: Transport,
     /// The network filter.
     pub(crate) filter: NetworkFilter,
+}
+
+/// What transport a chain takes and serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// No `transport_protocol` match and no TLS: any connection, served as is.
+    Any,
+    /// `transport_protocol: raw_buffer`: plaintext connections only.
+    Plaintext,
+    /// `transport_protocol: tls` with a TLS transport socket: mTLS is terminated here.
+    Tls(DownstreamTls),
 }
 
 /// The network filters supported.
@@ -89,21 +105,48 @@ impl ListenerConfig {
         })
     }
 
-    /// The chain for a connection whose detected application protocol is `protocol`: the first
-    /// chain listing it, else the first chain without a protocol match, else the default chain.
-    /// Without detection configured, the first chain is used.
-    pub(crate) fn select_chain(&self, protocol: Option<&str>) -> Option<&FilterChain> {
+    /// The chain for a connection that is TLS (`tls`) or not, whose detected application
+    /// protocol (for TLS: the one ALPN negotiated) is `protocol`: among chains of the right
+    /// transport, the first listing it, else the first without a protocol match, else the
+    /// default chain. Without detection configured, the first chain of the right transport.
+    pub(crate) fn select_chain(&self, tls: bool, protocol: Option<&str>) -> Option<&FilterChain> {
+        let fits = |c: &&FilterChain| match c.transport {
+            Transport::Any => !tls,
+            Transport::Plaintext => !tls,
+            Transport::Tls(_) => tls,
+        };
         let listed = protocol.and_then(|p| {
             self.chains
                 .iter()
+                .filter(fits)
                 .find(|c| c.protocols.iter().any(|cp| cp == p))
         });
-        let unmatched = || self.chains.iter().find(|c| c.protocols.is_empty());
-        let undetected = || self.detect.is_none().then(|| self.chains.first()).flatten();
+        let unmatched = || {
+            self.chains
+                .iter()
+                .filter(fits)
+                .find(|c| c.protocols.is_empty())
+        };
+        let undetected = || {
+            (self.detect.is_none() || tls)
+                .then(|| self.chains.iter().find(fits))
+                .flatten()
+        };
         listed
             .or_else(unmatched)
             .or_else(undetected)
-            .or(self.default_chain.as_ref())
+            .or(self.default_chain.as_ref().filter(fits))
+    }
+
+    /// The TLS settings of the listener's TLS chains, if it terminates mTLS.
+    pub(crate) fn tls(&self) -> Option<&DownstreamTls> {
+        self.chains
+            .iter()
+            .chain(&self.default_chain)
+            .find_map(|c| match &c.transport {
+                Transport::Tls(t) => Some(t),
+                _ => None,
+            })
     }
 
     /// RDS names the listener's HTTP filters need.
@@ -154,8 +197,10 @@ fn compile_listener(l: &Listener, ctx: ListenerContext<'_>) -> Result<ListenerCo
         _ => Direction::Outbound,
     };
     let mut detect = None;
+    let mut inspect_tls = false;
     for (i, f) in l.listener_filters.iter().enumerate() {
-        check_listener_filter(f).map_err(|e| e.at(format!("listener_filters[{i}]")))?;
+        inspect_tls |=
+            check_listener_filter(f).map_err(|e| e.at(format!("listener_filters[{i}]")))?;
         let timeout = match &l.listener_filters_timeout {
             Some(d) => Some(duration(d, "listener_filters_timeout")?).filter(|d| !d.is_zero()),
             None => Some(DEFAULT_DETECT_TIMEOUT),
@@ -179,6 +224,16 @@ fn compile_listener(l: &Listener, ctx: ListenerContext<'_>) -> Result<ListenerCo
         .as_ref()
         .map(|c| compile_chain(c, direction, ctx.metrics).map_err(|e| e.at("default_filter_chain")))
         .transpose()?;
+    let terminates_tls = chains
+        .iter()
+        .chain(&default_chain)
+        .any(|c| matches!(c.transport, Transport::Tls(_)));
+    if terminates_tls && !inspect_tls {
+        return Err(FieldError::new(
+            "listener_filters",
+            format!("{TLS_INSPECTOR} is required to choose between TLS and plaintext chains"),
+        ));
+    }
     if chains.is_empty() && default_chain.is_none() {
         return Err(FieldError::new(
             "filter_chains",
@@ -195,20 +250,22 @@ fn compile_listener(l: &Listener, ctx: ListenerContext<'_>) -> Result<ListenerCo
     })
 }
 
-fn check_listener_filter(f: &ListenerFilter) -> Result<(), FieldError> {
+/// Checks a listener filter; true for `tls_inspector`, false for `http_inspector`.
+fn check_listener_filter(f: &ListenerFilter) -> Result<bool, FieldError> {
     reject_set(&[("filter_disabled", f.filter_disabled.is_some())])?;
-    let ok = match &f.config_type {
-        Some(listener_filter::ConfigType::TypedConfig(any)) => {
-            any.type_url == HttpInspector::type_url()
-        }
-        Some(listener_filter::ConfigType::ConfigDiscovery(_)) => false,
-        None => f.name == HTTP_INSPECTOR,
+    let type_url = match &f.config_type {
+        Some(listener_filter::ConfigType::TypedConfig(any)) => Some(any.type_url.as_str()),
+        Some(listener_filter::ConfigType::ConfigDiscovery(_)) => None,
+        None => None,
     };
-    if ok {
-        Ok(())
+    let is = |name: &str, url: String| type_url.map_or(f.name == name, |t| t == url);
+    if is(HTTP_INSPECTOR, HttpInspector::type_url()) {
+        Ok(false)
+    } else if is(TLS_INSPECTOR, TlsInspector::type_url()) {
+        Ok(true)
     } else {
         Err(FieldError::message(format!(
-            "unsupported listener filter {:?} (supported: {HTTP_INSPECTOR})",
+            "unsupported listener filter {:?} (supported: {HTTP_INSPECTOR}, {TLS_INSPECTOR})",
             f.name
         )))
     }
@@ -220,13 +277,10 @@ fn compile_chain(
     direction: Direction,
     metrics: &Metrics,
 ) -> Result<FilterChain, FieldError> {
-    reject_set(&[
-        ("transport_socket", c.transport_socket.is_some()),
-        (
-            "use_proxy_proto",
-            c.use_proxy_proto.as_ref().is_some_and(|b| b.value),
-        ),
-    ])?;
+    reject_set(&[(
+        "use_proxy_proto",
+        c.use_proxy_proto.as_ref().is_some_and(|b| b.value),
+    )])?;
     let mut protocols = Vec::new();
     if let Some(m) = &c.filter_chain_match {
         reject_set(&[
@@ -240,11 +294,39 @@ fn compile_chain(
             ("source_prefix_ranges", !m.source_prefix_ranges.is_empty()),
             ("source_ports", !m.source_ports.is_empty()),
             ("server_names", !m.server_names.is_empty()),
-            ("transport_protocol", !m.transport_protocol.is_empty()),
         ])
         .map_err(|e| e.at("filter_chain_match"))?;
         protocols.clone_from(&m.application_protocols);
     }
+    let transport_protocol = c
+        .filter_chain_match
+        .as_ref()
+        .map_or("", |m| m.transport_protocol.as_str());
+    let transport = match (transport_protocol, &c.transport_socket) {
+        ("", None) => Transport::Any,
+        ("raw_buffer", None) => Transport::Plaintext,
+        ("tls", Some(socket)) => {
+            Transport::Tls(tls::downstream(socket).map_err(|e| e.at("transport_socket"))?)
+        }
+        ("tls", None) => {
+            return Err(FieldError::new(
+                "transport_socket",
+                "is required on a chain matching transport_protocol tls (TLS passthrough is not supported)",
+            ));
+        }
+        (_, Some(_)) => {
+            return Err(FieldError::new(
+                "filter_chain_match.transport_protocol",
+                "must be \"tls\" on a chain with a TLS transport_socket",
+            ));
+        }
+        (other, None) => {
+            return Err(FieldError::new(
+                "filter_chain_match.transport_protocol",
+                format!("{other:?} is not supported (supported: tls, raw_buffer)"),
+            ));
+        }
+    };
     let [f] = c.filters.as_slice() else {
         return Err(FieldError::new(
             "filters",
@@ -258,6 +340,7 @@ fn compile_chain(
     Ok(FilterChain {
         name: c.name.clone(),
         protocols,
+        transport,
         filter,
     })
 }

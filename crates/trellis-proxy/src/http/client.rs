@@ -8,44 +8,89 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use std::sync::Arc;
+
 use crate::config::cluster::UpstreamProtocol;
+use crate::config::tls::UpstreamTls;
+use crate::tls::connect::MeshConnector;
+use crate::tls::{Alpn, IdentityState};
 
 /// How long an idle pooled connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(90);
 
 /// Connection pools towards endpoints, one per HTTP version, sharing a connect timeout.
-#[derive(Debug)]
-pub(crate) struct UpstreamClients {
-    h1: Client<HttpConnector, Incoming>,
-    h2: Client<HttpConnector, Incoming>,
+pub(crate) struct UpstreamClients<C = HttpConnector> {
+    h1: Client<C, Incoming>,
+    h2: Client<C, Incoming>,
+}
+
+impl<C> std::fmt::Debug for UpstreamClients<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpstreamClients")
+    }
+}
+
+/// A plain TCP connector with the cluster's connect timeout.
+fn tcp_connector(connect_timeout: Duration) -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    connector
 }
 
 impl UpstreamClients {
-    /// Clients whose TCP connects give up after `connect_timeout`.
+    /// Plaintext clients whose TCP connects give up after `connect_timeout`.
     pub(crate) fn new(connect_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
+        let connector = tcp_connector(connect_timeout);
+        Self::with(connector.clone(), connector)
+    }
+}
+
+impl UpstreamClients<MeshConnector> {
+    /// mTLS clients towards endpoints verified by `tls`, with our current identity.
+    pub(crate) fn mesh(
+        connect_timeout: Duration,
+        tls: Arc<UpstreamTls>,
+        identity: Arc<IdentityState>,
+    ) -> Self {
+        let connector = |alpn| MeshConnector {
+            http: tcp_connector(connect_timeout),
+            tls: tls.clone(),
+            identity: identity.clone(),
+            alpn,
+        };
+        Self::with(connector(Alpn::Http1), connector(Alpn::H2))
+    }
+}
+
+impl<C> UpstreamClients<C>
+where
+    C: tower_service::Service<Uri> + Clone + Send + Sync + 'static,
+    C::Response: hyper::rt::Read + hyper::rt::Write + Connection + Unpin + Send + 'static,
+    C::Future: Send + Unpin + 'static,
+    C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn with(h1_connector: C, h2_connector: C) -> Self {
         let h1 = Client::builder(TokioExecutor::new())
             .http1_preserve_header_case(true)
             .pool_idle_timeout(POOL_IDLE)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .build(connector.clone());
+            .build(h1_connector);
         let h2 = Client::builder(TokioExecutor::new())
             .http2_only(true)
             .pool_idle_timeout(POOL_IDLE)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .build(connector);
+            .build(h2_connector);
         Self { h1, h2 }
     }
 
     /// The client for `version` (as chosen by [`upstream_version`]).
-    pub(crate) fn for_version(&self, version: Version) -> &Client<HttpConnector, Incoming> {
+    pub(crate) fn for_version(&self, version: Version) -> &Client<C, Incoming> {
         if version == Version::HTTP_2 {
             &self.h2
         } else {

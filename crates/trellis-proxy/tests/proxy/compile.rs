@@ -7,7 +7,7 @@ use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, DiscoveryType, LbPolicy,
 };
 use envoy_types::pb::envoy::config::core::v3::TransportSocket;
-use envoy_types::pb::envoy::config::listener::v3::{Filter, ListenerFilter};
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChainMatch, ListenerFilter};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpFilter, http_filter,
 };
@@ -72,17 +72,25 @@ async fn unsupported_resources_are_nacked_precisely() {
     tls.filter_chains[0].transport_socket = Some(TransportSocket::default());
     assert_eq!(
         nack(&mut handler, TypeUrl::Listener, vec![any(&tls)]),
-        "listener \"tls\": filter_chains[0].transport_socket: not supported by trellis-proxy"
+        "listener \"tls\": filter_chains[0].filter_chain_match.transport_protocol: must be \"tls\" on a chain with a TLS transport_socket"
+    );
+    tls.filter_chains[0].filter_chain_match = Some(FilterChainMatch {
+        transport_protocol: "tls".into(),
+        ..Default::default()
+    });
+    assert_eq!(
+        nack(&mut handler, TypeUrl::Listener, vec![any(&tls)]),
+        "listener \"tls\": filter_chains[0].transport_socket: unsupported transport socket \"\" (supported: envoy.transport_sockets.tls with envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext)"
     );
 
-    let mut inspector = http_listener("tls-inspector", addr(), "r", false, None);
+    let mut inspector = http_listener("proxy-protocol", addr(), "r", false, None);
     inspector.listener_filters.push(ListenerFilter {
-        name: "envoy.filters.listener.tls_inspector".into(),
+        name: "envoy.filters.listener.proxy_protocol".into(),
         ..Default::default()
     });
     assert_eq!(
         nack(&mut handler, TypeUrl::Listener, vec![any(&inspector)]),
-        "listener \"tls-inspector\": listener_filters[1]: unsupported listener filter \"envoy.filters.listener.tls_inspector\" (supported: envoy.filters.listener.http_inspector)"
+        "listener \"proxy-protocol\": listener_filters[1]: unsupported listener filter \"envoy.filters.listener.proxy_protocol\" (supported: envoy.filters.listener.http_inspector, envoy.filters.listener.tls_inspector)"
     );
 
     let mut hcm = xds::hcm("r", false);

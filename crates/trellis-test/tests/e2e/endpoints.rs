@@ -7,6 +7,22 @@ use trellis_test::{Sidecar, TestMesh, assert_eventually, spawn_http_echo};
 
 use crate::common::{KeepAlive, endpoints_of, service};
 
+/// How many endpoints a sidecar's applied config has for `cluster`.
+async fn proxy_endpoints(admin: std::net::SocketAddr, cluster: &str) -> usize {
+    let dump: serde_json::Value = trellis_test::http1_get(admin, "/config_dump", &[])
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    dump["clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == cluster)
+        .and_then(|c| c["endpoints"].as_array())
+        .map_or(0, Vec::len)
+}
+
 async fn served_by(client: &KeepAlive, n: usize) -> (BTreeSet<String>, usize) {
     let mut seen = BTreeSet::new();
     let mut failures = 0;
@@ -54,6 +70,13 @@ async fn a_killed_endpoint_leaves_eds_and_traffic_continues() {
         Duration::from_secs(5),
         endpoints_of(admin, "web").await.len() == 1,
         "the dead workload is still in EDS"
+    );
+    // Requests sent before the client's sidecar applied that EDS update were in flight to the
+    // dead endpoint; from the update on, none may fail.
+    assert_eventually!(
+        Duration::from_secs(5),
+        proxy_endpoints(client.admin_addr(), "outbound|web.default").await == 1,
+        "the client's sidecar still routes to the dead workload"
     );
     let (seen, failures) = served_by(&http, 200).await;
     assert_eq!(seen, BTreeSet::from(["b".to_owned()]));

@@ -3,6 +3,7 @@
 mod common;
 mod config;
 mod endpoints;
+mod mtls;
 mod nack;
 mod protocols;
 mod routing;

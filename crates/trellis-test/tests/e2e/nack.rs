@@ -78,14 +78,9 @@ async fn unsupported_xds_is_nacked_and_shown_by_the_control_plane() {
         control_plane: format!("http://{xds}"),
         node_id: Some("web-1".to_owned()),
         service: "web".to_owned(),
-        namespace: "default".to_owned(),
-        labels: Default::default(),
         app_port: 9,
-        inbound: any,
-        upstreams: Vec::new(),
-        http_proxy: None,
         admin: any,
-        locality: None,
+        ..ProxyOptions::default()
     })
     .await
     .unwrap();

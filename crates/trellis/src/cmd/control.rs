@@ -12,10 +12,11 @@ pub(crate) async fn run(args: ControlArgs) -> anyhow::Result<ExitCode> {
     let mut signals = Signals::new().context("installing signal handlers")?;
     let control = trellis_control::start(ControlOptions {
         config_dir: Some(args.config_dir),
-        data_dir: args.data_dir,
+        data_dir: Some(args.data_dir),
         xds_addr: args.xds_addr,
         admin_addr: args.admin_addr,
         warmup: args.warmup,
+        svid_ttl: args.svid_ttl,
     })
     .await?;
     println!(

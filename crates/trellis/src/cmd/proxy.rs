@@ -35,10 +35,25 @@ pub(crate) fn options(
         labels: args.labels.into_iter().collect(),
         app_port,
         inbound: args.inbound,
+        advertise: None,
         upstreams: args.upstreams,
         http_proxy: args.http_proxy,
         admin,
         locality: args.locality,
+        ca_token: read_token(&args.token_file),
+        trust_domain: args.trust_domain,
+        svid_ttl: args.svid_ttl,
+    }
+}
+
+/// The join token, or `None` (plaintext only) with a warning saying why.
+fn read_token(path: &std::path::Path) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Ok(token) => Some(token.trim().to_owned()),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "no join token: running without a workload certificate (no mTLS)");
+            None
+        }
     }
 }
 
