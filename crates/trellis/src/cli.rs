@@ -31,6 +31,29 @@ enum Command {
     Run(RunArgs),
     /// Run a meshed multi-service demo with live stats, on loopback.
     Demo(DemoArgs),
+    /// The mesh's certificate authority: show the roots, list issued SVIDs, rotate the root.
+    Identity(IdentityArgs),
+}
+
+/// `trellis identity` flags.
+#[derive(Debug, Args)]
+pub(crate) struct IdentityArgs {
+    #[command(subcommand)]
+    pub(crate) action: IdentityAction,
+    /// The control plane's admin address.
+    #[arg(long, global = true, default_value = "127.0.0.1:15014", value_parser = parse_addr)]
+    pub(crate) admin_addr: SocketAddr,
+}
+
+/// What `trellis identity` does.
+#[derive(Debug, Subcommand)]
+pub(crate) enum IdentityAction {
+    /// Show the trusted roots (active first) with their validity.
+    Show,
+    /// List the SVIDs issued and not yet expired, with their expiry.
+    List,
+    /// Start a root rotation now (the old root stays trusted until its SVIDs expire).
+    Rotate,
 }
 
 /// `trellis control` flags.
@@ -202,6 +225,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Proxy(args) => cmd::proxy::run(args).await,
             Command::Run(args) => cmd::run::run(args).await,
             Command::Demo(args) => cmd::demo::run(args).await,
+            Command::Identity(args) => cmd::identity::run(args).await,
         }
     });
     match result {

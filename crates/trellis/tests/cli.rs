@@ -39,6 +39,7 @@ fn wait_with_deadline(child: &mut Child, limit: Duration) -> std::process::ExitS
 struct Control {
     child: Child,
     xds: SocketAddr,
+    admin: SocketAddr,
     token_file: String,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
 }
@@ -94,6 +95,7 @@ fn start_control() -> Control {
     Control {
         child,
         xds: json["xds"].as_str().unwrap().parse().unwrap(),
+        admin: json["admin"].as_str().unwrap().parse().unwrap(),
         token_file: data.path().join("join-token").display().to_string(),
         _dirs: (config, data),
     }
@@ -260,4 +262,50 @@ fn control_refuses_a_missing_config_dir() {
         "{stderr}"
     );
     assert!(!Path::new("/nonexistent/trellis-config").exists());
+}
+
+#[test]
+fn identity_shows_lists_and_rotates_and_keys_stay_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let control = start_control();
+    let data = std::path::Path::new(&control.token_file)
+        .parent()
+        .unwrap()
+        .to_owned();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(Path::new(&control.token_file)), 0o600, "join token");
+    let keys: Vec<_> = std::fs::read_dir(data.join("ca"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".key.pem"))
+        .collect();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(mode(&keys[0]), 0o600, "root key");
+
+    let admin = control.admin.to_string();
+    let identity = |action: &str| {
+        let out = trellis()
+            .args(["identity", action, "--admin-addr", &admin])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let shown = identity("show");
+    assert_eq!(
+        shown.lines().filter(|l| l.contains("Active")).count(),
+        1,
+        "{shown}"
+    );
+    assert!(identity("list").starts_with("IDENTITY"));
+    assert!(identity("rotate").contains("rotation started"));
+    let shown = identity("show");
+    assert!(
+        shown.contains("Active") && shown.contains("Retiring"),
+        "{shown}"
+    );
 }

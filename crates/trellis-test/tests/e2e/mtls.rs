@@ -141,6 +141,19 @@ async fn mesh_traffic_is_encrypted_and_strict_refuses_plaintext() {
     .await
     .unwrap_or_default();
     assert_eq!(answer, "", "plaintext was served on a STRICT port");
+
+    // No private key in any dump or API.
+    for (addr, path) in [
+        (web.admin_addr(), "/config_dump"),
+        (client.admin_addr(), "/config_dump"),
+        (web.admin_addr(), "/metrics"),
+        (mesh.admin_addr(), "/api/identity"),
+        (mesh.admin_addr(), "/api/config"),
+        (mesh.admin_addr(), "/api/proxies"),
+    ] {
+        let body = http1_get(addr, path, &[]).await.unwrap().text();
+        assert!(!body.contains("PRIVATE KEY"), "{path} shows a private key");
+    }
 }
 
 async fn issue(authority: &mut Authority, id: &SpiffeId, ttl: Duration, now: SystemTime) -> Svid {
