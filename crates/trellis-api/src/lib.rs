@@ -1,5 +1,5 @@
 //! trellis-api: the user-facing configuration of the Trellis mesh — serde types for its
-//! resources (MeshConfig, Service, HTTPRoute, GRPCRoute), their defaults and validation, and loading of
+//! resources (MeshConfig, AuthorizationPolicy, Service, HTTPRoute, GRPCRoute), their defaults and validation, and loading of
 //! multi-document YAML files with `file:line:column` errors for every problem.
 //!
 //! This crate does not know about xDS, sockets or the control plane's state: it turns text into
@@ -11,6 +11,7 @@ mod error;
 mod load;
 mod mesh;
 mod meta;
+mod policy;
 mod route;
 mod service;
 mod validate;
@@ -24,6 +25,10 @@ pub use load::{
 };
 pub use mesh::{MeshConfig, MeshConfigSpec, MtlsMode, MtlsSettings};
 pub use meta::{DEFAULT_NAMESPACE, Meta, is_dns_label, is_dns_subdomain};
+pub use policy::{
+    AuthorizationAction, AuthorizationPolicy, AuthorizationPolicySpec, AuthorizationRule,
+    HeaderValue, Operation, Source, TargetRef,
+};
 pub use route::{
     BackendRef, GrpcMethodMatch, GrpcRoute, GrpcRouteMatch, GrpcRouteRule, GrpcRouteSpec,
     HeaderMatch, HttpMethod, HttpPathMatch, HttpRoute, HttpRouteMatch, HttpRouteRule,

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::error::{ConfigError, ConfigErrors};
 use crate::mesh::{MeshConfig, MeshConfigSpec};
+use crate::policy::AuthorizationPolicy;
 use crate::route::{GrpcRoute, HttpRoute};
 use crate::service::Service;
 use crate::validate::Validator;
@@ -31,6 +32,8 @@ pub struct ConfigSet {
     pub grpc_routes: Vec<GrpcRoute>,
     /// `kind: MeshConfig` (at most one).
     pub mesh_configs: Vec<MeshConfig>,
+    /// `kind: AuthorizationPolicy` resources.
+    pub authorization_policies: Vec<AuthorizationPolicy>,
 }
 
 impl ConfigSet {
@@ -47,6 +50,7 @@ impl ConfigSet {
             && self.http_routes.is_empty()
             && self.grpc_routes.is_empty()
             && self.mesh_configs.is_empty()
+            && self.authorization_policies.is_empty()
     }
 
     /// The mesh settings: the MeshConfig's, or the defaults without one.
@@ -157,6 +161,7 @@ impl Loader {
         self.seen.insert(key, (file.to_owned(), pos));
         match resource {
             Resource::MeshConfig(r) => self.set.mesh_configs.push(r),
+            Resource::AuthorizationPolicy(r) => self.set.authorization_policies.push(r),
             Resource::Service(r) => self.set.services.push(r),
             Resource::HttpRoute(r) => self.set.http_routes.push(r),
             Resource::GrpcRoute(r) => self.set.grpc_routes.push(r),

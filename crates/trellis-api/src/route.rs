@@ -166,7 +166,7 @@ pub(crate) fn validate_backend_refs(refs: &[BackendRef], rule: &FieldPath, v: &m
     }
 }
 
-fn service_ref(group: &str, kind: &str, path: &FieldPath, v: &mut Validator<'_>) {
+pub(crate) fn service_ref(group: &str, kind: &str, path: &FieldPath, v: &mut Validator<'_>) {
     if !matches!(group, "" | "core") {
         v.error(
             &path.key("group"),

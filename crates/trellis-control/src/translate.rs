@@ -6,6 +6,7 @@
 //! and `http_proxy`. Every cluster and route config of the mesh is offered; a proxy asks by
 //! name for the route configs and endpoints it needs.
 
+mod authz;
 mod cluster;
 mod listener;
 mod route;

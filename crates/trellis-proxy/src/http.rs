@@ -17,6 +17,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
+use crate::authz::{Decision, Subject, authorize};
 use crate::config::http::{Codec, HttpConfig, RouteSource};
 use crate::config::matcher::RequestView;
 use crate::config::route::Route;
@@ -36,6 +37,8 @@ pub(crate) struct HttpConnection {
     pub(crate) direction: Direction,
     /// The client address, for logs.
     pub(crate) peer: SocketAddr,
+    /// The client's verified SPIFFE ID (mTLS); `None` for plaintext.
+    pub(crate) peer_identity: Option<Arc<str>>,
     /// Shutdown signal, handed to upgraded connections.
     pub(crate) drain: DrainWatch,
 }
@@ -83,6 +86,27 @@ async fn handle(conn: &HttpConnection, req: Request<Incoming>) -> Response<Respo
     // Cheap clones (shared bytes) kept for the access log after the request is sent.
     let method = req.method().clone();
     let uri = req.uri().clone();
+    if !conn.config.authz.is_empty() {
+        let view = RequestView::new(&req);
+        let subject = Subject {
+            peer: conn.peer_identity.as_deref(),
+            request: Some(&view),
+        };
+        if let Decision::Deny(policy) = authorize(&conn.config.authz, subject) {
+            let grpc = view.is_grpc();
+            conn.shared
+                .metrics
+                .authz_denied(conn.direction, if grpc { "grpc" } else { "http" });
+            tracing::info!(
+                %method,
+                path = uri.path(),
+                peer_identity = ?conn.peer_identity,
+                ?policy,
+                "request denied by authorization policy"
+            );
+            return denied(grpc);
+        }
+    }
     match route(conn, &table, &req) {
         Err(e) => {
             tracing::trace!(
@@ -128,6 +152,26 @@ async fn handle(conn: &HttpConnection, req: Request<Incoming>) -> Response<Respo
             response
         }
     }
+}
+
+/// Envoy's RBAC refusal: 403, or for gRPC a trailers-only PERMISSION_DENIED.
+fn denied(grpc: bool) -> Response<ResponseBody> {
+    const MESSAGE: &str = "RBAC: access denied";
+    let mut response = Response::new(Either::Right(http_body_util::Full::new(
+        bytes::Bytes::from_static(if grpc { b"" } else { MESSAGE.as_bytes() }),
+    )));
+    if grpc {
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", http::HeaderValue::from_static("7"));
+        headers.insert("grpc-message", http::HeaderValue::from_static(MESSAGE));
+    } else {
+        *response.status_mut() = StatusCode::FORBIDDEN;
+    }
+    response
 }
 
 /// The route stage: the listener's route config, then its first matching route.

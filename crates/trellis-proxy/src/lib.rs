@@ -9,6 +9,7 @@
 //! resources asking for them are NACKed with a message naming the field.
 
 mod admin;
+mod authz;
 mod balance;
 mod config;
 mod detect;

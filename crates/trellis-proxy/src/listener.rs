@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
+use crate::authz::{Decision, Subject, authorize};
 use crate::config::listener::{FilterChain, ListenerConfig, NetworkFilter};
 use crate::detect::{self, Detected};
 use crate::drain::DrainWatch;
@@ -160,7 +161,16 @@ async fn connection(
             return;
         };
         tracing::debug!(chain = %chain.name, peer_identity = ?accepted.peer, "mTLS connection");
-        dispatch(accepted.stream, &listener, chain, peer, shared, drain).await;
+        dispatch(
+            accepted.stream,
+            &listener,
+            chain,
+            peer,
+            accepted.peer,
+            shared,
+            drain,
+        )
+        .await;
         return;
     }
     let Some(chain) = listener.select_chain(false, detected.protocol()) else {
@@ -172,7 +182,7 @@ async fn connection(
         return;
     };
     tracing::debug!(chain = %chain.name, ?detected, "connection");
-    dispatch(io, &listener, chain, peer, shared, drain).await;
+    dispatch(io, &listener, chain, peer, None, shared, drain).await;
 }
 
 /// Hands a connection to the chain's network filter.
@@ -181,11 +191,21 @@ async fn dispatch<I>(
     listener: &ListenerConfig,
     chain: &FilterChain,
     peer: SocketAddr,
+    peer_identity: Option<Arc<str>>,
     shared: Arc<Shared>,
     drain: DrainWatch,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let subject = Subject {
+        peer: peer_identity.as_deref(),
+        request: None,
+    };
+    if let Decision::Deny(policy) = authorize(&chain.authz, subject) {
+        shared.metrics.authz_denied(listener.direction, "tcp");
+        tracing::info!(%peer, peer_identity = ?peer_identity, ?policy, "connection denied by authorization policy");
+        return;
+    }
     match &chain.filter {
         NetworkFilter::Http(config) => {
             let conn = HttpConnection {
@@ -193,6 +213,7 @@ async fn dispatch<I>(
                 config: config.clone(),
                 direction: listener.direction,
                 peer,
+                peer_identity,
                 drain,
             };
             http::serve(io, conn).await;

@@ -315,6 +315,7 @@ pub(crate) struct Metrics {
     tcp_connections: Family<TcpLabels, Counter>,
     /// The certificate agent's gauges.
     pub(crate) identity: AgentMetrics,
+    authz_denials: Family<XdsLabels, Counter>,
 }
 
 impl Metrics {
@@ -335,6 +336,12 @@ impl Metrics {
             tcp_connections.clone(),
         );
         registry.register_collector(Box::new(routes.clone()));
+        let authz_denials = Family::<XdsLabels, Counter>::default();
+        registry.register(
+            "trellis_authz_denials",
+            "Requests and connections refused by authorization policy, by direction and protocol",
+            authz_denials.clone(),
+        );
         let identity = AgentMetrics::default();
         registry.register(
             "trellis_identity_cert_expiration_timestamp_seconds",
@@ -362,7 +369,15 @@ impl Metrics {
             xds_updates,
             tcp_connections,
             identity,
+            authz_denials,
         }
+    }
+
+    /// Counts a request or connection refused by authorization (`protocol`: http, grpc, tcp).
+    pub(crate) fn authz_denied(&self, direction: Direction, protocol: &'static str) {
+        self.authz_denials
+            .get_or_create(&[("direction", direction.as_str()), ("protocol", protocol)])
+            .inc();
     }
 
     /// The stats handle for a route×cluster in one direction (created on first use).

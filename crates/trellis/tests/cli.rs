@@ -164,7 +164,7 @@ fn run_exits_with_the_app_status_and_forwards_signals() {
             "--",
             "sh",
             "-c",
-            "echo started; trap 'exit 42' TERM; while true; do sleep 0.05; done",
+            "trap 'exit 42' TERM; echo started; while true; do sleep 0.05; done",
         ])
         .stdout(Stdio::piped())
         .spawn()

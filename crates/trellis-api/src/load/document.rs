@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 use crate::error::ConfigError;
 use crate::mesh::{self, MeshConfig, MeshConfigSpec};
 use crate::meta::Meta;
+use crate::policy::{self, AuthorizationPolicy, AuthorizationPolicySpec};
 use crate::route::{self, GrpcRoute, GrpcRouteSpec, HttpRoute, HttpRouteSpec};
 use crate::service::{self, Service, ServiceSpec};
 use crate::validate::Validator;
@@ -22,6 +23,7 @@ pub const GATEWAY_API_VERSION_BETA: &str = "gateway.networking.k8s.io/v1beta1";
 /// A kind this crate understands.
 #[derive(Clone, Copy)]
 enum Kind {
+    AuthorizationPolicy,
     MeshConfig,
     Service,
     HttpRoute,
@@ -29,7 +31,12 @@ enum Kind {
 }
 
 /// Each kind with its YAML name and the API versions it accepts.
-const KINDS: [(Kind, &str, &[&str]); 4] = [
+const KINDS: [(Kind, &str, &[&str]); 5] = [
+    (
+        Kind::AuthorizationPolicy,
+        "AuthorizationPolicy",
+        &[TRELLIS_API_VERSION],
+    ),
     (Kind::MeshConfig, "MeshConfig", &[TRELLIS_API_VERSION]),
     (Kind::Service, "Service", &[TRELLIS_API_VERSION]),
     (
@@ -43,6 +50,7 @@ const KINDS: [(Kind, &str, &[&str]); 4] = [
 /// A typed resource from one document.
 #[derive(Debug)]
 pub(crate) enum Resource {
+    AuthorizationPolicy(AuthorizationPolicy),
     MeshConfig(MeshConfig),
     Service(Service),
     HttpRoute(HttpRoute),
@@ -52,6 +60,7 @@ pub(crate) enum Resource {
 impl Resource {
     pub(crate) fn kind(&self) -> &'static str {
         match self {
+            Self::AuthorizationPolicy(_) => "AuthorizationPolicy",
             Self::MeshConfig(_) => "MeshConfig",
             Self::Service(_) => "Service",
             Self::HttpRoute(_) => "HTTPRoute",
@@ -61,6 +70,7 @@ impl Resource {
 
     pub(crate) fn meta(&self) -> &Meta {
         match self {
+            Self::AuthorizationPolicy(r) => &r.metadata,
             Self::MeshConfig(r) => &r.metadata,
             Self::Service(r) => &r.metadata,
             Self::HttpRoute(r) => &r.metadata,
@@ -88,6 +98,11 @@ pub(crate) fn load(file: &str, root: &Node, errors: &mut Vec<ConfigError>) -> Op
     let mut v = Validator::new(file, root, errors);
     let kind = header(root, &mut v)?;
     let resource = match kind {
+        Kind::AuthorizationPolicy => {
+            typed::<AuthorizationPolicySpec>(root, &mut v).map(|(metadata, spec)| {
+                Resource::AuthorizationPolicy(AuthorizationPolicy { metadata, spec })
+            })
+        }
         Kind::MeshConfig => typed::<MeshConfigSpec>(root, &mut v)
             .map(|(metadata, spec)| Resource::MeshConfig(MeshConfig { metadata, spec })),
         Kind::Service => typed::<ServiceSpec>(root, &mut v)
@@ -98,6 +113,7 @@ pub(crate) fn load(file: &str, root: &Node, errors: &mut Vec<ConfigError>) -> Op
             .map(|(metadata, spec)| Resource::GrpcRoute(GrpcRoute { metadata, spec })),
     }?;
     match &resource {
+        Resource::AuthorizationPolicy(r) => policy::validate(r, &mut v),
         Resource::MeshConfig(r) => mesh::validate(r, &mut v),
         Resource::Service(r) => service::validate(r, &mut v),
         Resource::HttpRoute(r) => route::validate_http(r, &mut v),

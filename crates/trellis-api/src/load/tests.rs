@@ -175,7 +175,7 @@ fn invalid_documents_are_rejected_at_the_right_place() {
         (
             ROUTE.replace("kind: HTTPRoute", "kind: HttpRoute"),
             2, 7, "kind",
-            "unknown kind `HttpRoute`, expected one of MeshConfig, Service, HTTPRoute, GRPCRoute",
+            "unknown kind `HttpRoute`, expected one of AuthorizationPolicy, MeshConfig, Service, HTTPRoute, GRPCRoute",
         ),
         (
             ROUTE.replace("k8s.io/v1\n", "k8s.io/v1alpha2\n"),
@@ -435,6 +435,12 @@ fn examples_load() {
         .collect();
     assert_eq!(split, [("catalog-v1", 90), ("catalog-v2", 10)]);
 
+    let authz = load_dir(&root.join("authz")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(authz.mesh_config().default_deny);
+    assert_eq!(authz.mesh_config().mtls.mode, crate::MtlsMode::Strict);
+    assert_eq!(authz.authorization_policies.len(), 2);
+    assert!(authz.authorization_policies[0].targets("default", "catalog"));
+
     let routing = load_dir(&root.join("routing")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         (routing.http_routes.len(), routing.grpc_routes.len()),
@@ -485,4 +491,30 @@ fn mesh_config_defaults_overrides_and_limits() {
     let errors = load_str("m.yaml", &bad).unwrap_err();
     assert!(errors.to_string().contains("m.yaml:5:"), "{errors}");
     assert!(errors.to_string().contains("STRICT"), "{errors}");
+}
+
+#[test]
+fn authorization_policies_are_checked_with_locations() {
+    let policy = |rules: &str| {
+        format!(
+            "apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {{name: p}}\nspec:\n  targetRefs: [{{kind: Service, name: web}}]\n  rules:\n{rules}"
+        )
+    };
+    let bad_identity = policy("  - from: [{identities: [frontend]}]\n");
+    let e = load_str("p.yaml", &bad_identity).unwrap_err().to_string();
+    assert!(e.contains("p.yaml:7:") && e.contains("SPIFFE ID"), "{e}");
+    let bad_path = policy("  - to: [{paths: [items]}]\n");
+    let e = load_str("p.yaml", &bad_path).unwrap_err().to_string();
+    assert!(
+        e.contains("p.yaml:7:") && e.contains("starting with '/'"),
+        "{e}"
+    );
+    let no_target = "apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec:\n  action: DENY\n";
+    let e = load_str("p.yaml", no_target).unwrap_err().to_string();
+    assert!(e.contains("targetRefs"), "{e}");
+    let ok = load_str("p.yaml", &policy("  - from: [{namespaces: [prod]}]\n")).unwrap();
+    assert_eq!(
+        ok.authorization_policies[0].spec.action,
+        crate::AuthorizationAction::Allow
+    );
 }

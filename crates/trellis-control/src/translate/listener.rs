@@ -28,7 +28,7 @@ use trellis_api::Protocol;
 use trellis_xds::node::NodeMeta;
 
 use super::{
-    DETECTION_TIMEOUT, HTTP_PROXY, ads, any, duration, inbound_cluster, outbound_cluster,
+    DETECTION_TIMEOUT, HTTP_PROXY, ads, any, authz, duration, inbound_cluster, outbound_cluster,
     outbound_route_config, route, tls,
 };
 use crate::model::MeshModel;
@@ -50,6 +50,7 @@ pub(super) fn listeners(model: &MeshModel, node: &NodeMeta) -> Vec<Listener> {
         Hcm::Inline(Box::new(inbound_routes)),
         &inbound,
     );
+    authz::apply(&mut inbound_listener, model, own);
     if model.trust_bundle.is_some() {
         tls::secure_inbound(&mut inbound_listener, tls::inbound_mode(model, own));
     }

@@ -15,8 +15,10 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use prost::Name;
 
 use super::route::RouteConfig;
-use super::{FieldError, check_ads_source, duration, reject_set};
+use super::{FieldError, check_ads_source, decode_any, duration, reject_set};
+use crate::authz::Rbac;
 use crate::telemetry::Metrics;
+use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as HttpRbac;
 
 /// Filter name of the only HTTP filter supported.
 const ROUTER: &str = "envoy.filters.http.router";
@@ -34,6 +36,8 @@ pub(crate) struct HttpConfig {
     pub(crate) routes: RouteSource,
     /// Whether `Upgrade: websocket` requests are forwarded (routes may override).
     pub(crate) websocket: bool,
+    /// `envoy.filters.http.rbac` filters, in order.
+    pub(crate) authz: Vec<Rbac>,
 }
 
 /// Downstream codec.
@@ -97,8 +101,10 @@ impl HttpConfig {
                 ));
             }
         };
+        let mut authz = Vec::new();
         for (i, f) in hcm.http_filters.iter().enumerate() {
-            check_http_filter(f).map_err(|e| e.at(format!("http_filters[{i}]")))?;
+            let rbac = check_http_filter(f).map_err(|e| e.at(format!("http_filters[{i}]")))?;
+            authz.extend(rbac);
         }
         let routes = match &hcm.route_specifier {
             Some(RouteSpecifier::Rds(rds)) => {
@@ -157,21 +163,35 @@ impl HttpConfig {
             codec,
             routes,
             websocket,
+            authz,
         })
     }
 }
 
-fn check_http_filter(f: &HttpFilter) -> Result<(), FieldError> {
+/// Checks an HTTP filter; returns the compiled RBAC filter if it is one.
+fn check_http_filter(f: &HttpFilter) -> Result<Option<Rbac>, FieldError> {
+    if let Some(ConfigType::TypedConfig(any)) = &f.config_type
+        && any.type_url == HttpRbac::type_url()
+    {
+        let rbac: HttpRbac = decode_any(any).map_err(|e| e.at("typed_config"))?;
+        if rbac.shadow_rules.is_some() || rbac.matcher.is_some() {
+            return Err(FieldError::new(
+                "typed_config",
+                "shadow_rules and matcher are not supported (use rules)",
+            ));
+        }
+        return Rbac::compile(rbac.rules.as_ref()).map_err(|e| e.at("typed_config"));
+    }
     let is_router = match &f.config_type {
         Some(ConfigType::TypedConfig(any)) => any.type_url == Router::type_url(),
         Some(ConfigType::ConfigDiscovery(_)) => false,
         None => f.name == ROUTER,
     };
     if is_router || f.is_optional || f.disabled {
-        return Ok(());
+        return Ok(None);
     }
     Err(FieldError::message(format!(
-        "unsupported http filter {:?} (supported: {ROUTER})",
+        "unsupported http filter {:?} (supported: {ROUTER}, envoy.filters.http.rbac)",
         f.name
     )))
 }

@@ -19,7 +19,9 @@ use super::http::HttpConfig;
 use super::tcp::TcpConfig;
 use super::tls::{self, DownstreamTls};
 use super::{ConfigError, FieldError, decode_any, duration, reject_set, socket_addr};
+use crate::authz::Rbac;
 use crate::telemetry::{Direction, Metrics};
+use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
 
 /// Names of the listener filters supported.
 const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
@@ -71,6 +73,8 @@ pub(crate) struct FilterChain {
     pub(crate) protocols: Vec<String>,
     /// `filter_chain_match.transport_protocol`, and TLS termination settings.
     pub(crate) transport: Transport,
+    /// `envoy.filters.network.rbac` filters before it, in order.
+    pub(crate) authz: Vec<Rbac>,
     /// The network filter.
     pub(crate) filter: NetworkFilter,
 }
@@ -327,22 +331,49 @@ fn compile_chain(
             ));
         }
     };
-    let [f] = c.filters.as_slice() else {
+    let Some((last, before)) = c.filters.split_last() else {
         return Err(FieldError::new(
             "filters",
-            format!(
-                "exactly one network filter is supported, got {}",
-                c.filters.len()
-            ),
+            "a terminal network filter (http_connection_manager or tcp_proxy) is required",
         ));
     };
-    let filter = compile_filter(f, direction, metrics).map_err(|e| e.at("filters[0]"))?;
+    let mut authz = Vec::new();
+    for (i, f) in before.iter().enumerate() {
+        let rbac = network_rbac(f).map_err(|e| e.at(format!("filters[{i}]")))?;
+        authz.extend(rbac);
+    }
+    let filter = compile_filter(last, direction, metrics)
+        .map_err(|e| e.at(format!("filters[{}]", before.len())))?;
     Ok(FilterChain {
         name: c.name.clone(),
         protocols,
         transport,
+        authz,
         filter,
     })
+}
+
+/// Compiles an `envoy.filters.network.rbac` filter (the only one allowed before the terminal
+/// filter).
+fn network_rbac(
+    f: &envoy_types::pb::envoy::config::listener::v3::Filter,
+) -> Result<Option<Rbac>, FieldError> {
+    match &f.config_type {
+        Some(filter::ConfigType::TypedConfig(any)) if any.type_url == NetworkRbac::type_url() => {
+            let rbac: NetworkRbac = decode_any(any).map_err(|e| e.at("typed_config"))?;
+            if rbac.shadow_rules.is_some() || rbac.matcher.is_some() {
+                return Err(FieldError::new(
+                    "typed_config",
+                    "shadow_rules and matcher are not supported (use rules)",
+                ));
+            }
+            Rbac::compile(rbac.rules.as_ref()).map_err(|e| e.at("typed_config"))
+        }
+        _ => Err(FieldError::message(format!(
+            "unsupported filter type {:?} before the terminal filter (supported: envoy.filters.network.rbac)",
+            f.name
+        ))),
+    }
 }
 
 fn compile_filter(

@@ -100,7 +100,15 @@ async fn unsupported_resources_are_nacked_precisely() {
             name: "envoy.filters.http.rbac".into(),
             config_type: Some(http_filter::ConfigType::TypedConfig(Any {
                 type_url: "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC".into(),
-                value: Vec::new(),
+                value: prost::Message::encode_to_vec(
+                    &envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac {
+                        rules: Some(envoy_types::pb::envoy::config::rbac::v3::Rbac {
+                            action: 2,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                ),
             })),
             ..Default::default()
         },
@@ -117,7 +125,7 @@ async fn unsupported_resources_are_nacked_precisely() {
     );
     assert_eq!(
         nack(&mut handler, TypeUrl::Listener, vec![any(&rbac)]),
-        "listener \"rbac\": filter_chains[0].filters[0].typed_config.http_filters[0]: unsupported http filter \"envoy.filters.http.rbac\" (supported: envoy.filters.http.router)"
+        "listener \"rbac\": filter_chains[0].filters[0].typed_config.http_filters[0].typed_config.rules.action: only ALLOW and DENY are supported"
     );
 
     let wrong_type = Any {

