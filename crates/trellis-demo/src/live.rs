@@ -213,6 +213,12 @@ fn print_layout(
             "load: {rate} rps to frontend until Ctrl-C; 90/10 canary catalog v1/v2"
         )?,
     }
+    let mesh = mesh.control.control().config().resources.mesh_config();
+    writeln!(
+        out,
+        "security: mTLS between every sidecar ({:?} inbound), SPIFFE IDs in {}; only frontend may call catalog",
+        mesh.mtls.mode, mesh.trust_domain
+    )?;
     Ok(())
 }
 

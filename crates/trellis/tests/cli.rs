@@ -137,6 +137,10 @@ fn demo_runs_bounded_and_shows_traffic_for_every_service() {
         });
         assert!(busy, "no traffic shown for {service}:\n{stdout}");
     }
+    assert!(
+        stdout.contains("(Strict inbound)"),
+        "the demo runs with STRICT mTLS:\n{stdout}"
+    );
     let summary = stdout
         .lines()
         .find(|l| l.starts_with("summary:"))
