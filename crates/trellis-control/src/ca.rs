@@ -95,6 +95,15 @@ impl std::fmt::Debug for JoinToken {
     }
 }
 
+/// A user-supplied CA: a root or an intermediate, and its key.
+#[derive(Debug, Clone)]
+pub struct UserCa {
+    /// PEM: the CA certificate, then its issuers up to the root.
+    pub cert_chain: PathBuf,
+    /// PEM: the CA's private key (read here, never sent anywhere).
+    pub key: PathBuf,
+}
+
 /// Why the CA could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum CaStartError {
@@ -134,14 +143,24 @@ impl<A: Authenticator> CaService<A> {
     /// dir, and publishes its bundle.
     pub fn start(
         data_dir: Option<&Path>,
+        user_ca: Option<&UserCa>,
         opts: CaOptions,
         authenticator: A,
         control: Arc<ControlPlane>,
     ) -> Result<CaService<A>, CaStartError> {
         let now = SystemTime::now();
-        let authority = match data_dir {
-            Some(dir) => Authority::load_or_create(&dir.join(CA_DIR), opts, now)?,
-            None => Authority::in_memory(opts, now)?,
+        let authority = match (user_ca, data_dir) {
+            (Some(ca), _) => {
+                let read = |path: &PathBuf| {
+                    std::fs::read_to_string(path).map_err(|source| CaStartError::Io {
+                        path: path.clone(),
+                        source,
+                    })
+                };
+                Authority::from_pem(&read(&ca.cert_chain)?, &read(&ca.key)?, opts)?
+            }
+            (None, Some(dir)) => Authority::load_or_create(&dir.join(CA_DIR), opts, now)?,
+            (None, None) => Authority::in_memory(opts, now)?,
         };
         control.set_trust_bundle(authority.trust_bundle_pem());
         Ok(CaService {

@@ -47,6 +47,8 @@ pub struct ControlOptions {
     pub warmup: Duration,
     /// SVID lifetime, overriding MeshConfig's `svidTtl` (tests use seconds).
     pub svid_ttl: Option<Duration>,
+    /// A user-supplied root or intermediate instead of the self-signed root.
+    pub user_ca: Option<ca::UserCa>,
 }
 
 /// Why the control plane could not start.
@@ -165,6 +167,7 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, StartError> {
         (ca_options.svid_ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(30));
     let ca = Arc::new(CaService::start(
         opts.data_dir.as_deref(),
+        opts.user_ca.as_ref(),
         ca_options,
         token,
         control.clone(),

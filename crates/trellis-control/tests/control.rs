@@ -58,6 +58,7 @@ async fn start(dir: &std::path::Path) -> ControlHandle {
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         warmup: Duration::ZERO,
         svid_ttl: None,
+        user_ca: None,
     })
     .await
     .unwrap()

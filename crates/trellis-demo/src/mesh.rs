@@ -59,6 +59,7 @@ impl DemoMesh {
             admin_addr: any_port,
             warmup: Duration::ZERO,
             svid_ttl: None,
+            user_ca: None,
         })
         .await?;
         control

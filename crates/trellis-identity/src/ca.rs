@@ -1,69 +1,195 @@
-//! The certificate authority: a self-signed root (made on first start and kept in a directory,
-//! key file 0600) or a user-supplied root or intermediate; issues X.509 SVIDs from CSRs; rotates
-//! its root without an outage: the new root joins the trust bundle and signs from then on, and
-//! the old root leaves the bundle only once every SVID it signed has expired.
+//! The certificate authority: a self-signed root (made on first start and kept in a directory)
+//! or a user-supplied root or intermediate; issues X.509 SVIDs from CSRs; rotates its root
+//! without an outage: the new root joins the trust bundle and signs from then on, and the old
+//! root leaves the bundle only once every SVID it signed has expired.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+mod signer;
+mod store;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
-};
-use rustls::pki_types::CertificateDer;
+use rcgen::{CertificateSigningRequestParams, KeyPair};
 use serde::{Deserialize, Serialize};
 
 use crate::SpiffeId;
-use crate::pem::{cert_pem, certs, info};
+use crate::x509::{CertError, cert_pem, certs};
+use signer::Signer;
+use store::{State, Store};
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// How the CA issues and rotates.
 #[derive(Debug, Clone)]
 pub struct CaOptions {
     /// Trust domain of the identities it signs.
     pub trust_domain: String,
-    /// Default SVID lifetime.
+    /// Default SVID lifetime (24 h with [`CaOptions::new`]).
     pub svid_ttl: Duration,
-    /// Lifetime of a root it makes.
+    /// Lifetime of a root it makes (1 year with [`CaOptions::new`]).
     pub root_ttl: Duration,
-    /// Rotate the root automatically when its remaining life falls below this.
+    /// Rotate the root automatically when its remaining life falls below this (a third of
+    /// `root_ttl` with [`CaOptions::new`]).
     pub rotate_before: Duration,
+}
+
+impl CaOptions {
+    /// The defaults for `trust_domain`: 24 h SVIDs, 1-year roots rotated a third of their
+    /// life before expiry.
+    pub fn new(trust_domain: &str) -> CaOptions {
+        let root_ttl = 365 * DAY;
+        CaOptions {
+            trust_domain: trust_domain.to_owned(),
+            svid_ttl: DAY,
+            root_ttl,
+            rotate_before: root_ttl / 3,
+        }
+    }
+
+    /// Checks the options make sense together.
+    pub fn validate(&self) -> Result<(), CaError> {
+        let bad = |reason: String| Err(CaError::Options(reason));
+        // The trust domain must be usable in SPIFFE IDs; the other segments are placeholders.
+        if SpiffeId::new(&self.trust_domain, "ns", "sa").is_err() {
+            return bad(format!(
+                "trust domain {:?} must be non-empty and use [a-zA-Z0-9.-_]",
+                self.trust_domain
+            ));
+        }
+        if self.svid_ttl.is_zero() {
+            return bad("the SVID lifetime must be positive".to_owned());
+        }
+        if self.root_ttl > 100 * 365 * DAY {
+            return bad("the root lifetime must be at most 100 years".to_owned());
+        }
+        if self.rotate_before.is_zero() || self.rotate_before >= self.root_ttl {
+            return bad(format!(
+                "rotate_before ({:?}) must be positive and shorter than the root lifetime ({:?})",
+                self.rotate_before, self.root_ttl
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Why the CA refused.
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
     /// A CA file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error(
+        "{path}: {source}: check that the CA directory exists and this user may read and write it"
+    )]
     Io {
         /// The file.
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
     },
-    /// Certificate or key material is malformed.
-    #[error("{0}")]
-    Invalid(String),
+    /// The state file is not valid.
+    #[error(
+        "{path} is not a valid CA state file ({source}): restore it, or move the CA directory away to start a new CA (and trust bundle)"
+    )]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+    /// A root or key file is damaged or does not match the state.
+    #[error(
+        "{path}: {reason}: restore it, or move the CA directory away to start a new CA (and trust bundle)"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The directory holds a CA for another trust domain.
+    #[error(
+        "the CA in {dir} is for trust domain {found}, not {expected}: configure trust domain {found} or use another data directory"
+    )]
+    TrustDomainChanged {
+        /// The CA directory.
+        dir: PathBuf,
+        /// Its trust domain.
+        found: String,
+        /// The configured one.
+        expected: String,
+    },
+    /// The options or a request's lifetime are unusable.
+    #[error("invalid CA options: {0}")]
+    Options(String),
+    /// Certificate material is malformed.
+    #[error("CA certificate: {0}")]
+    Certificate(#[from] CertError),
+    /// The key could not be read or made.
+    #[error(
+        "CA key ({0}): supply the PEM (PKCS#8) private key of the first certificate of the chain"
+    )]
+    Key(rcgen::Error),
+    /// The key is not the signing certificate's.
+    #[error(
+        "the CA key does not belong to the first certificate of the chain: pass the key of the signing certificate"
+    )]
+    KeyMismatch,
+    /// The signing certificate may not sign certificates.
+    #[error(
+        "the first certificate of the chain is not a CA (it needs basicConstraints CA:true and keyCertSign): supply a root or intermediate CA certificate"
+    )]
+    NotCa,
+    /// No certificate was given.
+    #[error(
+        "the CA chain holds no certificate: supply the CA certificate, then its issuers up to the root"
+    )]
+    EmptyChain,
     /// The CSR is malformed or its signature does not verify.
-    #[error("certificate signing request rejected: {0}")]
-    BadCsr(String),
+    #[error(
+        "certificate signing request rejected ({0}): send a PEM PKCS#10 CSR signed by the workload's own key"
+    )]
+    BadCsr(rcgen::Error),
+    /// The identity belongs to another trust domain.
+    #[error(
+        "{identity} is outside trust domain {trust_domain}: this CA signs only spiffe://{trust_domain}/... identities"
+    )]
+    ForeignTrustDomain {
+        /// The identity asked for.
+        identity: SpiffeId,
+        /// The CA's trust domain.
+        trust_domain: String,
+    },
+    /// The signing certificate has expired.
+    #[error(
+        "the signing CA certificate has expired: rotate the root (or supply a new CA) before issuing"
+    )]
+    SignerExpired,
+    /// A time does not fit in a certificate.
+    #[error(
+        "the {what} time cannot be written in a certificate (years 1970 to 9999): check the clock and the lifetimes"
+    )]
+    Time {
+        /// Which time.
+        what: &'static str,
+    },
+    /// Signing failed.
+    #[error("signing failed ({0}): the CA key or certificate is unusable; supply another CA")]
+    Sign(rcgen::Error),
     /// A user-supplied CA is rotated by its owner, not by Trellis.
     #[error("this CA was supplied by the user: rotate it by supplying a new one")]
     UserSupplied,
 }
 
-/// What [`Authority::maintain`] did.
+/// What [`Authority::maintain`] did; each changes the trust bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CaEvent {
     /// A new root signs from now on.
     Rotated {
-        /// Its serial.
+        /// Its fingerprint.
         new_root: String,
     },
     /// A retired root left the trust bundle.
     Retired {
-        /// Its serial.
+        /// Its fingerprint.
         old_root: String,
     },
 }
@@ -77,10 +203,12 @@ pub enum RootState {
     Retiring,
 }
 
-/// A root as the API lists it.
+/// A trusted root as the API lists it.
 #[derive(Debug, Clone)]
 pub struct RootInfo {
-    /// Serial number (hex), used as its id.
+    /// Serial number (lower-case hex).
+    pub serial: String,
+    /// Hex SHA-256 of the certificate's DER; names the root everywhere else.
     pub fingerprint: String,
     /// Subject DN.
     pub subject: String,
@@ -93,15 +221,15 @@ pub struct RootInfo {
 }
 
 /// An SVID the CA issued (no key material: the key never left the workload).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuedInfo {
     /// Whom it names.
     pub identity: SpiffeId,
-    /// Serial (hex).
+    /// Serial (lower-case hex).
     pub serial: String,
     /// Expiry.
     pub not_after: SystemTime,
-    /// Serial of the root it chains to.
+    /// Fingerprint of the root it chains to.
     pub signed_by: String,
 }
 
@@ -110,45 +238,20 @@ pub struct IssuedInfo {
 pub struct IssuedSvid {
     /// Leaf, then intermediates (no root), PEM.
     pub chain_pem: String,
-    /// Leaf serial (hex).
+    /// Leaf serial (lower-case hex).
     pub serial: String,
     /// Expiry.
     pub not_after: SystemTime,
-    /// Serial of the root it chains to.
+    /// Fingerprint of the root it chains to.
     pub signed_by: String,
 }
 
-/// One signing CA certificate with its key.
-struct Signer {
-    /// The signing certificate (DER) and, for a user intermediate, its issuers up to the root.
-    chain: Vec<CertificateDer<'static>>,
-    key: KeyPair,
-    id: String,
-    not_before: SystemTime,
-    not_after: SystemTime,
-    subject: String,
-}
-
-impl Signer {
-    fn root(&self) -> &CertificateDer<'static> {
-        // A chain always has its signing certificate; the root is its last element.
-        self.chain.last().unwrap_or(&self.chain[0])
-    }
-}
-
-/// The persisted state beside the root files.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct State {
-    active: String,
-    retiring: Vec<String>,
-    issued: Vec<IssuedInfo>,
-}
-
-/// The certificate authority.
+/// The certificate authority. Its `Debug` shows no key material.
 pub struct Authority {
     opts: CaOptions,
-    dir: Option<PathBuf>,
+    store: Option<Store>,
     active: Signer,
+    /// Newest first.
     retiring: Vec<Signer>,
     issued: Vec<IssuedInfo>,
     user_supplied: bool,
@@ -158,103 +261,83 @@ impl std::fmt::Debug for Authority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authority")
             .field("trust_domain", &self.opts.trust_domain)
-            .field("active_root", &self.active.id)
-            .field("retiring", &self.retiring.len())
+            .field("dir", &self.store.as_ref().map(Store::dir))
+            .field("active_root", &self.active.fingerprint())
+            .field("retiring_roots", &self.retiring.len())
+            .field("issued", &self.issued.len())
+            .field("user_supplied", &self.user_supplied)
             .finish_non_exhaustive()
     }
 }
 
-const STATE_FILE: &str = "state.json";
-
 impl Authority {
-    /// Loads the CA from `dir`, or creates a self-signed root there on first start.
+    /// Loads the CA from `dir`, or creates a self-signed root there on first start. The
+    /// directory is created 0700 and key files 0600.
     pub fn load_or_create(
         dir: &Path,
         opts: CaOptions,
         now: SystemTime,
     ) -> Result<Authority, CaError> {
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| CaError::Io { path, source }
+        opts.validate()?;
+        let store = Store::open(dir)?;
+        let Some(state) = store.load()? else {
+            let active = Signer::new_root(&opts, now)?;
+            store.save_root(&active)?;
+            let ca = Authority::new(opts, Some(store), active);
+            ca.save_state()?;
+            tracing::info!(root = %ca.active.fingerprint(), dir = %dir.display(), "created the root CA");
+            return Ok(ca);
         };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let state_path = dir.join(STATE_FILE);
-        if state_path.exists() {
-            let text = std::fs::read_to_string(&state_path).map_err(io(&state_path))?;
-            let state: State = serde_json::from_str(&text)
-                .map_err(|e| CaError::Invalid(format!("{}: {e}", state_path.display())))?;
-            let active = load_root(dir, &state.active)?;
-            let retiring = state
-                .retiring
-                .iter()
-                .map(|id| load_root(dir, id))
-                .collect::<Result<_, _>>()?;
-            return Ok(Authority {
-                opts,
-                dir: Some(dir.to_owned()),
-                active,
-                retiring,
-                issued: state.issued,
-                user_supplied: false,
+        if state.trust_domain != opts.trust_domain {
+            return Err(CaError::TrustDomainChanged {
+                dir: dir.to_owned(),
+                found: state.trust_domain,
+                expected: opts.trust_domain,
             });
         }
-        let active = new_root(&opts, now)?;
-        let ca = Authority {
+        let active = store.load_root(&state.active)?;
+        let retiring = state
+            .retiring
+            .iter()
+            .map(|fingerprint| store.load_root(fingerprint))
+            .collect::<Result<_, _>>()?;
+        tracing::info!(root = %active.fingerprint(), dir = %dir.display(), "loaded the CA");
+        Ok(Authority {
+            retiring,
+            issued: state.issued,
+            ..Authority::new(opts, Some(store), active)
+        })
+    }
+
+    /// A CA with a fresh self-signed root kept only in memory (tests, demos).
+    pub fn in_memory(opts: CaOptions, now: SystemTime) -> Result<Authority, CaError> {
+        opts.validate()?;
+        let active = Signer::new_root(&opts, now)?;
+        Ok(Authority::new(opts, None, active))
+    }
+
+    /// A user-supplied root or intermediate: `chain_pem` is the CA certificate, then its
+    /// issuers up to the root (the trust bundle is the last one); `key_pem` is its key. It is
+    /// kept in memory, and never rotated by Trellis.
+    pub fn from_pem(chain_pem: &str, key_pem: &str, opts: CaOptions) -> Result<Authority, CaError> {
+        opts.validate()?;
+        let key = KeyPair::from_pem(key_pem).map_err(CaError::Key)?;
+        let active = Signer::from_chain(certs(chain_pem)?, key)?;
+        Ok(Authority {
+            user_supplied: true,
+            ..Authority::new(opts, None, active)
+        })
+    }
+
+    fn new(opts: CaOptions, store: Option<Store>, active: Signer) -> Authority {
+        Authority {
             opts,
-            dir: Some(dir.to_owned()),
+            store,
             active,
             retiring: Vec::new(),
             issued: Vec::new(),
             user_supplied: false,
-        };
-        ca.save_root(&ca.active)?;
-        ca.save_state()?;
-        Ok(ca)
-    }
-
-    /// A CA with a fresh self-signed root kept only in memory.
-    pub fn in_memory(opts: CaOptions, now: SystemTime) -> Result<Authority, CaError> {
-        Ok(Authority {
-            active: new_root(&opts, now)?,
-            opts,
-            dir: None,
-            retiring: Vec::new(),
-            issued: Vec::new(),
-            user_supplied: false,
-        })
-    }
-
-    /// A user-supplied root or intermediate: `chain_pem` is the CA certificate, then its
-    /// issuers up to the root; `key_pem` its key.
-    pub fn from_pem(chain_pem: &str, key_pem: &str, opts: CaOptions) -> Result<Authority, CaError> {
-        let chain = certs(chain_pem).map_err(CaError::Invalid)?;
-        let key =
-            KeyPair::from_pem(key_pem).map_err(|e| CaError::Invalid(format!("CA key: {e}")))?;
-        let first = chain
-            .first()
-            .ok_or_else(|| CaError::Invalid("the CA chain holds no certificate".to_owned()))?;
-        let leaf = info(first).map_err(CaError::Invalid)?;
-        if leaf.public_key != key.public_key_raw() {
-            return Err(CaError::Invalid(
-                "the CA key does not belong to the first certificate of the chain".to_owned(),
-            ));
         }
-        let root = info(chain.last().unwrap_or(first)).map_err(CaError::Invalid)?;
-        Ok(Authority {
-            active: Signer {
-                id: root.serial.clone(),
-                not_before: leaf.not_before,
-                not_after: leaf.not_after,
-                subject: leaf.subject_text,
-                chain,
-                key,
-            },
-            opts,
-            dir: None,
-            retiring: Vec::new(),
-            issued: Vec::new(),
-            user_supplied: true,
-        })
     }
 
     /// The trust domain it signs for.
@@ -262,9 +345,10 @@ impl Authority {
         &self.opts.trust_domain
     }
 
-    /// Verifies the CSR's signature and issues an SVID for `identity` only (SANs the CSR asks
-    /// for are ignored), valid from a minute ago for `ttl` (default: the CA's), never past the
-    /// signing certificate's expiry.
+    /// Verifies the CSR's signature and issues an SVID for `identity` only (the SANs the CSR
+    /// asks for are ignored), valid from a minute before `now` for `ttl` (default: the
+    /// options' `svid_ttl`), never past the signing certificate's expiry. Records it, in the
+    /// CA directory too if there is one.
     pub fn issue(
         &mut self,
         csr_pem: &str,
@@ -272,249 +356,189 @@ impl Authority {
         ttl: Option<Duration>,
         now: SystemTime,
     ) -> Result<IssuedSvid, CaError> {
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|e| CaError::BadCsr(e.to_string()))?;
-        let ttl = ttl.unwrap_or(self.opts.svid_ttl);
-        let not_after = (now + ttl).min(self.active.not_after);
-        let mut params = CertificateParams::default();
-        params.subject_alt_names = vec![SanType::URI(
-            identity
-                .to_string()
-                .try_into()
-                .map_err(|e| CaError::Invalid(format!("identity: {e}")))?,
-        )];
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, self.opts.trust_domain.clone());
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.not_before = (now - Duration::from_secs(60)).into();
-        params.not_after = not_after.into();
-        let serial: [u8; 16] = rand::random();
-        params.serial_number = Some(SerialNumber::from_slice(&serial));
-        let issuer = Issuer::from_ca_cert_der(&self.active.chain[0], &self.active.key)
-            .map_err(|e| CaError::Invalid(format!("signing certificate: {e}")))?;
-        let leaf = params
-            .signed_by(&csr.public_key, &issuer)
-            .map_err(|e| CaError::BadCsr(e.to_string()))?;
-        let leaf_info = info(leaf.der()).map_err(CaError::Invalid)?;
-        let mut chain_pem = leaf.pem();
-        // A user intermediate travels with the leaf; a root never does.
-        for ca in &self.active.chain[..self.active.chain.len().saturating_sub(1)] {
-            chain_pem.push_str(&cert_pem(ca));
+        if identity.trust_domain() != self.opts.trust_domain {
+            return Err(CaError::ForeignTrustDomain {
+                identity: identity.clone(),
+                trust_domain: self.opts.trust_domain.clone(),
+            });
         }
-        let issued = IssuedSvid {
-            chain_pem,
-            serial: leaf_info.serial.clone(),
-            not_after: leaf_info.not_after,
-            signed_by: self.active.id.clone(),
-        };
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(CaError::BadCsr)?;
+        let ttl = ttl.unwrap_or(self.opts.svid_ttl);
+        if ttl.is_zero() {
+            return Err(CaError::Options(
+                "the requested SVID lifetime is zero: ask for a positive one".to_owned(),
+            ));
+        }
+        let limit = self.active.not_after();
+        if limit <= now {
+            return Err(CaError::SignerExpired);
+        }
+        let not_after = now.checked_add(ttl).map_or(limit, |end| end.min(limit));
+        let (der, leaf) = self.active.sign_leaf(
+            &csr.public_key,
+            identity,
+            &self.opts.trust_domain,
+            now,
+            not_after,
+        )?;
+        let signed_by = self.active.fingerprint().to_owned();
         self.issued.push(IssuedInfo {
             identity: identity.clone(),
-            serial: issued.serial.clone(),
-            not_after: issued.not_after,
-            signed_by: issued.signed_by.clone(),
+            serial: leaf.serial.clone(),
+            not_after: leaf.not_after,
+            signed_by: signed_by.clone(),
         });
-        self.save_state()?;
-        Ok(issued)
+        if let Err(e) = self.save_state() {
+            self.issued.pop();
+            return Err(e);
+        }
+        tracing::debug!(%identity, serial = %leaf.serial, "issued an svid");
+        Ok(IssuedSvid {
+            chain_pem: self.active.chain_pem(&der),
+            serial: leaf.serial,
+            not_after: leaf.not_after,
+            signed_by,
+        })
     }
 
-    /// PEM of every trusted root: the active one first, then retiring ones.
+    /// PEM of every trusted root: the active one first, then retiring ones (newest first).
     pub fn trust_bundle_pem(&self) -> String {
-        std::iter::once(&self.active)
-            .chain(&self.retiring)
-            .map(|s| cert_pem(s.root()))
+        self.signers()
+            .map(|(s, _)| cert_pem(s.root_der()))
             .collect()
     }
 
     /// Starts a root rotation: a new root signs from now on and joins the bundle; the old one
-    /// stays trusted until every SVID it signed has expired.
+    /// stays trusted until every SVID it signed has expired (see [`Authority::maintain`]).
     pub fn rotate(&mut self, now: SystemTime) -> Result<(), CaError> {
         if self.user_supplied {
             return Err(CaError::UserSupplied);
         }
-        let next = new_root(&self.opts, now)?;
-        self.save_root(&next)?;
+        let next = Signer::new_root(&self.opts, now)?;
+        let (new_root, old_root) = (
+            next.fingerprint().to_owned(),
+            self.active.fingerprint().to_owned(),
+        );
+        if let Some(store) = &self.store {
+            store.save_root(&next)?;
+        }
         let old = std::mem::replace(&mut self.active, next);
-        self.retiring.push(old);
-        self.save_state()
+        self.retiring.insert(0, old);
+        if let Err(e) = self.save_state() {
+            let old = self.retiring.remove(0);
+            let next = std::mem::replace(&mut self.active, old);
+            if let Some(store) = &self.store {
+                store.remove_root(next.fingerprint());
+            }
+            return Err(e);
+        }
+        tracing::info!(%new_root, %old_root, "rotated the root CA");
+        Ok(())
     }
 
-    /// Rotates when the active root nears expiry; drops retiring roots no unexpired SVID chains
-    /// to, and forgets expired SVIDs.
+    /// Periodic upkeep: rotates when the active root's remaining life is below
+    /// `rotate_before`; forgets expired SVIDs and drops retiring roots no unexpired SVID
+    /// chains to. Each event changes the trust bundle, which the caller should push.
     pub fn maintain(&mut self, now: SystemTime) -> Result<Vec<CaEvent>, CaError> {
         let mut events = Vec::new();
         let remaining = self
             .active
-            .not_after
+            .not_after()
             .duration_since(now)
             .unwrap_or_default();
-        if !self.user_supplied && remaining < self.opts.rotate_before {
+        if self.user_supplied {
+            // Only once SVIDs get shortened: earlier, the operator has `roots()` to watch.
+            if remaining < self.opts.svid_ttl {
+                tracing::warn!(
+                    expires_in = ?remaining,
+                    "the user-supplied CA certificate expires soon: supply a new one"
+                );
+            }
+        } else if remaining < self.opts.rotate_before {
             self.rotate(now)?;
             events.push(CaEvent::Rotated {
-                new_root: self.active.id.clone(),
+                new_root: self.active.fingerprint().to_owned(),
             });
         }
-        let before = self.issued.len();
-        self.issued.retain(|i| i.not_after > now);
-        let issued = &self.issued;
-        let (keep, retire): (Vec<Signer>, Vec<Signer>) = std::mem::take(&mut self.retiring)
-            .into_iter()
-            .partition(|s| issued.iter().any(|i| i.signed_by == s.id));
-        self.retiring = keep;
-        for old in retire {
-            if let Some(dir) = &self.dir {
-                for file in [root_file(dir, &old.id), key_file(dir, &old.id)] {
-                    // Already gone is as good as removed.
-                    let _ = std::fs::remove_file(file);
-                }
-            }
-            events.push(CaEvent::Retired { old_root: old.id });
+        let live: Vec<IssuedInfo> = self
+            .issued
+            .iter()
+            .filter(|i| i.not_after > now)
+            .cloned()
+            .collect();
+        let (keep, retire): (Vec<&Signer>, Vec<&Signer>) = self
+            .retiring
+            .iter()
+            .partition(|s| live.iter().any(|i| i.signed_by == s.fingerprint()));
+        if retire.is_empty() && live.len() == self.issued.len() {
+            return Ok(events);
         }
-        if !events.is_empty() || before != self.issued.len() {
-            self.save_state()?;
+        let retire: Vec<String> = retire.iter().map(|s| s.fingerprint().to_owned()).collect();
+        let state = State {
+            trust_domain: self.opts.trust_domain.clone(),
+            active: self.active.fingerprint().to_owned(),
+            retiring: keep.iter().map(|s| s.fingerprint().to_owned()).collect(),
+            issued: live.clone(),
+        };
+        if let Some(store) = &self.store {
+            store.save_state(&state)?;
+        }
+        self.issued = live;
+        self.retiring
+            .retain(|s| !retire.iter().any(|r| r == s.fingerprint()));
+        for old_root in retire {
+            if let Some(store) = &self.store {
+                store.remove_root(&old_root);
+            }
+            tracing::info!(%old_root, "retired a root CA: its SVIDs have expired");
+            events.push(CaEvent::Retired { old_root });
         }
         Ok(events)
     }
 
-    /// The roots, active first.
+    /// The trusted roots, active first.
     pub fn roots(&self) -> Vec<RootInfo> {
-        std::iter::once((&self.active, RootState::Active))
-            .chain(self.retiring.iter().map(|s| (s, RootState::Retiring)))
-            .map(|(s, state)| RootInfo {
-                fingerprint: s.id.clone(),
-                subject: s.subject.clone(),
-                not_before: s.not_before,
-                not_after: s.not_after,
-                state,
+        self.signers()
+            .map(|(s, state)| {
+                let root = s.root();
+                RootInfo {
+                    serial: root.info.serial.clone(),
+                    fingerprint: root.fingerprint.clone(),
+                    subject: root.info.subject.clone(),
+                    not_before: root.info.not_before,
+                    not_after: root.info.not_after,
+                    state,
+                }
             })
             .collect()
     }
 
-    /// SVIDs issued and not yet forgotten (forgotten once expired, at the next upkeep).
+    /// SVIDs issued and not yet forgotten (they are forgotten once expired, at the next
+    /// [`Authority::maintain`]).
     pub fn issued(&self) -> Vec<IssuedInfo> {
         self.issued.clone()
     }
 
-    fn save_root(&self, signer: &Signer) -> Result<(), CaError> {
-        let Some(dir) = &self.dir else {
-            return Ok(());
-        };
-        write_file(
-            &root_file(dir, &signer.id),
-            &cert_pem(&signer.chain[0]),
-            0o644,
-        )?;
-        write_file(
-            &key_file(dir, &signer.id),
-            &signer.key.serialize_pem(),
-            0o600,
-        )
+    fn signers(&self) -> impl Iterator<Item = (&Signer, RootState)> {
+        std::iter::once((&self.active, RootState::Active))
+            .chain(self.retiring.iter().map(|s| (s, RootState::Retiring)))
     }
 
     fn save_state(&self) -> Result<(), CaError> {
-        let Some(dir) = &self.dir else {
+        let Some(store) = &self.store else {
             return Ok(());
         };
-        let state = State {
-            active: self.active.id.clone(),
-            retiring: self.retiring.iter().map(|s| s.id.clone()).collect(),
+        store.save_state(&State {
+            trust_domain: self.opts.trust_domain.clone(),
+            active: self.active.fingerprint().to_owned(),
+            retiring: self
+                .retiring
+                .iter()
+                .map(|s| s.fingerprint().to_owned())
+                .collect(),
             issued: self.issued.clone(),
-        };
-        let text = serde_json::to_string_pretty(&state)
-            .map_err(|e| CaError::Invalid(format!("CA state: {e}")))?;
-        let tmp = dir.join(".state.json.tmp");
-        write_file(&tmp, &text, 0o600)?;
-        let path = dir.join(STATE_FILE);
-        std::fs::rename(&tmp, &path).map_err(|source| CaError::Io { path, source })
+        })
     }
-}
-
-fn root_file(dir: &Path, id: &str) -> PathBuf {
-    dir.join(format!("root-{id}.pem"))
-}
-
-fn key_file(dir: &Path, id: &str) -> PathBuf {
-    dir.join(format!("root-{id}.key.pem"))
-}
-
-/// Writes `contents`, creating the file with `mode` (so a key is never readable by others, not
-/// even for an instant).
-fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), CaError> {
-    let err = |source| CaError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let _ = std::fs::remove_file(path);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(err)?;
-    file.write_all(contents.as_bytes()).map_err(err)
-}
-
-fn new_root(opts: &CaOptions, now: SystemTime) -> Result<Signer, CaError> {
-    let key = KeyPair::generate().map_err(|e| CaError::Invalid(format!("root key: {e}")))?;
-    let mut params = CertificateParams::default();
-    let serial: [u8; 16] = rand::random();
-    let mut dn = DistinguishedName::new();
-    // A unique name per root: peers look issuers up by name, and two roots sharing one would
-    // turn "another CA" into a confusing bad-signature error.
-    let tag: String = serial[..6].iter().map(|b| format!("{b:02x}")).collect();
-    dn.push(DnType::CommonName, format!("Trellis root CA {tag}"));
-    dn.push(DnType::OrganizationName, opts.trust_domain.clone());
-    params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    params.not_before = (now - Duration::from_secs(60)).into();
-    params.not_after = (now + opts.root_ttl).into();
-    params.serial_number = Some(SerialNumber::from_slice(&serial));
-    let cert = params
-        .self_signed(&key)
-        .map_err(|e| CaError::Invalid(format!("root certificate: {e}")))?;
-    let root = info(cert.der()).map_err(CaError::Invalid)?;
-    Ok(Signer {
-        chain: vec![cert.der().clone()],
-        key,
-        id: root.serial,
-        not_before: root.not_before,
-        not_after: root.not_after,
-        subject: root.subject_text,
-    })
-}
-
-fn load_root(dir: &Path, id: &str) -> Result<Signer, CaError> {
-    let read = |path: PathBuf| {
-        std::fs::read_to_string(&path).map_err(|source| CaError::Io { path, source })
-    };
-    let chain = certs(&read(root_file(dir, id))?).map_err(CaError::Invalid)?;
-    let key = KeyPair::from_pem(&read(key_file(dir, id))?)
-        .map_err(|e| CaError::Invalid(format!("root key {id}: {e}")))?;
-    let first = chain
-        .first()
-        .ok_or_else(|| CaError::Invalid(format!("root {id}: no certificate")))?;
-    let root = info(first).map_err(CaError::Invalid)?;
-    Ok(Signer {
-        id: id.to_owned(),
-        not_before: root.not_before,
-        not_after: root.not_after,
-        subject: root.subject_text,
-        chain,
-        key,
-    })
 }
 
 #[cfg(test)]

@@ -5,9 +5,12 @@
 //! This crate does no network I/O; it reads and writes only the files it is given.
 
 pub mod ca;
-mod pem;
 mod spiffe;
+#[cfg(test)]
+mod testutil;
 pub mod tls;
 pub mod workload;
+mod x509;
 
 pub use spiffe::{SpiffeId, SpiffeIdError};
+pub use x509::CertError;

@@ -1,108 +1,178 @@
 //! rustls configs for mesh mTLS. Both sides verify the peer's chain against the trust bundle;
-//! instead of DNS names, peers are identified by their SPIFFE URI SAN: the server requires one,
-//! the client requires it to be one of the identities the control plane expects. Each failure
-//! has its own error: another CA (`UnknownIssuer`), expired (`Expired`), or an identity
-//! mismatch (`Other(IdentityMismatch)`).
+//! instead of DNS names, peers are identified by their SPIFFE URI SAN: the server requires
+//! one, the client requires it to be one the control plane expects. Every refusal is its own
+//! error: another CA (`UnknownIssuer`), expired (`Expired*`), and, inside
+//! `CertificateError::Other`, a [`TlsError`] for an identity mismatch or a missing SPIFFE ID.
 
-use std::fmt;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, ring};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use rustls::server::{ParsedCertificate, VerifierBuilderError, WebPkiClientVerifier};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, Error, OtherError,
     RootCertStore, ServerConfig, SignatureScheme,
 };
 
-use crate::SpiffeId;
-use crate::pem::info;
 use crate::workload::{Svid, TrustBundle};
+use crate::x509::{CertError, uris};
+use crate::{SpiffeId, SpiffeIdError};
 
-/// Why a TLS config could not be built.
+/// Why a TLS config could not be built, or (inside a rustls `CertificateError::Other`) why a
+/// peer's otherwise valid certificate was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// rustls refused the key, the chain or the roots.
-    #[error("tls config: {0}")]
+    /// rustls refused the settings (also used by callers wrapping other failures as text).
+    #[error("TLS config refused: {0}")]
     Rustls(String),
+    /// A root of the trust bundle is unusable.
+    #[error("trust bundle root refused ({0}): the bundle must hold CA certificates")]
+    Bundle(Error),
+    /// The client-certificate verifier could not be built.
+    #[error("could not build the client certificate verifier ({0}): check the trust bundle")]
+    Verifier(VerifierBuilderError),
+    /// rustls refused the SVID's chain or key.
+    #[error("the SVID was refused ({0}): its chain must match its key; renew it")]
+    Svid(Error),
+    /// A client config without any acceptable server identity.
+    #[error(
+        "no expected server identity: pass the SPIFFE IDs the peer may prove (an empty list would trust no one)"
+    )]
+    NoExpectedIdentity,
+    /// The peer proved a valid certificate for another identity than expected.
+    #[error("identity mismatch: expected {}, found {found}", one_of(.expected))]
+    IdentityMismatch {
+        /// Identities that would have been accepted.
+        expected: Vec<SpiffeId>,
+        /// The identity the certificate names.
+        found: SpiffeId,
+    },
+    /// The peer's certificate names no SPIFFE ID.
+    #[error(
+        "no SPIFFE ID: the peer certificate has no spiffe:// URI SAN, so it is not a mesh SVID"
+    )]
+    NoSpiffeId,
+    /// The peer's certificate names several URIs.
+    #[error("the peer certificate has {0} URI SANs: an SVID names exactly one SPIFFE ID")]
+    SeveralUris(usize),
+    /// The peer's SPIFFE ID is not of the mesh's shape.
+    #[error("the peer's SPIFFE ID is malformed ({0})")]
+    BadSpiffeId(SpiffeIdError),
+    /// The peer's certificate could not be parsed.
+    #[error("the peer certificate is unreadable ({0})")]
+    BadCertificate(CertError),
 }
 
-/// A peer proved a valid certificate for another identity than the one expected.
-#[derive(Debug)]
-pub struct IdentityMismatch {
-    /// Identities that would have been accepted.
-    pub expected: Vec<String>,
-    /// What the certificate names (empty: no SPIFFE ID).
-    pub found: Vec<String>,
-}
-
-impl fmt::Display for IdentityMismatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "identity mismatch: expected one of {:?}, found {:?}",
-            self.expected, self.found
-        )
+fn one_of(expected: &[SpiffeId]) -> String {
+    match expected {
+        [one] => one.to_string(),
+        many => {
+            let names: Vec<String> = many.iter().map(ToString::to_string).collect();
+            format!("one of {}", names.join(", "))
+        }
     }
 }
 
-impl std::error::Error for IdentityMismatch {}
+/// The [`TlsError`] a handshake failed with, when a SPIFFE check (not the chain) refused the
+/// peer: lets callers tell an identity mismatch from other certificate errors.
+pub fn spiffe_failure(error: &Error) -> Option<&TlsError> {
+    match error {
+        Error::InvalidCertificate(CertificateError::Other(other)) => {
+            other.0.downcast_ref::<Refusal>().map(|r| &r.0)
+        }
+        _ => None,
+    }
+}
+
+/// Carries a [`TlsError`] through rustls, whose `Display` of `CertificateError::Other` shows
+/// the inner error's `Debug`: this `Debug` is the message, so logs read "identity mismatch:
+/// expected X, found Y".
+struct Refusal(TlsError);
+
+impl std::fmt::Debug for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Refusal {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+fn refuse(error: TlsError) -> Error {
+    Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(Refusal(
+        error,
+    )))))
+}
+
+/// The one SPIFFE ID a leaf certificate names.
+fn spiffe_id(cert: &CertificateDer<'_>) -> Result<SpiffeId, TlsError> {
+    let uris = uris(cert).map_err(TlsError::BadCertificate)?;
+    match uris.as_slice() {
+        [uri] if uri.starts_with("spiffe://") => uri.parse().map_err(TlsError::BadSpiffeId),
+        many if many.len() > 1 && many.iter().any(|u| u.starts_with("spiffe://")) => {
+            Err(TlsError::SeveralUris(many.len()))
+        }
+        _ => Err(TlsError::NoSpiffeId),
+    }
+}
+
+/// The SPIFFE ID of a verified peer, from rustls' `peer_certificates()` (leaf first).
+pub fn peer_identity(certs: &[CertificateDer<'_>]) -> Option<SpiffeId> {
+    spiffe_id(certs.first()?).ok()
+}
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(ring::default_provider())
 }
 
-fn roots(bundle: &TrustBundle) -> Result<Arc<RootCertStore>, TlsError> {
+fn root_store(bundle: &TrustBundle) -> Result<Arc<RootCertStore>, TlsError> {
     let mut store = RootCertStore::empty();
     for root in bundle.roots() {
-        store
-            .add(root.clone())
-            .map_err(|e| TlsError::Rustls(format!("trust bundle root: {e}")))?;
+        store.add(root.clone()).map_err(TlsError::Bundle)?;
     }
     Ok(Arc::new(store))
 }
 
-/// The SPIFFE IDs a certificate names.
-fn spiffe_uris(cert: &CertificateDer<'_>) -> Vec<String> {
-    info(cert)
-        .map(|i| {
-            i.uris
-                .into_iter()
-                .filter(|u| u.starts_with("spiffe://"))
-                .collect()
-        })
-        .unwrap_or_default()
+fn alpn_list(alpn: &[&[u8]]) -> Vec<Vec<u8>> {
+    alpn.iter().map(|p| p.to_vec()).collect()
 }
 
-/// The SPIFFE ID of a verified peer's leaf certificate.
-pub fn peer_identity(certs: &[CertificateDer<'_>]) -> Option<SpiffeId> {
-    spiffe_uris(certs.first()?).first()?.parse().ok()
-}
-
-/// The inbound side: requires a client certificate chaining to `bundle` with a SPIFFE ID.
+/// The inbound side: presents `svid` and requires a client certificate chaining to `bundle`
+/// that names one SPIFFE ID (which peer may do what is the authorization layer's call).
+/// `alpn` lists the protocols offered, most preferred first (e.g. `[b"h2", b"http/1.1"]`).
 pub fn server_config(
     svid: &Svid,
     bundle: &TrustBundle,
     alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let inner = WebPkiClientVerifier::builder_with_provider(roots(bundle)?, provider())
+    let inner = WebPkiClientVerifier::builder_with_provider(root_store(bundle)?, provider())
         .build()
-        .map_err(|e| TlsError::Rustls(e.to_string()))?;
-    let verifier = Arc::new(SpiffeClientVerifier { inner });
+        .map_err(TlsError::Verifier)?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Rustls(e.to_string()))?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(Arc::new(SpiffeClientVerifier { inner }))
         .with_single_cert(svid.chain.clone(), svid.key())
-        .map_err(|e| TlsError::Rustls(e.to_string()))?;
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        .map_err(TlsError::Svid)?;
+    config.alpn_protocols = alpn_list(alpn);
     Ok(Arc::new(config))
 }
 
-/// The outbound side: presents `svid`, and accepts a server chaining to `bundle` that proves
-/// one of `expected`.
+/// The outbound side: presents `svid` and accepts a server whose chain verifies against
+/// `bundle` and whose SPIFFE ID is one of `expected` (which must not be empty). The
+/// `ServerName` given to the connection is not checked (SVIDs carry no DNS names): pass the
+/// peer's IP address. Build one config per expected set; configs are meant to be kept.
 pub fn client_config(
     svid: &Svid,
     bundle: &TrustBundle,
@@ -110,27 +180,26 @@ pub fn client_config(
     alpn: &[&[u8]],
 ) -> Result<Arc<ClientConfig>, TlsError> {
     if expected.is_empty() {
-        return Err(TlsError::Rustls(
-            "no expected server identity: refusing to trust any peer".to_owned(),
-        ));
+        return Err(TlsError::NoExpectedIdentity);
     }
     let provider = provider();
-    let verifier = Arc::new(SpiffeServerVerifier {
-        roots: roots(bundle)?,
-        expected: expected.iter().map(ToString::to_string).collect(),
+    let verifier = SpiffeServerVerifier {
+        roots: root_store(bundle)?,
+        expected: expected.to_vec(),
         algorithms: provider.signature_verification_algorithms,
-    });
+    };
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Rustls(e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_client_auth_cert(svid.chain.clone(), svid.key())
-        .map_err(|e| TlsError::Rustls(e.to_string()))?;
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        .map_err(TlsError::Svid)?;
+    config.alpn_protocols = alpn_list(alpn);
     Ok(Arc::new(config))
 }
 
+/// webpki's client verification (chain, validity, clientAuth), then the SPIFFE ID check.
 #[derive(Debug)]
 struct SpiffeClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
@@ -149,11 +218,8 @@ impl ClientCertVerifier for SpiffeClientVerifier {
     ) -> Result<ClientCertVerified, Error> {
         self.inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        if spiffe_uris(end_entity).len() == 1 {
-            Ok(ClientCertVerified::assertion())
-        } else {
-            Err(mismatch(Vec::new(), spiffe_uris(end_entity)))
-        }
+        spiffe_id(end_entity).map_err(refuse)?;
+        Ok(ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -179,17 +245,13 @@ impl ClientCertVerifier for SpiffeClientVerifier {
     }
 }
 
+/// webpki's chain verification (validity, serverAuth) without its DNS-name check, then the
+/// check that the SPIFFE ID is an expected one.
 #[derive(Debug)]
 struct SpiffeServerVerifier {
     roots: Arc<RootCertStore>,
-    expected: Vec<String>,
+    expected: Vec<SpiffeId>,
     algorithms: WebPkiSupportedAlgorithms,
-}
-
-fn mismatch(expected: Vec<String>, found: Vec<String>) -> Error {
-    Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
-        IdentityMismatch { expected, found },
-    ))))
 }
 
 impl ServerCertVerifier for SpiffeServerVerifier {
@@ -209,12 +271,14 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             now,
             self.algorithms.all,
         )?;
-        let found = spiffe_uris(end_entity);
-        if found.len() == 1 && self.expected.contains(&found[0]) {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(mismatch(self.expected.clone(), found))
+        let found = spiffe_id(end_entity).map_err(refuse)?;
+        if !self.expected.contains(&found) {
+            return Err(refuse(TlsError::IdentityMismatch {
+                expected: self.expected.clone(),
+                found,
+            }));
         }
+        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -239,3 +303,6 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         self.algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,27 +4,43 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use rcgen::{CertificateParams, KeyPair, SanType};
+use rcgen::{CertificateParams, DistinguishedName, KeyPair, SanType};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::SpiffeId;
-use crate::pem::{cert_pem, certs, info};
+use crate::x509::{CertError, cert_pem, certs, info};
 
-/// Why an identity operation failed.
+/// Why a workload identity operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     /// Key generation or CSR encoding failed.
-    #[error("key or CSR: {0}")]
-    Key(String),
-    /// The certificate returned does not fit the key or the identity.
-    #[error("the CA's certificate is unusable: {0}")]
-    Certificate(String),
-    /// A trust bundle has no valid certificate.
-    #[error("trust bundle: {0}")]
-    Bundle(String),
+    #[error("could not make a key or CSR ({0}): check that the identity is a valid SPIFFE ID")]
+    Key(rcgen::Error),
+    /// The CA's answer or the bundle is not readable certificate material.
+    #[error(transparent)]
+    Certificate(#[from] CertError),
+    /// The CA's answer holds no certificate.
+    #[error("the CA returned no certificate: request the SVID again")]
+    NoCertificate,
+    /// The certificate is for another key.
+    #[error("the certificate is not for this workload's key: send the CSR made by the same key")]
+    WrongKey,
+    /// The certificate names another identity than the one requested.
+    #[error(
+        "the certificate names {found:?}, not {expected}: the CA must issue exactly the requested identity"
+    )]
+    WrongIdentity {
+        /// The identity requested.
+        expected: SpiffeId,
+        /// The URI SANs the certificate holds.
+        found: Vec<String>,
+    },
+    /// A trust bundle without any certificate.
+    #[error("the trust bundle holds no certificate: expected PEM CERTIFICATE blocks")]
+    EmptyBundle,
 }
 
-/// The workload's private key. Its `Debug` never shows key material.
+/// The workload's private key (ECDSA P-256). Its `Debug` never shows key material.
 pub struct WorkloadKey(KeyPair);
 
 impl fmt::Debug for WorkloadKey {
@@ -38,32 +54,33 @@ impl WorkloadKey {
     pub fn generate() -> Result<WorkloadKey, IdentityError> {
         KeyPair::generate()
             .map(WorkloadKey)
-            .map_err(|e| IdentityError::Key(e.to_string()))
+            .map_err(IdentityError::Key)
     }
 
-    /// A PKCS#10 CSR (PEM) asking for `identity`.
+    /// A PKCS#10 CSR (PEM) signed by this key, asking for `identity` as its URI SAN.
     pub fn csr_pem(&self, identity: &SpiffeId) -> Result<String, IdentityError> {
         let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
         let uri = identity
             .to_string()
             .try_into()
-            .map_err(|e| IdentityError::Key(format!("identity: {e}")))?;
+            .map_err(IdentityError::Key)?;
         params.subject_alt_names = vec![SanType::URI(uri)];
         params
             .serialize_request(&self.0)
             .and_then(|csr| csr.pem())
-            .map_err(|e| IdentityError::Key(e.to_string()))
+            .map_err(IdentityError::Key)
     }
 }
 
-/// An X.509 SVID with its key.
+/// An X.509 SVID with its private key. Its `Debug` shows no key material.
 pub struct Svid {
     /// The identity it proves.
     pub identity: SpiffeId,
-    /// Leaf first, then intermediates.
+    /// Leaf first, then intermediates (never the root).
     pub chain: Vec<CertificateDer<'static>>,
     key: PrivatePkcs8KeyDer<'static>,
-    /// Leaf serial (hex).
+    /// Leaf serial (lower-case hex).
     pub serial: String,
     /// Validity start.
     pub not_before: SystemTime,
@@ -87,37 +104,32 @@ impl Clone for Svid {
 impl fmt::Debug for Svid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Svid")
-            .field("identity", &self.identity.to_string())
+            .field("identity", &format_args!("{}", self.identity))
             .field("serial", &self.serial)
+            .field("not_before", &self.not_before)
             .field("not_after", &self.not_after)
             .finish_non_exhaustive()
     }
 }
 
 impl Svid {
-    /// Pairs the CA's chain with our key, checking the leaf carries our public key and names
-    /// exactly `identity`.
+    /// Pairs the CA's chain (PEM, leaf first) with our key, checking that the leaf carries our
+    /// public key and names exactly `identity`.
     pub fn new(
         key: &WorkloadKey,
         chain_pem: &str,
         identity: &SpiffeId,
     ) -> Result<Svid, IdentityError> {
-        let chain = certs(chain_pem).map_err(IdentityError::Certificate)?;
-        let leaf = chain
-            .first()
-            .ok_or_else(|| IdentityError::Certificate("no certificate in the chain".to_owned()))?;
-        let leaf = info(leaf).map_err(IdentityError::Certificate)?;
+        let chain = certs(chain_pem)?;
+        let leaf = info(chain.first().ok_or(IdentityError::NoCertificate)?)?;
         if leaf.public_key != key.0.public_key_raw() {
-            return Err(IdentityError::Certificate(
-                "the certificate is not for our key".to_owned(),
-            ));
+            return Err(IdentityError::WrongKey);
         }
-        let expected = identity.to_string();
-        if leaf.uris != [expected.clone()] {
-            return Err(IdentityError::Certificate(format!(
-                "expected the URI SAN {expected}, found {:?}",
-                leaf.uris
-            )));
+        if leaf.uris.len() != 1 || leaf.uris[0] != identity.to_string() {
+            return Err(IdentityError::WrongIdentity {
+                expected: identity.clone(),
+                found: leaf.uris,
+            });
         }
         Ok(Svid {
             identity: identity.clone(),
@@ -129,14 +141,12 @@ impl Svid {
         })
     }
 
-    /// When to renew: about 2/3 into the lifetime, moved by up to ±5% of it (`jitter` in 0..1).
+    /// When to renew: 2/3 into the lifetime, moved by up to ±5% of it (`jitter` in 0..1, drawn
+    /// by the caller; 0.5 means no shift) so a fleet does not renew in lockstep.
     pub fn renew_at(&self, jitter: f64) -> SystemTime {
-        let life = self
-            .not_after
-            .duration_since(self.not_before)
-            .unwrap_or_default();
-        let offset = life.mul_f64(2.0 / 3.0 + (jitter.clamp(0.0, 1.0) - 0.5) * 0.1);
-        self.not_before + offset
+        let life = self.lifetime();
+        let shift = (jitter.clamp(0.0, 1.0) - 0.5) * 0.1;
+        self.not_before + life.mul_f64(2.0 / 3.0 + shift)
     }
 
     /// Whether it has expired at `now`.
@@ -144,14 +154,21 @@ impl Svid {
         now >= self.not_after
     }
 
+    /// Remaining lifetime at `now` (zero once expired).
+    pub fn remaining(&self, now: SystemTime) -> Duration {
+        self.not_after.duration_since(now).unwrap_or_default()
+    }
+
+    /// The whole validity period.
+    pub fn lifetime(&self) -> Duration {
+        self.not_after
+            .duration_since(self.not_before)
+            .unwrap_or_default()
+    }
+
     /// The key, for building TLS configs inside this crate only.
     pub(crate) fn key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(self.key.clone_key())
-    }
-
-    /// Remaining lifetime at `now`.
-    pub fn remaining(&self, now: SystemTime) -> Duration {
-        self.not_after.duration_since(now).unwrap_or_default()
     }
 }
 
@@ -164,11 +181,9 @@ pub struct TrustBundle {
 impl TrustBundle {
     /// Parses a PEM bundle (at least one certificate).
     pub fn from_pem(pem: &str) -> Result<TrustBundle, IdentityError> {
-        let roots = certs(pem).map_err(IdentityError::Bundle)?;
+        let roots = certs(pem)?;
         if roots.is_empty() {
-            return Err(IdentityError::Bundle(
-                "no certificate in the bundle".to_owned(),
-            ));
+            return Err(IdentityError::EmptyBundle);
         }
         Ok(TrustBundle { roots })
     }
@@ -188,7 +203,76 @@ impl TrustBundle {
         self.roots.is_empty()
     }
 
-    pub(crate) fn roots(&self) -> &[CertificateDer<'static>] {
+    /// The roots, DER.
+    pub fn roots(&self) -> &[CertificateDer<'static>] {
         &self.roots
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{DAY, authority, id, issue};
+
+    #[test]
+    fn renews_at_two_thirds_with_bounded_jitter() {
+        let now = SystemTime::now();
+        let mut ca = authority(now);
+        let svid = issue(&mut ca, &id("web"), 30 * DAY, now);
+        let life = svid.lifetime().as_secs_f64();
+        let at = |j| svid.renew_at(j).duration_since(svid.not_before).unwrap();
+        let frac = |j| at(j).as_secs_f64() / life;
+        assert!((frac(0.5) - 2.0 / 3.0).abs() < 1e-6);
+        assert!((frac(0.0) - (2.0 / 3.0 - 0.05)).abs() < 1e-6);
+        assert!((frac(1.0) - (2.0 / 3.0 + 0.05)).abs() < 1e-6);
+        assert_eq!(svid.renew_at(7.0), svid.renew_at(1.0), "jitter is clamped");
+        assert!(!svid.is_expired(now));
+        assert!(svid.is_expired(svid.not_after));
+    }
+
+    #[test]
+    fn refuses_a_chain_for_another_key_or_identity() {
+        let now = SystemTime::now();
+        let mut ca = authority(now);
+        let key = WorkloadKey::generate().unwrap();
+        let csr = key.csr_pem(&id("web")).unwrap();
+        let chain = ca.issue(&csr, &id("web"), None, now).unwrap().chain_pem;
+        let other = WorkloadKey::generate().unwrap();
+        assert!(matches!(
+            Svid::new(&other, &chain, &id("web")),
+            Err(IdentityError::WrongKey)
+        ));
+        assert!(matches!(
+            Svid::new(&key, &chain, &id("db")),
+            Err(IdentityError::WrongIdentity { .. })
+        ));
+        assert!(matches!(
+            Svid::new(&key, "", &id("web")),
+            Err(IdentityError::NoCertificate)
+        ));
+        assert!(matches!(
+            TrustBundle::from_pem("not pem"),
+            Err(IdentityError::EmptyBundle)
+        ));
+    }
+
+    #[test]
+    fn debug_shows_no_key_material() {
+        let now = SystemTime::now();
+        let mut ca = authority(now);
+        let key = WorkloadKey::generate().unwrap();
+        let der = key.0.serialize_der();
+        let chain = ca
+            .issue(&key.csr_pem(&id("web")).unwrap(), &id("web"), None, now)
+            .unwrap()
+            .chain_pem;
+        let svid = Svid::new(&key, &chain, &id("web")).unwrap();
+        let bytes = format!("{:?}", &der[..8]);
+        let bytes = bytes.trim_matches(['[', ']']);
+        for debug in [format!("{key:?}"), format!("{svid:?}"), format!("{ca:?}")] {
+            assert!(!debug.contains("PRIVATE KEY"), "{debug}");
+            assert!(!debug.contains(bytes), "{debug}");
+            assert!(!debug.contains(&crate::x509::hex(&der[..8])), "{debug}");
+        }
     }
 }

@@ -201,6 +201,7 @@ async fn start_control(
         admin_addr: admin,
         warmup,
         svid_ttl,
+        user_ca: None,
     })
     .await
     .context("starting the control plane")

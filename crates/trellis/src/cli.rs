@@ -79,6 +79,13 @@ pub(crate) struct ControlArgs {
     /// Workload certificate lifetime, overriding MeshConfig's `svidTtl`.
     #[arg(long, value_parser = parse_duration)]
     pub(crate) svid_ttl: Option<Duration>,
+    /// Use this CA certificate (root or intermediate, then its issuers; PEM) instead of a
+    /// self-signed root; needs --ca-key.
+    #[arg(long, requires = "ca_key")]
+    pub(crate) ca_cert: Option<PathBuf>,
+    /// The key of --ca-cert (PEM).
+    #[arg(long, requires = "ca_cert")]
+    pub(crate) ca_key: Option<PathBuf>,
 }
 
 /// Flags shared by `proxy` and `run`.

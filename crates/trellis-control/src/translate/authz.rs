@@ -1,10 +1,14 @@
 //! AuthorizationPolicy as Envoy RBAC on a workload's inbound listener: an HTTP `rbac` filter
 //! for DENY policies, then one for ALLOW policies (present when the service has any, or when
 //! MeshConfig makes the mesh default-deny), both before the router; the same as network `rbac`
-//! filters before `tcp_proxy`. As in Istio, a rule's `to` (HTTP-only) makes an ALLOW rule
+//! filters before `tcp_proxy`. A workload takes the policies of every service it is an
+//! endpoint of (its own and selector-based ones such as `catalog-v1`). As in Istio, a rule's `to` (HTTP-only) makes an ALLOW rule
 //! unusable for TCP and a DENY rule deny all of TCP.
 
 use std::collections::HashMap;
+use std::hash::RandomState;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::LazyLock;
 
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
 use envoy_types::pb::envoy::config::rbac::v3::{
@@ -24,17 +28,45 @@ use prost::{Message, Name};
 use trellis_api::{AuthorizationAction, AuthorizationRule, Operation, Source};
 
 use super::any;
+use trellis_xds::node::NodeMeta;
+
 use crate::model::{MeshModel, ServiceModel};
 
-/// The RBAC configs (DENY first) for the workloads of `svc`; empty when nothing applies.
-fn rbacs(model: &MeshModel, svc: Option<&ServiceModel>, tcp: bool) -> Vec<Rbac> {
+/// One hasher state for every policy map: `Rbac.policies` is a `HashMap`, whose encoding
+/// follows its iteration order; with a shared state the same policies always encode the same
+/// bytes, so snapshot versions do not change from one translation to the next.
+static POLICY_MAP_STATE: LazyLock<RandomState> = LazyLock::new(RandomState::new);
+
+/// The services a workload belongs to: those listing its endpoint address.
+fn services_of<'m>(model: &'m MeshModel, node: &NodeMeta) -> Vec<&'m ServiceModel> {
+    let address = match &node.advertise {
+        Some(a) => a.parse().ok(),
+        None => node
+            .ip
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, node.inbound_port)),
+    };
+    model
+        .services
+        .values()
+        .filter(|s| {
+            s.endpoints
+                .iter()
+                .any(|e| e.node_id.is_some() && Some(e.address) == address)
+        })
+        .collect()
+}
+
+/// The RBAC configs (DENY first) for a workload of `services`; empty when nothing applies.
+fn rbacs(model: &MeshModel, services: &[&ServiceModel], tcp: bool) -> Vec<Rbac> {
     let mesh = model.config.mesh_config();
     let td = mesh.trust_domain.as_str();
     let policies: Vec<_> = model
         .config
         .authorization_policies
         .iter()
-        .filter(|p| svc.is_some_and(|s| p.targets(&s.namespace, &s.name)))
+        .filter(|p| services.iter().any(|s| p.targets(&s.namespace, &s.name)))
         .collect();
     let mut out = Vec::new();
     for (action, deny) in [
@@ -48,7 +80,7 @@ fn rbacs(model: &MeshModel, svc: Option<&ServiceModel>, tcp: bool) -> Vec<Rbac> 
         if chosen.is_empty() && (deny || !mesh.default_deny) {
             continue;
         }
-        let mut map = HashMap::new();
+        let mut map = HashMap::with_hasher(POLICY_MAP_STATE.clone());
         for p in chosen {
             for (i, rule) in p.spec.rules.iter().enumerate() {
                 if tcp && !deny && !rule.to.is_empty() {
@@ -67,10 +99,11 @@ fn rbacs(model: &MeshModel, svc: Option<&ServiceModel>, tcp: bool) -> Vec<Rbac> 
     out
 }
 
-/// Puts the RBAC filters into every chain of the inbound listener.
-pub(super) fn apply(listener: &mut Listener, model: &MeshModel, svc: Option<&ServiceModel>) {
-    let http = rbacs(model, svc, false);
-    let tcp = rbacs(model, svc, true);
+/// Puts the RBAC filters into every chain of the inbound listener of `node`'s workload.
+pub(super) fn apply(listener: &mut Listener, model: &MeshModel, node: &NodeMeta) {
+    let services = services_of(model, node);
+    let http = rbacs(model, &services, false);
+    let tcp = rbacs(model, &services, true);
     if http.is_empty() && tcp.is_empty() {
         return;
     }

@@ -50,7 +50,7 @@ pub(super) fn listeners(model: &MeshModel, node: &NodeMeta) -> Vec<Listener> {
         Hcm::Inline(Box::new(inbound_routes)),
         &inbound,
     );
-    authz::apply(&mut inbound_listener, model, own);
+    authz::apply(&mut inbound_listener, model, node);
     if model.trust_bundle.is_some() {
         tls::secure_inbound(&mut inbound_listener, tls::inbound_mode(model, own));
     }

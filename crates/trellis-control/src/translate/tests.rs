@@ -263,3 +263,102 @@ fn demo_config_translates() {
         Some(PathSpecifier::Prefix("/trellis.demo.Ratings/".into()))
     );
 }
+
+fn inbound_with(yaml: &str, service: &str) -> Listener {
+    let config = trellis_api::load_str("t.yaml", yaml).expect("valid config");
+    let node = node(service, "v1", 41003);
+    let mut model = MeshModel::build(Arc::new(config), [("n", &node)].into_iter());
+    model.trust_bundle = Some("bundle".into());
+    let snapshot = translate(&model, &node);
+    decode(&snapshot, TypeUrl::Listener, "inbound")
+}
+
+fn transports(l: &Listener) -> Vec<String> {
+    l.filter_chains
+        .iter()
+        .map(|c| {
+            c.filter_chain_match
+                .as_ref()
+                .map(|m| m.transport_protocol.clone())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[test]
+fn mtls_mode_per_mesh_and_per_service() {
+    let strict_mesh = "apiVersion: trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: m}\nspec: {mtls: {mode: STRICT}}\n---\n";
+    let legacy = "apiVersion: trellis.dev/v1alpha1\nkind: Service\nmetadata: {name: legacy}\nspec: {mtls: {mode: PERMISSIVE}}\n";
+    let strict = inbound_with(&format!("{strict_mesh}{legacy}"), "web");
+    assert!(
+        transports(&strict).iter().all(|t| t == "tls"),
+        "{:?}",
+        transports(&strict)
+    );
+    assert!(
+        strict.default_filter_chain.is_none(),
+        "STRICT keeps no plaintext fallback"
+    );
+    let permissive = inbound_with(&format!("{strict_mesh}{legacy}"), "legacy");
+    assert!(transports(&permissive).iter().any(|t| t == "raw_buffer"));
+    assert!(permissive.default_filter_chain.is_some());
+}
+
+#[test]
+fn mesh_default_deny_adds_an_empty_allow_filter() {
+    let yaml = "apiVersion: trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: m}\nspec: {defaultDeny: true}\n";
+    let inbound = inbound_with(yaml, "web");
+    let chain = inbound
+        .filter_chains
+        .iter()
+        .find(|c| {
+            c.filter_chain_match
+                .as_ref()
+                .is_some_and(|m| !m.application_protocols.is_empty())
+        })
+        .expect("an HTTP chain");
+    let envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(any) =
+        chain.filters[0].config_type.as_ref().unwrap()
+    else {
+        panic!("typed hcm")
+    };
+    let hcm = envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager::decode(any.value.as_slice()).unwrap();
+    let names: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["envoy.filters.http.rbac", "envoy.filters.http.router"]
+    );
+    let tcp = inbound
+        .filter_chains
+        .iter()
+        .find(|c| c.filters.len() == 2)
+        .expect("a TCP chain with RBAC");
+    assert_eq!(tcp.filters[0].name, "envoy.filters.network.rbac");
+}
+
+#[test]
+fn policies_reach_selected_workloads_and_encode_stably() {
+    let yaml = "apiVersion: trellis.dev/v1alpha1\nkind: Service\nmetadata: {name: catalog-v1}\nspec:\n  selector: {app: catalog, version: v1}\n---\napiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p}\nspec:\n  targetRefs: [{kind: Service, name: catalog-v1}]\n  rules:\n  - from: [{namespaces: [a]}]\n  - from: [{namespaces: [b]}]\n  - from: [{namespaces: [c]}]\n";
+    let config = Arc::new(trellis_api::load_str("t.yaml", yaml).expect("valid config"));
+    let v1 = node("catalog", "v1", 41001);
+    let build = || MeshModel::build(config.clone(), [("n", &v1)].into_iter());
+    let first = translate(&build(), &v1);
+    let inbound: Listener = decode(&first, TypeUrl::Listener, "inbound");
+    let names: Vec<String> = inbound
+        .filter_chains
+        .iter()
+        .chain(&inbound.default_filter_chain)
+        .flat_map(|c| c.filters.iter().map(|f| f.name.clone()))
+        .collect();
+    assert!(
+        names.contains(&"envoy.filters.network.rbac".to_owned()),
+        "{names:?}"
+    );
+    for _ in 0..20 {
+        let again = translate(&build(), &v1);
+        assert_eq!(
+            first.version(TypeUrl::Listener),
+            again.version(TypeUrl::Listener)
+        );
+    }
+}

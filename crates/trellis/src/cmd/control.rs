@@ -17,6 +17,10 @@ pub(crate) async fn run(args: ControlArgs) -> anyhow::Result<ExitCode> {
         admin_addr: args.admin_addr,
         warmup: args.warmup,
         svid_ttl: args.svid_ttl,
+        user_ca: args
+            .ca_cert
+            .zip(args.ca_key)
+            .map(|(cert_chain, key)| trellis_control::ca::UserCa { cert_chain, key }),
     })
     .await?;
     println!(

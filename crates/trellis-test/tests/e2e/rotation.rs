@@ -1,0 +1,161 @@
+//! Certificate and root rotation under 1000 rps. Kept out of the e2e binary: its load would
+//! starve the timing assertions of tests running beside it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use trellis_test::{Sidecar, TestMesh, assert_eventually, spawn_http_echo};
+
+use crate::common::service;
+
+const STRICT: &str = "apiVersion: trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh}\nspec:\n  mtls: {mode: STRICT}\n---\n";
+
+/// Fixed-rate load over keep-alive HTTP plus a fresh opaque TCP connection (a new mTLS
+/// handshake each) per tick; counts failures.
+struct Load {
+    sent: Arc<std::sync::atomic::AtomicU64>,
+    failed: Arc<std::sync::atomic::AtomicU64>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(http: SocketAddr, tcp: SocketAddr, workers: usize, per_worker_rps: u64) -> Load {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let sent = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..workers)
+            .map(|i| {
+                let (sent, failed, stop) = (sent.clone(), failed.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let client = crate::common::KeepAlive::new(http);
+                    let mut tick =
+                        tokio::time::interval(Duration::from_micros(1_000_000 / per_worker_rps));
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        tick.tick().await;
+                        n += 1;
+                        let ok = if n % 10 == i as u64 % 10 {
+                            trellis_test::tcp_roundtrip(tcp, b"ping")
+                                .await
+                                .is_ok_and(|b| b == b"ping")
+                        } else {
+                            client.get("/").await.is_ok_and(|r| r.0 == 200)
+                        };
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        if !ok {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            sent,
+            failed,
+            stop,
+            tasks,
+        }
+    }
+
+    async fn finish(self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Distinct serials the CA issued to `identity`.
+async fn serials(admin: SocketAddr, identity: &str) -> std::collections::BTreeSet<String> {
+    let api = crate::common::admin_json(admin, "/api/identity").await;
+    api["issued"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["identity"] == identity)
+        .map(|i| i["serial"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_and_roots_rotate_under_load_without_failures() {
+    let config = [STRICT, &service("web", "HTTP"), &service("echo", "TCP")].concat();
+    let mesh = TestMesh::start_with(&[("mesh.yaml", &config)], Some(Duration::from_secs(3)))
+        .await
+        .unwrap();
+    let web_app = spawn_http_echo("web").await.unwrap();
+    let tcp_app = trellis_test::spawn_tcp_echo().await.unwrap();
+    let _web = mesh
+        .sidecar(Sidecar::new("web", web_app.addr().port()))
+        .await
+        .unwrap();
+    let _tcp = mesh
+        .sidecar(Sidecar::new("echo", tcp_app.addr().port()))
+        .await
+        .unwrap();
+    let client = mesh
+        .sidecar(Sidecar::new("client", 0).upstream("web").upstream("echo"))
+        .await
+        .unwrap();
+    let admin = mesh.admin_addr();
+    let web_id = "spiffe://cluster.local/ns/default/sa/web";
+    let before = serials(admin, web_id).await;
+
+    // 1000 rps (8 workers × 125) for ~30 s in all. SVIDs live 3 s and renew at ~2 s: about
+    // ten rotations under load, then a root rotation.
+    let started = std::time::Instant::now();
+    let load = Load::start(
+        client.upstream_addr("web").unwrap(),
+        client.upstream_addr("echo").unwrap(),
+        8,
+        125,
+    );
+    tokio::time::sleep(Duration::from_secs(22)).await;
+    let renewed = serials(admin, web_id).await;
+    assert!(
+        renewed.difference(&before).count() >= 5,
+        "web's certificate was not renewed: {before:?} then {renewed:?}"
+    );
+
+    // Root rotation by hand, still under load.
+    let roots = |api: serde_json::Value| {
+        api["roots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["fingerprint"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let old_root = roots(crate::common::admin_json(admin, "/api/identity").await)[0].clone();
+    mesh.control().ca().rotate().unwrap();
+    assert_eventually!(
+        Duration::from_secs(15),
+        {
+            let api = crate::common::admin_json(admin, "/api/identity").await;
+            let gone = !roots(api.clone()).contains(&old_root);
+            let none_old = api["issued"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|i| i["signed_by"] != old_root.as_str());
+            gone && none_old
+        },
+        "the old root never left the bundle"
+    );
+    let (sent, failed) = load.finish().await;
+    let rate = sent as f64 / started.elapsed().as_secs_f64();
+    eprintln!("rotation under load: {sent} requests at {rate:.0} rps, {failed} failed");
+    assert!(rate > 500.0, "load ran at {rate:.0} rps ({sent} requests)");
+    assert_eq!(
+        failed, 0,
+        "{failed} of {sent} requests failed during rotations"
+    );
+}
