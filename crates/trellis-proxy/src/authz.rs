@@ -87,6 +87,9 @@ impl Rbac {
         let Some(rules) = rules else {
             return Ok(None);
         };
+        if rules.audit_logging_options.is_some() {
+            return Err(FieldError::unsupported("rules.audit_logging_options"));
+        }
         let deny = match PbAction::try_from(rules.action) {
             Ok(PbAction::Allow) => false,
             Ok(PbAction::Deny) => true,
@@ -114,7 +117,8 @@ impl Rbac {
                     .enumerate()
                     .map(|(i, x)| principal(x, &field("principals", i)))
                     .collect::<Result<_, _>>()?;
-                if p.condition.is_some() || p.checked_condition.is_some() {
+                if p.condition.is_some() || p.checked_condition.is_some() || p.cel_config.is_some()
+                {
                     return Err(FieldError::unsupported(&format!(
                         "rules.policies[{name:?}].condition"
                     )));

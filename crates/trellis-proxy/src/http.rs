@@ -170,6 +170,10 @@ fn denied(grpc: bool) -> Response<ResponseBody> {
         headers.insert("grpc-message", http::HeaderValue::from_static(MESSAGE));
     } else {
         *response.status_mut() = StatusCode::FORBIDDEN;
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain"),
+        );
     }
     response
 }

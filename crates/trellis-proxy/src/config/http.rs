@@ -173,11 +173,15 @@ fn check_http_filter(f: &HttpFilter) -> Result<Option<Rbac>, FieldError> {
     if let Some(ConfigType::TypedConfig(any)) = &f.config_type
         && any.type_url == HttpRbac::type_url()
     {
+        if f.disabled {
+            // Disabled filters only run where a route enables them; routes cannot here.
+            return Ok(None);
+        }
         let rbac: HttpRbac = decode_any(any).map_err(|e| e.at("typed_config"))?;
-        if rbac.shadow_rules.is_some() || rbac.matcher.is_some() {
+        if rbac.shadow_rules.is_some() || rbac.matcher.is_some() || rbac.shadow_matcher.is_some() {
             return Err(FieldError::new(
                 "typed_config",
-                "shadow_rules and matcher are not supported (use rules)",
+                "shadow_rules, matcher and shadow_matcher are not supported (use rules)",
             ));
         }
         return Rbac::compile(rbac.rules.as_ref()).map_err(|e| e.at("typed_config"));

@@ -361,10 +361,15 @@ fn network_rbac(
     match &f.config_type {
         Some(filter::ConfigType::TypedConfig(any)) if any.type_url == NetworkRbac::type_url() => {
             let rbac: NetworkRbac = decode_any(any).map_err(|e| e.at("typed_config"))?;
-            if rbac.shadow_rules.is_some() || rbac.matcher.is_some() {
+            let unsupported = rbac.shadow_rules.is_some()
+                || rbac.matcher.is_some()
+                || rbac.shadow_matcher.is_some()
+                || rbac.delay_deny.is_some()
+                || rbac.enforcement_type != 0;
+            if unsupported {
                 return Err(FieldError::new(
                     "typed_config",
-                    "shadow_rules and matcher are not supported (use rules)",
+                    "only rules with ONE_TIME_ON_FIRST_BYTE enforcement are supported (no matcher, shadow rules or delay_deny)",
                 ));
             }
             Rbac::compile(rbac.rules.as_ref()).map_err(|e| e.at("typed_config"))
