@@ -96,6 +96,14 @@ pub(crate) async fn admin_json(admin: SocketAddr, path: &str) -> serde_json::Val
     reply.json().expect("admin API returns JSON")
 }
 
+/// A sidecar's applied config, as its admin `/config_dump` shows it.
+pub(crate) async fn config_dump(admin: SocketAddr) -> serde_json::Value {
+    let reply = trellis_test::http1_get(admin, "/config_dump", &[])
+        .await
+        .expect("admin answers");
+    reply.json().expect("config_dump is JSON")
+}
+
 /// Endpoint addresses the control plane lists for `service`.
 pub(crate) async fn endpoints_of(admin: SocketAddr, service: &str) -> Vec<String> {
     let services = admin_json(admin, "/api/services").await;

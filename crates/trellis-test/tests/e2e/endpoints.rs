@@ -5,16 +5,11 @@ use std::time::Duration;
 
 use trellis_test::{Sidecar, TestMesh, assert_eventually, spawn_http_echo};
 
-use crate::common::{KeepAlive, endpoints_of, service};
+use crate::common::{KeepAlive, config_dump, endpoints_of, service};
 
 /// How many endpoints a sidecar's applied config has for `cluster`.
 async fn proxy_endpoints(admin: std::net::SocketAddr, cluster: &str) -> usize {
-    let dump: serde_json::Value = trellis_test::http1_get(admin, "/config_dump", &[])
-        .await
-        .unwrap()
-        .json()
-        .unwrap();
-    dump["clusters"]
+    config_dump(admin).await["clusters"]
         .as_array()
         .into_iter()
         .flatten()

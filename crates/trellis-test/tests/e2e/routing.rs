@@ -6,19 +6,14 @@ use std::time::{Duration, Instant};
 
 use trellis_test::{Sidecar, TestMesh, assert_eventually, http1_get, spawn_http_echo};
 
-use crate::common::{EchoMesh, KeepAlive, echo_mesh, service, split, versioned};
+use crate::common::{EchoMesh, KeepAlive, config_dump, echo_mesh, service, split, versioned};
 
 /// Requests per measurement.
 const SAMPLES: usize = 2000;
 
 /// The weights of the client's route to `web`, as its sidecar applied them.
 async fn route_weights(admin: std::net::SocketAddr) -> Vec<u64> {
-    let dump: serde_json::Value = http1_get(admin, "/config_dump", &[])
-        .await
-        .unwrap()
-        .json()
-        .unwrap();
-    dump["route_configs"]
+    config_dump(admin).await["route_configs"]
         .as_array()
         .into_iter()
         .flatten()
