@@ -17,6 +17,10 @@ use trellis_xds::ca::{CaClient, SignRequest};
 
 use super::{Identity, IdentityState};
 
+/// Delay between adopting a changed trust bundle and re-issuing under it (SDS reaches every
+/// proxy well within it).
+const BUNDLE_GRACE: Duration = Duration::from_secs(1);
+
 /// First retry delay after a failed signing; doubles up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -107,9 +111,21 @@ pub(crate) async fn run(opts: AgentOptions, state: Arc<IdentityState>, metrics: 
                 }
                 // The first bundle from SDS only replaces the CA's bootstrap copy; a later
                 // change is a rotation (or retirement), so get an SVID under the active root.
+                // Trust the new bundle at once, but present a certificate under a new root only
+                // after a grace period, once every peer has had the time to trust it too.
                 let first = !std::mem::replace(&mut seen_bundle, true);
+                if let Err(e) = state.rebuild() {
+                    tracing::warn!(error = %e, "cannot use the new trust bundle");
+                }
+                tracing::info!(reissue = !first, "trust bundle changed");
+                if !first {
+                    let remaining = state
+                        .current()
+                        .map(|id| id.svid().remaining(SystemTime::now()))
+                        .unwrap_or_default();
+                    tokio::time::sleep(BUNDLE_GRACE.min(remaining / 4)).await;
+                }
                 reissue = !first;
-                tracing::info!(reissue, "trust bundle changed");
             }
         }
     }

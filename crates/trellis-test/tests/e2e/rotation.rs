@@ -93,7 +93,7 @@ async fn certificates_and_roots_rotate_under_load_without_failures() {
         .unwrap();
     let web_app = spawn_http_echo("web").await.unwrap();
     let tcp_app = trellis_test::spawn_tcp_echo().await.unwrap();
-    let _web = mesh
+    let web = mesh
         .sidecar(Sidecar::new("web", web_app.addr().port()))
         .await
         .unwrap();
@@ -108,6 +108,7 @@ async fn certificates_and_roots_rotate_under_load_without_failures() {
     let admin = mesh.admin_addr();
     let web_id = "spiffe://cluster.local/ns/default/sa/web";
     let before = serials(admin, web_id).await;
+    let served_before = served_certificate(&mesh, web.inbound_addr()).await;
 
     // 1000 rps (8 workers × 125) for ~30 s in all. SVIDs live 3 s and renew at ~2 s: about
     // ten rotations under load, then a root rotation.
@@ -123,6 +124,12 @@ async fn certificates_and_roots_rotate_under_load_without_failures() {
     assert!(
         renewed.difference(&before).count() >= 5,
         "web's certificate was not renewed: {before:?} then {renewed:?}"
+    );
+
+    assert_ne!(
+        served_certificate(&mesh, web.inbound_addr()).await,
+        served_before,
+        "web's sidecar still serves its first certificate"
     );
 
     // Root rotation by hand, still under load.
@@ -158,4 +165,41 @@ async fn certificates_and_roots_rotate_under_load_without_failures() {
         failed, 0,
         "{failed} of {sent} requests failed during rotations"
     );
+}
+
+/// The leaf certificate (DER) web's sidecar presents to a fresh mTLS client (a probe identity
+/// signed by the mesh CA with the join token).
+async fn served_certificate(mesh: &TestMesh, inbound: SocketAddr) -> Vec<u8> {
+    use trellis_identity::SpiffeId;
+    use trellis_identity::workload::{Svid, TrustBundle, WorkloadKey};
+    let probe: SpiffeId = "spiffe://cluster.local/ns/default/sa/probe"
+        .parse()
+        .unwrap();
+    let key = WorkloadKey::generate().unwrap();
+    let mut ca = trellis_xds::ca::CaClient::new(
+        &format!("http://{}", mesh.xds_addr()),
+        mesh.join_token().to_owned(),
+    )
+    .unwrap();
+    let signed = ca
+        .sign(trellis_xds::ca::SignRequest {
+            csr_pem: key.csr_pem(&probe).unwrap(),
+            namespace: "default".into(),
+            service_account: "probe".into(),
+            ttl_seconds: 0,
+        })
+        .await
+        .unwrap();
+    let svid = Svid::new(&key, &signed.chain_pem, &probe).unwrap();
+    let bundle = TrustBundle::from_pem(&signed.trust_bundle_pem).unwrap();
+    let web: SpiffeId = "spiffe://cluster.local/ns/default/sa/web".parse().unwrap();
+    let config =
+        trellis_identity::tls::client_config(&svid, &bundle, &[web], &[b"http/1.1"]).unwrap();
+    let tcp = tokio::net::TcpStream::connect(inbound).await.unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(inbound.ip().into());
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
