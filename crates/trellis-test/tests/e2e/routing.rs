@@ -129,8 +129,13 @@ async fn weighted_split_holds_and_edits_apply_live_without_errors() {
     eprintln!("50/50 applied after {applied_after:?}");
 
     // The control plane stopped: the proxies keep the last config and keep serving.
+    let control_admin = mesh.admin_addr();
     mesh.stop_control();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eventually!(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(control_admin).await.is_err(),
+        "the control plane is still up"
+    );
     assert_eq!(
         http.get("/").await.unwrap().0,
         200,
