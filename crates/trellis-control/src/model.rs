@@ -54,7 +54,8 @@ pub struct EndpointModel {
     pub locality: Option<String>,
     /// The node id of the workload's proxy; `None` for static endpoints.
     pub node_id: Option<String>,
-    /// The SPIFFE ID the endpoint's sidecar proves; `None` for static endpoints.
+    /// The SPIFFE ID the endpoint's sidecar proves over mutual TLS; `None` for static
+    /// endpoints and sidecars without a workload certificate (plaintext).
     pub identity: Option<String>,
 }
 
@@ -159,7 +160,7 @@ fn workload_endpoint(node_id: &str, meta: &NodeMeta) -> Option<EndpointModel> {
         weight: 1,
         locality: meta.locality.clone(),
         node_id: Some(node_id.to_owned()),
-        identity: Some(workload_identity(meta)),
+        identity: meta.mtls.then(|| workload_identity(meta)),
     })
 }
 

@@ -132,6 +132,7 @@ pub async fn start(opts: ProxyOptions) -> Result<ProxyHandle, ProxyError> {
             .collect(),
         http_proxy_port: http_proxy_addr.map(|a| a.port()),
         locality: opts.locality.clone(),
+        mtls: opts.ca_token.is_some(),
     };
     let node_id = opts
         .node_id

@@ -43,6 +43,11 @@ pub struct NodeMeta {
     /// Locality (`region/zone/subzone`, any part may be empty).
     #[serde(default)]
     pub locality: Option<String>,
+    /// Whether the proxy gets a workload certificate (it holds a join token): peers reach it
+    /// over mutual TLS and it speaks mutual TLS to them. Without one it speaks plaintext, so
+    /// only PERMISSIVE inbound ports accept it.
+    #[serde(default)]
+    pub mtls: bool,
 }
 
 /// An outbound listener for one upstream service.

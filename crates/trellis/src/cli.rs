@@ -19,6 +19,10 @@ pub(crate) struct Cli {
     /// `info`, or `warn` for the demo so its live table stays readable.
     #[arg(long, global = true, env = "RUST_LOG")]
     log: Option<String>,
+    /// Threads running the proxy, control plane or demo (default: one per CPU). `1` runs
+    /// everything on the main thread, for a sidecar given one core.
+    #[arg(long, global = true, env = "TRELLIS_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
+    workers: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,7 +210,21 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     trellis_api::parse_duration(s).map_err(|e| e.to_string())
 }
 
-/// Parses arguments, sets up logging and runs the command on a multi-threaded runtime.
+/// The async runtime: single-threaded for one worker, else multi-threaded.
+fn runtime(workers: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
+    match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(n))
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Runtime::new(),
+    }
+}
+
+/// Parses arguments, sets up logging and runs the command on the async runtime.
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     let default = match cli.command {
@@ -219,7 +237,7 @@ pub(crate) fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match runtime(cli.workers) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");

@@ -45,7 +45,8 @@ pub(super) fn clusters(model: &MeshModel, node: &NodeMeta) -> Vec<Cluster> {
                 eds_config: Some(ads()),
                 service_name: String::new(),
             });
-            if model.trust_bundle.is_some() {
+            // A proxy without a workload certificate cannot originate mutual TLS.
+            if model.trust_bundle.is_some() && node.mtls {
                 tls::secure_cluster(&mut c, svc, &MeshModel::identities(svc));
             }
             c

@@ -1,0 +1,171 @@
+//! The processes under test: started pinned to a CPU, measured through /proc, killed by PID.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// A started process, killed (by its PID) and reaped when dropped.
+#[derive(Debug)]
+pub(crate) struct Proc {
+    name: String,
+    child: Child,
+}
+
+/// Clock ticks per second of /proc/PID/stat times (`USER_HZ`, 100 on Linux for every
+/// architecture that matters here).
+const TICKS_PER_SECOND: u64 = 100;
+
+impl Proc {
+    /// Starts `program args…` pinned to `cpu` (through `taskset`, which execs it: the PID is
+    /// the program's), stdout and stderr appended to `log`.
+    pub(crate) fn start(
+        name: &str,
+        cpu: usize,
+        program: &Path,
+        args: &[OsString],
+        log: &Path,
+    ) -> anyhow::Result<Proc> {
+        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let child = Command::new("taskset")
+            .arg("-c")
+            .arg(cpu.to_string())
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {name}: taskset -c {cpu} {}", program.display()))?;
+        Ok(Proc {
+            name: name.to_owned(),
+            child,
+        })
+    }
+
+    /// The process ID.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Fails, with the log's tail, if the process has exited.
+    pub(crate) fn check_alive(&mut self, log: &Path) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            anyhow::bail!("{} exited ({status}):\n{}", self.name, tail.join("\n"));
+        }
+        Ok(())
+    }
+
+    /// Memory and CPU of the process and its children (nginx's workers).
+    pub(crate) fn usage(&self) -> Usage {
+        tree(self.pid())
+            .into_iter()
+            .map(|pid| Usage::of(pid).unwrap_or_default())
+            .fold(Usage::default(), Usage::add)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resource use read from /proc.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Usage {
+    /// Resident set, KiB.
+    pub(crate) rss_kib: u64,
+    /// Peak resident set, KiB.
+    pub(crate) peak_rss_kib: u64,
+    /// User plus system CPU time.
+    pub(crate) cpu: Duration,
+}
+
+impl Usage {
+    fn of(pid: u32) -> anyhow::Result<Usage> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        Ok(Usage {
+            rss_kib: status_kib(&status, "VmRSS:").unwrap_or(0),
+            peak_rss_kib: status_kib(&status, "VmHWM:").unwrap_or(0),
+            cpu: stat_cpu(&stat).unwrap_or_default(),
+        })
+    }
+
+    fn add(self, other: Usage) -> Usage {
+        Usage {
+            rss_kib: self.rss_kib + other.rss_kib,
+            peak_rss_kib: self.peak_rss_kib + other.peak_rss_kib,
+            cpu: self.cpu + other.cpu,
+        }
+    }
+}
+
+/// `pid` and its descendants.
+fn tree(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let children = std::fs::read_dir(format!("/proc/{}/task", all[i]))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+            .flat_map(|list| {
+                list.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .collect::<Vec<u32>>();
+        all.extend(children);
+        i += 1;
+    }
+    all
+}
+
+/// A `Key:   123 kB` line of /proc/PID/status, in KiB.
+fn status_kib(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// utime + stime (fields 14 and 15) of /proc/PID/stat. The command name (field 2) may hold
+/// spaces, so fields are counted after its closing parenthesis.
+fn stat_cpu(stat: &str) -> Option<Duration> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3, so utime (14) is index 11 and stime (15) index 12.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 1000 / TICKS_PER_SECOND))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_status_and_stat() {
+        let status = "Name:\tnginx\nVmHWM:\t   10240 kB\nVmRSS:\t    8192 kB\n";
+        assert_eq!(status_kib(status, "VmRSS:"), Some(8192));
+        assert_eq!(status_kib(status, "VmHWM:"), Some(10240));
+        assert_eq!(status_kib(status, "VmSwap:"), None);
+        let stat = "42 (a b) S 1 42 42 0 -1 4194560 100 0 0 0 250 30 0 0 20 0 1 0 5 0 0";
+        assert_eq!(stat_cpu(stat), Some(Duration::from_millis(2800)));
+    }
+
+    #[test]
+    fn measures_this_process() {
+        let usage = Usage::of(std::process::id()).unwrap();
+        assert!(usage.rss_kib > 0 && usage.peak_rss_kib >= usage.rss_kib);
+    }
+}
