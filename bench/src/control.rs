@@ -73,10 +73,11 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 300)]
     pub(crate) gap_ms: u64,
     /// Longest wait for every proxy to ACK one change before the run fails.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 30)]
     pub(crate) change_timeout_secs: u64,
-    /// Longest wait for every proxy's first complete config before the run fails.
-    #[arg(long, default_value_t = 300)]
+    /// Longest wait for every proxy's first complete config before the run fails (each
+    /// connect republishes to every proxy already connected, so this grows with proxies²).
+    #[arg(long, default_value_t = 900)]
     pub(crate) sync_timeout_secs: u64,
     /// The `trellis` binary to run as the control plane.
     #[arg(long, default_value = "target/release/trellis")]

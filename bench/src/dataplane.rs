@@ -263,6 +263,7 @@ async fn idle_point(
     count: usize,
     mtls: bool,
 ) -> anyhow::Result<IdlePoint> {
+    let count = count.min(pair.kind.max_connections());
     let base = pair.hops[hop].usage().rss_kib;
     let held = load::hold(target, count).await?;
     // Let the proxy finish the last requests and settle.
@@ -352,11 +353,11 @@ fn machine() -> String {
                 .map(|(_, model)| model.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".to_owned());
-    format!(
-        "{}, {cpu}, {} CPUs",
-        command_output("uname", &["-srm"]),
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    )
+    // Counted from /proc/cpuinfo: the benchmark itself runs pinned to one CPU.
+    let cpus = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|info| info.lines().filter(|l| l.starts_with("processor")).count())
+        .unwrap_or(0);
+    format!("{}, {cpu}, {cpus} CPUs", command_output("uname", &["-srm"]))
 }
 
 fn command_output(program: &str, args: &[&str]) -> String {

