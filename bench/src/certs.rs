@@ -54,7 +54,7 @@ pub(crate) fn write_files(ca: &mut Authority, dir: &Path) -> anyhow::Result<Cert
     }
     Ok(CertFiles {
         dir: dir.to_owned(),
-        })
+    })
 }
 
 /// A client TLS config presenting a `bench-client` SVID from `ca` and expecting the server to

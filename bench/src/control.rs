@@ -150,15 +150,29 @@ pub(crate) struct ScalePoint {
 
 pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     validate(&args)?;
+    let clk = clock_ticks();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let clk = clock_ticks();
+    runtime.block_on(async {
+        // A signal drops the run, and with it the guard that kills `trellis control`: a
+        // default SIGTERM would skip destructors and leave the control plane running.
+        tokio::select! {
+            result = run_all(&args, clk) => result,
+            signal = interrupted() => bail!(
+                "interrupted by {signal}; finished factors are in {}",
+                args.out_dir.join("control.json").display()
+            ),
+        }
+    })
+}
+
+async fn run_all(args: &Args, clk: ClockTicks) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for &factor in &args.factors {
-        let point = runtime
-            .block_on(run_factor(&args, factor, clk))
+        let point = run_factor(args, factor, clk)
+            .await
             .with_context(|| format!("factor {factor}"))?;
         results.push(point);
         // Written after every factor, so a later failure keeps the finished ones.
@@ -167,6 +181,21 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     print!("{}", table(&results));
     println!("results: {}", args.out_dir.join("control.json").display());
     Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT; never when the handlers cannot be installed.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => std::future::pending().await,
+    }
 }
 
 fn validate(args: &Args) -> anyhow::Result<()> {

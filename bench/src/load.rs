@@ -31,7 +31,9 @@ const SPIN: Duration = Duration::from_millis(2);
 const MAX_LATENCY_US: u64 = 60_000_000;
 
 /// HTTP version spoken to the first hop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 pub(crate) enum Proto {
     /// HTTP/1.1 with keep-alive.
     H1,

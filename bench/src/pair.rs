@@ -25,7 +25,9 @@ pub(crate) const CLIENT_CPU: usize = 1;
 const START_LIMIT: Duration = Duration::from_secs(20);
 
 /// What carries the requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 pub(crate) enum Kind {
     /// No proxy: the client calls the backend (the floor).
     Direct,
@@ -83,7 +85,10 @@ impl Kind {
 
     /// Whether the hops talk mutual TLS.
     pub(crate) fn mtls(self) -> bool {
-        matches!(self, Kind::TrellisMtls | Kind::EnvoyMtls | Kind::HaproxyMtls)
+        matches!(
+            self,
+            Kind::TrellisMtls | Kind::EnvoyMtls | Kind::HaproxyMtls
+        )
     }
 }
 
@@ -125,7 +130,11 @@ impl Backend {
 
 impl Env {
     /// Writes certificates and starts the backend.
-    pub(crate) async fn start(dir: PathBuf, trellis: PathBuf, envoy: PathBuf) -> anyhow::Result<Env> {
+    pub(crate) async fn start(
+        dir: PathBuf,
+        trellis: PathBuf,
+        envoy: PathBuf,
+    ) -> anyhow::Result<Env> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         // Peers resolve relative paths against their own prefix: hand them absolute ones.
         let dir = std::path::absolute(&dir)?;
@@ -139,7 +148,13 @@ impl Env {
         let backend_dir = dir.join("backend");
         let conf = peers::nginx_backend(&backend_dir, backend)?;
         let log = backend_dir.join("stderr.log");
-        let proc = Proc::start("nginx backend", PROXY_CPU, Path::new(peers::NGINX), &peers::nginx_args(&conf, &backend_dir), &log)?;
+        let proc = Proc::start(
+            "nginx backend",
+            PROXY_CPU,
+            Path::new(peers::NGINX),
+            &peers::nginx_args(&conf, &backend_dir),
+            &log,
+        )?;
         let env = Env {
             dir,
             trellis,
@@ -232,7 +247,11 @@ impl Pair {
         if let Err(e) = load::until_serving(&entry, START_LIMIT).await {
             outbound.check_alive()?;
             inbound.check_alive()?;
-            return Err(e.context(format!("{} did not serve (logs in {})", kind.label(), dir.display())));
+            return Err(e.context(format!(
+                "{} did not serve (logs in {})",
+                kind.label(),
+                dir.display()
+            )));
         }
         let startup = started.elapsed();
         Ok(Pair {
@@ -321,7 +340,10 @@ impl Hop {
             self.proc.check_alive(&self.log)?;
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        bail!("hop not ready after {START_LIMIT:?} (logs in {})", dir.display())
+        bail!(
+            "hop not ready after {START_LIMIT:?} (logs in {})",
+            dir.display()
+        )
     }
 }
 
@@ -362,32 +384,30 @@ impl TrellisMesh {
         let client_tls = certs::client_tls(&mut ca)?;
         drop(ca);
         let xds_port = free_port()?;
-        let args: Vec<OsString> = [
-            "control",
-            "--log",
-            "warn",
-            "--config-dir",
-        ]
-        .iter()
-        .map(OsString::from)
-        .chain([config_dir.into_os_string()])
-        .chain(["--data-dir".into(), data_dir.clone().into_os_string()])
-        .chain(
-            [
-                "--xds-addr".to_owned(),
-                format!("127.0.0.1:{xds_port}"),
-                "--admin-addr".to_owned(),
-                format!("127.0.0.1:{}", free_port()?),
-                "--warmup".to_owned(),
-                "0s".to_owned(),
-            ]
-            .map(OsString::from),
-        )
-        .collect();
+        let args: Vec<OsString> = ["control", "--log", "warn", "--config-dir"]
+            .iter()
+            .map(OsString::from)
+            .chain([config_dir.into_os_string()])
+            .chain(["--data-dir".into(), data_dir.clone().into_os_string()])
+            .chain(
+                [
+                    "--xds-addr".to_owned(),
+                    format!("127.0.0.1:{xds_port}"),
+                    "--admin-addr".to_owned(),
+                    format!("127.0.0.1:{}", free_port()?),
+                    "--warmup".to_owned(),
+                    "0s".to_owned(),
+                ]
+                .map(OsString::from),
+            )
+            .collect();
         let log = dir.join("control.log");
         let mut control = Proc::start("trellis control", CLIENT_CPU, &env.trellis, &args, &log)?;
         let started = Instant::now();
-        while tokio::net::TcpStream::connect(local(xds_port)).await.is_err() {
+        while tokio::net::TcpStream::connect(local(xds_port))
+            .await
+            .is_err()
+        {
             control.check_alive(&log)?;
             if started.elapsed() > START_LIMIT {
                 bail!("the control plane did not listen (log: {})", log.display());
@@ -469,7 +489,10 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
 async fn status(addr: SocketAddr, path: &str) -> anyhow::Result<u16> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
         .await?;
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).await?;

@@ -101,7 +101,10 @@ pub(crate) fn hops(
                     &[
                         ("DIR", hop_dir.display().to_string()),
                         ("LISTEN_PORT", listen.to_string()),
-                        ("LISTEN_OPTS", if h2_listen { "http2" } else { "" }.to_owned()),
+                        (
+                            "LISTEN_OPTS",
+                            if h2_listen { "http2" } else { "" }.to_owned(),
+                        ),
                         ("UPSTREAM_PORT", upstream.to_string()),
                     ],
                 )?;

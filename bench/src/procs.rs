@@ -146,7 +146,9 @@ fn stat_cpu(stat: &str) -> Option<Duration> {
     // After the name: state is field 3, so utime (14) is index 11 and stime (15) index 12.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(Duration::from_millis((utime + stime) * 1000 / TICKS_PER_SECOND))
+    Some(Duration::from_millis(
+        (utime + stime) * 1000 / TICKS_PER_SECOND,
+    ))
 }
 
 #[cfg(test)]

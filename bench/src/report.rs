@@ -25,7 +25,10 @@ pub(crate) struct Args {
     #[arg(long, default_value = "docs/bench")]
     pub(crate) charts: PathBuf,
     /// A TrueType font for chart text.
-    #[arg(long, default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")]
+    #[arg(
+        long,
+        default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+    )]
     pub(crate) font: PathBuf,
 }
 
@@ -55,7 +58,10 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     if let Some(points) = &control {
         control_table(points, &mut md);
         control_chart(points, &args.charts.join("control-plane.png"))?;
-        let _ = writeln!(md, "![control plane push latency]({rel}/control-plane.png)\n");
+        let _ = writeln!(
+            md,
+            "![control plane push latency]({rel}/control-plane.png)\n"
+        );
     }
     let page = std::fs::read_to_string(&args.page)
         .with_context(|| format!("reading {}", args.page.display()))?;
@@ -67,12 +73,17 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     };
     let updated = format!("{}{START}\n\n{md}{}", &page[..start], &page[end..]);
     std::fs::write(&args.page, updated)?;
-    println!("updated {} and the charts in {}", args.page.display(), args.charts.display());
+    println!(
+        "updated {} and the charts in {}",
+        args.page.display(),
+        args.charts.display()
+    );
     Ok(())
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -87,7 +98,9 @@ fn relative_dir(page: &Path, charts: &Path) -> String {
 }
 
 fn find(data: &Results, kind: Kind, proto: Proto) -> Option<&PairResult> {
-    data.pairs.iter().find(|p| p.kind == kind && p.proto == proto)
+    data.pairs
+        .iter()
+        .find(|p| p.kind == kind && p.proto == proto)
 }
 
 /// Latency at `rate` (p50, p99) of a path, µs.
@@ -158,7 +171,13 @@ fn dataplane_tables(data: &Results, md: &mut String) {
         );
         for pair in &pairs {
             let Some(max) = &pair.max else { continue };
-            let join = |v: Vec<String>| if v.is_empty() { "–".to_owned() } else { v.join(" / ") };
+            let join = |v: Vec<String>| {
+                if v.is_empty() {
+                    "–".to_owned()
+                } else {
+                    v.join(" / ")
+                }
+            };
             let _ = writeln!(
                 md,
                 "| {} | {:.0} | {} / {} | {} | {} | {} | {} | {} |",
@@ -171,10 +190,16 @@ fn dataplane_tables(data: &Results, md: &mut String) {
                 } else {
                     format!("{:.1}", max.cpu_us_per_request)
                 },
-                join(max.cpu_s_per_10k.iter().map(|c| format!("{c:.2}")).collect()),
+                join(
+                    max.cpu_s_per_10k
+                        .iter()
+                        .map(|c| format!("{c:.2}"))
+                        .collect()
+                ),
                 join(max.peak_rss_kib.iter().map(|k| mib(*k)).collect()),
                 join(pair.idle_rss_kib.iter().map(|k| mib(*k)).collect()),
-                pair.startup_ms.map_or("–".to_owned(), |s| format!("{s:.0}")),
+                pair.startup_ms
+                    .map_or("–".to_owned(), |s| format!("{s:.0}")),
             );
         }
         let _ = writeln!(md);
@@ -232,12 +257,19 @@ fn targets(data: &Results, control: Option<&[ScalePoint]>, md: &mut String) {
                     "mTLS pair, added {q} at {rate} rps ≤ HAProxy mTLS's and ≤ 0.5× Envoy mTLS's"
                 ),
                 measured: format!("{} vs {} and {}", show(o), show(h), show(e)),
-                holds: o.zip(h).zip(e).map(|((o, h), e)| o <= h && o as f64 <= 0.5 * e as f64),
+                holds: o
+                    .zip(h)
+                    .zip(e)
+                    .map(|((o, h), e)| o <= h && o as f64 <= 0.5 * e as f64),
             });
         }
     }
     let max = |kind| find(data, kind, proto).and_then(|p| p.max.as_ref());
-    let (ours, haproxy, envoy) = (max(Kind::TrellisMtls), max(Kind::HaproxyMtls), max(Kind::EnvoyMtls));
+    let (ours, haproxy, envoy) = (
+        max(Kind::TrellisMtls),
+        max(Kind::HaproxyMtls),
+        max(Kind::EnvoyMtls),
+    );
     checks.push(Check {
         what: "max pair throughput ≥ 3× Envoy mTLS's and ≥ 0.9× HAProxy mTLS's".to_owned(),
         measured: format!(
@@ -285,7 +317,8 @@ fn targets(data: &Results, control: Option<&[ScalePoint]>, md: &mut String) {
     });
     let at_10k = control.and_then(|points| points.iter().max_by_key(|p| p.endpoints));
     checks.push(Check {
-        what: "config change to 200 ADS streams all ACKed: p99 ≤ 200 ms at 10k endpoints".to_owned(),
+        what: "config change to 200 ADS streams all ACKed: p99 ≤ 200 ms at 10k endpoints"
+            .to_owned(),
         measured: at_10k.map_or("not run".to_owned(), |p| {
             format!(
                 "{:.0} ms at {} endpoints, {} streams (of which {:.0} ms debounce)",
@@ -392,9 +425,15 @@ fn latency_chart(data: &Results, proto: Proto, path: &Path) -> anyhow::Result<bo
             .flat_map(|(_, pts)| pts.iter().map(|p| p.1))
             .fold(1.0f64, f64::max)
             * 1.1;
-        let (lo, hi) = (f64::from(rates[0]) * 0.8, f64::from(*rates.last().unwrap_or(&1)) * 1.25);
+        let (lo, hi) = (
+            f64::from(rates[0]) * 0.8,
+            f64::from(*rates.last().unwrap_or(&1)) * 1.25,
+        );
         let mut chart = ChartBuilder::on(area)
-            .caption(format!("added {label} latency over direct, {proto} (µs)"), ("sans-serif", 20))
+            .caption(
+                format!("added {label} latency over direct, {proto} (µs)"),
+                ("sans-serif", 20),
+            )
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(56)
@@ -411,7 +450,11 @@ fn latency_chart(data: &Results, proto: Proto, path: &Path) -> anyhow::Result<bo
                 .draw_series(LineSeries::new(points.clone(), style))?
                 .label(kind.label())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
-            chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, style.filled())))?;
+            chart.draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, style.filled())),
+            )?;
         }
         chart
             .configure_series_labels()
@@ -435,7 +478,9 @@ fn throughput_chart(data: &Results, path: &Path) -> anyhow::Result<()> {
     root.fill(&WHITE)?;
     let halves = root.split_evenly((2, 1));
     let metrics: [(&str, fn(&PairResult) -> f64); 2] = [
-        ("max pair throughput, HTTP/1.1 (req/s)", |p| p.max.as_ref().map_or(0.0, |m| m.rps)),
+        ("max pair throughput, HTTP/1.1 (req/s)", |p| {
+            p.max.as_ref().map_or(0.0, |m| m.rps)
+        }),
         ("proxy CPU per request at max, both hops (µs)", |p| {
             p.max.as_ref().map_or(0.0, |m| m.cpu_us_per_request)
         }),
@@ -480,7 +525,10 @@ fn control_chart(points: &[ScalePoint], path: &Path) -> anyhow::Result<()> {
     let top = points.iter().map(|p| p.ack_max_ms).fold(1.0f64, f64::max) * 1.15;
     let right = points.iter().map(|p| p.endpoints).max().unwrap_or(1) as f64 * 1.05;
     let mut chart = ChartBuilder::on(&root)
-        .caption("config change → all ADS streams ACKed (ms)", ("sans-serif", 20))
+        .caption(
+            "config change → all ADS streams ACKed (ms)",
+            ("sans-serif", 20),
+        )
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(56)
@@ -493,7 +541,10 @@ fn control_chart(points: &[ScalePoint], path: &Path) -> anyhow::Result<()> {
     ];
     for (label, c, value) in lines {
         let style = ShapeStyle::from(&c).stroke_width(2);
-        let pts: Vec<(f64, f64)> = points.iter().map(|p| (p.endpoints as f64, value(p))).collect();
+        let pts: Vec<(f64, f64)> = points
+            .iter()
+            .map(|p| (p.endpoints as f64, value(p)))
+            .collect();
         chart
             .draw_series(LineSeries::new(pts.clone(), style))?
             .label(label)

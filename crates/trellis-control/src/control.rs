@@ -18,7 +18,7 @@ use trellis_xds::server::{Hooks, SnapshotWatch, StreamId};
 use crate::metrics::{Metrics, ReloadLabels, ReloadResult, TypeLabels};
 use crate::model::MeshModel;
 use crate::registry::{Nack, Proxy, ProxyView, Registry, WorkloadView, unix};
-use crate::translate::translate;
+use crate::translate::{SharedResources, translate_shared};
 
 /// The control plane's shared state.
 pub struct ControlPlane {
@@ -159,8 +159,10 @@ impl ControlPlane {
         let mut model = MeshModel::build(state.config.clone(), workloads);
         model.trust_bundle = state.trust_bundle.clone();
         let model = Arc::new(model);
-        for proxy in state.registry.values().filter(|_| !state.warming) {
-            let snapshot = Arc::new(translate(&model, &proxy.meta));
+        let shared = (!state.warming).then(|| SharedResources::build(&model));
+        for proxy in state.registry.values() {
+            let Some(shared) = &shared else { break };
+            let snapshot = Arc::new(translate_shared(shared, &model, &proxy.meta));
             let changed = proxy.snapshots.send_if_modified(|current| {
                 let differs = current.as_ref().is_none_or(|current| {
                     TypeUrl::ALL

@@ -14,6 +14,7 @@ mod tls;
 
 pub use tls::{BUNDLE_SECRET, TLS_MATCH_KEY, WORKLOAD_SECRET};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::{
@@ -22,6 +23,7 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 use prost::{Message, Name};
 use trellis_xds::node::NodeMeta;
+use trellis_xds::snapshot::Resources;
 use trellis_xds::{Snapshot, TypeUrl};
 
 use crate::model::MeshModel;
@@ -33,28 +35,70 @@ pub const HTTP_PROXY: &str = "http_proxy";
 /// falling back to TCP (so server-speaks-first protocols are not stalled for long).
 pub const DETECTION_TIMEOUT: Duration = Duration::from_millis(200);
 
+/// The parts of the snapshots that depend on the model only: built once per change and
+/// shared by every proxy's snapshot instead of being encoded per proxy.
+#[derive(Debug)]
+pub struct SharedResources {
+    routes: Arc<Resources>,
+    endpoints: Arc<Resources>,
+    secrets: Arc<Resources>,
+    /// Outbound clusters for proxies with a workload certificate, then without.
+    clusters: [Arc<Resources>; 2],
+}
+
+impl SharedResources {
+    /// Encodes the model-wide resources.
+    pub fn build(model: &MeshModel) -> SharedResources {
+        let routes = route::route_configs(model)
+            .iter()
+            .map(|r| (r.name.clone(), Resources::encode(r)))
+            .collect();
+        let endpoints = cluster::load_assignments(model)
+            .iter()
+            .map(|cla| (cla.cluster_name.clone(), Resources::encode(cla)))
+            .collect();
+        let secrets = model
+            .trust_bundle
+            .iter()
+            .map(|bundle| {
+                let secret = Resources::encode(&tls::bundle_secret(bundle));
+                (BUNDLE_SECRET.to_owned(), secret)
+            })
+            .collect();
+        let clusters = [true, false].map(|mtls| {
+            let items = cluster::outbound_clusters(model, mtls)
+                .iter()
+                .map(|c| (c.name.clone(), Resources::encode(c)))
+                .collect();
+            Arc::new(Resources::new(items))
+        });
+        SharedResources {
+            routes: Arc::new(Resources::new(routes)),
+            endpoints: Arc::new(Resources::new(endpoints)),
+            secrets: Arc::new(Resources::new(secrets)),
+            clusters,
+        }
+    }
+}
+
 /// Builds the snapshot for the proxy that presented `node`.
 pub fn translate(model: &MeshModel, node: &NodeMeta) -> Snapshot {
+    translate_shared(&SharedResources::build(model), model, node)
+}
+
+/// Builds the snapshot for `node` around resources already built for `model`.
+pub fn translate_shared(shared: &SharedResources, model: &MeshModel, node: &NodeMeta) -> Snapshot {
     let mut snapshot = Snapshot::builder();
     for l in listener::listeners(model, node) {
         snapshot.insert(TypeUrl::Listener, &l.name.clone(), &l);
     }
-    for r in route::route_configs(model) {
-        snapshot.insert(TypeUrl::RouteConfiguration, &r.name.clone(), &r);
-    }
-    for c in cluster::clusters(model, node) {
-        snapshot.insert(TypeUrl::Cluster, &c.name.clone(), &c);
-    }
-    for cla in cluster::load_assignments(model) {
-        snapshot.insert(
-            TypeUrl::ClusterLoadAssignment,
-            &cla.cluster_name.clone(),
-            &cla,
-        );
-    }
-    if let Some(bundle) = &model.trust_bundle {
-        snapshot.insert(TypeUrl::Secret, BUNDLE_SECRET, &tls::bundle_secret(bundle));
-    }
+    snapshot.share(TypeUrl::RouteConfiguration, shared.routes.clone());
+    let clusters = &shared.clusters[usize::from(!node.mtls)];
+    snapshot.share(TypeUrl::Cluster, clusters.clone());
+    let local = cluster::local_cluster(node);
+    snapshot.insert(TypeUrl::Cluster, &local.name.clone(), &local);
+    snapshot.share(TypeUrl::ClusterLoadAssignment, shared.endpoints.clone());
+    snapshot.share(TypeUrl::Secret, shared.secrets.clone());
     snapshot.seal()
 }
 

@@ -34,8 +34,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Key Envoy reads upstream HTTP options from.
 const HTTP_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
-pub(super) fn clusters(model: &MeshModel, node: &NodeMeta) -> Vec<Cluster> {
-    let mut out: Vec<Cluster> = model
+/// An EDS cluster per service, with mutual TLS to sidecar endpoints when the proxy has a
+/// workload certificate (`mtls`) and the mesh a CA.
+pub(super) fn outbound_clusters(model: &MeshModel, mtls: bool) -> Vec<Cluster> {
+    model
         .services
         .values()
         .map(|svc| {
@@ -46,12 +48,16 @@ pub(super) fn clusters(model: &MeshModel, node: &NodeMeta) -> Vec<Cluster> {
                 service_name: String::new(),
             });
             // A proxy without a workload certificate cannot originate mutual TLS.
-            if model.trust_bundle.is_some() && node.mtls {
+            if model.trust_bundle.is_some() && mtls {
                 tls::secure_cluster(&mut c, svc, &MeshModel::identities(svc));
             }
             c
         })
-        .collect();
+        .collect()
+}
+
+/// The static cluster for the application behind the proxy.
+pub(super) fn local_cluster(node: &NodeMeta) -> Cluster {
     let app = SocketAddr::from(([127, 0, 0, 1], node.app_port));
     let name = inbound_cluster(node.app_port);
     let mut local = base(&name, true);
@@ -66,8 +72,7 @@ pub(super) fn clusters(model: &MeshModel, node: &NodeMeta) -> Vec<Cluster> {
             identity: None,
         }],
     ));
-    out.push(local);
-    out
+    local
 }
 
 pub(super) fn load_assignments(model: &MeshModel) -> Vec<ClusterLoadAssignment> {
