@@ -375,6 +375,9 @@ fn control_table(points: &[ScalePoint], md: &mut String) {
 
 const SIZE: (u32, u32) = (900, 480);
 
+/// One number read off a result, for a chart.
+type Metric<T> = fn(&T) -> f64;
+
 fn color(kind: Kind) -> RGBColor {
     match kind {
         Kind::Direct => RGBColor(120, 120, 120),
@@ -477,7 +480,7 @@ fn throughput_chart(data: &Results, path: &Path) -> anyhow::Result<()> {
     let root = BitMapBackend::new(path, (SIZE.0, SIZE.1 * 2)).into_drawing_area();
     root.fill(&WHITE)?;
     let halves = root.split_evenly((2, 1));
-    let metrics: [(&str, fn(&PairResult) -> f64); 2] = [
+    let metrics: [(&str, Metric<PairResult>); 2] = [
         ("max pair throughput, HTTP/1.1 (req/s)", |p| {
             p.max.as_ref().map_or(0.0, |m| m.rps)
         }),
@@ -534,7 +537,7 @@ fn control_chart(points: &[ScalePoint], path: &Path) -> anyhow::Result<()> {
         .y_label_area_size(56)
         .build_cartesian_2d(0f64..right, 0f64..top)?;
     chart.configure_mesh().x_desc("endpoints").draw()?;
-    let lines: [(&str, RGBColor, fn(&ScalePoint) -> f64); 3] = [
+    let lines: [(&str, RGBColor, Metric<ScalePoint>); 3] = [
         ("p50", RGBColor(46, 139, 87), |p| p.ack_p50_ms),
         ("p99", RGBColor(178, 34, 34), |p| p.ack_p99_ms),
         ("max", RGBColor(120, 120, 120), |p| p.ack_max_ms),

@@ -188,6 +188,7 @@ mod tests {
             }],
             http_proxy_port: Some(41002),
             locality: Some("eu/zone-a".into()),
+            mtls: true,
         };
         let node = meta.to_node("reviews-1");
         assert_eq!(node.id, "reviews-1");
