@@ -137,15 +137,17 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let results = runtime.block_on(run(&args))?;
-    let path = args.out_dir.join("dataplane.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&results)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    println!("results in {}", path.display());
-    Ok(())
+    let failed = runtime.block_on(run(&args))?;
+    println!("results in {}", args.out_dir.join("dataplane.json").display());
+    match failed {
+        0 => Ok(()),
+        n => anyhow::bail!("{n} paths failed (see above); the others' results are saved"),
+    }
 }
 
-async fn run(args: &Args) -> anyhow::Result<Results> {
+/// Measures every path, saving the results after each; a path that fails is reported and
+/// skipped. Returns how many failed.
+async fn run(args: &Args) -> anyhow::Result<usize> {
     let kinds = if args.kinds.is_empty() {
         Kind::ALL.to_vec()
     } else {
@@ -164,25 +166,34 @@ async fn run(args: &Args) -> anyhow::Result<Results> {
     let scratch = args.out_dir.join("scratch");
     let _ = std::fs::remove_dir_all(&scratch);
     let env = Env::start(scratch, args.trellis.clone(), args.envoy.clone()).await?;
-    let mut pairs = Vec::new();
-    for &proto in &protos {
-        for &kind in &kinds {
-            eprintln!("== {} {proto}", kind.label());
-            let result = measure_pair(&env, kind, proto, args, phases)
-                .await
-                .with_context(|| format!("{} over {proto}", kind.label()))?;
-            print_pair(&result);
-            pairs.push(result);
-        }
-    }
-    Ok(Results {
+    let mut results = Results {
         machine: machine(),
         date: command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
         seconds: args.seconds,
         connections: args.connections,
         max_connections: args.max_connections,
-        pairs,
-    })
+        pairs: Vec::new(),
+    };
+    let path = args.out_dir.join("dataplane.json");
+    let mut failed = 0;
+    for &proto in &protos {
+        for &kind in &kinds {
+            eprintln!("== {} {proto}", kind.label());
+            match measure_pair(&env, kind, proto, args, phases).await {
+                Ok(result) => {
+                    print_pair(&result);
+                    results.pairs.push(result);
+                    std::fs::write(&path, serde_json::to_string_pretty(&results)?)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                }
+                Err(e) => {
+                    eprintln!("   FAILED: {e:#}");
+                    failed += 1;
+                }
+            }
+        }
+    }
+    Ok(failed)
 }
 
 async fn measure_pair(
