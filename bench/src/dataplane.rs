@@ -138,7 +138,10 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let failed = runtime.block_on(run(&args))?;
-    println!("results in {}", args.out_dir.join("dataplane.json").display());
+    println!(
+        "results in {}",
+        args.out_dir.join("dataplane.json").display()
+    );
     match failed {
         0 => Ok(()),
         n => anyhow::bail!("{n} paths failed (see above); the others' results are saved"),

@@ -9,6 +9,8 @@ use http::{Response, StatusCode, header};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
+use crate::http::client::UpstreamError;
+
 /// Body of responses sent downstream: a proxied upstream body or a local reply.
 pub(crate) type ResponseBody = Either<Incoming, Full<Bytes>>;
 
@@ -59,19 +61,27 @@ pub(crate) enum ForwardError {
 
 impl ForwardError {
     /// Classifies a failure of the upstream HTTP client.
-    pub(crate) fn from_client(e: &hyper_util::client::legacy::Error) -> Self {
-        let detail = match e.source() {
-            Some(source) => format!("{e}: {source}"),
-            None => e.to_string(),
+    pub(crate) fn from_client(e: &UpstreamError) -> Self {
+        let (detail, hyper_error) = match e {
+            UpstreamError::Connect(detail) => {
+                return ForwardError::ConnectFailed(format!("client error (Connect): {detail}"));
+            }
+            UpstreamError::Pool(e) => {
+                let detail = match e.source() {
+                    Some(source) => format!("{e}: {source}"),
+                    None => e.to_string(),
+                };
+                if e.is_connect() {
+                    return ForwardError::ConnectFailed(detail);
+                }
+                (
+                    detail,
+                    e.source().and_then(|s| s.downcast_ref::<hyper::Error>()),
+                )
+            }
+            UpstreamError::Http(e) => (e.to_string(), Some(e)),
         };
-        if e.is_connect() {
-            return ForwardError::ConnectFailed(detail);
-        }
-        let hyper_user_error = e
-            .source()
-            .and_then(|s| s.downcast_ref::<hyper::Error>())
-            .is_some_and(hyper::Error::is_user);
-        if hyper_user_error {
+        if hyper_error.is_some_and(hyper::Error::is_user) {
             ForwardError::DownstreamAborted(detail)
         } else {
             ForwardError::UpstreamReset(detail)

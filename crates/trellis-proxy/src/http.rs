@@ -227,21 +227,19 @@ async fn forward(
         .ok_or_else(|| ForwardError::NoHealthyUpstream(cluster_name.to_owned()))?;
     let version =
         client::upstream_version(cluster.config.protocol, req.version(), upgrade.is_some());
-    client::to_upstream(
-        &mut req,
-        &in_flight.endpoint().authority,
-        version,
-        upgrade.is_some(),
-    );
+    let endpoint = &in_flight.endpoint().authority;
+    client::to_upstream(&mut req, endpoint, version, upgrade.is_some());
     // A cluster has mTLS clients exactly when it has TLS settings, which is also when its
     // endpoints can be marked for TLS.
     let mesh = cluster
         .tls_clients
         .as_ref()
         .filter(|_| in_flight.tls().is_some());
-    let sent = match mesh {
-        Some(mesh) => mesh.for_version(version).request(req),
-        None => cluster.clients.for_version(version).request(req),
+    let sent = async {
+        match mesh {
+            Some(mesh) => mesh.send(version, endpoint, req).await,
+            None => cluster.clients.send(version, endpoint, req).await,
+        }
     };
     let result = match route.action.timeout {
         Some(limit) => match tokio::time::timeout(limit, sent).await {

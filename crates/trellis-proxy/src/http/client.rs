@@ -1,12 +1,16 @@
-//! Upstream HTTP: pooled keep-alive clients (HTTP/1.1 with header case preserved, and h2c), and
+//! Upstream HTTP: pooled keep-alive HTTP/1.1 (header case preserved) and one multiplexed HTTP/2
+//! connection per endpoint, and
 //! the rewrite of a downstream request into the request sent to one endpoint.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Uri, Version};
+use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use hyper::client::conn::http2;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -21,15 +25,97 @@ use crate::tls::{Alpn, IdentityState};
 /// How long an idle pooled connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(90);
 
-/// Connection pools towards endpoints, one per HTTP version, sharing a connect timeout.
+/// Connections towards endpoints, sharing a connect timeout: a keep-alive pool for HTTP/1.1
+/// and one multiplexed connection per endpoint for HTTP/2.
 pub(crate) struct UpstreamClients<C = HttpConnector> {
     h1: Client<C, Incoming>,
-    h2: Client<C, Incoming>,
+    h2: H2Connections<C>,
 }
 
 impl<C> std::fmt::Debug for UpstreamClients<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("UpstreamClients")
+    }
+}
+
+/// Why an upstream exchange failed.
+#[derive(Debug)]
+pub(crate) enum UpstreamError {
+    /// The HTTP/1.1 pool's error (connecting or the exchange).
+    Pool(hyper_util::client::legacy::Error),
+    /// Connecting for HTTP/2 failed.
+    Connect(String),
+    /// The HTTP/2 exchange failed.
+    Http(hyper::Error),
+}
+
+/// One HTTP/2 connection per endpoint, opened on first use and again once closed.
+struct H2Connections<C> {
+    connector: C,
+    connections: Mutex<HashMap<Authority, http2::SendRequest<Incoming>>>,
+}
+
+impl<C> H2Connections<C>
+where
+    C: tower_service::Service<Uri> + Clone + Send + Sync + 'static,
+    C::Response: hyper::rt::Read + hyper::rt::Write + Connection + Unpin + Send + 'static,
+    C::Future: Send + Unpin + 'static,
+    C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// The endpoint's open connection, if any.
+    fn open(&self, endpoint: &Authority) -> Option<http2::SendRequest<Incoming>> {
+        let connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        connections
+            .get(endpoint)
+            .filter(|sender| !sender.is_closed())
+            .cloned()
+    }
+
+    async fn connect(
+        &self,
+        endpoint: &Authority,
+    ) -> Result<http2::SendRequest<Incoming>, UpstreamError> {
+        let uri = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(endpoint.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(|e| UpstreamError::Connect(e.into().to_string()))?;
+        let io = connector
+            .call(uri)
+            .await
+            .map_err(|e| UpstreamError::Connect(e.into().to_string()))?;
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io)
+            .await
+            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream h2 connection ended");
+            }
+        });
+        let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        connections.retain(|_, sender| !sender.is_closed());
+        connections.insert(endpoint.clone(), sender.clone());
+        Ok(sender)
+    }
+
+    async fn send(
+        &self,
+        endpoint: &Authority,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut sender = match self.open(endpoint) {
+            Some(sender) => sender,
+            None => self.connect(endpoint).await?,
+        };
+        sender.ready().await.map_err(UpstreamError::Http)?;
+        sender.send_request(req).await.map_err(UpstreamError::Http)
     }
 }
 
@@ -80,21 +166,24 @@ where
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(h1_connector);
-        let h2 = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(h2_connector);
+        let h2 = H2Connections {
+            connector: h2_connector,
+            connections: Mutex::new(HashMap::new()),
+        };
         Self { h1, h2 }
     }
 
-    /// The client for `version` (as chosen by [`upstream_version`]).
-    pub(crate) fn for_version(&self, version: Version) -> &Client<C, Incoming> {
+    /// Sends `req`, prepared by [`to_upstream`] for `version` and `endpoint`.
+    pub(crate) async fn send(
+        &self,
+        version: Version,
+        endpoint: &Authority,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         if version == Version::HTTP_2 {
-            &self.h2
+            self.h2.send(endpoint, req).await
         } else {
-            &self.h1
+            self.h1.request(req).await.map_err(UpstreamError::Pool)
         }
     }
 }
@@ -115,20 +204,32 @@ pub(crate) fn upstream_version(
     }
 }
 
-/// Points `req` at `endpoint`: the URI becomes `http://endpoint/path?query`, the original
-/// authority stays in `Host`, hop-by-hop headers go (except the upgrade pair when `upgrade`).
-pub(crate) fn to_upstream(
-    req: &mut Request<Incoming>,
+/// Points `req` at `endpoint`, hop-by-hop headers removed (except the upgrade pair when
+/// `upgrade`). HTTP/1.1: the URI becomes `http://endpoint/path?query` (the pool's key) and the
+/// original authority stays in `Host`. HTTP/2: the original authority becomes `:authority` and
+/// `Host` goes, as RFC 9113 §8.3.1 asks of intermediaries (servers such as nginx refuse a
+/// `Host` that differs from `:authority`); the connection is picked by endpoint.
+pub(crate) fn to_upstream<B>(
+    req: &mut Request<B>,
     endpoint: &Authority,
     version: Version,
     upgrade: bool,
 ) {
-    if !req.headers().contains_key(header::HOST)
-        && let Some(authority) = req.uri().authority()
-        && let Ok(host) = HeaderValue::from_str(authority.as_str())
-    {
-        req.headers_mut().insert(header::HOST, host);
-    }
+    let authority = if version == Version::HTTP_2 {
+        req.headers_mut()
+            .remove(header::HOST)
+            .and_then(|host| Authority::try_from(host.as_bytes()).ok())
+            .or_else(|| req.uri().authority().cloned())
+            .unwrap_or_else(|| endpoint.clone())
+    } else {
+        if !req.headers().contains_key(header::HOST)
+            && let Some(authority) = req.uri().authority()
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            req.headers_mut().insert(header::HOST, host);
+        }
+        endpoint.clone()
+    };
     let path = req
         .uri()
         .path_and_query()
@@ -136,7 +237,7 @@ pub(crate) fn to_upstream(
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(endpoint.clone());
+    parts.authority = Some(authority);
     parts.path_and_query = Some(path);
     // Scheme, authority and path are all set, which is all `from_parts` checks.
     if let Ok(uri) = Uri::from_parts(parts) {
@@ -213,6 +314,42 @@ mod tests {
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h[header::UPGRADE], "websocket");
         assert_eq!(h[header::CONNECTION], "Upgrade");
+    }
+
+    #[test]
+    fn http1_keeps_the_host_and_targets_the_endpoint() {
+        let endpoint = Authority::from_static("10.0.0.7:8080");
+        let mut req = Request::get("/items?id=1")
+            .header(header::HOST, "catalog")
+            .header(header::CONNECTION, "keep-alive")
+            .body(())
+            .unwrap();
+        to_upstream(&mut req, &endpoint, Version::HTTP_11, false);
+        assert_eq!(req.uri(), "http://10.0.0.7:8080/items?id=1");
+        assert_eq!(req.headers()[header::HOST], "catalog");
+        assert!(!req.headers().contains_key(header::CONNECTION));
+    }
+
+    #[test]
+    fn http2_carries_the_original_authority_and_no_host() {
+        let endpoint = Authority::from_static("10.0.0.7:8080");
+        let mut from_h1 = Request::get("/items")
+            .header(header::HOST, "catalog:80")
+            .body(())
+            .unwrap();
+        to_upstream(&mut from_h1, &endpoint, Version::HTTP_2, false);
+        assert_eq!(from_h1.uri(), "http://catalog:80/items");
+        assert!(!from_h1.headers().contains_key(header::HOST));
+        let mut from_h2 = Request::get("http://ratings/rate").body(()).unwrap();
+        to_upstream(&mut from_h2, &endpoint, Version::HTTP_2, false);
+        assert_eq!(from_h2.uri(), "http://ratings/rate");
+        let mut bare = Request::get("/").body(()).unwrap();
+        to_upstream(&mut bare, &endpoint, Version::HTTP_2, false);
+        assert_eq!(
+            bare.uri(),
+            "http://10.0.0.7:8080/",
+            "no authority: the endpoint's"
+        );
     }
 
     #[test]
