@@ -37,6 +37,10 @@ impl<T: AsyncRead> AsyncRead for Rewind<T> {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
+            if !this.prefix.has_remaining() {
+                // Free the detection buffer now rather than with the connection.
+                *this.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         this.inner.poll_read(cx, buf)

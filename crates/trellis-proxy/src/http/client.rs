@@ -112,7 +112,9 @@ where
     ) -> Result<Response<Incoming>, UpstreamError> {
         let mut sender = match self.open(endpoint) {
             Some(sender) => sender,
-            None => self.connect(endpoint).await?,
+            // Boxed: connecting is rare, and its future would otherwise enlarge every
+            // request's future, which hyper allocates for each idle downstream connection.
+            None => Box::pin(self.connect(endpoint)).await?,
         };
         sender.ready().await.map_err(UpstreamError::Http)?;
         sender.send_request(req).await.map_err(UpstreamError::Http)
