@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,10 +15,6 @@ pub(crate) struct Proc {
     name: String,
     child: Child,
 }
-
-/// Clock ticks per second of /proc/PID/stat times (`USER_HZ`, 100 on Linux for every
-/// architecture that matters here).
-const TICKS_PER_SECOND: u64 = 100;
 
 impl Proc {
     /// Starts `program args…` pinned to `cpu` (through `taskset`, which execs it: the PID is
@@ -91,13 +88,17 @@ pub(crate) struct Usage {
 }
 
 impl Usage {
-    fn of(pid: u32) -> anyhow::Result<Usage> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    /// Usage of the one process `pid` (its children not included); fails when it has exited.
+    pub(crate) fn of(pid: u32) -> anyhow::Result<Usage> {
+        let read = |file: &str| {
+            let path = format!("/proc/{pid}/{file}");
+            std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))
+        };
+        let (status, stat) = (read("status")?, read("stat")?);
         Ok(Usage {
             rss_kib: status_kib(&status, "VmRSS:").unwrap_or(0),
             peak_rss_kib: status_kib(&status, "VmHWM:").unwrap_or(0),
-            cpu: stat_cpu(&stat).unwrap_or_default(),
+            cpu: stat_cpu(&stat, clock_ticks().per_second).unwrap_or_default(),
         })
     }
 
@@ -138,17 +139,51 @@ fn status_kib(status: &str, key: &str) -> Option<u64> {
     line[key.len()..].split_whitespace().next()?.parse().ok()
 }
 
-/// utime + stime (fields 14 and 15) of /proc/PID/stat. The command name (field 2) may hold
-/// spaces, so fields are counted after its closing parenthesis.
-fn stat_cpu(stat: &str) -> Option<Duration> {
+/// utime + stime (fields 14 and 15) of /proc/PID/stat, at `per_second` ticks a second. The
+/// command name (field 2) may hold spaces and parentheses, so fields are counted after its last
+/// closing parenthesis.
+fn stat_cpu(stat: &str, per_second: u64) -> Option<Duration> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // After the name: state is field 3, so utime (14) is index 11 and stime (15) index 12.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(Duration::from_millis(
-        (utime + stime) * 1000 / TICKS_PER_SECOND,
-    ))
+    let ticks = utime + stime;
+    let sub_second = ticks % per_second * 1_000_000_000 / per_second;
+    Some(Duration::from_secs(ticks / per_second) + Duration::from_nanos(sub_second))
+}
+
+/// Clock ticks per second of /proc/PID/stat times.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct ClockTicks {
+    /// Ticks per second.
+    pub(crate) per_second: u64,
+    /// True when `getconf CLK_TCK` failed and 100 was assumed.
+    pub(crate) assumed: bool,
+}
+
+/// `getconf CLK_TCK`, looked up once; else 100 (`USER_HZ` on every mainstream Linux), flagged
+/// as assumed.
+pub(crate) fn clock_ticks() -> ClockTicks {
+    static TICKS: OnceLock<ClockTicks> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        let out = Command::new("getconf").arg("CLK_TCK").output().ok();
+        let parsed = out
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|t| *t > 0);
+        match parsed {
+            Some(per_second) => ClockTicks {
+                per_second,
+                assumed: false,
+            },
+            None => ClockTicks {
+                per_second: 100,
+                assumed: true,
+            },
+        }
+    })
 }
 
 #[cfg(test)]
@@ -162,7 +197,10 @@ mod tests {
         assert_eq!(status_kib(status, "VmHWM:"), Some(10240));
         assert_eq!(status_kib(status, "VmSwap:"), None);
         let stat = "42 (a b) S 1 42 42 0 -1 4194560 100 0 0 0 250 30 0 0 20 0 1 0 5 0 0";
-        assert_eq!(stat_cpu(stat), Some(Duration::from_millis(2800)));
+        assert_eq!(stat_cpu(stat, 100), Some(Duration::from_millis(2800)));
+        let stat = "42 (tokio (rt) x) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0";
+        assert_eq!(stat_cpu(stat, 100), Some(Duration::from_millis(3250)));
+        assert_eq!(stat_cpu(stat, 1000), Some(Duration::from_millis(325)));
     }
 
     #[test]
