@@ -25,7 +25,11 @@ const CHANGE_STRIDE: usize = 37;
 
 /// Proxy 0's endpoints must be every static endpoint plus every proxy: proof that each
 /// simulated proxy really receives the whole mesh.
-pub(super) fn check_endpoints(held: &ProxyState, mesh: &MeshConfig, proxies: usize) -> anyhow::Result<()> {
+pub(super) fn check_endpoints(
+    held: &ProxyState,
+    mesh: &MeshConfig,
+    proxies: usize,
+) -> anyhow::Result<()> {
     let mut assignments = 0;
     let mut endpoints = 0;
     for any in &held.eds {

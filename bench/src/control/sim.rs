@@ -185,7 +185,10 @@ pub(super) fn synced(proxies: &[ProxyState]) -> Result<Instant, usize> {
 }
 
 /// Every proxy applied an EDS version other than `before`: the first and last such apply.
-pub(super) fn acked(proxies: &[ProxyState], before: &[Option<String>]) -> Result<(Instant, Instant), usize> {
+pub(super) fn acked(
+    proxies: &[ProxyState],
+    before: &[Option<String>],
+) -> Result<(Instant, Instant), usize> {
     let applied: Vec<Instant> = proxies
         .iter()
         .zip(before)
