@@ -384,23 +384,21 @@ impl TrellisMesh {
         let client_tls = certs::client_tls(&mut ca)?;
         drop(ca);
         let xds_port = free_port()?;
-        let args: Vec<OsString> = ["control", "--log", "warn", "--config-dir"]
-            .iter()
-            .map(OsString::from)
-            .chain([config_dir.into_os_string()])
-            .chain(["--data-dir".into(), data_dir.clone().into_os_string()])
-            .chain(
-                [
-                    "--xds-addr".to_owned(),
-                    format!("127.0.0.1:{xds_port}"),
-                    "--admin-addr".to_owned(),
-                    format!("127.0.0.1:{}", free_port()?),
-                    "--warmup".to_owned(),
-                    "0s".to_owned(),
-                ]
-                .map(OsString::from),
-            )
-            .collect();
+        let args: Vec<OsString> = vec![
+            "control".into(),
+            "--log".into(),
+            "warn".into(),
+            "--config-dir".into(),
+            config_dir.into(),
+            "--data-dir".into(),
+            data_dir.clone().into(),
+            "--xds-addr".into(),
+            format!("127.0.0.1:{xds_port}").into(),
+            "--admin-addr".into(),
+            format!("127.0.0.1:{}", free_port()?).into(),
+            "--warmup".into(),
+            "0s".into(),
+        ];
         let log = dir.join("control.log");
         let mut control = Proc::start("trellis control", CLIENT_CPU, &env.trellis, &args, &log)?;
         let started = Instant::now();

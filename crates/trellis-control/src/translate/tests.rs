@@ -10,7 +10,7 @@ use prost::Message;
 use trellis_xds::node::{NodeMeta, UpstreamPort};
 use trellis_xds::{Snapshot, TypeUrl};
 
-use super::translate;
+use super::{SharedResources, translate, translate_shared};
 use crate::model::MeshModel;
 
 const CONFIG: &str = r#"
@@ -362,4 +362,43 @@ fn policies_reach_selected_workloads_and_encode_stably() {
             again.version(TypeUrl::Listener)
         );
     }
+}
+
+#[test]
+fn workloads_without_a_certificate_get_and_are_reached_in_plaintext() {
+    let secure = node("catalog", "v1", 41001);
+    let plain = NodeMeta {
+        mtls: false,
+        ..node("catalog", "v2", 41002)
+    };
+    let mut model = model(&[secure.clone(), plain.clone()]);
+    model.trust_bundle = Some("bundle".into());
+    let shared = SharedResources::build(&model);
+    let matches = |snapshot: &Snapshot| {
+        let c: Cluster = decode(snapshot, TypeUrl::Cluster, "outbound|catalog.default");
+        c.transport_socket_matches.len()
+    };
+    assert!(matches(&translate_shared(&shared, &model, &secure)) > 0);
+    assert_eq!(
+        matches(&translate_shared(&shared, &model, &plain)),
+        0,
+        "a proxy without a certificate cannot originate mTLS"
+    );
+    let snapshot = translate_shared(&shared, &model, &secure);
+    let cla: ClusterLoadAssignment = decode(
+        &snapshot,
+        TypeUrl::ClusterLoadAssignment,
+        "outbound|catalog.default",
+    );
+    let tls_marked: Vec<bool> = cla
+        .endpoints
+        .iter()
+        .flat_map(|l| l.lb_endpoints.iter())
+        .map(|e| e.metadata.is_some())
+        .collect();
+    assert_eq!(
+        tls_marked,
+        [true, false],
+        "only the certified endpoint is marked for mTLS"
+    );
 }

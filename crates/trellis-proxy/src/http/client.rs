@@ -1,6 +1,6 @@
 //! Upstream HTTP: pooled keep-alive HTTP/1.1 (header case preserved) and one multiplexed HTTP/2
-//! connection per endpoint, and
-//! the rewrite of a downstream request into the request sent to one endpoint.
+//! connection per endpoint, and the rewrite of a downstream request into the request sent to
+//! one endpoint.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
