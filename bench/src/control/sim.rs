@@ -36,7 +36,7 @@ pub(super) struct ProxyState {
     pub(super) types: BTreeMap<TypeUrl, TypeState>,
     /// Its listeners or clusters name an SDS secret, so sync waits for SDS too.
     wants_secrets: bool,
-    /// The last EDS resources (proxy 0 only, for [`super::mesh::check_endpoints`]).
+    /// The EDS resources it holds (proxy 0 only, for [`super::mesh::check_endpoints`]).
     pub(super) eds: Vec<Any>,
 }
 
@@ -47,7 +47,7 @@ pub(super) struct TypeState {
     pub(super) version: String,
     /// When it was applied (its ACK queued).
     pub(super) at: Instant,
-    /// Encoded size and count of the resources of the last response.
+    /// Encoded size and count of the resources it holds of the type.
     pub(super) bytes: u64,
     pub(super) resources: usize,
     /// Responses and resource bytes received since the stream opened.
@@ -77,36 +77,28 @@ impl Tracker {
         self.proxies.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn record(
-        &self,
-        index: usize,
-        type_url: TypeUrl,
-        version: &str,
-        resources: &[Any],
-        wants_secrets: bool,
-    ) {
-        let bytes: u64 = resources.iter().map(|r| r.encoded_len() as u64).sum();
+    fn record(&self, index: usize, applied: Applied<'_>) {
         let at = Instant::now();
         {
             let mut proxies = self.lock();
             let proxy = &mut proxies[index];
-            proxy.wants_secrets = wants_secrets;
-            if index == 0 && type_url == TypeUrl::ClusterLoadAssignment {
-                proxy.eds = resources.to_vec();
+            proxy.wants_secrets = applied.wants_secrets;
+            if let Some(eds) = applied.eds {
+                proxy.eds = eds;
             }
             let (pushes, bytes_total) = proxy
                 .types
-                .get(&type_url)
+                .get(&applied.type_url)
                 .map_or((0, 0), |s| (s.pushes, s.bytes_total));
             proxy.types.insert(
-                type_url,
+                applied.type_url,
                 TypeState {
-                    version: version.to_owned(),
+                    version: applied.version.to_owned(),
                     at,
-                    bytes,
-                    resources: resources.len(),
+                    bytes: applied.held_bytes,
+                    resources: applied.held,
                     pushes: pushes + 1,
-                    bytes_total: bytes_total + bytes,
+                    bytes_total: bytes_total + applied.received_bytes,
                 },
             );
         }
@@ -203,12 +195,36 @@ pub(super) fn acked(
     }
 }
 
+/// One response as a simulated proxy applied it.
+struct Applied<'a> {
+    type_url: TypeUrl,
+    version: &'a str,
+    received_bytes: u64,
+    /// Resources of the type held after applying, and their encoded size.
+    held: usize,
+    held_bytes: u64,
+    wants_secrets: bool,
+    /// Proxy 0's endpoints after an EDS response.
+    eds: Option<Vec<Any>>,
+}
+
+/// The name of a route config, load assignment or secret (field 1 of each), decoded without
+/// the rest of the resource.
+#[derive(Clone, PartialEq, Message)]
+struct Named {
+    #[prost(string, tag = "1")]
+    name: String,
+}
+
 /// A simulated proxy: accepts everything, subscribes to the route configs, endpoints and
-/// secrets its listeners and clusters name (as the real proxy does), and reports to the
-/// tracker. Its instant of apply is when the ACK is queued.
+/// secrets its listeners and clusters name (as the real proxy does), keeps the named resources
+/// it was sent by name, and reports to the tracker. Its instant of apply is when the ACK is
+/// queued.
 pub(super) struct SimProxy {
     index: usize,
     tracker: Arc<Tracker>,
+    /// Named resources held, by type and name (full resources for proxy 0's EDS only).
+    named: BTreeMap<TypeUrl, BTreeMap<String, Held>>,
     routes: BTreeSet<String>,
     endpoints: BTreeSet<String>,
     listener_secrets: BTreeSet<String>,
@@ -221,6 +237,7 @@ impl SimProxy {
         SimProxy {
             index,
             tracker,
+            named: BTreeMap::new(),
             routes: BTreeSet::new(),
             endpoints: BTreeSet::new(),
             listener_secrets: BTreeSet::new(),
@@ -285,18 +302,74 @@ impl SimProxy {
     }
 }
 
+/// A named resource a simulated proxy holds.
+struct Held {
+    bytes: u64,
+    any: Option<Any>,
+}
+
+impl SimProxy {
+    /// Merges a response of a named type by name, then drops what is no longer wanted.
+    fn merge(&mut self, type_url: TypeUrl, resources: &[Any]) -> Result<(), String> {
+        let keep_full = self.index == 0 && type_url == TypeUrl::ClusterLoadAssignment;
+        let wanted: BTreeSet<String> = self.wanted(type_url).into_iter().collect();
+        let held = self.named.entry(type_url).or_default();
+        for any in resources {
+            let name = Named::decode(&*any.value)
+                .map_err(|e| format!("{}: {e}", any.type_url))?
+                .name;
+            let bytes = any.encoded_len() as u64;
+            held.insert(
+                name,
+                Held {
+                    bytes,
+                    any: keep_full.then(|| any.clone()),
+                },
+            );
+        }
+        held.retain(|name, _| wanted.contains(name));
+        Ok(())
+    }
+}
+
 impl Handler for SimProxy {
     fn apply(&mut self, type_url: TypeUrl, version: &str, resources: &[Any]) -> Result<(), String> {
-        match type_url {
-            TypeUrl::Listener => self.on_listeners(resources)?,
-            TypeUrl::Cluster => self.on_clusters(resources)?,
-            // Endpoints, routes and secrets are only counted: decoding them would spend the
-            // CPU the control plane is measured on.
-            TypeUrl::RouteConfiguration | TypeUrl::ClusterLoadAssignment | TypeUrl::Secret => {}
-        }
-        let wants_secrets = !self.secrets().is_empty();
-        self.tracker
-            .record(self.index, type_url, version, resources, wants_secrets);
+        let received_bytes = resources.iter().map(|r| r.encoded_len() as u64).sum();
+        let (held, held_bytes) = match type_url {
+            TypeUrl::Listener => {
+                self.on_listeners(resources)?;
+                (resources.len(), received_bytes)
+            }
+            TypeUrl::Cluster => {
+                self.on_clusters(resources)?;
+                (resources.len(), received_bytes)
+            }
+            // Endpoints, routes and secrets are only named and counted: decoding them would
+            // spend the CPU the control plane is measured on.
+            TypeUrl::RouteConfiguration | TypeUrl::ClusterLoadAssignment | TypeUrl::Secret => {
+                self.merge(type_url, resources)?;
+                let held = &self.named[&type_url];
+                (held.len(), held.values().map(|h| h.bytes).sum())
+            }
+        };
+        let eds = (self.index == 0 && type_url == TypeUrl::ClusterLoadAssignment).then(|| {
+            self.named[&type_url]
+                .values()
+                .filter_map(|h| h.any.clone())
+                .collect()
+        });
+        self.tracker.record(
+            self.index,
+            Applied {
+                type_url,
+                version,
+                received_bytes,
+                held,
+                held_bytes,
+                wants_secrets: !self.secrets().is_empty(),
+                eds,
+            },
+        );
         Ok(())
     }
 

@@ -23,7 +23,7 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 use prost::{Message, Name};
 use trellis_xds::node::NodeMeta;
-use trellis_xds::snapshot::Resources;
+use trellis_xds::snapshot::{Resource, Resources};
 use trellis_xds::{Snapshot, TypeUrl};
 
 use crate::model::MeshModel;
@@ -51,24 +51,24 @@ impl SharedResources {
     pub fn build(model: &MeshModel) -> SharedResources {
         let routes = route::route_configs(model)
             .iter()
-            .map(|r| (r.name.clone(), Resources::encode(r)))
+            .map(|r| (r.name.clone(), Resource::encode(r)))
             .collect();
         let endpoints = cluster::load_assignments(model)
             .iter()
-            .map(|cla| (cla.cluster_name.clone(), Resources::encode(cla)))
+            .map(|cla| (cla.cluster_name.clone(), Resource::encode(cla)))
             .collect();
         let secrets = model
             .trust_bundle
             .iter()
             .map(|bundle| {
-                let secret = Resources::encode(&tls::bundle_secret(bundle));
+                let secret = Resource::encode(&tls::bundle_secret(bundle));
                 (BUNDLE_SECRET.to_owned(), secret)
             })
             .collect();
         let clusters = [true, false].map(|mtls| {
             let items = cluster::outbound_clusters(model, mtls)
                 .iter()
-                .map(|c| (c.name.clone(), Resources::encode(c)))
+                .map(|c| (c.name.clone(), Resource::encode(c)))
                 .collect();
             Arc::new(Resources::new(items))
         });

@@ -1,6 +1,7 @@
 //! The xDS handler: validates each state-of-the-world update, keeps the last accepted resources
-//! of every type, rebuilds and publishes the table, and tracks readiness. A rejected update
-//! leaves everything as it was.
+//! of every type (listeners and clusters replaced whole, the named types merged by name and
+//! pruned to what listeners and clusters name), rebuilds and publishes the table, and tracks
+//! readiness. A rejected update leaves everything as it was.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -137,7 +138,8 @@ impl ConfigState {
                     .iter()
                     .map(|r| RouteConfig::compile(r, metrics))
                     .collect::<Result<Vec<_>, _>>()?;
-                self.routes = by_name("route configuration", compiled, |r| &r.name)?;
+                let compiled = by_name("route configuration", compiled, |r| &r.name)?;
+                self.routes.extend(compiled);
             }
             TypeUrl::Cluster => {
                 let compiled = decode_all::<PbCluster>("cluster", resources)?
@@ -152,17 +154,18 @@ impl ConfigState {
                         .iter()
                         .map(Assignment::compile)
                         .collect::<Result<Vec<_>, _>>()?;
-                self.assignments =
-                    by_name("cluster load assignment", compiled, |a| &a.cluster_name)?;
+                let compiled = by_name("cluster load assignment", compiled, |a| &a.cluster_name)?;
+                self.assignments.extend(compiled);
             }
             TypeUrl::Secret => {
                 let compiled = decode_all::<Secret>("secret", resources)?
                     .iter()
                     .map(|s| Ok((s.name.clone(), crate::config::tls::bundle(s)?)))
                     .collect::<Result<BTreeMap<_, _>, ConfigError>>()?;
-                self.secrets = compiled;
+                self.secrets.extend(compiled);
             }
         }
+        self.prune();
         self.versions.insert(type_url, version.to_owned());
         self.applied.insert(type_url);
         self.publish();
@@ -173,32 +176,28 @@ impl ConfigState {
     }
 
     fn wanted(&self, type_url: TypeUrl) -> Vec<String> {
-        let names: BTreeSet<&str> = match type_url {
-            TypeUrl::RouteConfiguration => self
-                .listeners
-                .values()
-                .flat_map(|l| l.rds_names())
-                .collect(),
-            TypeUrl::ClusterLoadAssignment => self
-                .clusters
-                .values()
-                .filter_map(|c| match &c.discovery {
-                    Discovery::Eds(service) => Some(service.as_str()),
-                    Discovery::Static(_) => None,
-                })
-                .collect(),
-            TypeUrl::Secret => self.bundle_names().collect(),
-            TypeUrl::Listener | TypeUrl::Cluster => BTreeSet::new(),
-        };
-        names.into_iter().map(str::to_owned).collect()
+        self.wanted_set(type_url)
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
     }
 
-    /// Trust bundle secrets the listeners' and clusters' TLS settings name.
-    fn bundle_names(&self) -> impl Iterator<Item = &str> {
-        self.listeners
-            .values()
-            .filter_map(|l| l.tls().map(|t| t.bundle.as_str()))
-            .chain(self.clusters.values().flat_map(|c| c.tls.bundles()))
+    fn wanted_set(&self, type_url: TypeUrl) -> BTreeSet<&str> {
+        named(&self.listeners, &self.clusters, type_url)
+    }
+
+    /// Drops the named resources that no listener or cluster names any more (the client
+    /// unsubscribes from them in the same step).
+    fn prune(&mut self) {
+        let (listeners, clusters) = (&self.listeners, &self.clusters);
+        let routes = named(listeners, clusters, TypeUrl::RouteConfiguration);
+        self.routes.retain(|name, _| routes.contains(name.as_str()));
+        let assignments = named(listeners, clusters, TypeUrl::ClusterLoadAssignment);
+        self.assignments
+            .retain(|name, _| assignments.contains(name.as_str()));
+        let secrets = named(listeners, clusters, TypeUrl::Secret);
+        self.secrets
+            .retain(|name, _| secrets.contains(name.as_str()));
     }
 
     /// LDS and CDS applied, and RDS/EDS/SDS too if they name anything.
@@ -217,7 +216,9 @@ impl ConfigState {
 
     /// Rebuilds the table from the accepted resources and publishes it.
     fn publish(&mut self) {
-        if let Some(pem) = self.bundle_names().find_map(|n| self.secrets.get(n)) {
+        let bundle =
+            bundle_names(&self.listeners, &self.clusters).find_map(|n| self.secrets.get(n));
+        if let Some(pem) = bundle {
             self.shared.identity.set_bundle(pem.clone());
         }
         let mut tls_clients = HashMap::new();
@@ -269,6 +270,37 @@ impl ConfigState {
             self.versions.clone(),
         ));
     }
+}
+
+/// The names of `type_url` that the accepted listeners and clusters refer to.
+fn named<'a>(
+    listeners: &'a BTreeMap<String, Arc<ListenerConfig>>,
+    clusters: &'a BTreeMap<String, Arc<ClusterConfig>>,
+    type_url: TypeUrl,
+) -> BTreeSet<&'a str> {
+    match type_url {
+        TypeUrl::RouteConfiguration => listeners.values().flat_map(|l| l.rds_names()).collect(),
+        TypeUrl::ClusterLoadAssignment => clusters
+            .values()
+            .filter_map(|c| match &c.discovery {
+                Discovery::Eds(service) => Some(service.as_str()),
+                Discovery::Static(_) => None,
+            })
+            .collect(),
+        TypeUrl::Secret => bundle_names(listeners, clusters).collect(),
+        TypeUrl::Listener | TypeUrl::Cluster => BTreeSet::new(),
+    }
+}
+
+/// Trust bundle secrets the listeners' and clusters' TLS settings name.
+fn bundle_names<'a>(
+    listeners: &'a BTreeMap<String, Arc<ListenerConfig>>,
+    clusters: &'a BTreeMap<String, Arc<ClusterConfig>>,
+) -> impl Iterator<Item = &'a str> {
+    listeners
+        .values()
+        .filter_map(|l| l.tls().map(|t| t.bundle.as_str()))
+        .chain(clusters.values().flat_map(|c| c.tls.bundles()))
 }
 
 /// Indexes resources by name, rejecting duplicates.

@@ -19,8 +19,10 @@ use crate::TypeUrl;
 
 /// What consumes configuration: the proxy's config compiler.
 pub trait Handler: Send + 'static {
-    /// Validates and applies the complete set of resources of one type (state of the world).
-    /// `Ok` ACKs the response; `Err(detail)` NACKs it with `detail` as `error_detail`.
+    /// Validates and applies one response: the complete set of listeners or clusters, or, for
+    /// the named types (RDS, EDS, SDS), the resources that changed or were newly requested; the
+    /// handler keeps the other named resources it still wants. `Ok` ACKs the response;
+    /// `Err(detail)` NACKs it with `detail` as `error_detail`.
     fn apply(&mut self, type_url: TypeUrl, version: &str, resources: &[Any]) -> Result<(), String>;
     /// Names the handler needs of a named type (RDS, EDS), derived from applied LDS and CDS.
     fn wanted(&self, type_url: TypeUrl) -> Vec<String>;

@@ -1,8 +1,10 @@
 //! ADS server, state of the world: one task per stream tracks what each type's subscriber asked
 //! for and was last sent, classifies each request as ACK, NACK or stale by its nonce, and pushes
-//! a type again only when its version changed.
+//! a type again only when its version changed. Listeners and clusters go out complete, as the
+//! protocol requires; route configs, endpoints and secrets go out one changed resource at a
+//! time (the xDS spec lets SotW clients keep the named resources a response leaves out).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +35,8 @@ pub trait Hooks: Send + Sync + 'static {
     /// (`None` while there is none yet: nothing is sent, so the client keeps what it has), or a
     /// status that refuses the stream (e.g. missing metadata).
     fn connect(&self, stream: StreamId, node: &Node) -> Result<SnapshotWatch, Status>;
-    /// The client applied `version` of `type_url`.
+    /// The client holds `version` of `type_url`: it ACKed that version, or it ACKed an earlier
+    /// one and nothing it subscribes to has changed since (so it was sent nothing).
     fn ack(&self, stream: StreamId, type_url: TypeUrl, version: &str);
     /// The client rejected the last response for `type_url` with `error`.
     fn nack(&self, stream: StreamId, type_url: TypeUrl, rejected_version: &str, error: &str);
@@ -142,8 +145,29 @@ struct Subscription {
     /// `None` = wildcard (every resource of the type).
     names: Option<BTreeSet<String>>,
     last_nonce: String,
-    /// Version of the last response sent, acknowledged or not.
+    /// Version the subscriber holds once it ACKs `last_nonce`: that of the last response, or a
+    /// later one that changed nothing it subscribes to.
     sent_version: Option<String>,
+    /// How the client answered `last_nonce`.
+    answer: Answer,
+    /// Named types: the hash of each resource as last sent, by name.
+    sent: HashMap<String, u64>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    #[default]
+    Pending,
+    Acked,
+    Nacked,
+}
+
+/// Why a type is sent: a client's request is always answered; a snapshot change reaches a
+/// client only when something it subscribes to changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    Request,
+    Push,
 }
 
 struct Session<H> {
@@ -208,25 +232,33 @@ impl<H: Hooks> Session<H> {
                 tracing::trace!(node = %self.node_id, %type_url, "stale nonce ignored");
                 return true;
             }
+            let version = sub.sent_version.as_deref().unwrap_or("");
             match &request.error_detail {
-                Some(status) => self.hooks.nack(
-                    self.id,
-                    type_url,
-                    sub.sent_version.as_deref().unwrap_or(""),
-                    &status.message,
-                ),
-                None => self.hooks.ack(self.id, type_url, &request.version_info),
+                Some(status) => {
+                    // The client kept none of that response: the next one carries everything.
+                    sub.answer = Answer::Nacked;
+                    sub.sent.clear();
+                    self.hooks.nack(self.id, type_url, version, &status.message);
+                }
+                None => {
+                    sub.answer = Answer::Acked;
+                    self.hooks.ack(self.id, type_url, version);
+                }
             }
         }
         let names = requested_names(type_url, request.resource_names);
         let names_changed = sub.names != names || request.response_nonce.is_empty();
+        if let Some(names) = &names {
+            // A name dropped and requested again later is sent again.
+            sub.sent.retain(|name, _| names.contains(name));
+        }
         sub.names = names;
         let Some(snapshot) = snapshot else {
             return true;
         };
         let stale = sub.sent_version.as_deref() != Some(snapshot.version(type_url));
         if names_changed || stale {
-            return self.send(type_url, snapshot).await;
+            return self.send(type_url, snapshot, Cause::Request).await;
         }
         true
     }
@@ -240,33 +272,56 @@ impl<H: Hooks> Session<H> {
             .map(|(t, _)| *t)
             .collect();
         for type_url in TypeUrl::ALL.into_iter().filter(|t| changed.contains(t)) {
-            if !self.send(type_url, snapshot).await {
+            if !self.send(type_url, snapshot, Cause::Push).await {
                 return false;
             }
         }
         true
     }
 
-    async fn send(&mut self, type_url: TypeUrl, snapshot: &Snapshot) -> bool {
-        self.nonce += 1;
-        let nonce = self.nonce.to_string();
+    /// Sends `type_url`: every subscribed resource of a wildcard type, or the named resources
+    /// the client does not hold yet. A push with nothing new for the client sends nothing and
+    /// counts as held once the client has ACKed the last response.
+    async fn send(&mut self, type_url: TypeUrl, snapshot: &Snapshot, cause: Cause) -> bool {
         let Some(sub) = self.subs.get_mut(&type_url) else {
             return true;
         };
-        let resources = snapshot
-            .resources(type_url)
-            .map(|r| {
-                r.items
-                    .iter()
-                    .filter(|(name, _)| sub.names.as_ref().is_none_or(|n| n.contains(*name)))
-                    .map(|(_, any)| any.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
         let version = snapshot.version(type_url).to_owned();
+        let resources: Vec<_> = if type_url.is_wildcard() {
+            snapshot
+                .iter(type_url)
+                .filter(|(name, _)| sub.names.as_ref().is_none_or(|n| n.contains(*name)))
+                .map(|(_, r)| r.any.clone())
+                .collect()
+        } else {
+            let mut changed = Vec::new();
+            for name in sub.names.iter().flatten() {
+                match snapshot.get(type_url, name) {
+                    Some(r) if sub.sent.get(name) != Some(&r.hash) => {
+                        sub.sent.insert(name.clone(), r.hash);
+                        changed.push(r.any.clone());
+                    }
+                    Some(_) => {}
+                    None => {
+                        sub.sent.remove(name);
+                    }
+                }
+            }
+            changed
+        };
+        if cause == Cause::Push && resources.is_empty() && !type_url.is_wildcard() {
+            if sub.answer == Answer::Acked {
+                self.hooks.ack(self.id, type_url, &version);
+            }
+            sub.sent_version = Some(version);
+            return true;
+        }
+        self.nonce += 1;
+        let nonce = self.nonce.to_string();
         sub.last_nonce.clone_from(&nonce);
         sub.sent_version = Some(version.clone());
-        tracing::debug!(node = %self.node_id, %type_url, %version, "push");
+        sub.answer = Answer::Pending;
+        tracing::debug!(node = %self.node_id, %type_url, %version, count = resources.len(), "push");
         let response = DiscoveryResponse {
             version_info: version,
             resources,

@@ -1,5 +1,6 @@
 //! Immutable per-proxy xDS snapshots: every resource of every type, each type versioned by a
-//! hash of its content so an unchanged type is never pushed again.
+//! hash of its content so an unchanged type is never pushed again, and each resource hashed so
+//! that the named types (RDS, EDS, SDS) can be pushed one changed resource at a time.
 
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -10,18 +11,43 @@ use prost::{Message, Name};
 
 use crate::TypeUrl;
 
-/// All resources of one type in a snapshot.
+/// One encoded resource and the hash of its encoding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    /// The resource as sent.
+    pub any: Any,
+    /// Hash of `any.value`: equal hashes mean a subscriber already holds this content.
+    pub hash: u64,
+}
+
+impl Resource {
+    /// Encodes `msg` as an `Any` and hashes it.
+    pub fn encode<M: Message + Name>(msg: &M) -> Resource {
+        let value = msg.encode_to_vec();
+        let mut hasher = DefaultHasher::new();
+        value.hash(&mut hasher);
+        Resource {
+            any: Any {
+                type_url: M::type_url(),
+                value,
+            },
+            hash: hasher.finish(),
+        }
+    }
+}
+
+/// Resources of one type, by name, with a content version.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Resources {
     /// Content version: identical resources give identical versions.
     pub version: String,
     /// Resources by name.
-    pub items: BTreeMap<String, Any>,
+    pub items: BTreeMap<String, Resource>,
 }
 
 impl Resources {
     /// Resources with their content version.
-    pub fn new(items: BTreeMap<String, Any>) -> Resources {
+    pub fn new(items: BTreeMap<String, Resource>) -> Resources {
         let mut hasher = DefaultHasher::new();
         hash_items(&items, &mut hasher);
         Resources {
@@ -29,20 +55,12 @@ impl Resources {
             items,
         }
     }
-
-    /// Encodes `msg` as an `Any`.
-    pub fn encode<M: Message + Name>(msg: &M) -> Any {
-        Any {
-            type_url: M::type_url(),
-            value: msg.encode_to_vec(),
-        }
-    }
 }
 
-fn hash_items(items: &BTreeMap<String, Any>, hasher: &mut DefaultHasher) {
-    for (name, any) in items {
+fn hash_items(items: &BTreeMap<String, Resource>, hasher: &mut DefaultHasher) {
+    for (name, resource) in items {
         name.hash(hasher);
-        any.value.hash(hasher);
+        resource.hash.hash(hasher);
     }
 }
 
@@ -50,11 +68,37 @@ fn version(hasher: &DefaultHasher) -> String {
     format!("{:016x}", hasher.finish())
 }
 
+/// One type in a snapshot: resources shared with other snapshots plus the proxy's own, which
+/// win over shared ones of the same name. Neither is copied into the other.
+#[derive(Debug, Clone, Default)]
+struct Layers {
+    version: String,
+    shared: Option<Arc<Resources>>,
+    own: BTreeMap<String, Resource>,
+}
+
+impl Layers {
+    fn get(&self, name: &str) -> Option<&Resource> {
+        self.own
+            .get(name)
+            .or_else(|| self.shared.as_ref()?.items.get(name))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, &Resource)> {
+        let shared = self.shared.iter().flat_map(|s| &s.items);
+        self.own
+            .iter()
+            .chain(shared.filter(|(name, _)| !self.own.contains_key(*name)))
+            .map(|(name, r)| (name.as_str(), r))
+    }
+}
+
 /// The complete configuration for one proxy at one moment. Types that are the same for many
-/// proxies (routes, endpoints) are shared between their snapshots, not copied.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// proxies (routes, endpoints, outbound clusters) are shared between their snapshots, not
+/// copied.
+#[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    types: BTreeMap<TypeUrl, Arc<Resources>>,
+    types: BTreeMap<TypeUrl, Layers>,
 }
 
 impl Snapshot {
@@ -64,12 +108,17 @@ impl Snapshot {
         SnapshotBuilder::default()
     }
 
-    /// The resources of one type (empty when the snapshot has none).
-    pub fn resources(&self, type_url: TypeUrl) -> Option<&Resources> {
-        self.types.get(&type_url).map(|r| &**r)
+    /// The resources of one type, by name (none when the snapshot has none of the type).
+    pub fn iter(&self, type_url: TypeUrl) -> impl Iterator<Item = (&str, &Resource)> {
+        self.types.get(&type_url).into_iter().flat_map(Layers::iter)
     }
 
-    /// The version of one type, `""` when the type is empty.
+    /// One resource by type and name.
+    pub fn get(&self, type_url: TypeUrl, name: &str) -> Option<&Resource> {
+        self.types.get(&type_url)?.get(name)
+    }
+
+    /// The version of one type; empty types share one version.
     pub fn version(&self, type_url: TypeUrl) -> &str {
         self.types
             .get(&type_url)
@@ -82,7 +131,7 @@ impl Snapshot {
 #[derive(Debug, Default)]
 pub struct SnapshotBuilder {
     shared: BTreeMap<TypeUrl, Arc<Resources>>,
-    types: BTreeMap<TypeUrl, BTreeMap<String, Any>>,
+    types: BTreeMap<TypeUrl, BTreeMap<String, Resource>>,
 }
 
 impl SnapshotBuilder {
@@ -91,11 +140,11 @@ impl SnapshotBuilder {
         self.types
             .entry(type_url)
             .or_default()
-            .insert(name.to_owned(), Resources::encode(msg));
+            .insert(name.to_owned(), Resource::encode(msg));
     }
 
     /// Uses `resources`, shared with other snapshots, for `type_url`. Resources also inserted
-    /// for that type are added to a copy (and override shared ones of the same name).
+    /// for that type are layered over them (and win over shared ones of the same name).
     pub fn share(&mut self, type_url: TypeUrl, resources: Arc<Resources>) {
         self.shared.insert(type_url, resources);
     }
@@ -104,25 +153,29 @@ impl SnapshotBuilder {
     pub fn seal(mut self) -> Snapshot {
         let mut types = BTreeMap::new();
         for type_url in TypeUrl::ALL {
-            let own = self.types.remove(&type_url);
-            let resources = match (self.shared.remove(&type_url), own) {
-                (Some(shared), None) => shared,
-                (None, own) => Arc::new(Resources::new(own.unwrap_or_default())),
-                (Some(shared), Some(own)) => {
-                    // Versioned by the shared version plus the own items: no rehash of the
-                    // shared content.
+            let own = self.types.remove(&type_url).unwrap_or_default();
+            let shared = self.shared.remove(&type_url);
+            let version = match &shared {
+                Some(shared) if own.is_empty() => shared.version.clone(),
+                // Versioned by the shared version plus the own items: no rehash of the shared
+                // content.
+                _ => {
                     let mut hasher = DefaultHasher::new();
-                    shared.version.hash(&mut hasher);
+                    if let Some(shared) = &shared {
+                        shared.version.hash(&mut hasher);
+                    }
                     hash_items(&own, &mut hasher);
-                    let mut items = shared.items.clone();
-                    items.extend(own);
-                    Arc::new(Resources {
-                        version: version(&hasher),
-                        items,
-                    })
+                    version(&hasher)
                 }
             };
-            types.insert(type_url, resources);
+            types.insert(
+                type_url,
+                Layers {
+                    version,
+                    shared,
+                    own,
+                },
+            );
         }
         Snapshot { types }
     }
@@ -138,6 +191,10 @@ mod tests {
             name: name.to_owned(),
             ..Cluster::default()
         }
+    }
+
+    fn names(snapshot: &Snapshot, type_url: TypeUrl) -> Vec<&str> {
+        snapshot.iter(type_url).map(|(name, _)| name).collect()
     }
 
     #[test]
@@ -159,21 +216,50 @@ mod tests {
             c.version(TypeUrl::Listener),
             "empty types share a version"
         );
-        let shared = Arc::new(a.resources(TypeUrl::Cluster).unwrap().clone());
-        let mut with_local = Snapshot::builder();
-        with_local.share(TypeUrl::Cluster, shared.clone());
-        with_local.insert(TypeUrl::Cluster, "local", &cluster("local"));
-        let with_local = with_local.seal();
-        let merged = with_local.resources(TypeUrl::Cluster).unwrap();
-        assert_eq!(merged.items.len(), 3);
-        assert_ne!(merged.version, shared.version);
-        let mut only_shared = Snapshot::builder();
-        only_shared.share(TypeUrl::Cluster, shared.clone());
-        assert_eq!(only_shared.seal(), a, "a shared type is used as is");
-        let any = &a.resources(TypeUrl::Cluster).unwrap().items["a"];
+        assert_eq!(
+            a.get(TypeUrl::Cluster, "a"),
+            c.get(TypeUrl::Cluster, "a"),
+            "equal content, equal hash"
+        );
+        assert_ne!(
+            a.get(TypeUrl::Cluster, "a").unwrap().hash,
+            a.get(TypeUrl::Cluster, "b").unwrap().hash
+        );
+        let any = &a.get(TypeUrl::Cluster, "a").unwrap().any;
         assert_eq!(
             any.type_url,
             "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+        );
+    }
+
+    #[test]
+    fn own_resources_layer_over_shared_ones() {
+        let shared = Arc::new(Resources::new(
+            ["a", "b"]
+                .map(|n| (n.to_owned(), Resource::encode(&cluster(n))))
+                .into(),
+        ));
+        let mut only_shared = Snapshot::builder();
+        only_shared.share(TypeUrl::Cluster, shared.clone());
+        let only_shared = only_shared.seal();
+        assert_eq!(only_shared.version(TypeUrl::Cluster), shared.version);
+        assert_eq!(names(&only_shared, TypeUrl::Cluster), ["a", "b"]);
+
+        let mut layered = Snapshot::builder();
+        layered.share(TypeUrl::Cluster, shared.clone());
+        layered.insert(TypeUrl::Cluster, "local", &cluster("local"));
+        let mut replacement = cluster("b");
+        replacement.alt_stat_name = "own".to_owned();
+        layered.insert(TypeUrl::Cluster, "b", &replacement);
+        let layered = layered.seal();
+        assert_ne!(layered.version(TypeUrl::Cluster), shared.version);
+        let mut listed = names(&layered, TypeUrl::Cluster);
+        listed.sort_unstable();
+        assert_eq!(listed, ["a", "b", "local"], "each name once");
+        let b = layered.get(TypeUrl::Cluster, "b").unwrap();
+        assert_eq!(
+            Cluster::decode(b.any.value.as_slice()).unwrap(),
+            replacement
         );
     }
 }

@@ -1,11 +1,12 @@
 //! ADS server and client talking over real gRPC on loopback.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LocalityLbEndpoints};
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 use tokio::sync::watch;
@@ -53,14 +54,20 @@ impl Events {
     }
 }
 
-/// Every applied set: its type and resource names.
+/// Every applied set: its type and the resource names held after applying it.
 type Applied = Arc<Mutex<Vec<(TypeUrl, Vec<String>)>>>;
 
-/// A handler that wants EDS for every cluster and rejects clusters named "bad".
+/// Every response received: its type and the names it carried.
+type Received = Arc<Mutex<Vec<(TypeUrl, Vec<String>)>>>;
+
+/// A handler that wants EDS for every cluster and rejects clusters named "bad". It merges
+/// endpoint responses by name, as a SotW client does for named types.
 #[derive(Clone, Default)]
 struct TestHandler {
     applied: Applied,
+    received: Received,
     clusters: Arc<Mutex<Vec<String>>>,
+    endpoints: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Handler for TestHandler {
@@ -83,10 +90,24 @@ impl Handler for TestHandler {
         if names.iter().any(|n| n == "bad") {
             return Err("cluster \"bad\": rejected by test".into());
         }
-        if type_url == TypeUrl::Cluster {
-            *self.clusters.lock().unwrap() = names.clone();
-        }
-        self.applied.lock().unwrap().push((type_url, names));
+        self.received
+            .lock()
+            .unwrap()
+            .push((type_url, names.clone()));
+        let mut endpoints = self.endpoints.lock().unwrap();
+        let held = match type_url {
+            TypeUrl::Cluster => {
+                endpoints.retain(|e| names.contains(e));
+                *self.clusters.lock().unwrap() = names.clone();
+                names
+            }
+            TypeUrl::ClusterLoadAssignment => {
+                endpoints.extend(names);
+                endpoints.iter().cloned().collect()
+            }
+            _ => names,
+        };
+        self.applied.lock().unwrap().push((type_url, held));
         Ok(())
     }
     fn wanted(&self, type_url: TypeUrl) -> Vec<String> {
@@ -98,7 +119,27 @@ impl Handler for TestHandler {
 }
 
 fn snapshot(clusters: &[&str]) -> Option<Arc<Snapshot>> {
+    let endpoints: Vec<(&str, u32)> = clusters.iter().map(|c| (*c, 0)).collect();
+    snapshot_with(clusters, &endpoints)
+}
+
+/// Clusters, and load assignments whose content is told apart by a priority.
+fn snapshot_with(clusters: &[&str], endpoints: &[(&str, u32)]) -> Option<Arc<Snapshot>> {
     let mut b = Snapshot::builder();
+    for (c, priority) in endpoints {
+        b.insert(
+            TypeUrl::ClusterLoadAssignment,
+            c,
+            &ClusterLoadAssignment {
+                cluster_name: (*c).to_owned(),
+                endpoints: vec![LocalityLbEndpoints {
+                    priority: *priority,
+                    ..LocalityLbEndpoints::default()
+                }],
+                ..ClusterLoadAssignment::default()
+            },
+        );
+    }
     for c in clusters {
         b.insert(
             TypeUrl::Cluster,
@@ -106,14 +147,6 @@ fn snapshot(clusters: &[&str]) -> Option<Arc<Snapshot>> {
             &Cluster {
                 name: (*c).to_owned(),
                 ..Cluster::default()
-            },
-        );
-        b.insert(
-            TypeUrl::ClusterLoadAssignment,
-            c,
-            &ClusterLoadAssignment {
-                cluster_name: (*c).to_owned(),
-                ..ClusterLoadAssignment::default()
             },
         );
     }
@@ -303,6 +336,84 @@ async fn nothing_is_sent_until_a_snapshot_exists() {
             .unwrap()
             .iter()
             .any(|(t, n)| *t == TypeUrl::ClusterLoadAssignment && n == &["a"])
+    })
+    .await;
+    client.abort();
+}
+
+#[tokio::test]
+async fn named_types_are_pushed_one_changed_resource_at_a_time() {
+    let (snapshots, _) = watch::channel(snapshot_with(&["a", "b"], &[("a", 0), ("b", 0)]));
+    let events = Arc::new(Events::default());
+    let (endpoint, _server) = serve(TestHooks {
+        snapshots: snapshots.clone(),
+        events: events.clone(),
+    })
+    .await;
+    let handler = TestHandler::default();
+    let (received, applied) = (handler.received.clone(), handler.applied.clone());
+    let client = tokio::spawn(client::run(
+        options(endpoint),
+        handler,
+        std::future::pending(),
+    ));
+    let eds = |names: &[&str]| {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        move |log: &Vec<(TypeUrl, Vec<String>)>| {
+            log.iter()
+                .any(|(t, n)| *t == TypeUrl::ClusterLoadAssignment && *n == names)
+        }
+    };
+    let received_eds = |names: &[&str]| {
+        let matches = eds(names);
+        let received = received.clone();
+        move || matches(&received.lock().unwrap())
+    };
+    eventually("both endpoints", received_eds(&["a", "b"])).await;
+    eventually("eds acked", || events.has("ack eds")).await;
+
+    // Only b changes: only b is sent, and the client still holds both.
+    let changed = snapshot_with(&["a", "b"], &[("a", 0), ("b", 1)]);
+    let version = changed
+        .as_ref()
+        .unwrap()
+        .version(TypeUrl::ClusterLoadAssignment)
+        .to_owned();
+    snapshots.send_replace(changed);
+    eventually("b alone", received_eds(&["b"])).await;
+    eventually("b's change acked", || {
+        events.has(&format!("ack eds {version}"))
+    })
+    .await;
+    assert!(eds(&["a", "b"])(&applied.lock().unwrap()));
+
+    // An assignment nobody subscribes to changes: nothing is sent, and the stream counts as
+    // holding the new version.
+    let responses = received.lock().unwrap().len();
+    let unrelated = snapshot_with(&["a", "b"], &[("a", 0), ("b", 1), ("c", 2)]);
+    let version = unrelated
+        .as_ref()
+        .unwrap()
+        .version(TypeUrl::ClusterLoadAssignment)
+        .to_owned();
+    snapshots.send_replace(unrelated);
+    eventually("unrelated change held", || {
+        events.has(&format!("ack eds {version}"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        received.lock().unwrap().len(),
+        responses,
+        "nothing was sent"
+    );
+
+    // A new cluster brings a subscription to its endpoints, which are sent alone; a removed
+    // cluster's endpoints are dropped by the client.
+    snapshots.send_replace(snapshot_with(&["b", "c"], &[("a", 0), ("b", 1), ("c", 2)]));
+    eventually("c alone", received_eds(&["c"])).await;
+    eventually("client holds b and c", || {
+        eds(&["b", "c"])(&applied.lock().unwrap())
     })
     .await;
     client.abort();

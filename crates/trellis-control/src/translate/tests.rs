@@ -84,8 +84,8 @@ fn model(nodes: &[NodeMeta]) -> MeshModel {
 }
 
 fn decode<M: Message + Default>(snapshot: &Snapshot, t: TypeUrl, name: &str) -> M {
-    let any = &snapshot.resources(t).expect("type present").items[name];
-    M::decode(any.value.as_slice()).expect("decodes")
+    let resource = snapshot.get(t, name).expect("resource present");
+    M::decode(resource.any.value.as_slice()).expect("decodes")
 }
 
 fn endpoints(snapshot: &Snapshot, cluster: &str) -> Vec<(String, u32)> {
@@ -196,11 +196,9 @@ fn canary_route_is_weighted_and_ordered_by_precedence() {
 fn listeners_detect_http_except_on_opaque_services() {
     let nodes = [node("web", "v1", 41003)];
     let snapshot = translate(&model(&nodes), &nodes[0]);
-    let names: Vec<&String> = snapshot
-        .resources(TypeUrl::Listener)
-        .unwrap()
-        .items
-        .keys()
+    let names: Vec<&str> = snapshot
+        .iter(TypeUrl::Listener)
+        .map(|(name, _)| name)
         .collect();
     assert_eq!(
         names,
