@@ -37,6 +37,8 @@ struct State {
     trust_bundle: Option<Arc<str>>,
     registry: Registry,
     model: Arc<MeshModel>,
+    /// The resources last published, which the next ones are diffed against.
+    shared: Option<SharedResources>,
 }
 
 /// The config as the admin API shows it.
@@ -82,6 +84,7 @@ impl ControlPlane {
                 trust_bundle: None,
                 registry: BTreeMap::new(),
                 model: Arc::default(),
+                shared: None,
             }),
             metrics: Metrics::new(),
         }
@@ -159,10 +162,13 @@ impl ControlPlane {
         let mut model = MeshModel::build(state.config.clone(), workloads);
         model.trust_bundle = state.trust_bundle.clone();
         let model = Arc::new(model);
-        let shared = (!state.warming).then(|| SharedResources::build(&model));
+        if state.warming {
+            state.model = model;
+            return;
+        }
+        let shared = SharedResources::build(&model, state.shared.as_ref());
         for proxy in state.registry.values() {
-            let Some(shared) = &shared else { break };
-            let snapshot = Arc::new(translate_shared(shared, &model, &proxy.meta));
+            let snapshot = Arc::new(translate_shared(&shared, &model, &proxy.meta));
             let changed = proxy.snapshots.send_if_modified(|current| {
                 let differs = current.as_ref().is_none_or(|current| {
                     TypeUrl::ALL
@@ -179,6 +185,7 @@ impl ControlPlane {
             }
         }
         state.model = model;
+        state.shared = Some(shared);
     }
 
     /// True once a config load was attempted (accepted or rejected) and warm-up is over.

@@ -47,8 +47,10 @@ pub struct SharedResources {
 }
 
 impl SharedResources {
-    /// Encodes the model-wide resources.
-    pub fn build(model: &MeshModel) -> SharedResources {
+    /// Encodes the model-wide resources. With the resources built for the previous model, the
+    /// named types (routes, endpoints, secrets) also list what changed, so streams that hold
+    /// the previous ones are updated by looking at those only.
+    pub fn build(model: &MeshModel, previous: Option<&SharedResources>) -> SharedResources {
         let routes = route::route_configs(model)
             .iter()
             .map(|r| (r.name.clone(), Resource::encode(r)))
@@ -72,10 +74,16 @@ impl SharedResources {
                 .collect();
             Arc::new(Resources::new(items))
         });
+        let named = |items, previous: Option<&Arc<Resources>>| {
+            Arc::new(match previous {
+                Some(previous) => Resources::following(items, previous),
+                None => Resources::new(items),
+            })
+        };
         SharedResources {
-            routes: Arc::new(Resources::new(routes)),
-            endpoints: Arc::new(Resources::new(endpoints)),
-            secrets: Arc::new(Resources::new(secrets)),
+            routes: named(routes, previous.map(|p| &p.routes)),
+            endpoints: named(endpoints, previous.map(|p| &p.endpoints)),
+            secrets: named(secrets, previous.map(|p| &p.secrets)),
             clusters,
         }
     }
@@ -83,7 +91,7 @@ impl SharedResources {
 
 /// Builds the snapshot for the proxy that presented `node`.
 pub fn translate(model: &MeshModel, node: &NodeMeta) -> Snapshot {
-    translate_shared(&SharedResources::build(model), model, node)
+    translate_shared(&SharedResources::build(model, None), model, node)
 }
 
 /// Builds the snapshot for `node` around resources already built for `model`.

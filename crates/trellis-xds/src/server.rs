@@ -16,6 +16,7 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
+use envoy_types::pb::google::protobuf::Any;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -152,6 +153,9 @@ struct Subscription {
     answer: Answer,
     /// Named types: the hash of each resource as last sent, by name.
     sent: HashMap<String, u64>,
+    /// Named types: the version `sent` is up to date with for every subscribed name, so a push
+    /// whose snapshot lists its changes since then only looks at those.
+    basis: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -238,6 +242,7 @@ impl<H: Hooks> Session<H> {
                     // The client kept none of that response: the next one carries everything.
                     sub.answer = Answer::Nacked;
                     sub.sent.clear();
+                    sub.basis = None;
                     self.hooks.nack(self.id, type_url, version, &status.message);
                 }
                 None => {
@@ -246,13 +251,17 @@ impl<H: Hooks> Session<H> {
                 }
             }
         }
-        let names = requested_names(type_url, request.resource_names);
-        let names_changed = sub.names != names || request.response_nonce.is_empty();
-        if let Some(names) = &names {
-            // A name dropped and requested again later is sent again.
-            sub.sent.retain(|name, _| names.contains(name));
+        // An ACK repeats the subscription, usually unchanged: compare before building a set.
+        let names_changed = request.response_nonce.is_empty()
+            || !same_names(type_url, sub.names.as_ref(), &request.resource_names);
+        if names_changed {
+            let names = requested_names(type_url, request.resource_names);
+            if let Some(names) = &names {
+                // A name dropped and requested again later is sent again.
+                sub.sent.retain(|name, _| names.contains(name));
+            }
+            sub.names = names;
         }
-        sub.names = names;
         let Some(snapshot) = snapshot else {
             return true;
         };
@@ -294,20 +303,25 @@ impl<H: Hooks> Session<H> {
                 .map(|(_, r)| r.any.clone())
                 .collect()
         } else {
-            let mut changed = Vec::new();
-            for name in sub.names.iter().flatten() {
-                match snapshot.get(type_url, name) {
-                    Some(r) if sub.sent.get(name) != Some(&r.hash) => {
-                        sub.sent.insert(name.clone(), r.hash);
-                        changed.push(r.any.clone());
-                    }
-                    Some(_) => {}
-                    None => {
-                        sub.sent.remove(name);
-                    }
+            let names = sub.names.iter().flatten();
+            let since_basis = snapshot
+                .changes(type_url)
+                .filter(|c| cause == Cause::Push && sub.basis.as_ref() == Some(&c.since));
+            let unsent = match since_basis {
+                Some(changes) => {
+                    let subscribed =
+                        |name: &&String| sub.names.as_ref().is_some_and(|n| n.contains(*name));
+                    unsent(
+                        snapshot,
+                        type_url,
+                        changes.names.iter().filter(subscribed),
+                        &mut sub.sent,
+                    )
                 }
-            }
-            changed
+                None => unsent(snapshot, type_url, names, &mut sub.sent),
+            };
+            sub.basis = Some(version.clone());
+            unsent
         };
         if cause == Cause::Push && resources.is_empty() && !type_url.is_wildcard() {
             if sub.answer == Answer::Acked {
@@ -336,6 +350,44 @@ impl<H: Hooks> Session<H> {
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     // An error means the handle is gone, which also stops the server.
     let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// The resources of `type_url` among `names` whose content differs from what `sent` records,
+/// which is updated to them.
+fn unsent<'a>(
+    snapshot: &Snapshot,
+    type_url: TypeUrl,
+    names: impl Iterator<Item = &'a String>,
+    sent: &mut HashMap<String, u64>,
+) -> Vec<Any> {
+    let mut out = Vec::new();
+    for name in names {
+        match snapshot.get(type_url, name) {
+            Some(r) if sent.get(name) != Some(&r.hash) => {
+                sent.insert(name.clone(), r.hash);
+                out.push(r.any.clone());
+            }
+            Some(_) => {}
+            None => {
+                sent.remove(name);
+            }
+        }
+    }
+    out
+}
+
+/// True when a request's names are the subscription already recorded.
+fn same_names(type_url: TypeUrl, current: Option<&BTreeSet<String>>, requested: &[String]) -> bool {
+    match current {
+        None => {
+            type_url.is_wildcard() && (requested.is_empty() || requested.iter().any(|n| n == "*"))
+        }
+        // Clients usually list names in order; any other order (or repeats) is compared as a set.
+        Some(current) => {
+            (current.len() == requested.len() && current.iter().eq(requested))
+                || *current == requested.iter().cloned().collect::<BTreeSet<_>>()
+        }
+    }
 }
 
 /// Wildcard types treat an empty list (or `*`) as "everything"; named types list what they want.

@@ -2,7 +2,8 @@
 //! hash of its content so an unchanged type is never pushed again, and each resource hashed so
 //! that the named types (RDS, EDS, SDS) can be pushed one changed resource at a time.
 
-use std::collections::BTreeMap;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -43,6 +44,17 @@ pub struct Resources {
     pub version: String,
     /// Resources by name.
     pub items: BTreeMap<String, Resource>,
+    /// What changed since the previous version, when it is known.
+    pub changes: Option<Changes>,
+}
+
+/// The difference between two versions of the same resources.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changes {
+    /// The earlier version.
+    pub since: String,
+    /// Names added, changed or removed since then.
+    pub names: BTreeSet<String>,
 }
 
 impl Resources {
@@ -53,7 +65,42 @@ impl Resources {
         Resources {
             version: version(&hasher),
             items,
+            changes: None,
         }
+    }
+
+    /// Resources with their content version and what changed since `previous`, so that
+    /// subscribers holding `previous` are updated without looking at every resource.
+    pub fn following(items: BTreeMap<String, Resource>, previous: &Resources) -> Resources {
+        let mut names = BTreeSet::new();
+        let mut old = previous.items.iter().peekable();
+        let mut new = items.iter().peekable();
+        loop {
+            let order = match (old.peek(), new.peek()) {
+                (None, None) => break,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some((o, _)), Some((n, _))) => o.cmp(n),
+            };
+            match order {
+                Ordering::Less => names.extend(old.next().map(|(name, _)| name.clone())),
+                Ordering::Greater => names.extend(new.next().map(|(name, _)| name.clone())),
+                Ordering::Equal => {
+                    let (Some((name, o)), Some((_, n))) = (old.next(), new.next()) else {
+                        break;
+                    };
+                    if o.hash != n.hash {
+                        names.insert(name.clone());
+                    }
+                }
+            }
+        }
+        let mut resources = Resources::new(items);
+        resources.changes = Some(Changes {
+            since: previous.version.clone(),
+            names,
+        });
+        resources
     }
 }
 
@@ -116,6 +163,17 @@ impl Snapshot {
     /// One resource by type and name.
     pub fn get(&self, type_url: TypeUrl, name: &str) -> Option<&Resource> {
         self.types.get(&type_url)?.get(name)
+    }
+
+    /// What changed in `type_url` since an earlier version, when the type has only shared
+    /// resources that know it.
+    pub fn changes(&self, type_url: TypeUrl) -> Option<&Changes> {
+        let layers = self.types.get(&type_url)?;
+        if layers.own.is_empty() {
+            layers.shared.as_ref()?.changes.as_ref()
+        } else {
+            None
+        }
     }
 
     /// The version of one type; empty types share one version.
@@ -252,6 +310,7 @@ mod tests {
         replacement.alt_stat_name = "own".to_owned();
         layered.insert(TypeUrl::Cluster, "b", &replacement);
         let layered = layered.seal();
+        assert_eq!(layered.changes(TypeUrl::Cluster), None);
         assert_ne!(layered.version(TypeUrl::Cluster), shared.version);
         let mut listed = names(&layered, TypeUrl::Cluster);
         listed.sort_unstable();
@@ -261,5 +320,52 @@ mod tests {
             Cluster::decode(b.any.value.as_slice()).unwrap(),
             replacement
         );
+    }
+}
+
+#[cfg(test)]
+mod change_tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+
+    fn resources(items: &[(&str, u32)]) -> BTreeMap<String, Resource> {
+        items
+            .iter()
+            .map(|(name, weight)| {
+                let cla = ClusterLoadAssignment {
+                    cluster_name: (*name).to_owned(),
+                    endpoints: vec![Default::default(); *weight as usize],
+                    ..ClusterLoadAssignment::default()
+                };
+                ((*name).to_owned(), Resource::encode(&cla))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn changes_name_what_was_added_changed_or_removed() {
+        let before = Resources::new(resources(&[("a", 1), ("b", 1), ("c", 1), ("e", 1)]));
+        let after = Resources::following(
+            resources(&[("b", 1), ("c", 2), ("d", 1), ("e", 1), ("f", 1)]),
+            &before,
+        );
+        let changes = after.changes.clone().unwrap();
+        assert_eq!(changes.since, before.version);
+        assert_eq!(
+            changes.names.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["a", "c", "d", "f"]
+        );
+        assert_eq!(after.version, Resources::new(after.items.clone()).version);
+        let unchanged = Resources::following(after.items.clone(), &after);
+        assert!(unchanged.changes.unwrap().names.is_empty());
+
+        let mut b = Snapshot::builder();
+        b.share(TypeUrl::ClusterLoadAssignment, Arc::new(after));
+        let snapshot = b.seal();
+        assert_eq!(
+            snapshot.changes(TypeUrl::ClusterLoadAssignment),
+            Some(&changes)
+        );
+        assert_eq!(snapshot.changes(TypeUrl::Cluster), None);
     }
 }

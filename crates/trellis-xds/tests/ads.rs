@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use trellis_xds::client::{self, ClientOptions, Handler};
 use trellis_xds::server::{AdsServer, Hooks, SnapshotWatch, StopHandle, StreamId};
+use trellis_xds::snapshot::{Resource, Resources, SnapshotBuilder};
 use trellis_xds::{Snapshot, TypeUrl};
 
 #[derive(Default)]
@@ -123,23 +124,54 @@ fn snapshot(clusters: &[&str]) -> Option<Arc<Snapshot>> {
     snapshot_with(clusters, &endpoints)
 }
 
-/// Clusters, and load assignments whose content is told apart by a priority.
+/// A load assignment whose content is told apart by a priority.
+fn assignment(cluster: &str, priority: u32) -> ClusterLoadAssignment {
+    ClusterLoadAssignment {
+        cluster_name: cluster.to_owned(),
+        endpoints: vec![LocalityLbEndpoints {
+            priority,
+            ..LocalityLbEndpoints::default()
+        }],
+        ..ClusterLoadAssignment::default()
+    }
+}
+
+/// Clusters, and load assignments of the proxy's own (no list of changes).
 fn snapshot_with(clusters: &[&str], endpoints: &[(&str, u32)]) -> Option<Arc<Snapshot>> {
     let mut b = Snapshot::builder();
     for (c, priority) in endpoints {
-        b.insert(
-            TypeUrl::ClusterLoadAssignment,
-            c,
-            &ClusterLoadAssignment {
-                cluster_name: (*c).to_owned(),
-                endpoints: vec![LocalityLbEndpoints {
-                    priority: *priority,
-                    ..LocalityLbEndpoints::default()
-                }],
-                ..ClusterLoadAssignment::default()
-            },
-        );
+        b.insert(TypeUrl::ClusterLoadAssignment, c, &assignment(c, *priority));
     }
+    clusters_into(b, clusters)
+}
+
+/// Clusters, and shared load assignments that list their changes since `previous`.
+fn snapshot_shared(
+    clusters: &[&str],
+    endpoints: &[(&str, u32)],
+    previous: Option<&Snapshot>,
+) -> Option<Arc<Snapshot>> {
+    let items = endpoints
+        .iter()
+        .map(|(c, p)| ((*c).to_owned(), Resource::encode(&assignment(c, *p))))
+        .collect();
+    let previous_items: Option<Resources> = previous.map(|p| {
+        let items = p
+            .iter(TypeUrl::ClusterLoadAssignment)
+            .map(|(name, r)| (name.to_owned(), r.clone()))
+            .collect();
+        Resources::new(items)
+    });
+    let resources = match &previous_items {
+        Some(previous) => Resources::following(items, previous),
+        None => Resources::new(items),
+    };
+    let mut b = Snapshot::builder();
+    b.share(TypeUrl::ClusterLoadAssignment, Arc::new(resources));
+    clusters_into(b, clusters)
+}
+
+fn clusters_into(mut b: SnapshotBuilder, clusters: &[&str]) -> Option<Arc<Snapshot>> {
     for c in clusters {
         b.insert(
             TypeUrl::Cluster,
@@ -341,9 +373,34 @@ async fn nothing_is_sent_until_a_snapshot_exists() {
     client.abort();
 }
 
+type MakeSnapshot = fn(&[&str], &[(&str, u32)], Option<&Snapshot>) -> Option<Arc<Snapshot>>;
+
 #[tokio::test]
 async fn named_types_are_pushed_one_changed_resource_at_a_time() {
-    let (snapshots, _) = watch::channel(snapshot_with(&["a", "b"], &[("a", 0), ("b", 0)]));
+    named_types_one_change_at_a_time(|clusters, endpoints, _| snapshot_with(clusters, endpoints))
+        .await;
+}
+
+#[tokio::test]
+async fn listed_changes_are_pushed_the_same_way() {
+    named_types_one_change_at_a_time(snapshot_shared).await;
+}
+
+/// Each snapshot is made by `make`, given the one before.
+async fn named_types_one_change_at_a_time(make: MakeSnapshot) {
+    let first = make(&["a", "b"], &[("a", 0), ("b", 0)], None);
+    let (snapshots, _) = watch::channel(first);
+    let next = |clusters: &[&str], endpoints: &[(&str, u32)]| {
+        let previous = snapshots.borrow().clone();
+        let snapshot = make(clusters, endpoints, previous.as_deref());
+        let version = snapshot
+            .as_ref()
+            .unwrap()
+            .version(TypeUrl::ClusterLoadAssignment)
+            .to_owned();
+        snapshots.send_replace(snapshot);
+        version
+    };
     let events = Arc::new(Events::default());
     let (endpoint, _server) = serve(TestHooks {
         snapshots: snapshots.clone(),
@@ -410,7 +467,7 @@ async fn named_types_are_pushed_one_changed_resource_at_a_time() {
 
     // A new cluster brings a subscription to its endpoints, which are sent alone; a removed
     // cluster's endpoints are dropped by the client.
-    snapshots.send_replace(snapshot_with(&["b", "c"], &[("a", 0), ("b", 1), ("c", 2)]));
+    next(&["b", "c"], &[("a", 0), ("b", 1), ("c", 2)]);
     eventually("c alone", received_eds(&["c"])).await;
     eventually("client holds b and c", || {
         eds(&["b", "c"])(&applied.lock().unwrap())

@@ -371,7 +371,7 @@ fn workloads_without_a_certificate_get_and_are_reached_in_plaintext() {
     };
     let mut model = model(&[secure.clone(), plain.clone()]);
     model.trust_bundle = Some("bundle".into());
-    let shared = SharedResources::build(&model);
+    let shared = SharedResources::build(&model, None);
     let matches = |snapshot: &Snapshot| {
         let c: Cluster = decode(snapshot, TypeUrl::Cluster, "outbound|catalog.default");
         c.transport_socket_matches.len()
@@ -398,5 +398,35 @@ fn workloads_without_a_certificate_get_and_are_reached_in_plaintext() {
         tls_marked,
         [true, false],
         "only the certified endpoint is marked for mTLS"
+    );
+}
+
+#[test]
+fn shared_resources_list_what_changed_since_the_previous_ones() {
+    let first = [node("catalog", "v1", 41001)];
+    let before = SharedResources::build(&model(&first), None);
+    let both = [node("catalog", "v1", 41001), node("catalog", "v2", 41002)];
+    let model = model(&both);
+    let after = SharedResources::build(&model, Some(&before));
+    let snapshot = translate_shared(&after, &model, &both[0]);
+    let previous = translate_shared(&before, &model, &both[0]);
+    let endpoints = snapshot
+        .changes(TypeUrl::ClusterLoadAssignment)
+        .expect("endpoint changes are listed");
+    assert_eq!(
+        endpoints.since,
+        previous.version(TypeUrl::ClusterLoadAssignment)
+    );
+    assert_eq!(
+        endpoints.names.iter().collect::<Vec<_>>(),
+        ["outbound|catalog-v2.default", "outbound|catalog.default"],
+        "the service and the new version's subset"
+    );
+    let routes = snapshot.changes(TypeUrl::RouteConfiguration).unwrap();
+    assert!(routes.names.is_empty(), "a new endpoint changes no route");
+    assert_eq!(
+        snapshot.changes(TypeUrl::Listener),
+        None,
+        "listeners are the proxy's own and always sent whole"
     );
 }
