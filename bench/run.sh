@@ -21,7 +21,8 @@ else
     DATA=()
     CONTROL=()
 fi
-# The load generator and the control plane run on CPU 1; the hops and the backend on CPU 0.
+# Data plane: the load generator (and the idle control plane) on CPU 1, the hops and the backend
+# on CPU 0. Control plane: it runs alone on CPU 1, the simulated proxies on CPU 0.
 taskset -c 1 "$BENCH" dataplane --envoy "$ENVOY" "${DATA[@]}"
-taskset -c 1 "$BENCH" control "${CONTROL[@]}"
+taskset -c 0 "$BENCH" control "${CONTROL[@]}"
 "$BENCH" report

@@ -11,6 +11,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::sync::oneshot;
 
+/// The CPU the control plane runs on, alone: the simulated proxies stand for other machines and
+/// run on the other one.
+pub(super) const CONTROL_CPU: usize = 1;
+
 /// How long `trellis control` may take to report its xDS address.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -30,7 +34,10 @@ impl ControlProcess {
         log: &Path,
     ) -> anyhow::Result<(ControlProcess, SocketAddr)> {
         let log_file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let mut child = Command::new(trellis)
+        // taskset execs the program, so the PID is the control plane's.
+        let mut child = Command::new("taskset")
+            .args(["-c", &CONTROL_CPU.to_string()])
+            .arg(trellis)
             .args(["--log", "warn", "control", "--config-dir"])
             .arg(config_dir)
             .arg("--data-dir")

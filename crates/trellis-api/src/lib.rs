@@ -20,7 +20,7 @@ mod yaml;
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{
-    ConfigSet, GATEWAY_API_VERSION, GATEWAY_API_VERSION_BETA, TRELLIS_API_VERSION, load_dir,
+    ConfigSet, DirLoader, GATEWAY_API_VERSION, GATEWAY_API_VERSION_BETA, TRELLIS_API_VERSION, load_dir,
     load_str,
 };
 pub use mesh::{MeshConfig, MeshConfigSpec, MtlsMode, MtlsSettings};

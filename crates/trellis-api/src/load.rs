@@ -6,7 +6,7 @@ mod document;
 pub use document::{GATEWAY_API_VERSION, GATEWAY_API_VERSION_BETA, TRELLIS_API_VERSION};
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -68,33 +68,102 @@ impl ConfigSet {
 /// Errors name files as `dir` joined with the file name. All problems in all files are
 /// returned, not just the first.
 pub fn load_dir(dir: &Path) -> Result<ConfigSet, ConfigErrors> {
-    let mut loader = Loader::default();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) => {
-            loader.io_error(dir, &format!("cannot read the config directory: {e}"));
-            return loader.finish();
-        }
-    };
-    let mut files: Vec<_> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == "yaml" || x == "yml")
-                && !p
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-                && p.is_file()
-        })
-        .collect();
-    files.sort();
-    for path in files {
-        match std::fs::read_to_string(&path) {
-            Ok(text) => loader.add(&path.display().to_string(), &text),
-            Err(e) => loader.io_error(&path, &format!("cannot read the file: {e}")),
+    DirLoader::default().load(dir)
+}
+
+/// Loads a directory again and again, as [`load_dir`] does, but parses only the files whose
+/// text changed since its last load: a watched directory of many files reloads in the time it
+/// takes to read them.
+#[derive(Default)]
+pub struct DirLoader {
+    files: HashMap<PathBuf, ParsedText>,
+}
+
+/// One file's text and what it parsed to.
+struct ParsedText {
+    text: String,
+    /// Syntax and document errors.
+    errors: Vec<ConfigError>,
+    /// Each typed document with its root, which locates errors found across files.
+    documents: Vec<(Node, Resource)>,
+}
+
+impl ParsedText {
+    fn parse(file: &str, text: String) -> ParsedText {
+        let parsed = parse_file(&text);
+        let mut errors: Vec<ConfigError> = parsed
+            .errors
+            .iter()
+            .map(|e| ConfigError {
+                file: file.to_owned(),
+                line: e.pos().line,
+                column: e.pos().column,
+                field: e.path().to_string(),
+                message: e.to_string(),
+            })
+            .collect();
+        let documents = parsed
+            .documents
+            .into_iter()
+            .filter_map(|root| {
+                let resource = document::load(file, &root, &mut errors)?;
+                Some((root, resource))
+            })
+            .collect();
+        ParsedText {
+            text,
+            errors,
+            documents,
         }
     }
-    loader.finish()
+}
+
+impl DirLoader {
+    /// Loads `dir` as [`load_dir`] does, reusing what earlier loads parsed.
+    pub fn load(&mut self, dir: &Path) -> Result<ConfigSet, ConfigErrors> {
+        let mut loader = Loader::default();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                loader.io_error(dir, &format!("cannot read the config directory: {e}"));
+                return loader.finish();
+            }
+        };
+        let mut files: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "yaml" || x == "yml")
+                    && !p
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                    && p.is_file()
+            })
+            .collect();
+        files.sort();
+        self.files.retain(|path, _| files.contains(path));
+        for path in files {
+            let name = path.display().to_string();
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) => {
+                    self.files.remove(&path);
+                    loader.io_error(&path, &format!("cannot read the file: {e}"));
+                    continue;
+                }
+            };
+            let parsed = match self.files.get(&path) {
+                Some(cached) if cached.text == text => cached,
+                _ => self
+                    .files
+                    .entry(path)
+                    .insert_entry(ParsedText::parse(&name, text))
+                    .into_mut(),
+            };
+            loader.add_parsed(&name, parsed);
+        }
+        loader.finish()
+    }
 }
 
 /// Loads every document of one file's text; `file` names it in errors.
@@ -115,21 +184,14 @@ struct Loader {
 
 impl Loader {
     fn add(&mut self, file: &str, text: &str) {
+        self.add_parsed(file, &ParsedText::parse(file, text.to_owned()));
+    }
+
+    fn add_parsed(&mut self, file: &str, parsed: &ParsedText) {
         let start = self.errors.len();
-        let parsed = parse_file(text);
-        for e in &parsed.errors {
-            self.errors.push(ConfigError {
-                file: file.to_owned(),
-                line: e.pos().line,
-                column: e.pos().column,
-                field: e.path().to_string(),
-                message: e.to_string(),
-            });
-        }
-        for root in &parsed.documents {
-            if let Some(resource) = document::load(file, root, &mut self.errors) {
-                self.insert(file, root, resource);
-            }
+        self.errors.extend(parsed.errors.iter().cloned());
+        for (root, resource) in &parsed.documents {
+            self.insert(file, root, resource.clone());
         }
         // Parse errors and document errors interleave by position, as a reader expects.
         self.errors[start..].sort_by_key(|e| (e.line, e.column));

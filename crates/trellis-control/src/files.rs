@@ -3,11 +3,12 @@
 //! while the last good config keeps serving.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
+use trellis_api::DirLoader;
 
 use crate::control::ControlPlane;
 
@@ -67,13 +68,15 @@ impl FileSource {
                 path: dir.to_owned(),
                 source,
             })?;
-        reload(dir, &control).await;
+        // Files whose text is unchanged are not parsed again.
+        let loader = Arc::new(Mutex::new(DirLoader::default()));
+        reload(dir, &loader, &control).await;
         let dir = dir.to_owned();
         let task = tokio::spawn(async move {
             while rx.recv().await.is_some() {
                 tokio::time::sleep(DEBOUNCE).await;
                 while rx.try_recv().is_ok() {}
-                reload(&dir, &control).await;
+                reload(&dir, &loader, &control).await;
             }
         });
         Ok(FileSource {
@@ -83,9 +86,15 @@ impl FileSource {
     }
 }
 
-async fn reload(dir: &Path, control: &ControlPlane) {
+async fn reload(dir: &Path, loader: &Arc<Mutex<DirLoader>>, control: &ControlPlane) {
     let owned = dir.to_owned();
-    let loaded = tokio::task::spawn_blocking(move || trellis_api::load_dir(&owned)).await;
+    let loader = loader.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        // A panic mid-load leaves only whole cache entries behind.
+        let mut loader = loader.lock().unwrap_or_else(PoisonError::into_inner);
+        loader.load(&owned)
+    })
+    .await;
     match loaded {
         Ok(Ok(config)) => {
             if *control.config().resources != config || !control.loaded() {

@@ -48,7 +48,7 @@ const KINDS: [(Kind, &str, &[&str]); 5] = [
 ];
 
 /// A typed resource from one document.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Resource {
     AuthorizationPolicy(AuthorizationPolicy),
     MeshConfig(MeshConfig),

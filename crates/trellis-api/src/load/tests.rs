@@ -518,3 +518,39 @@ fn authorization_policies_are_checked_with_locations() {
         crate::AuthorizationAction::Allow
     );
 }
+
+#[test]
+fn a_dir_loader_reparses_only_what_changed_and_agrees_with_a_fresh_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).expect("write");
+    write("a.yaml", ROUTE);
+    write("b.yaml", &service_with("  ports: [{port: 80}]\n"));
+    let mut loader = DirLoader::default();
+    let first = loader.load(dir.path()).expect("valid");
+    assert_eq!(first, load_dir(dir.path()).expect("valid"));
+    assert_eq!(loader.files.len(), 2);
+    let cached_a = &loader.files[&dir.path().join("a.yaml")].documents[0].1 as *const Resource;
+
+    // b changes and a does not: a is reused as parsed, b is parsed again.
+    write("b.yaml", &service_with("  ports: [{port: 81}]\n"));
+    let second = loader.load(dir.path()).expect("valid");
+    assert_eq!(second, load_dir(dir.path()).expect("valid"));
+    assert_eq!(second.services[0].spec.ports[0].port, 81);
+    let again_a = &loader.files[&dir.path().join("a.yaml")].documents[0].1 as *const Resource;
+    assert_eq!(cached_a, again_a, "an unchanged file is not parsed again");
+
+    // A duplicate introduced by a new file is found against the cached one, with the same
+    // error as a fresh load; removing the file clears it.
+    write("c.yaml", &format!("# again\n{ROUTE}"));
+    let errors = loader.load(dir.path()).expect_err("duplicate");
+    assert_eq!(errors, load_dir(dir.path()).expect_err("duplicate"));
+    assert_eq!(errors.len(), 1, "{errors}");
+    std::fs::remove_file(dir.path().join("c.yaml")).expect("remove");
+    assert_eq!(loader.load(dir.path()).expect("valid"), second);
+    assert_eq!(loader.files.len(), 2, "removed files are forgotten");
+
+    // A syntax error in a changed file is reported like a fresh load's.
+    write("b.yaml", "kind: [unclosed\n");
+    let errors = loader.load(dir.path()).expect_err("syntax");
+    assert_eq!(errors, load_dir(dir.path()).expect_err("syntax"));
+}
