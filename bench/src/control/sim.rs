@@ -312,7 +312,15 @@ impl SimProxy {
     /// Merges a response of a named type by name, then drops what is no longer wanted.
     fn merge(&mut self, type_url: TypeUrl, resources: &[Any]) -> Result<(), String> {
         let keep_full = self.index == 0 && type_url == TypeUrl::ClusterLoadAssignment;
-        let wanted: BTreeSet<String> = self.wanted(type_url).into_iter().collect();
+        let secrets;
+        let wanted = match type_url {
+            TypeUrl::RouteConfiguration => &self.routes,
+            TypeUrl::ClusterLoadAssignment => &self.endpoints,
+            _ => {
+                secrets = self.secrets();
+                &secrets
+            }
+        };
         let held = self.named.entry(type_url).or_default();
         for any in resources {
             let name = Named::decode(&*any.value)

@@ -5,7 +5,7 @@ mod document;
 
 pub use document::{GATEWAY_API_VERSION, GATEWAY_API_VERSION_BETA, TRELLIS_API_VERSION};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -141,7 +141,8 @@ impl DirLoader {
             })
             .collect();
         files.sort();
-        self.files.retain(|path, _| files.contains(path));
+        let present: HashSet<&PathBuf> = files.iter().collect();
+        self.files.retain(|path, _| present.contains(path));
         for path in files {
             let name = path.display().to_string();
             let text = match std::fs::read_to_string(&path) {

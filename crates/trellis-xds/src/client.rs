@@ -24,7 +24,8 @@ pub trait Handler: Send + 'static {
     /// handler keeps the other named resources it still wants. `Ok` ACKs the response;
     /// `Err(detail)` NACKs it with `detail` as `error_detail`.
     fn apply(&mut self, type_url: TypeUrl, version: &str, resources: &[Any]) -> Result<(), String>;
-    /// Names the handler needs of a named type (RDS, EDS), derived from applied LDS and CDS.
+    /// Names the handler needs of a named type (RDS, EDS, SDS), derived from applied LDS and
+    /// CDS only: the client asks again after each listener or cluster response.
     fn wanted(&self, type_url: TypeUrl) -> Vec<String>;
 }
 
@@ -159,6 +160,9 @@ impl<H: Handler> ClientState<H> {
             }
         };
         out.push(self.request(type_url, error_detail));
+        if !type_url.is_wildcard() {
+            return out;
+        }
         for named in TypeUrl::ALL.into_iter().filter(|t| !t.is_wildcard()) {
             let wanted = self.handler.wanted(named);
             let current = self.subscribed.get(&named);
