@@ -20,8 +20,8 @@ mod yaml;
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{
-    ConfigSet, DirLoader, GATEWAY_API_VERSION, GATEWAY_API_VERSION_BETA, TRELLIS_API_VERSION, load_dir,
-    load_str,
+    ConfigSet, DirLoader, GATEWAY_API_VERSION, GATEWAY_API_VERSION_BETA, TRELLIS_API_VERSION,
+    load_dir, load_str,
 };
 pub use mesh::{MeshConfig, MeshConfigSpec, MtlsMode, MtlsSettings};
 pub use meta::{DEFAULT_NAMESPACE, Meta, is_dns_label, is_dns_subdomain};

@@ -6,7 +6,7 @@ mod upgrade;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use http::{Request, Response, StatusCode};
 use http_body_util::Either;
@@ -43,39 +43,52 @@ pub(crate) struct HttpConnection {
     pub(crate) drain: DrainWatch,
 }
 
+/// Connection builders, one per codec: their settings never change, and a connection borrows
+/// its builder for its whole life.
+static BUILDERS: LazyLock<[auto::Builder<TokioExecutor>; 3]> = LazyLock::new(|| {
+    let builder = || {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().preserve_header_case(true);
+        builder
+    };
+    [builder(), builder().http1_only(), builder().http2_only()]
+});
+
 /// Serves HTTP on `io` until the client closes or shutdown ends the connection; in-flight
 /// requests finish when draining starts.
-pub(crate) async fn serve<I>(io: I, conn: HttpConnection)
+///
+/// The connection's state is most of an idle connection's memory: it is boxed once here, and
+/// the returned future holds only that box and the drain signal (no copy of `io`).
+pub(crate) fn serve<I>(io: I, conn: HttpConnection) -> impl Future<Output = ()> + Send + 'static
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut drain = conn.drain.clone();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().preserve_header_case(true);
-    let builder = match conn.config.codec {
-        Codec::Auto => builder,
-        Codec::Http1 => builder.http1_only(),
-        Codec::Http2 => builder.http2_only(),
-    };
+    let builder = &BUILDERS[match conn.config.codec {
+        Codec::Auto => 0,
+        Codec::Http1 => 1,
+        Codec::Http2 => 2,
+    }];
     let conn = Arc::new(conn);
     let service = service_fn(move |req| {
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(handle(&conn, req).await) }
     });
-    let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(served);
-    let result = tokio::select! {
-        result = served.as_mut() => result,
-        () = drain.draining() => {
-            served.as_mut().graceful_shutdown();
-            tokio::select! {
-                result = served.as_mut() => result,
-                () = drain.closed() => Ok(()),
+    let mut served = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+    async move {
+        let result = tokio::select! {
+            result = served.as_mut() => result,
+            () = drain.draining() => {
+                served.as_mut().graceful_shutdown();
+                tokio::select! {
+                    result = served.as_mut() => result,
+                    () = drain.closed() => Ok(()),
+                }
             }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "http connection ended with an error");
         }
-    };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "http connection ended with an error");
     }
 }
 

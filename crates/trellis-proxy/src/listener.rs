@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures_util::future::Either;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -21,7 +22,7 @@ use crate::http::{self, HttpConnection};
 use crate::io::Rewind;
 use crate::table::Shared;
 use crate::tcp;
-use crate::tls::connect;
+use crate::tls::connect::{self, Accepted};
 
 /// How long a connection accepted before its listener is configured waits for config.
 const CONFIG_WAIT: Duration = Duration::from_secs(10);
@@ -148,7 +149,8 @@ async fn connection(
     };
     let io = Rewind::new(prefix.freeze(), stream);
     if detected == Detected::Tls && listener.tls().is_some() {
-        let accepted = match connect::accept(&shared.identity, io).await {
+        // Boxed: the handshake state is large and lives only until the handshake is done.
+        let accepted = match Box::pin(connect::accept(&shared.identity, io)).await {
             Ok(accepted) => accepted,
             Err(e) => {
                 // The reason names the failure: unknown issuer, expired, identity mismatch...
@@ -156,21 +158,9 @@ async fn connection(
                 return;
             }
         };
-        let Some(chain) = listener.select_chain(true, accepted.alpn) else {
-            tracing::debug!(alpn = ?accepted.alpn, "no TLS filter chain matches; closing");
-            return;
-        };
-        tracing::debug!(chain = %chain.name, peer_identity = ?accepted.peer, "mTLS connection");
-        dispatch(
-            accepted.stream,
-            &listener,
-            chain,
-            peer,
-            accepted.peer,
-            shared,
-            drain,
-        )
-        .await;
+        // Moved whole into the forwarding state before anything is awaited: this task keeps
+        // no copy of the TLS stream.
+        dispatch_tls(accepted, &listener, peer, shared, drain).await;
         return;
     }
     let Some(chain) = listener.select_chain(false, detected.protocol()) else {
@@ -185,8 +175,36 @@ async fn connection(
     dispatch(io, &listener, chain, peer, None, shared, drain).await;
 }
 
-/// Hands a connection to the chain's network filter.
-async fn dispatch<I>(
+/// [`dispatch`] for a connection that completed the mTLS handshake, on the chain its ALPN
+/// selects.
+fn dispatch_tls(
+    accepted: Accepted<Rewind<TcpStream>>,
+    listener: &ListenerConfig,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    drain: DrainWatch,
+) -> impl Future<Output = ()> + Send + 'static {
+    let Some(chain) = listener.select_chain(true, accepted.alpn) else {
+        tracing::debug!(alpn = ?accepted.alpn, "no TLS filter chain matches; closing");
+        return Either::Left(std::future::ready(()));
+    };
+    tracing::debug!(chain = %chain.name, peer_identity = ?accepted.peer, "mTLS connection");
+    let forwarding = dispatch(
+        accepted.stream,
+        listener,
+        chain,
+        peer,
+        accepted.peer,
+        shared,
+        drain,
+    );
+    Either::Right(forwarding)
+}
+
+/// Hands a connection to the chain's network filter: the forwarding to await (which ends at
+/// once when authorization refuses the connection). Not itself async, so the connection's task
+/// holds no copy of `io` (a TLS stream is over a kilobyte) while it is forwarded.
+fn dispatch<I>(
     io: I,
     listener: &ListenerConfig,
     chain: &FilterChain,
@@ -194,7 +212,8 @@ async fn dispatch<I>(
     peer_identity: Option<Arc<str>>,
     shared: Arc<Shared>,
     drain: DrainWatch,
-) where
+) -> impl Future<Output = ()> + Send + 'static
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let subject = Subject {
@@ -204,9 +223,9 @@ async fn dispatch<I>(
     if let Decision::Deny(policy) = authorize(&chain.authz, subject) {
         shared.metrics.authz_denied(listener.direction, "tcp");
         tracing::info!(%peer, peer_identity = ?peer_identity, ?policy, "connection denied by authorization policy");
-        return;
+        return Either::Left(std::future::ready(()));
     }
-    match &chain.filter {
+    Either::Right(match &chain.filter {
         NetworkFilter::Http(config) => {
             let conn = HttpConnection {
                 shared,
@@ -216,10 +235,15 @@ async fn dispatch<I>(
                 peer_identity,
                 drain,
             };
-            http::serve(io, conn).await;
+            Either::Left(http::serve(io, conn))
         }
-        NetworkFilter::Tcp(config) => tcp::proxy(io, config, &shared, peer, drain).await,
-    }
+        NetworkFilter::Tcp(config) => {
+            let config = config.clone();
+            Either::Right(Box::pin(async move {
+                tcp::proxy(io, &config, &shared, peer, drain).await;
+            }))
+        }
+    })
 }
 
 /// The listener for the connection and, if it inspects, the detected protocol with the bytes
@@ -247,5 +271,27 @@ async fn prepare(
             tracing::debug!(error = %e, "connection failed during protocol detection");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drain::Drain;
+    use crate::telemetry::Metrics;
+
+    /// Every open connection holds its task for its whole life, so the task stays small: the
+    /// large states (TLS handshakes, the HTTP connection, TCP forwarding) live in boxes that
+    /// exist only while they are in use.
+    #[tokio::test]
+    async fn a_connection_task_is_small() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stream, _) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let shared = Arc::new(Shared::new(Metrics::new()));
+        let (_drain, watch) = Drain::new();
+        let task = connection(stream.unwrap(), addr, addr.port(), shared, watch);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 1024, "a connection's task takes {size} bytes");
     }
 }

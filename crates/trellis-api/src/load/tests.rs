@@ -522,7 +522,8 @@ fn authorization_policies_are_checked_with_locations() {
 #[test]
 fn a_dir_loader_reparses_only_what_changed_and_agrees_with_a_fresh_load() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).expect("write");
+    let write =
+        |name: &str, text: &str| std::fs::write(dir.path().join(name), text).expect("write");
     write("a.yaml", ROUTE);
     write("b.yaml", &service_with("  ports: [{port: 80}]\n"));
     let mut loader = DirLoader::default();
