@@ -105,6 +105,9 @@ pub(crate) struct PairResult {
     pub(crate) startup_ms: Option<f64>,
     /// RSS of each hop when idle (after one request), KiB.
     pub(crate) idle_rss_kib: Vec<u64>,
+    /// Of which anonymous memory, KiB.
+    #[serde(default)]
+    pub(crate) idle_anon_kib: Vec<u64>,
     /// Fixed-rate runs.
     pub(crate) rates: Vec<RatePoint>,
     /// The closed-loop run.
@@ -262,6 +265,7 @@ async fn measure_pair(
         proto,
         startup_ms: pair.startup.map(|d| d.as_secs_f64() * 1e3),
         idle_rss_kib: idle_usage.iter().map(|u| u.rss_kib).collect(),
+        idle_anon_kib: idle_usage.iter().map(|u| u.anon_kib).collect(),
         rates,
         max: Some(max),
         idle,
@@ -352,7 +356,10 @@ fn print_pair(r: &PairResult) {
         eprintln!("   mTLS handshakes {h:.0}/s");
     }
     if let Some(s) = r.startup_ms {
-        eprintln!("   startup {s:.0} ms, idle rss {:?} KiB", r.idle_rss_kib);
+        eprintln!(
+            "   startup {s:.0} ms, idle rss {:?} KiB (anonymous {:?})",
+            r.idle_rss_kib, r.idle_anon_kib
+        );
     }
 }
 

@@ -81,6 +81,9 @@ impl Drop for Proc {
 pub(crate) struct Usage {
     /// Resident set, KiB.
     pub(crate) rss_kib: u64,
+    /// Of which anonymous memory (heap, stacks), KiB; the rest is mapped files (the binary and
+    /// libraries), shared with every process that maps them.
+    pub(crate) anon_kib: u64,
     /// Peak resident set, KiB.
     pub(crate) peak_rss_kib: u64,
     /// User plus system CPU time.
@@ -97,6 +100,7 @@ impl Usage {
         let (status, stat) = (read("status")?, read("stat")?);
         Ok(Usage {
             rss_kib: status_kib(&status, "VmRSS:").unwrap_or(0),
+            anon_kib: status_kib(&status, "RssAnon:").unwrap_or(0),
             peak_rss_kib: status_kib(&status, "VmHWM:").unwrap_or(0),
             cpu: stat_cpu(&stat, clock_ticks().per_second).unwrap_or_default(),
         })
@@ -105,6 +109,7 @@ impl Usage {
     fn add(self, other: Usage) -> Usage {
         Usage {
             rss_kib: self.rss_kib + other.rss_kib,
+            anon_kib: self.anon_kib + other.anon_kib,
             peak_rss_kib: self.peak_rss_kib + other.peak_rss_kib,
             cpu: self.cpu + other.cpu,
         }
