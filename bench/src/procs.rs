@@ -71,8 +71,17 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // nginx's workers outlive a killed master: they are stopped too, by the PIDs seen
+        // just before.
+        let descendants: Vec<u32> = tree(self.pid()).into_iter().skip(1).collect();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for pid in descendants {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
