@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::config::cluster::Discovery;
 use crate::config::http::{HttpConfig, RouteSource};
 use crate::config::listener::{FilterChain, NetworkFilter};
-use crate::config::route::RouteConfig;
+use crate::config::route::{Action, Route, RouteConfig};
 use crate::table::{Cluster, Table};
 
 /// The whole dump.
@@ -79,9 +79,19 @@ struct VirtualHostDump {
 struct RouteDump {
     name: String,
     r#match: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     clusters: Vec<WeightedDump>,
     #[serde(skip_serializing_if = "Option::is_none")]
     timeout_ms: Option<u128>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    per_try_timeout_ms: Option<u128>,
+    /// Rewrites, mirrors, redirects and direct responses, as text.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    actions: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    request_headers: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    response_headers: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -174,27 +184,69 @@ fn route_config(rc: &RouteConfig) -> RouteConfigDump {
             .map(|vh| VirtualHostDump {
                 name: vh.name.clone(),
                 domains: vh.domains.clone(),
-                routes: vh
-                    .routes
-                    .iter()
-                    .map(|r| RouteDump {
-                        name: r.name.clone(),
-                        r#match: r.matcher.describe(),
-                        clusters: r
-                            .action
-                            .clusters
-                            .iter()
-                            .map(|(weight, t)| WeightedDump {
-                                name: t.cluster.clone(),
-                                weight,
-                            })
-                            .collect(),
-                        timeout_ms: r.action.timeout.map(|t| t.as_millis()),
-                    })
-                    .collect(),
+                routes: vh.routes.iter().map(route).collect(),
             })
             .collect(),
     }
+}
+
+fn route(r: &Route) -> RouteDump {
+    let mut dump = RouteDump {
+        name: r.name.clone(),
+        r#match: r.matcher.describe(),
+        clusters: Vec::new(),
+        timeout_ms: None,
+        per_try_timeout_ms: None,
+        actions: Vec::new(),
+        request_headers: r.request_headers.describe(),
+        response_headers: r.response_headers.describe(),
+    };
+    match &r.action {
+        Action::Forward(a) => {
+            dump.clusters = a
+                .clusters
+                .iter()
+                .map(|(weight, t)| WeightedDump {
+                    name: t.cluster.clone(),
+                    weight,
+                })
+                .collect();
+            dump.timeout_ms = a.timeout.map(|t| t.as_millis());
+            dump.per_try_timeout_ms = a.per_try_timeout.map(|t| t.as_millis());
+            dump.actions
+                .extend(a.rewrite.as_ref().map(|rw| rw.describe()));
+            dump.actions.extend(
+                a.host_rewrite
+                    .as_ref()
+                    .map(|h| format!("host_rewrite: {}", String::from_utf8_lossy(h.as_bytes()))),
+            );
+            dump.actions
+                .extend(a.mirrors.iter().map(|m| match m.fraction {
+                    Some((n, d)) => format!("mirror {} {n}/{d}", m.cluster),
+                    None => format!("mirror {}", m.cluster),
+                }));
+            for t in a.clusters.iter().map(|(_, t)| t) {
+                let changes = t
+                    .request_headers
+                    .describe()
+                    .into_iter()
+                    .map(|c| ("request", c));
+                let changes = changes.chain(
+                    t.response_headers
+                        .describe()
+                        .into_iter()
+                        .map(|c| ("response", c)),
+                );
+                dump.actions
+                    .extend(changes.map(|(dir, c)| format!("{} {dir} {c}", t.cluster)));
+            }
+        }
+        Action::Redirect(redirect) => dump.actions.push(redirect.describe()),
+        Action::Direct(d) => dump
+            .actions
+            .push(format!("direct_response {}", d.status.as_u16())),
+    }
+    dump
 }
 
 fn cluster(c: &Cluster) -> ClusterDump {

@@ -1,15 +1,18 @@
 //! HTTP forwarding: serves HTTP/1.1 and h2c on a connection and takes each request through the
 //! route → cluster → endpoint stages to an upstream, streaming bodies both ways.
 
+mod body;
 pub(crate) mod client;
+mod forward;
+mod local;
+mod mirror;
 mod upgrade;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
-use http::{Request, Response, StatusCode};
-use http_body_util::Either;
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -20,7 +23,7 @@ use tokio::time::Instant;
 use crate::authz::{Decision, Subject, authorize};
 use crate::config::http::{Codec, HttpConfig, RouteSource};
 use crate::config::matcher::RequestView;
-use crate::config::route::Route;
+use crate::config::route::{Action, RedirectFrom, Route};
 use crate::drain::DrainWatch;
 use crate::error::{ForwardError, ResponseBody};
 use crate::table::{Shared, Table};
@@ -117,7 +120,7 @@ async fn handle(conn: &HttpConnection, req: Request<Incoming>) -> Response<Respo
                 ?policy,
                 "request denied by authorization policy"
             );
-            return denied(grpc);
+            return local::denied(grpc);
         }
     }
     match route(conn, &table, &req) {
@@ -133,62 +136,60 @@ async fn handle(conn: &HttpConnection, req: Request<Incoming>) -> Response<Respo
             e.response()
         }
         Ok(route) => {
-            let target = route.action.clusters.pick();
-            let result = forward(conn, &table, route, &target.cluster, req).await;
-            let (response, flag) = match result {
-                Ok(response) => (response, "-"),
-                Err(e) => {
-                    tracing::debug!(
-                        error = %e,
-                        side = ?e.side(),
-                        retryable = e.retryable(),
-                        "upstream request failed"
-                    );
-                    (e.response(), e.flag())
+            let (response, cluster, flag) = match &route.action {
+                Action::Forward(action) => {
+                    let target = action.clusters.pick();
+                    let result = forward::forward(conn, &table, route, action, target, req).await;
+                    let (response, flag) = match result {
+                        Ok(response) => (response, "-"),
+                        Err(e) => {
+                            tracing::debug!(
+                                error = %e,
+                                side = ?e.side(),
+                                retryable = e.retryable(),
+                                "upstream request failed"
+                            );
+                            (e.response(), e.flag())
+                        }
+                    };
+                    target
+                        .stats(conn.direction)
+                        .record(response.status(), started.elapsed());
+                    (response, target.cluster.as_str(), flag)
+                }
+                Action::Redirect(redirect) => {
+                    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+                    let view = RequestView::new(&req);
+                    let from = RedirectFrom {
+                        scheme: uri.scheme_str().unwrap_or("http"),
+                        authority: view.authority,
+                        path_and_query,
+                        matched: route.matcher.matched_len(path_and_query),
+                    };
+                    let mut response = local::redirect(redirect, from);
+                    route.response_headers.apply(response.headers_mut());
+                    (response, "-", "-")
+                }
+                Action::Direct(direct) => {
+                    let mut response = local::direct(direct);
+                    route.response_headers.apply(response.headers_mut());
+                    (response, "-", "-")
                 }
             };
-            let elapsed = started.elapsed();
-            target
-                .stats(conn.direction)
-                .record(response.status(), elapsed);
             tracing::trace!(
                 %method,
                 path = uri.path(),
                 route = %route.name,
-                cluster = %target.cluster,
+                cluster,
                 status = response.status().as_u16(),
                 flag,
-                ?elapsed,
+                elapsed = ?started.elapsed(),
                 peer = %conn.peer,
                 "request"
             );
             response
         }
     }
-}
-
-/// Envoy's RBAC refusal: 403, or for gRPC a trailers-only PERMISSION_DENIED.
-fn denied(grpc: bool) -> Response<ResponseBody> {
-    const MESSAGE: &str = "RBAC: access denied";
-    let mut response = Response::new(Either::Right(http_body_util::Full::new(
-        bytes::Bytes::from_static(if grpc { b"" } else { MESSAGE.as_bytes() }),
-    )));
-    if grpc {
-        let headers = response.headers_mut();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/grpc"),
-        );
-        headers.insert("grpc-status", http::HeaderValue::from_static("7"));
-        headers.insert("grpc-message", http::HeaderValue::from_static(MESSAGE));
-    } else {
-        *response.status_mut() = StatusCode::FORBIDDEN;
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain"),
-        );
-    }
-    response
 }
 
 /// The route stage: the listener's route config, then its first matching route.
@@ -204,80 +205,4 @@ fn route<'t>(
     config
         .route(&RequestView::new(req))
         .ok_or(ForwardError::NoRoute)
-}
-
-/// The cluster and endpoint stages, then the upstream exchange.
-async fn forward(
-    conn: &HttpConnection,
-    table: &Table,
-    route: &Route,
-    cluster_name: &str,
-    mut req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, ForwardError> {
-    let cluster =
-        table
-            .clusters
-            .get(cluster_name)
-            .ok_or_else(|| ForwardError::ClusterNotFound {
-                cluster: cluster_name.to_owned(),
-                status: route.action.cluster_not_found,
-            })?;
-    let upgrade = match upgrade::requested(req.headers()) {
-        None => None,
-        Some(p) if p.eq_ignore_ascii_case("websocket") => {
-            if !route.action.websocket.unwrap_or(conn.config.websocket) {
-                return Err(ForwardError::UpgradeRejected(p.to_owned()));
-            }
-            Some(hyper::upgrade::on(&mut req))
-        }
-        // Like Envoy, an HTTP/1.1 → h2c upgrade offer is dropped and the request proxied as is.
-        Some(p) if p.eq_ignore_ascii_case("h2c") => None,
-        Some(p) => return Err(ForwardError::UpgradeRejected(p.to_owned())),
-    };
-    let in_flight = cluster
-        .endpoints
-        .pick()
-        .ok_or_else(|| ForwardError::NoHealthyUpstream(cluster_name.to_owned()))?;
-    let version =
-        client::upstream_version(cluster.config.protocol, req.version(), upgrade.is_some());
-    let endpoint = &in_flight.endpoint().authority;
-    client::to_upstream(&mut req, endpoint, version, upgrade.is_some());
-    // A cluster has mTLS clients exactly when it has TLS settings, which is also when its
-    // endpoints can be marked for TLS.
-    let mesh = cluster
-        .tls_clients
-        .as_ref()
-        .filter(|_| in_flight.tls().is_some());
-    let sent = async {
-        match mesh {
-            Some(mesh) => mesh.send(version, endpoint, req).await,
-            None => cluster.clients.send(version, endpoint, req).await,
-        }
-    };
-    let result = match route.action.timeout {
-        Some(limit) => match tokio::time::timeout(limit, sent).await {
-            Ok(result) => result,
-            Err(_) => {
-                in_flight.failed();
-                return Err(ForwardError::UpstreamTimeout(limit));
-            }
-        },
-        None => sent.await,
-    };
-    let mut response = match result {
-        Ok(response) => response,
-        Err(e) => {
-            in_flight.failed();
-            return Err(ForwardError::from_client(&e));
-        }
-    };
-    in_flight.succeeded();
-    match upgrade {
-        Some(downstream) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
-            let upstream = hyper::upgrade::on(&mut response);
-            upgrade::splice(downstream, upstream, conn.drain.clone());
-        }
-        _ => client::strip_hop_by_hop(response.headers_mut(), false),
-    }
-    Ok(response.map(Either::Left))
 }

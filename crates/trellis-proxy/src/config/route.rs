@@ -1,28 +1,27 @@
 //! RDS: compiles a `RouteConfiguration` into virtual hosts and routes, and selects the route
 //! for a request (the route stage) as a pure function of the config and the request.
 
+mod action;
+mod headers;
+
+pub(crate) use action::{
+    Action, DirectResponse, PathRewrite, Redirect, RedirectFrom, RouteAction, RouteTarget,
+};
+pub(crate) use headers::HeaderMutations;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
 
-use envoy_types::pb::envoy::config::route::v3::route::Action;
-use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
+use envoy_types::pb::envoy::config::route::v3::route::Action as PbAction;
 use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
 use envoy_types::pb::envoy::config::route::v3::{
-    Route as PbRoute, RouteAction as PbRouteAction, RouteConfiguration, RouteMatch as PbRouteMatch,
-    VirtualHost as PbVirtualHost,
+    Route as PbRoute, RouteConfiguration, RouteMatch as PbRouteMatch, VirtualHost as PbVirtualHost,
 };
-use http::StatusCode;
 use regex::Regex;
 
 use super::matcher::{HeaderMatch, QueryMatch, RequestView, full_regex};
-use super::weighted::Weighted;
-use super::{ConfigError, FieldError, duration, reject_set};
-use crate::telemetry::{Direction, Metrics, RouteClusterStats};
-
-/// Envoy's route timeout when `timeout` is not set.
-const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+use super::{ConfigError, FieldError, reject_set};
+use crate::telemetry::Metrics;
 
 /// A compiled `RouteConfiguration`.
 #[derive(Debug)]
@@ -59,8 +58,12 @@ pub(crate) struct Route {
     pub(crate) name: String,
     /// What the request must look like.
     pub(crate) matcher: RouteMatch,
-    /// Where it goes.
-    pub(crate) action: RouteAction,
+    /// What it does.
+    pub(crate) action: Action,
+    /// Changes to requests (applied after the chosen cluster's).
+    pub(crate) request_headers: HeaderMutations,
+    /// Changes to responses, local replies included (applied after the cluster's).
+    pub(crate) response_headers: HeaderMutations,
 }
 
 /// A compiled `RouteMatch`.
@@ -79,34 +82,6 @@ enum PathMatch {
     Exact(String),
     SeparatedPrefix(String),
     Regex(Regex),
-}
-
-/// A compiled `RouteAction`.
-#[derive(Debug)]
-pub(crate) struct RouteAction {
-    /// The weighted clusters (one with all the weight for `cluster`).
-    pub(crate) clusters: Weighted<RouteTarget>,
-    /// Time allowed until the upstream response headers; `None` disables it.
-    pub(crate) timeout: Option<Duration>,
-    /// Per-route override of the listener's WebSocket upgrade setting.
-    pub(crate) websocket: Option<bool>,
-    /// Status sent when the chosen cluster does not exist.
-    pub(crate) cluster_not_found: StatusCode,
-}
-
-/// One cluster a route sends to, with its stats handles per direction.
-#[derive(Debug)]
-pub(crate) struct RouteTarget {
-    /// Cluster name.
-    pub(crate) cluster: String,
-    stats: [Arc<RouteClusterStats>; 2],
-}
-
-impl RouteTarget {
-    /// The stats handle for traffic in `direction`.
-    pub(crate) fn stats(&self, direction: Direction) -> &RouteClusterStats {
-        &self.stats[direction.index()]
-    }
 }
 
 impl RouteConfig {
@@ -192,6 +167,17 @@ impl RouteMatch {
             && (!self.grpc || req.is_grpc())
             && self.headers.iter().all(|h| h.matches(req))
             && self.query.iter().all(|q| q.matches(req))
+    }
+
+    /// How many leading bytes of a matching `path_and_query` the path condition consumed: the
+    /// prefix for prefix matches, the whole path otherwise (what `prefix_rewrite` replaces).
+    pub(crate) fn matched_len(&self, path_and_query: &str) -> usize {
+        match &self.path {
+            PathMatch::Prefix(p) | PathMatch::SeparatedPrefix(p) => p.len(),
+            PathMatch::Exact(_) | PathMatch::Regex(_) => {
+                path_and_query.find('?').unwrap_or(path_and_query.len())
+            }
+        }
     }
 
     /// The match as text, for the config dump.
@@ -373,22 +359,6 @@ fn compile_route(
             "typed_per_filter_config",
             !r.typed_per_filter_config.is_empty(),
         ),
-        (
-            "request_headers_to_add",
-            !r.request_headers_to_add.is_empty(),
-        ),
-        (
-            "request_headers_to_remove",
-            !r.request_headers_to_remove.is_empty(),
-        ),
-        (
-            "response_headers_to_add",
-            !r.response_headers_to_add.is_empty(),
-        ),
-        (
-            "response_headers_to_remove",
-            !r.response_headers_to_remove.is_empty(),
-        ),
         ("route_specifiers", !r.route_specifiers.is_empty()),
     ])?;
     let name = if r.name.is_empty() {
@@ -398,9 +368,15 @@ fn compile_route(
     };
     let matcher = compile_match(r.r#match.as_ref()).map_err(|e| e.at("match"))?;
     let action = match &r.action {
-        Some(Action::Route(a)) => compile_action(a, &name, metrics).map_err(|e| e.at("route"))?,
-        Some(Action::Redirect(_)) => return Err(FieldError::unsupported("redirect")),
-        Some(Action::DirectResponse(_)) => return Err(FieldError::unsupported("direct_response")),
+        Some(PbAction::Route(a)) => {
+            Action::Forward(action::compile_forward(a, &name, metrics).map_err(|e| e.at("route"))?)
+        }
+        Some(PbAction::Redirect(a)) => {
+            Action::Redirect(action::compile_redirect(a).map_err(|e| e.at("redirect"))?)
+        }
+        Some(PbAction::DirectResponse(a)) => {
+            Action::Direct(action::compile_direct(a).map_err(|e| e.at("direct_response"))?)
+        }
         Some(_) => {
             return Err(FieldError::new(
                 "action",
@@ -413,6 +389,16 @@ fn compile_route(
         name,
         matcher,
         action,
+        request_headers: HeaderMutations::compile(
+            &r.request_headers_to_add,
+            &r.request_headers_to_remove,
+            "request",
+        )?,
+        response_headers: HeaderMutations::compile(
+            &r.response_headers_to_add,
+            &r.response_headers_to_remove,
+            "response",
+        )?,
     })
 }
 
@@ -462,135 +448,6 @@ fn compile_match(m: Option<&PbRouteMatch>) -> Result<RouteMatch, FieldError> {
         headers,
         query,
         grpc: m.grpc.is_some(),
-    })
-}
-
-#[allow(deprecated)]
-fn compile_action(
-    a: &PbRouteAction,
-    route: &str,
-    metrics: &Metrics,
-) -> Result<RouteAction, FieldError> {
-    reject_set(&[
-        ("metadata_match", a.metadata_match.is_some()),
-        ("prefix_rewrite", !a.prefix_rewrite.is_empty()),
-        ("regex_rewrite", a.regex_rewrite.is_some()),
-        ("path_rewrite_policy", a.path_rewrite_policy.is_some()),
-        ("path_rewrite", !a.path_rewrite.is_empty()),
-        ("host_rewrite_specifier", a.host_rewrite_specifier.is_some()),
-        ("idle_timeout", a.idle_timeout.is_some()),
-        ("retry_policy", a.retry_policy.is_some()),
-        (
-            "retry_policy_typed_config",
-            a.retry_policy_typed_config.is_some(),
-        ),
-        (
-            "request_mirror_policies",
-            !a.request_mirror_policies.is_empty(),
-        ),
-        ("rate_limits", !a.rate_limits.is_empty()),
-        ("hash_policy", !a.hash_policy.is_empty()),
-        ("cors", a.cors.is_some()),
-        (
-            "internal_redirect_policy",
-            a.internal_redirect_policy.is_some(),
-        ),
-        ("hedge_policy", a.hedge_policy.is_some()),
-        ("max_stream_duration", a.max_stream_duration.is_some()),
-    ])?;
-    let target = |cluster: &str| RouteTarget {
-        cluster: cluster.to_owned(),
-        stats: [Direction::Inbound, Direction::Outbound]
-            .map(|d| metrics.route_stats(d, route, cluster)),
-    };
-    let clusters = match &a.cluster_specifier {
-        Some(ClusterSpecifier::Cluster(c)) if !c.is_empty() => Weighted::single(target(c)),
-        Some(ClusterSpecifier::WeightedClusters(wc)) => {
-            let mut items = Vec::with_capacity(wc.clusters.len());
-            for (i, c) in wc.clusters.iter().enumerate() {
-                let field = format!("weighted_clusters.clusters[{i}]");
-                reject_set(&[
-                    ("cluster_header", !c.cluster_header.is_empty()),
-                    ("metadata_match", c.metadata_match.is_some()),
-                    (
-                        "request_headers_to_add",
-                        !c.request_headers_to_add.is_empty(),
-                    ),
-                    (
-                        "request_headers_to_remove",
-                        !c.request_headers_to_remove.is_empty(),
-                    ),
-                    (
-                        "response_headers_to_add",
-                        !c.response_headers_to_add.is_empty(),
-                    ),
-                    (
-                        "response_headers_to_remove",
-                        !c.response_headers_to_remove.is_empty(),
-                    ),
-                    (
-                        "typed_per_filter_config",
-                        !c.typed_per_filter_config.is_empty(),
-                    ),
-                    ("host_rewrite_specifier", c.host_rewrite_specifier.is_some()),
-                ])
-                .map_err(|e| e.at(&field))?;
-                if c.name.is_empty() {
-                    return Err(FieldError::new(
-                        format!("{field}.name"),
-                        "must not be empty",
-                    ));
-                }
-                items.push((c.weight.as_ref().map_or(0, |w| w.value), target(&c.name)));
-            }
-            Weighted::new(items).map_err(|e| e.at("weighted_clusters"))?
-        }
-        Some(ClusterSpecifier::ClusterHeader(_)) => {
-            return Err(FieldError::unsupported("cluster_header"));
-        }
-        Some(ClusterSpecifier::Cluster(_)) | None => {
-            return Err(FieldError::new(
-                "cluster_specifier",
-                "cluster or weighted_clusters is required",
-            ));
-        }
-        Some(_) => return Err(FieldError::unsupported("cluster_specifier_plugin")),
-    };
-    let timeout = match &a.timeout {
-        None => Some(DEFAULT_ROUTE_TIMEOUT),
-        Some(t) => Some(duration(t, "timeout")?).filter(|d| !d.is_zero()),
-    };
-    let mut websocket = None;
-    for (i, u) in a.upgrade_configs.iter().enumerate() {
-        if !u.upgrade_type.eq_ignore_ascii_case("websocket") {
-            return Err(FieldError::new(
-                format!("upgrade_configs[{i}].upgrade_type"),
-                format!(
-                    "{:?} is not supported (supported: websocket)",
-                    u.upgrade_type
-                ),
-            ));
-        }
-        reject_set(&[("connect_config", u.connect_config.is_some())])
-            .map_err(|e| e.at(format!("upgrade_configs[{i}]")))?;
-        websocket = Some(u.enabled.as_ref().is_none_or(|b| b.value));
-    }
-    let cluster_not_found = match a.cluster_not_found_response_code {
-        0 => StatusCode::SERVICE_UNAVAILABLE,
-        1 => StatusCode::NOT_FOUND,
-        2 => StatusCode::INTERNAL_SERVER_ERROR,
-        other => {
-            return Err(FieldError::new(
-                "cluster_not_found_response_code",
-                format!("unknown code {other}"),
-            ));
-        }
-    };
-    Ok(RouteAction {
-        clusters,
-        timeout,
-        websocket,
-        cluster_not_found,
     })
 }
 

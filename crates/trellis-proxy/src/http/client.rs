@@ -10,6 +10,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
+
+use super::body::UpstreamBody;
 use hyper::client::conn::http2;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
@@ -28,7 +30,7 @@ const POOL_IDLE: Duration = Duration::from_secs(90);
 /// Connections towards endpoints, sharing a connect timeout: a keep-alive pool for HTTP/1.1
 /// and one multiplexed connection per endpoint for HTTP/2.
 pub(crate) struct UpstreamClients<C = HttpConnector> {
-    h1: Client<C, Incoming>,
+    h1: Client<C, UpstreamBody>,
     h2: H2Connections<C>,
 }
 
@@ -52,7 +54,7 @@ pub(crate) enum UpstreamError {
 /// One HTTP/2 connection per endpoint, opened on first use and again once closed.
 struct H2Connections<C> {
     connector: C,
-    connections: Mutex<HashMap<Authority, http2::SendRequest<Incoming>>>,
+    connections: Mutex<HashMap<Authority, http2::SendRequest<UpstreamBody>>>,
 }
 
 impl<C> H2Connections<C>
@@ -63,7 +65,7 @@ where
     C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     /// The endpoint's open connection, if any.
-    fn open(&self, endpoint: &Authority) -> Option<http2::SendRequest<Incoming>> {
+    fn open(&self, endpoint: &Authority) -> Option<http2::SendRequest<UpstreamBody>> {
         let connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
         connections
             .get(endpoint)
@@ -74,7 +76,7 @@ where
     async fn connect(
         &self,
         endpoint: &Authority,
-    ) -> Result<http2::SendRequest<Incoming>, UpstreamError> {
+    ) -> Result<http2::SendRequest<UpstreamBody>, UpstreamError> {
         let uri = Uri::builder()
             .scheme(Scheme::HTTP)
             .authority(endpoint.clone())
@@ -108,7 +110,7 @@ where
     async fn send(
         &self,
         endpoint: &Authority,
-        req: Request<Incoming>,
+        req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let mut sender = match self.open(endpoint) {
             Some(sender) => sender,
@@ -180,7 +182,7 @@ where
         &self,
         version: Version,
         endpoint: &Authority,
-        req: Request<Incoming>,
+        req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         if version == Version::HTTP_2 {
             self.h2.send(endpoint, req).await

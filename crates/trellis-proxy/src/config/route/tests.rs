@@ -2,14 +2,17 @@
 
 use envoy_types::pb::envoy::config::route::v3::header_matcher::HeaderMatchSpecifier;
 use envoy_types::pb::envoy::config::route::v3::query_parameter_matcher::QueryParameterMatchSpecifier;
+use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
 use envoy_types::pb::envoy::config::route::v3::route_match::GrpcRouteMatchOptions;
 use envoy_types::pb::envoy::config::route::v3::weighted_cluster::ClusterWeight;
 use envoy_types::pb::envoy::config::route::v3::{
-    HeaderMatcher, QueryParameterMatcher, RedirectAction, WeightedCluster,
+    HeaderMatcher, QueryParameterMatcher, RouteAction as PbRouteAction, WeightedCluster,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher};
 use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
+
+use std::time::Duration;
 
 use super::*;
 
@@ -28,7 +31,7 @@ fn route(name: &str, m: PbRouteMatch, cluster: &str) -> PbRoute {
     PbRoute {
         name: name.into(),
         r#match: Some(m),
-        action: Some(Action::Route(PbRouteAction {
+        action: Some(PbAction::Route(PbRouteAction {
             cluster_specifier: Some(ClusterSpecifier::Cluster(cluster.into())),
             ..Default::default()
         })),
@@ -292,7 +295,7 @@ fn virtual_host_domains() {
 #[test]
 fn weighted_clusters_and_timeouts_compile() {
     let mut r = route("w", prefix("/"), "unused");
-    r.action = Some(Action::Route(PbRouteAction {
+    r.action = Some(PbAction::Route(PbRouteAction {
         cluster_specifier: Some(ClusterSpecifier::WeightedClusters(WeightedCluster {
             clusters: vec![
                 ClusterWeight {
@@ -319,32 +322,45 @@ fn weighted_clusters_and_timeouts_compile() {
         &["*"],
         vec![r, route("d", prefix("/"), "c")],
     )]);
-    let routes = &rc.virtual_hosts[0].routes;
+    let routes: Vec<&RouteAction> = rc.virtual_hosts[0]
+        .routes
+        .iter()
+        .map(|r| match &r.action {
+            Action::Forward(a) => a,
+            other => panic!("not a forward: {other:?}"),
+        })
+        .collect();
     let weights: Vec<(u64, &str)> = routes[0]
-        .action
         .clusters
         .iter()
         .map(|(w, t)| (w, t.cluster.as_str()))
         .collect();
     assert_eq!(weights, vec![(90, "v1"), (10, "v2")]);
-    assert_eq!(routes[0].action.timeout, None, "0 disables the timeout");
-    assert_eq!(routes[1].action.timeout, Some(DEFAULT_ROUTE_TIMEOUT));
+    assert_eq!(routes[0].timeout, None, "0 disables the timeout");
+    assert_eq!(
+        routes[1].timeout,
+        Some(Duration::from_secs(15)),
+        "Envoy's default"
+    );
 }
 
 #[test]
 fn unsupported_things_are_rejected_precisely() {
-    let mut redirect = route("r", prefix("/"), "a");
-    redirect.action = Some(Action::Redirect(RedirectAction::default()));
+    let mut by_header = route("r", prefix("/"), "a");
+    by_header.action = Some(PbAction::Route(PbRouteAction {
+        cluster_specifier: Some(ClusterSpecifier::ClusterHeader("x-cluster".into())),
+        ..Default::default()
+    }));
     let err = try_config(vec![vhost(
         "vh",
         &["*"],
-        vec![route("ok", prefix("/"), "a"), redirect],
+        vec![route("ok", prefix("/"), "a"), by_header],
     )])
     .unwrap_err()
     .to_string();
     assert_eq!(
         err,
-        "route configuration \"rc\": virtual_hosts[0].routes[1].redirect: not supported by trellis-proxy"
+        "route configuration \"rc\": virtual_hosts[0].routes[1].route.cluster_header: not supported by trellis-proxy"
     );
 
     let mut bad_regex = prefix("/");
