@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use http::header::HOST;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, StreamBody};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::de::DeserializeOwned;
@@ -63,6 +63,20 @@ pub async fn http1_get(
     headers: &[(&str, &str)],
 ) -> anyhow::Result<HttpReply> {
     let request = request(Method::GET, path.to_owned(), addr, headers, empty())?;
+    with_timeout(async { collect(send_http1(addr, request).await?).await }).await
+}
+
+/// `method path` over HTTP/1.1 to `addr` with extra `headers` and a `body` of known length.
+pub async fn http1_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &'static [u8],
+) -> anyhow::Result<HttpReply> {
+    let method = Method::from_bytes(method.as_bytes())?;
+    let body = BodyExt::boxed(Full::new(Bytes::from_static(body)));
+    let request = request(method, path.to_owned(), addr, headers, body)?;
     with_timeout(async { collect(send_http1(addr, request).await?).await }).await
 }
 

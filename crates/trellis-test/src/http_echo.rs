@@ -2,7 +2,7 @@
 //! and has endpoints for large bodies, chosen statuses and delays.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -65,13 +65,38 @@ impl EchoReply {
 ///
 /// The request body is always read to the end and counted.
 pub async fn spawn_http_echo(name: &str) -> anyhow::Result<Server> {
+    spawn_echo(name, None).await
+}
+
+/// What a recording echo server saw: every request it described, in arrival order.
+#[derive(Debug, Clone, Default)]
+pub struct EchoLog(Arc<Mutex<Vec<EchoReply>>>);
+
+impl EchoLog {
+    /// The requests seen so far.
+    pub fn requests(&self) -> Vec<EchoReply> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// [`spawn_http_echo`], also keeping each request's description in a log; for requests whose
+/// responses the test never sees (mirrors).
+pub async fn spawn_recording_http_echo(name: &str) -> anyhow::Result<(Server, EchoLog)> {
+    let log = EchoLog::default();
+    let server = spawn_echo(name, Some(log.clone())).await?;
+    Ok((server, log))
+}
+
+async fn spawn_echo(name: &str, log: Option<EchoLog>) -> anyhow::Result<Server> {
     let name: Arc<str> = Arc::from(name);
     spawn_server(move |stream| {
         let name = Arc::clone(&name);
+        let log = log.clone();
         async move {
             let service = service_fn(move |req| {
                 let name = Arc::clone(&name);
-                async move { Ok::<_, Infallible>(respond(&name, req).await) }
+                let log = log.clone();
+                async move { Ok::<_, Infallible>(respond(&name, log.as_ref(), req).await) }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
             if let Err(error) = builder
@@ -85,7 +110,7 @@ pub async fn spawn_http_echo(name: &str) -> anyhow::Result<Server> {
     .await
 }
 
-async fn respond(name: &str, req: Request<Incoming>) -> Response<EchoBody> {
+async fn respond(name: &str, log: Option<&EchoLog>, req: Request<Incoming>) -> Response<EchoBody> {
     let path = req.uri().path().to_owned();
     let mut response = match route(&path) {
         Route::Bytes(Some(len)) => {
@@ -107,6 +132,9 @@ async fn respond(name: &str, req: Request<Incoming>) -> Response<EchoBody> {
         }
         Route::Echo => {
             let echo = describe(name, req).await;
+            if let Some(log) = log {
+                log.0.lock().unwrap_or_else(|e| e.into_inner()).push(echo.clone());
+            }
             json(StatusCode::OK, &echo)
         }
         Route::Bytes(None) | Route::Status(None) | Route::Delay(None) => {

@@ -22,8 +22,10 @@ pub use eventually::{Deadline, POLL_INTERVAL, eventually};
 pub use grpc_health::{
     GrpcHealthServer, HealthWatch, ServingStatus, grpc_check, grpc_watch, spawn_grpc_health,
 };
-pub use http_client::{HttpReply, http1_download, http1_get, http2_get, post_streamed, raw_http1};
-pub use http_echo::{EchoReply, spawn_http_echo};
+pub use http_client::{
+    HttpReply, http1_download, http1_get, http1_request, http2_get, post_streamed, raw_http1,
+};
+pub use http_echo::{EchoLog, EchoReply, spawn_http_echo, spawn_recording_http_echo};
 pub use mesh::{Sidecar, TestMesh};
 pub use raw_recorder::{RawRecorder, spawn_raw_http_recorder};
 pub use server::Server;
