@@ -70,6 +70,73 @@ pub(crate) fn backend_weight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::
     narrow(read(d, 0, 1_000_000)?)
 }
 
+/// An optional percentage: 0 to 100 when given.
+pub(crate) fn option_percent<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    struct Percent(u32);
+    impl<'de> de::Deserialize<'de> for Percent {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            Ok(Percent(narrow(read(d, 0, 100)?)?))
+        }
+    }
+    Ok(<Option<Percent> as de::Deserialize>::deserialize(d)?.map(|p| p.0))
+}
+
+/// A fraction's numerator: 0 to 2^31-1 (Gateway API's non-negative int32).
+pub(crate) fn numerator<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    narrow(read(d, 0, i64::from(i32::MAX))?)
+}
+
+/// A fraction's denominator: 1 to 2^31-1 (Gateway API's positive int32).
+pub(crate) fn denominator<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    narrow(read(d, 1, i64::from(i32::MAX))?)
+}
+
+/// The redirect status codes Gateway API allows.
+const REDIRECT_STATUSES: [u16; 5] = [301, 302, 303, 307, 308];
+
+struct RedirectStatus;
+
+impl Visitor<'_> for RedirectStatus {
+    type Value = u16;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("one of 301, 302, 303, 307, 308")
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<u16, E> {
+        match u64::try_from(v) {
+            Ok(v) => self.visit_u64(v),
+            Err(_) => Err(E::custom(format!(
+                "expected one of 301, 302, 303, 307, 308, found {v}"
+            ))),
+        }
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<u16, E> {
+        match u16::try_from(v) {
+            Ok(code) if REDIRECT_STATUSES.contains(&code) => Ok(code),
+            _ => Err(E::custom(format!(
+                "expected one of 301, 302, 303, 307, 308, found {v}"
+            ))),
+        }
+    }
+}
+
+/// A redirect status code: 301, 302, 303, 307 or 308.
+pub(crate) fn redirect_status<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    d.deserialize_i64(RedirectStatus)
+}
+
+/// The default redirect status: 302 Found.
+pub(crate) fn found() -> u16 {
+    302
+}
+
+/// The default fraction denominator: 100 (a percentage).
+pub(crate) fn hundred() -> u32 {
+    100
+}
+
 /// A static endpoint weight: 1 to 128 (Envoy's load-balancing weight range in Trellis).
 pub(crate) fn endpoint_weight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     narrow(read(d, 1, 128)?)

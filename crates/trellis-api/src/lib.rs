@@ -30,9 +30,12 @@ pub use policy::{
     HeaderValue, Operation, Source, TargetRef,
 };
 pub use route::{
-    BackendRef, GrpcMethodMatch, GrpcRoute, GrpcRouteMatch, GrpcRouteRule, GrpcRouteSpec,
-    HeaderMatch, HttpMethod, HttpPathMatch, HttpRoute, HttpRouteMatch, HttpRouteRule,
-    HttpRouteSpec, HttpRouteTimeouts, ParentRef, PathMatchType, QueryParamMatch, StringMatchType,
+    BackendObjectRef, BackendRef, Fraction, GrpcMethodMatch, GrpcRoute, GrpcRouteMatch,
+    GrpcRouteRule, GrpcRouteSpec, HeaderMatch, HttpHeader, HttpHeaderFilter, HttpMethod,
+    HttpPathMatch, HttpPathModifier, HttpPathModifierType, HttpRequestMirrorFilter,
+    HttpRequestRedirectFilter, HttpRoute, HttpRouteFilter, HttpRouteFilterType, HttpRouteMatch,
+    HttpRouteRule, HttpRouteSpec, HttpRouteTimeouts, HttpUrlRewriteFilter, ParentRef,
+    PathMatchType, QueryParamMatch, RedirectScheme, StringMatchType, UnsupportedFilterConfig,
 };
 pub use service::{
     Locality, LocalityError, Protocol, Service, ServicePort, ServiceSpec, StaticEndpoint,

@@ -1,8 +1,16 @@
 //! Gateway API mesh routes (GAMMA): the parts HTTPRoute and GRPCRoute share — parent and
-//! backend references, header matches — and their checks.
+//! backend references, header matches, filters — and their checks.
 
+mod filter;
 mod grpc;
 mod http;
+
+pub use filter::{
+    BackendObjectRef, Fraction, HttpHeader, HttpHeaderFilter, HttpPathModifier,
+    HttpPathModifierType, HttpRequestMirrorFilter, HttpRequestRedirectFilter, HttpRouteFilter,
+    HttpRouteFilterType, HttpUrlRewriteFilter, RedirectScheme, UnsupportedFilterConfig,
+};
+pub(crate) use filter::{FilterScope, validate_filters};
 
 pub(crate) use grpc::validate as validate_grpc;
 pub use grpc::{GrpcMethodMatch, GrpcRoute, GrpcRouteMatch, GrpcRouteRule, GrpcRouteSpec};
@@ -85,10 +93,15 @@ pub struct BackendRef {
         skip_serializing_if = "Option::is_none"
     )]
     pub port: Option<u16>,
-    /// Relative share of the rule's traffic, 0 to 1,000,000; 1 when not given. When every
-    /// backend of a rule has weight 0 the rule answers 500.
+    /// Relative share of the rule's traffic, 0 to 1,000,000; 1 when not given. A rule whose
+    /// backends all have weight 0 (or that has none) answers every request with 500, unless it
+    /// redirects.
     #[serde(default = "bounded::one", deserialize_with = "bounded::backend_weight")]
     pub weight: u32,
+    /// Header changes for the requests sent to this backend and its responses only; at most
+    /// 16, `RequestHeaderModifier` and `ResponseHeaderModifier` only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<HttpRouteFilter>,
 }
 
 impl BackendRef {
@@ -101,6 +114,7 @@ impl BackendRef {
             namespace: None,
             port: None,
             weight: 1,
+            filters: Vec::new(),
         }
     }
 
@@ -157,12 +171,14 @@ pub(crate) fn validate_parent_refs(refs: &[ParentRef], spec: &FieldPath, v: &mut
     }
 }
 
-/// Checks `backendRefs`: each a Service; at most 16.
+/// Checks `backendRefs`: each a Service with header filters only; at most 16.
 pub(crate) fn validate_backend_refs(refs: &[BackendRef], rule: &FieldPath, v: &mut Validator<'_>) {
     let path = rule.key("backendRefs");
     v.max_items(&path, refs, MAX_BACKEND_REFS);
     for (i, r) in refs.iter().enumerate() {
-        service_ref(&r.group, &r.kind, &path.index(i), v);
+        let path = path.index(i);
+        service_ref(&r.group, &r.kind, &path, v);
+        validate_filters(&r.filters, FilterScope::Backend, &path.key("filters"), v);
     }
 }
 
@@ -191,17 +207,22 @@ pub(crate) fn validate_headers(headers: &[HeaderMatch], path: &FieldPath, v: &mu
     v.max_items(path, headers, MAX_HEADERS);
     for (i, h) in headers.iter().enumerate() {
         let path = path.index(i);
-        if !is_token(&h.name) {
-            v.error(
-                &path.key("name"),
-                format!(
-                    "expected a header name (letters, digits and !#$%&'*+-.^_`|~), found `{}`",
-                    h.name
-                ),
-            );
-        }
+        check_header_name(&h.name, &path.key("name"), v);
         if h.match_type == StringMatchType::RegularExpression {
             v.regex(&path.key("value"), &h.value);
         }
     }
+}
+
+/// Checks that `name` is a header name, recording an error at `path` when not; returns whether
+/// it is.
+pub(crate) fn check_header_name(name: &str, path: &FieldPath, v: &mut Validator<'_>) -> bool {
+    let ok = is_token(name);
+    if !ok {
+        v.error(
+            path,
+            format!("expected a header name (letters, digits and !#$%&'*+-.^_`|~), found `{name}`"),
+        );
+    }
+    ok
 }

@@ -1,5 +1,5 @@
 //! The admin HTTP API (127.0.0.1 by default): health, readiness, Prometheus metrics and JSON
-//! views of services, workloads, proxies and config.
+//! views of services, workloads, proxies, config and route status.
 
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use crate::ca::{CaService, JoinToken};
 use crate::control::ControlPlane;
 use crate::registry::unix;
+use crate::status::route_statuses;
 
 /// Builds the admin router over the control plane and its CA.
 pub(crate) fn router(control: Arc<ControlPlane>, ca: Arc<CaService<JoinToken>>) -> Router {
@@ -27,6 +28,7 @@ pub(crate) fn router(control: Arc<ControlPlane>, ca: Arc<CaService<JoinToken>>) 
         .route("/api/workloads", get(workloads))
         .route("/api/proxies", get(proxies))
         .route("/api/config", get(config))
+        .route("/api/routes", get(routes))
         .with_state(control)
         .merge(identity)
 }
@@ -106,4 +108,9 @@ async fn proxies(State(control): Control) -> Response {
 
 async fn config(State(control): Control) -> Response {
     Json(control.config()).into_response()
+}
+
+/// Gateway API status (`Accepted`, `ResolvedRefs`) of every route, per parent.
+async fn routes(State(control): Control) -> Response {
+    Json(route_statuses(&control.model())).into_response()
 }

@@ -11,6 +11,7 @@ mod files;
 mod metrics;
 mod model;
 mod registry;
+mod status;
 pub mod translate;
 
 use std::net::SocketAddr;

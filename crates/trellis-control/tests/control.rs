@@ -243,3 +243,41 @@ async fn registry_follows_streams_and_shows_nacks() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn route_status_names_a_missing_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(
+        dir.path().join("routes.yaml"),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{kind: Service, name: legacy}]\n  rules:\n  - backendRefs: [{name: legacy}, {name: missing}]\n",
+    )
+    .unwrap();
+    let control = start(dir.path()).await;
+    let admin = control.admin_addr();
+    eventually("the route's status", async || {
+        get_json(admin, "/api/routes").await[0]["name"] == "r"
+    })
+    .await;
+    let routes = get_json(admin, "/api/routes").await;
+    let parent = &routes[0]["parents"][0];
+    assert_eq!(routes[0]["kind"], "HTTPRoute");
+    assert_eq!(parent["parentRef"]["name"], "legacy");
+    let conditions = &parent["conditions"];
+    assert_eq!(
+        (&conditions[0]["type"], &conditions[0]["status"]),
+        (&Value::from("Accepted"), &Value::from("True"))
+    );
+    let resolved = &conditions[1];
+    assert_eq!(
+        (&resolved["type"], &resolved["status"], &resolved["reason"]),
+        (
+            &Value::from("ResolvedRefs"),
+            &Value::from("False"),
+            &Value::from("BackendNotFound")
+        )
+    );
+    let message = resolved["message"].as_str().unwrap();
+    assert!(message.contains("missing.default"), "{message}");
+    assert!(!message.contains("legacy"), "{message}");
+}

@@ -133,7 +133,10 @@ async fn respond(name: &str, log: Option<&EchoLog>, req: Request<Incoming>) -> R
         Route::Echo => {
             let echo = describe(name, req).await;
             if let Some(log) = log {
-                log.0.lock().unwrap_or_else(|e| e.into_inner()).push(echo.clone());
+                log.0
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(echo.clone());
             }
             json(StatusCode::OK, &echo)
         }

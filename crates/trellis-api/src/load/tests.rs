@@ -160,7 +160,7 @@ fn invalid_documents_are_rejected_at_the_right_place() {
         (
             route_with("          weigth: 10\n"),
             14, 11, "spec.rules[0].backendRefs[1].weigth",
-            "unknown field `weigth`, expected one of `group`, `kind`, `name`, `namespace`, `port`, `weight` (did you mean `weight`?)",
+            "unknown field `weigth`, expected one of `group`, `kind`, `name`, `namespace`, `port`, `weight`, `filters` (did you mean `weight`?)",
         ),
         (
             route_with("          weight: -1\n"),
@@ -444,8 +444,18 @@ fn examples_load() {
     let routing = load_dir(&root.join("routing")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         (routing.http_routes.len(), routing.grpc_routes.len()),
-        (1, 1)
+        (2, 2)
     );
+    let filters = &routing.http_routes[0];
+    assert_eq!(filters.metadata.name, "web-filters");
+    let types: std::collections::HashSet<_> = filters
+        .spec
+        .rules
+        .iter()
+        .flat_map(|r| &r.filters)
+        .map(|f| f.filter_type)
+        .collect();
+    assert_eq!(types.len(), 5, "every supported filter type: {types:?}");
 
     let stat = load_dir(&root.join("static-endpoints")).unwrap_or_else(|e| panic!("{e}"));
     let db = stat.service("default", "legacy-db").expect("legacy-db");

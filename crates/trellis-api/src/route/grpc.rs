@@ -1,11 +1,12 @@
 //! `kind: GRPCRoute` (`gateway.networking.k8s.io/v1`): gRPC routing rules for traffic to a
-//! Service, matching on service/method names and metadata.
+//! Service, matching on service/method names and metadata, with header and mirror filters.
 
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BackendRef, HeaderMatch, MAX_MATCHES, MAX_RULES, ParentRef, StringMatchType,
-    validate_backend_refs, validate_headers, validate_parent_refs,
+    BackendRef, FilterScope, HeaderMatch, HttpRouteFilter, MAX_MATCHES, MAX_RULES, ParentRef,
+    StringMatchType, validate_backend_refs, validate_filters, validate_headers,
+    validate_parent_refs,
 };
 use crate::meta::{self, Meta};
 use crate::validate::Validator;
@@ -28,7 +29,8 @@ pub struct GrpcRouteSpec {
     /// The Services whose traffic this route handles; at least one.
     #[serde(default)]
     pub parent_refs: Vec<ParentRef>,
-    /// Rules, at most 16; one rule matching every call (with no backends) when not given.
+    /// Rules, at most 16; when not given, one rule matching every call with no backends (so
+    /// answering 500).
     #[serde(default = "default_rules")]
     pub rules: Vec<GrpcRouteRule>,
 }
@@ -57,7 +59,13 @@ pub struct GrpcRouteRule {
     /// Conditions, any of which selects this rule; empty matches every call. At most 16.
     #[serde(default)]
     pub matches: Vec<GrpcRouteMatch>,
-    /// Where matching calls go, split by weight; at most 16.
+    /// Header changes and mirrors for matching calls: `RequestHeaderModifier`,
+    /// `ResponseHeaderModifier` and `RequestMirror` only (GRPCRoute has no redirects or
+    /// rewrites); at most 16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<HttpRouteFilter>,
+    /// Where matching calls go, split by weight; at most 16. Without any (or with all weights
+    /// 0) matching calls get HTTP 500.
     #[serde(default)]
     pub backend_refs: Vec<BackendRef>,
 }
@@ -120,6 +128,12 @@ pub(crate) fn validate(route: &GrpcRoute, v: &mut Validator<'_>) {
             }
             validate_headers(&m.headers, &path.key("headers"), v);
         }
+        validate_filters(
+            &rule.filters,
+            FilterScope::GrpcRule,
+            &path.key("filters"),
+            v,
+        );
         validate_backend_refs(&rule.backend_refs, &path, v);
     }
 }

@@ -1,6 +1,6 @@
 //! `kind: HTTPRoute` (`gateway.networking.k8s.io/v1`, also `v1beta1`): HTTP routing rules for
-//! traffic to a Service, with path, header, query and method matches, weighted backends and
-//! timeouts.
+//! traffic to a Service, with path, header, query and method matches, filters, weighted
+//! backends and timeouts.
 
 use std::fmt;
 use std::time::Duration;
@@ -8,8 +8,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BackendRef, HeaderMatch, MAX_HEADERS, MAX_MATCHES, MAX_RULES, ParentRef, StringMatchType,
-    is_token, validate_backend_refs, validate_headers, validate_parent_refs,
+    BackendRef, FilterScope, HeaderMatch, HttpRouteFilter, HttpRouteFilterType, MAX_HEADERS,
+    MAX_MATCHES, MAX_RULES, ParentRef, StringMatchType, is_token, validate_backend_refs,
+    validate_filters, validate_headers, validate_parent_refs,
 };
 use crate::meta::{self, Meta};
 use crate::validate::Validator;
@@ -32,7 +33,8 @@ pub struct HttpRouteSpec {
     /// The Services whose traffic this route handles; at least one.
     #[serde(default)]
     pub parent_refs: Vec<ParentRef>,
-    /// Rules, at most 16; one rule matching every request (with no backends) when not given.
+    /// Rules, at most 16; when not given, one rule matching every request with no backends (so
+    /// answering 500).
     #[serde(default = "default_rules")]
     pub rules: Vec<HttpRouteRule>,
 }
@@ -61,7 +63,12 @@ pub struct HttpRouteRule {
     /// path prefix `/`.
     #[serde(default = "default_matches")]
     pub matches: Vec<HttpRouteMatch>,
-    /// Where matching requests go, split by weight; at most 16.
+    /// What happens to matching requests besides forwarding: header changes, a redirect, a
+    /// rewrite, mirrors; at most 16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<HttpRouteFilter>,
+    /// Where matching requests go, split by weight; at most 16. Without any (or with all
+    /// weights 0) matching requests get 500, unless a `RequestRedirect` answers them.
     #[serde(default)]
     pub backend_refs: Vec<BackendRef>,
     /// Request and per-try timeouts; none when not given.
@@ -74,6 +81,7 @@ impl Default for HttpRouteRule {
         Self {
             name: None,
             matches: default_matches(),
+            filters: Vec::new(),
             backend_refs: Vec::new(),
             timeouts: HttpRouteTimeouts::default(),
         }
@@ -224,6 +232,18 @@ pub(crate) fn validate(route: &HttpRoute, v: &mut Validator<'_>) {
         v.max_items(&matches, &rule.matches, MAX_MATCHES);
         for (j, m) in rule.matches.iter().enumerate() {
             validate_match(m, &matches.index(j), v);
+        }
+        let scope = FilterScope::HttpRule(&rule.matches);
+        validate_filters(&rule.filters, scope, &path.key("filters"), v);
+        let redirects = rule
+            .filters
+            .iter()
+            .any(|f| f.filter_type == HttpRouteFilterType::RequestRedirect);
+        if redirects && !rule.backend_refs.is_empty() {
+            v.error(
+                &path.key("backendRefs"),
+                "a rule with a RequestRedirect filter answers with the redirect; remove its backendRefs",
+            );
         }
         validate_backend_refs(&rule.backend_refs, &path, v);
         validate_timeouts(&rule.timeouts, &path.key("timeouts"), v);

@@ -1,23 +1,23 @@
 //! Route configs: each service's HTTPRoute and GRPCRoute rules as Envoy routes, ordered by the
 //! Gateway API precedence rules, and the HTTP-proxy config with a virtual host per service.
 
+mod action;
+
 use std::cmp::Reverse;
 
 use envoy_types::pb::envoy::config::route::v3::{
     HeaderMatcher, QueryParameterMatcher, Route, RouteAction, RouteConfiguration, RouteMatch,
-    VirtualHost, WeightedCluster, header_matcher, query_parameter_matcher, route::Action,
-    route_action, route_match::PathSpecifier, weighted_cluster::ClusterWeight,
+    VirtualHost, header_matcher, query_parameter_matcher, route::Action, route_action,
+    route_match::PathSpecifier,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatcher, StringMatcher, string_matcher::MatchPattern,
 };
-use envoy_types::pb::google::protobuf::UInt32Value;
-use trellis_api::{
-    BackendRef, GrpcMethodMatch, HeaderMatch, HttpRouteMatch, PathMatchType, StringMatchType,
-};
+use trellis_api::{GrpcMethodMatch, HeaderMatch, HttpRouteMatch, PathMatchType, StringMatchType};
 
 use super::{HTTP_PROXY, duration, outbound_cluster, outbound_route_config};
 use crate::model::{MeshModel, ServiceModel};
+use action::RuleAction;
 
 /// One route config per service, plus the HTTP-proxy config.
 pub(super) fn route_configs(model: &MeshModel) -> Vec<RouteConfiguration> {
@@ -77,7 +77,7 @@ fn default_route(cluster: &str) -> Route {
             path_specifier: Some(PathSpecifier::Prefix("/".to_owned())),
             ..RouteMatch::default()
         }),
-        action: Some(Action::Route(route_action(
+        action: Some(Action::Route(forward_action(
             route_action::ClusterSpecifier::Cluster(cluster.to_owned()),
             None,
         ))),
@@ -116,20 +116,15 @@ fn service_routes(model: &MeshModel, svc: &ServiceModel) -> Vec<Route> {
             continue;
         }
         for (i, rule) in hr.spec.rules.iter().enumerate() {
-            let Some(target) = backends(&rule.backend_refs, ns) else {
-                continue;
-            };
-            let timeout = rule.timeouts.request;
+            let action = RuleAction::http(&rule.filters, &rule.backend_refs, rule.timeouts, ns);
             for m in &rule.matches {
                 let order = candidates.len();
+                let prefix = (m.path.match_type == PathMatchType::PathPrefix)
+                    .then_some(m.path.value.as_str());
+                let name = format!("{}.{ns}:{i}", hr.metadata.name);
                 candidates.push(Candidate {
                     precedence: http_precedence(m, order),
-                    route: Route {
-                        name: format!("{}.{ns}:{i}", hr.metadata.name),
-                        r#match: Some(http_match(m)),
-                        action: Some(Action::Route(route_action(target.clone(), timeout))),
-                        ..Route::default()
-                    },
+                    route: action.route(name, http_match(m), prefix),
                 });
             }
         }
@@ -140,9 +135,7 @@ fn service_routes(model: &MeshModel, svc: &ServiceModel) -> Vec<Route> {
             continue;
         }
         for (i, rule) in gr.spec.rules.iter().enumerate() {
-            let Some(target) = backends(&rule.backend_refs, ns) else {
-                continue;
-            };
+            let action = RuleAction::grpc(&rule.filters, &rule.backend_refs, ns);
             let matches: Vec<_> = if rule.matches.is_empty() {
                 vec![(None, &[][..])]
             } else {
@@ -169,12 +162,11 @@ fn service_routes(model: &MeshModel, svc: &ServiceModel) -> Vec<Route> {
                         query: Reverse(0),
                         order,
                     },
-                    route: Route {
-                        name: format!("{}.{ns}:{i}", gr.metadata.name),
-                        r#match: Some(grpc_match(method, headers)),
-                        action: Some(Action::Route(route_action(target.clone(), None))),
-                        ..Route::default()
-                    },
+                    route: action.route(
+                        format!("{}.{ns}:{i}", gr.metadata.name),
+                        grpc_match(method, headers),
+                        None,
+                    ),
                 });
             }
         }
@@ -202,31 +194,9 @@ fn http_precedence(m: &HttpRouteMatch, order: usize) -> Precedence {
     }
 }
 
-/// The cluster (or weighted clusters) of a rule's backends; `None` when no backend can take
-/// traffic (no refs, or all weights zero), so the rule is left out.
-fn backends(refs: &[BackendRef], ns: &str) -> Option<route_action::ClusterSpecifier> {
-    let live: Vec<&BackendRef> = refs.iter().filter(|b| b.weight > 0).collect();
-    let cluster = |b: &BackendRef| outbound_cluster(&format!("{}.{}", b.name, b.namespace_or(ns)));
-    match live.as_slice() {
-        [] => None,
-        [one] => Some(route_action::ClusterSpecifier::Cluster(cluster(one))),
-        many => Some(route_action::ClusterSpecifier::WeightedClusters(
-            WeightedCluster {
-                clusters: many
-                    .iter()
-                    .map(|b| ClusterWeight {
-                        name: cluster(b),
-                        weight: Some(UInt32Value { value: b.weight }),
-                        ..ClusterWeight::default()
-                    })
-                    .collect(),
-                ..WeightedCluster::default()
-            },
-        )),
-    }
-}
-
-fn route_action(
+/// A route action to `target`. A cluster that does not exist (a backendRef naming an unknown
+/// Service) answers 500, as Gateway API requires for its share of the traffic.
+fn forward_action(
     target: route_action::ClusterSpecifier,
     timeout: Option<std::time::Duration>,
 ) -> RouteAction {
@@ -234,6 +204,8 @@ fn route_action(
         cluster_specifier: Some(target),
         // Gateway API has no default timeout; Envoy's default is 15 s, so say "none" (0).
         timeout: Some(duration(timeout.unwrap_or_default())),
+        cluster_not_found_response_code:
+            route_action::ClusterNotFoundResponseCode::InternalServerError as i32,
         ..RouteAction::default()
     }
 }
@@ -242,11 +214,13 @@ fn http_match(m: &HttpRouteMatch) -> RouteMatch {
     let value = m.path.value.clone();
     let path = match m.path.match_type {
         PathMatchType::Exact => PathSpecifier::Path(value),
-        // Gateway API prefixes match whole path segments: `/foo` matches `/foo/bar`, not `/foobar`.
-        PathMatchType::PathPrefix if value == "/" || value.ends_with('/') => {
-            PathSpecifier::Prefix(value)
+        PathMatchType::PathPrefix if value == "/" => PathSpecifier::Prefix(value),
+        // Gateway API prefixes match whole path segments and ignore a trailing `/`: `/foo` and
+        // `/foo/` both match `/foo` and `/foo/bar`, not `/foobar`. (A ReplacePrefixMatch relies
+        // on Envoy matching exactly these segments.)
+        PathMatchType::PathPrefix => {
+            PathSpecifier::PathSeparatedPrefix(value.trim_end_matches('/').to_owned())
         }
-        PathMatchType::PathPrefix => PathSpecifier::PathSeparatedPrefix(value),
         PathMatchType::RegularExpression => PathSpecifier::SafeRegex(regex(&value)),
     };
     let mut headers: Vec<HeaderMatcher> = m.headers.iter().map(header_matcher).collect();

@@ -13,6 +13,8 @@ use trellis_xds::{Snapshot, TypeUrl};
 use super::{SharedResources, translate, translate_shared};
 use crate::model::MeshModel;
 
+mod filters;
+
 const CONFIG: &str = r#"
 apiVersion: trellis.dev/v1alpha1
 kind: Service

@@ -7,4 +7,5 @@ mod endpoints;
 mod mtls;
 mod nack;
 mod protocols;
+mod route_table;
 mod routing;
