@@ -12,6 +12,7 @@ use http::uri::Authority;
 use rand::Rng;
 use tokio::time::Instant;
 
+use crate::config::cluster::RetryLimit;
 use crate::config::endpoint::Assignment;
 use crate::config::tls::{ClusterTls, UpstreamTls};
 
@@ -131,7 +132,43 @@ impl PeakEwma {
 #[derive(Debug, Default)]
 pub(crate) struct ClusterLbState {
     cursor: Arc<AtomicUsize>,
+    load: Arc<ClusterLoad>,
     endpoints: HashMap<SocketAddr, Arc<EndpointState>>,
+}
+
+/// Requests and retries in flight to one cluster, across config updates: what the retry
+/// budget is measured against.
+#[derive(Debug, Default)]
+pub(crate) struct ClusterLoad {
+    active: AtomicUsize,
+    retries: AtomicUsize,
+}
+
+impl ClusterLoad {
+    /// Counts a request (first try or retry) as active until the guard drops.
+    pub(crate) fn request(&self) -> Counted<'_> {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        Counted(&self.active)
+    }
+
+    /// Counts a retry until the guard drops, if `limit` allows one more now.
+    pub(crate) fn retry(&self, limit: RetryLimit) -> Option<Counted<'_>> {
+        let retries = self.retries.fetch_add(1, Ordering::Relaxed);
+        let counted = Counted(&self.retries);
+        limit
+            .allows(retries, self.active.load(Ordering::Relaxed))
+            .then_some(counted)
+    }
+}
+
+/// One unit of a [`ClusterLoad`] counter, released on drop.
+#[derive(Debug)]
+pub(crate) struct Counted<'a>(&'a AtomicUsize);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The serving endpoints of a cluster and how to choose among them. Immutable; a config update
@@ -146,6 +183,7 @@ pub(crate) struct EndpointSet {
     /// GCD (capped at 100 slots per endpoint to bound the schedule).
     schedule: Vec<usize>,
     cursor: Arc<AtomicUsize>,
+    load: Arc<ClusterLoad>,
 }
 
 impl EndpointSet {
@@ -177,7 +215,9 @@ impl EndpointSet {
             })
             .collect();
         state.endpoints = kept;
-        Self::from_parts(policy, endpoints, tls, state.cursor.clone())
+        let mut set = Self::from_parts(policy, endpoints, tls, state.cursor.clone());
+        set.load = state.load.clone();
+        set
     }
 
     fn from_parts(
@@ -198,7 +238,30 @@ impl EndpointSet {
             tls,
             schedule,
             cursor,
+            load: Arc::default(),
         }
+    }
+
+    /// The cluster's requests and retries in flight.
+    pub(crate) fn load(&self) -> &ClusterLoad {
+        &self.load
+    }
+
+    /// Chooses an endpoint that `avoid` does not refuse, if one comes up within `picks` picks;
+    /// else the last one picked.
+    pub(crate) fn pick_avoiding(
+        &self,
+        avoid: impl Fn(SocketAddr) -> bool,
+        picks: u32,
+    ) -> Option<InFlight> {
+        let mut picked = self.pick()?;
+        for _ in 1..picks {
+            if !avoid(picked.endpoint().addr) {
+                break;
+            }
+            picked = self.pick()?;
+        }
+        Some(picked)
     }
 
     /// The serving endpoints with their weights.

@@ -213,6 +213,15 @@ fn route(r: &Route) -> RouteDump {
                 .collect();
             dump.timeout_ms = a.timeout.map(|t| t.as_millis());
             dump.per_try_timeout_ms = a.per_try_timeout.map(|t| t.as_millis());
+            dump.actions.extend(a.retry.as_ref().map(|r| {
+                format!(
+                    "retry {} up to {} after {:?}..{:?}",
+                    r.on.describe(),
+                    r.attempts,
+                    r.backoff_base,
+                    r.backoff_max
+                )
+            }));
             dump.actions
                 .extend(a.rewrite.as_ref().map(|rw| rw.describe()));
             dump.actions.extend(

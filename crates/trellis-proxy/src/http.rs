@@ -6,6 +6,8 @@ pub(crate) mod client;
 mod forward;
 mod local;
 mod mirror;
+mod replay;
+mod retry;
 mod upgrade;
 
 use std::convert::Infallible;

@@ -1,5 +1,9 @@
 //! CDS: compiles a `Cluster` (EDS or STATIC) into its discovery source, load-balancing policy,
-//! connect timeout and upstream HTTP protocol.
+//! connect timeout, upstream HTTP protocol and limits.
+
+mod limits;
+
+pub(crate) use limits::RetryLimit;
 
 use std::time::Duration;
 
@@ -36,6 +40,8 @@ pub(crate) struct ClusterConfig {
     pub(crate) protocol: UpstreamProtocol,
     /// mTLS towards (some of) its endpoints.
     pub(crate) tls: ClusterTls,
+    /// How many retries may be in flight at once.
+    pub(crate) retry_limit: RetryLimit,
 }
 
 /// Where a cluster's endpoints come from.
@@ -88,7 +94,6 @@ fn compile_cluster(c: &Cluster) -> Result<ClusterConfig, FieldError> {
             c.transport_socket_matcher.is_some(),
         ),
         ("health_checks", !c.health_checks.is_empty()),
-        ("circuit_breakers", c.circuit_breakers.is_some()),
         ("outlier_detection", c.outlier_detection.is_some()),
         ("lb_subset_config", c.lb_subset_config.is_some()),
         ("load_balancing_policy", c.load_balancing_policy.is_some()),
@@ -166,6 +171,10 @@ fn compile_cluster(c: &Cluster) -> Result<ClusterConfig, FieldError> {
         protocol = upstream_protocol(&options).map_err(|e| e.at(&field))?;
     }
     let tls = tls::cluster(c.transport_socket.as_ref(), &c.transport_socket_matches)?;
+    let retry_limit = match &c.circuit_breakers {
+        Some(cb) => limits::compile(cb).map_err(|e| e.at("circuit_breakers"))?,
+        None => RetryLimit::default(),
+    };
     Ok(ClusterConfig {
         name: c.name.clone(),
         discovery,
@@ -173,6 +182,7 @@ fn compile_cluster(c: &Cluster) -> Result<ClusterConfig, FieldError> {
         connect_timeout,
         protocol,
         tls,
+        retry_limit,
     })
 }
 

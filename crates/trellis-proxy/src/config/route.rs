@@ -3,11 +3,13 @@
 
 mod action;
 mod headers;
+mod retry;
 
 pub(crate) use action::{
     Action, DirectResponse, PathRewrite, Redirect, RedirectFrom, RouteAction, RouteTarget,
 };
 pub(crate) use headers::HeaderMutations;
+pub(crate) use retry::{Retry, RetryOn};
 
 use std::borrow::Cow;
 use std::collections::HashMap;

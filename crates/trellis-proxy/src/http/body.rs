@@ -9,6 +9,8 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::mpsc;
 
+use super::replay::ReplayBody;
+
 /// Frames a mirror's copy may lag behind the real request before it is cut off.
 const MIRROR_LAG: usize = 16;
 
@@ -38,6 +40,10 @@ pin_project_lite::pin_project! {
             frames: Option<mpsc::Receiver<Copied>>,
             hint: SizeHint,
         },
+        /// One try of a body kept for retries.
+        Replay { body: ReplayBody },
+        /// No body (a bodiless request, retried).
+        Empty,
     }
 }
 
@@ -70,6 +76,30 @@ impl UpstreamBody {
                 frames: None,
                 hint: *hint,
             },
+            UpstreamBody::Replay { .. } | UpstreamBody::Empty => UpstreamBody::Empty,
+        }
+    }
+
+    /// This body made ready for retries: what is kept to send it again (see
+    /// [`UpstreamBody::again`]), and the first try's body. Bodiless requests keep nothing.
+    pub(crate) fn replayable(self) -> (UpstreamBody, UpstreamBody) {
+        if self.is_end_stream() {
+            (UpstreamBody::Empty, UpstreamBody::Empty)
+        } else {
+            let (kept, first) = ReplayBody::new(self);
+            (
+                UpstreamBody::Replay { body: kept },
+                UpstreamBody::Replay { body: first },
+            )
+        }
+    }
+
+    /// The body for another try, if it can be sent again.
+    pub(crate) fn again(&self) -> Option<UpstreamBody> {
+        match self {
+            UpstreamBody::Empty => Some(UpstreamBody::Empty),
+            UpstreamBody::Replay { body } => body.again().map(|body| UpstreamBody::Replay { body }),
+            UpstreamBody::Client { .. } | UpstreamBody::Mirror { .. } => None,
         }
     }
 }
@@ -136,6 +166,8 @@ impl Body for UpstreamBody {
                     }
                 }
             }
+            Projected::Replay { body } => Pin::new(body).poll_frame(cx),
+            Projected::Empty => Poll::Ready(None),
         }
     }
 
@@ -143,6 +175,8 @@ impl Body for UpstreamBody {
         match self {
             UpstreamBody::Client { body, .. } => body.is_end_stream(),
             UpstreamBody::Mirror { frames, .. } => frames.is_none(),
+            UpstreamBody::Replay { body } => body.is_end_stream(),
+            UpstreamBody::Empty => true,
         }
     }
 
@@ -150,6 +184,8 @@ impl Body for UpstreamBody {
         match self {
             UpstreamBody::Client { body, .. } => body.size_hint(),
             UpstreamBody::Mirror { hint, .. } => *hint,
+            UpstreamBody::Replay { body } => body.size_hint(),
+            UpstreamBody::Empty => SizeHint::with_exact(0),
         }
     }
 }

@@ -9,7 +9,8 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 
 use super::body::UpstreamBody;
-use super::{HttpConnection, client, mirror, upgrade};
+use super::{HttpConnection, client, mirror, retry, upgrade};
+use crate::balance::InFlight;
 use crate::config::route::{PathRewrite, Route, RouteAction, RouteTarget};
 use crate::error::{ForwardError, ResponseBody};
 use crate::table::{Cluster, Table};
@@ -54,7 +55,24 @@ pub(super) async fn forward(
     }
     let mut req = req.map(UpstreamBody::client);
     mirror::spawn(table, action, &mut req);
-    let mut response = exchange(cluster, req, upgrade.is_some(), action.try_timeout()).await?;
+    let mut response = match &action.retry {
+        // Boxed: only retrying routes pay for the larger future.
+        Some(policy) if upgrade.is_none() => {
+            let tries = Box::pin(retry::exchange(
+                cluster,
+                req,
+                policy,
+                action.per_try_timeout,
+            ));
+            match action.timeout {
+                Some(limit) => tokio::time::timeout(limit, tries)
+                    .await
+                    .map_err(|_| ForwardError::UpstreamTimeout(limit))??,
+                None => tries.await?,
+            }
+        }
+        _ => exchange(cluster, req, upgrade.is_some(), action.try_timeout()).await?,
+    };
     match upgrade {
         Some(downstream) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
             let upstream = hyper::upgrade::on(&mut response);
@@ -71,7 +89,7 @@ pub(super) async fn forward(
 /// up to `limit` for the response headers.
 pub(super) async fn exchange(
     cluster: &Cluster,
-    mut req: Request<UpstreamBody>,
+    req: Request<UpstreamBody>,
     upgrade: bool,
     limit: Option<Duration>,
 ) -> Result<Response<Incoming>, ForwardError> {
@@ -79,6 +97,18 @@ pub(super) async fn exchange(
         .endpoints
         .pick()
         .ok_or_else(|| ForwardError::NoHealthyUpstream(cluster.config.name.clone()))?;
+    exchange_on(cluster, in_flight, req, upgrade, limit).await
+}
+
+/// One exchange with the endpoint `in_flight` was picked for.
+pub(super) async fn exchange_on(
+    cluster: &Cluster,
+    in_flight: InFlight,
+    mut req: Request<UpstreamBody>,
+    upgrade: bool,
+    limit: Option<Duration>,
+) -> Result<Response<Incoming>, ForwardError> {
+    let _active = cluster.endpoints.load().request();
     let version = client::upstream_version(cluster.config.protocol, req.version(), upgrade);
     let endpoint = &in_flight.endpoint().authority;
     client::to_upstream(&mut req, endpoint, version, upgrade);

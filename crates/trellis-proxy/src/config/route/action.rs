@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::config::route::v3::route_action::{
     ClusterSpecifier, RequestMirrorPolicy,
 };
 use envoy_types::pb::envoy::config::route::v3::{
-    DirectResponseAction, RedirectAction, RetryPolicy, RouteAction as PbRouteAction,
+    DirectResponseAction, RedirectAction, RouteAction as PbRouteAction,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatchAndSubstitute;
 use envoy_types::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
@@ -21,6 +21,7 @@ use http::{HeaderValue, StatusCode};
 use regex::Regex;
 
 use super::headers::HeaderMutations;
+use super::retry::{self, Retry};
 use crate::config::weighted::Weighted;
 use crate::config::{FieldError, duration, reject_set};
 use crate::telemetry::{Direction, Metrics, RouteClusterStats};
@@ -48,6 +49,8 @@ pub(crate) struct RouteAction {
     pub(crate) timeout: Option<Duration>,
     /// Time allowed for each try (the retry policy's `per_try_timeout`).
     pub(crate) per_try_timeout: Option<Duration>,
+    /// How failed tries are retried; `None`: they are not.
+    pub(crate) retry: Option<Retry>,
     /// Per-route override of the listener's WebSocket upgrade setting.
     pub(crate) websocket: Option<bool>,
     /// Status sent when the chosen cluster does not exist.
@@ -61,7 +64,7 @@ pub(crate) struct RouteAction {
 }
 
 impl RouteAction {
-    /// The limit on waiting for response headers from one try.
+    /// The limit on waiting for response headers when there is a single try.
     pub(crate) fn try_timeout(&self) -> Option<Duration> {
         match (self.timeout, self.per_try_timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -333,9 +336,9 @@ pub(crate) fn compile_forward(
         None => Some(DEFAULT_ROUTE_TIMEOUT),
         Some(t) => Some(duration(t, "timeout")?).filter(|d| !d.is_zero()),
     };
-    let per_try_timeout = match &a.retry_policy {
-        Some(p) => retry_policy(p).map_err(|e| e.at("retry_policy"))?,
-        None => None,
+    let (per_try_timeout, retry) = match &a.retry_policy {
+        Some(p) => retry::compile(p).map_err(|e| e.at("retry_policy"))?,
+        None => (None, None),
     };
     let rewrite = match (a.prefix_rewrite.as_str(), &a.regex_rewrite) {
         ("", None) => None,
@@ -398,6 +401,7 @@ pub(crate) fn compile_forward(
         clusters,
         timeout,
         per_try_timeout,
+        retry,
         websocket,
         cluster_not_found,
         rewrite,
@@ -470,28 +474,6 @@ fn compile_clusters(
         )),
         Some(_) => Err(FieldError::unsupported("cluster_specifier_plugin")),
     }
-}
-
-/// The per-try timeout; retrying itself is not supported yet, so a policy that would retry is
-/// refused.
-fn retry_policy(p: &RetryPolicy) -> Result<Option<Duration>, FieldError> {
-    let retries = p.num_retries.as_ref().map_or(1, |n| n.value);
-    if !p.retry_on.is_empty() && retries > 0 {
-        return Err(FieldError::new(
-            "retry_on",
-            "retries are not supported by trellis-proxy yet (set num_retries: 0)",
-        ));
-    }
-    reject_set(&[
-        ("per_try_idle_timeout", p.per_try_idle_timeout.is_some()),
-        ("retry_priority", p.retry_priority.is_some()),
-        ("retry_host_predicate", !p.retry_host_predicate.is_empty()),
-    ])?;
-    p.per_try_timeout
-        .as_ref()
-        .map(|t| duration(t, "per_try_timeout"))
-        .transpose()
-        .map(|t| t.filter(|d| !d.is_zero()))
 }
 
 fn mirror(m: &RequestMirrorPolicy) -> Result<Mirror, FieldError> {

@@ -2,6 +2,7 @@
 //! responses compiled from envoy-types messages.
 
 use envoy_types::pb::envoy::config::core::v3::{DataSource, RuntimeFractionalPercent};
+use envoy_types::pb::envoy::config::route::v3::RetryPolicy;
 use envoy_types::pb::envoy::config::route::v3::redirect_action::RedirectResponseCode;
 use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher;
 use envoy_types::pb::envoy::r#type::v3::FractionalPercent;
@@ -160,13 +161,18 @@ fn mirrors_per_try_timeouts_and_direct_responses_compile() {
 
     let retrying = PbRouteAction {
         retry_policy: Some(RetryPolicy {
-            retry_on: "5xx".into(),
+            retry_on: "5xx,bogus".into(),
             ..RetryPolicy::default()
         }),
         ..action
     };
     let e = compile_forward(&retrying, "r", &Metrics::new()).unwrap_err();
-    assert!(e.to_string().starts_with("retry_policy.retry_on: "), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("retry_policy.retry_on: \"bogus\" is not supported"),
+        "{e}"
+    );
+    assert!(a.retry.is_none(), "num_retries 0 does not retry");
 
     let direct = compile_direct(&DirectResponseAction {
         status: 500,
