@@ -81,6 +81,65 @@ pub(crate) fn option_percent<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u
     Ok(<Option<Percent> as de::Deserialize>::deserialize(d)?.map(|p| p.0))
 }
 
+/// HTTP statuses a route retries: each 400 to 599 (Gateway API `HTTPRouteRetryStatusCode`).
+pub(crate) fn retry_statuses<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
+    struct Status(u16);
+    impl<'de> de::Deserialize<'de> for Status {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            Ok(Status(narrow(read(d, 400, 599)?)?))
+        }
+    }
+    Ok(<Vec<Status> as de::Deserialize>::deserialize(d)?
+        .into_iter()
+        .map(|s| s.0)
+        .collect())
+}
+
+/// A route's retries of one request: 0 to 10.
+pub(crate) fn retry_attempts<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    narrow(read(d, 0, 10)?)
+}
+
+/// A count that is not negative: 0 to 2^32-1.
+pub(crate) fn count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    narrow(read(d, 0, i64::from(u32::MAX))?)
+}
+
+struct BudgetPercent;
+
+impl Visitor<'_> for BudgetPercent {
+    type Value = f64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a percentage above 0 and at most 100")
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+        // Written so that NaN fails too.
+        if v > 0.0 && v <= 100.0 {
+            Ok(v)
+        } else {
+            Err(E::custom(format!(
+                "expected a percentage above 0 and at most 100, found {v}"
+            )))
+        }
+    }
+
+    // The casts are exact for every value in range; one out of range fails either way.
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+        self.visit_f64(v as f64)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+        self.visit_f64(v as f64)
+    }
+}
+
+/// A retry budget's share of active requests: a number above 0 and at most 100.
+pub(crate) fn budget_percent<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    d.deserialize_f64(BudgetPercent)
+}
+
 /// A fraction's numerator: 0 to 2^31-1 (Gateway API's non-negative int32).
 pub(crate) fn numerator<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     narrow(read(d, 0, i64::from(i32::MAX))?)

@@ -1,10 +1,12 @@
 //! trellis-api: the user-facing configuration of the Trellis mesh — serde types for its
-//! resources (MeshConfig, AuthorizationPolicy, Service, HTTPRoute, GRPCRoute), their defaults and validation, and loading of
-//! multi-document YAML files with `file:line:column` errors for every problem.
+//! resources (MeshConfig, AuthorizationPolicy, BackendPolicy, Service, HTTPRoute, GRPCRoute),
+//! their defaults and validation, and loading of multi-document YAML files with
+//! `file:line:column` errors for every problem.
 //!
 //! This crate does not know about xDS, sockets or the control plane's state: it turns text into
 //! validated values ([`load_dir`], [`load_str`]) and nothing more.
 
+mod backend_policy;
 mod bounded;
 mod duration;
 mod error;
@@ -17,6 +19,7 @@ mod service;
 mod validate;
 mod yaml;
 
+pub use backend_policy::{BackendPolicy, BackendPolicySpec, RetryBudget};
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{
@@ -30,12 +33,13 @@ pub use policy::{
     HeaderValue, Operation, Source, TargetRef,
 };
 pub use route::{
-    BackendObjectRef, BackendRef, Fraction, GrpcMethodMatch, GrpcRoute, GrpcRouteMatch,
-    GrpcRouteRule, GrpcRouteSpec, HeaderMatch, HttpHeader, HttpHeaderFilter, HttpMethod,
-    HttpPathMatch, HttpPathModifier, HttpPathModifierType, HttpRequestMirrorFilter,
-    HttpRequestRedirectFilter, HttpRoute, HttpRouteFilter, HttpRouteFilterType, HttpRouteMatch,
-    HttpRouteRule, HttpRouteSpec, HttpRouteTimeouts, HttpUrlRewriteFilter, ParentRef,
-    PathMatchType, QueryParamMatch, RedirectScheme, StringMatchType, UnsupportedFilterConfig,
+    BackendObjectRef, BackendRef, Fraction, GrpcMethodMatch, GrpcRetryCode, GrpcRoute,
+    GrpcRouteMatch, GrpcRouteRetry, GrpcRouteRule, GrpcRouteSpec, HeaderMatch, HttpHeader,
+    HttpHeaderFilter, HttpMethod, HttpPathMatch, HttpPathModifier, HttpPathModifierType,
+    HttpRequestMirrorFilter, HttpRequestRedirectFilter, HttpRoute, HttpRouteFilter,
+    HttpRouteFilterType, HttpRouteMatch, HttpRouteRetry, HttpRouteRule, HttpRouteSpec,
+    HttpRouteTimeouts, HttpUrlRewriteFilter, ParentRef, PathMatchType, QueryParamMatch,
+    RedirectScheme, StringMatchType, UnsupportedFilterConfig,
 };
 pub use service::{
     Locality, LocalityError, Protocol, Service, ServicePort, ServiceSpec, StaticEndpoint,

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::backend_policy::{BackendPolicy, BudgetOwners, RetryBudget};
 use crate::error::{ConfigError, ConfigErrors};
 use crate::mesh::{MeshConfig, MeshConfigSpec};
 use crate::policy::AuthorizationPolicy;
@@ -34,6 +35,8 @@ pub struct ConfigSet {
     pub mesh_configs: Vec<MeshConfig>,
     /// `kind: AuthorizationPolicy` resources.
     pub authorization_policies: Vec<AuthorizationPolicy>,
+    /// `kind: BackendPolicy` resources.
+    pub backend_policies: Vec<BackendPolicy>,
 }
 
 impl ConfigSet {
@@ -51,6 +54,16 @@ impl ConfigSet {
             && self.grpc_routes.is_empty()
             && self.mesh_configs.is_empty()
             && self.authorization_policies.is_empty()
+            && self.backend_policies.is_empty()
+    }
+
+    /// The retry budget a BackendPolicy sets for the Service `name` in `namespace`, if any
+    /// (validation allows at most one).
+    pub fn retry_budget(&self, namespace: &str, name: &str) -> Option<&RetryBudget> {
+        self.backend_policies
+            .iter()
+            .filter(|p| p.targets(namespace, name))
+            .find_map(|p| p.spec.retry_budget.as_ref())
     }
 
     /// The mesh settings: the MeshConfig's, or the defaults without one.
@@ -181,6 +194,8 @@ struct Loader {
     errors: Vec<ConfigError>,
     /// Where each (kind, namespace, name) was first defined: file and position of its name.
     seen: HashMap<(&'static str, String, String), (String, Pos)>,
+    /// The BackendPolicy that set each Service's retry budget.
+    budgets: BudgetOwners,
 }
 
 impl Loader {
@@ -225,6 +240,10 @@ impl Loader {
         match resource {
             Resource::MeshConfig(r) => self.set.mesh_configs.push(r),
             Resource::AuthorizationPolicy(r) => self.set.authorization_policies.push(r),
+            Resource::BackendPolicy(r) => {
+                self.budgets.claim(&r, file, root, &mut self.errors);
+                self.set.backend_policies.push(r);
+            }
             Resource::Service(r) => self.set.services.push(r),
             Resource::HttpRoute(r) => self.set.http_routes.push(r),
             Resource::GrpcRoute(r) => self.set.grpc_routes.push(r),

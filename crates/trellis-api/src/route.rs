@@ -1,9 +1,10 @@
 //! Gateway API mesh routes (GAMMA): the parts HTTPRoute and GRPCRoute share — parent and
-//! backend references, header matches, filters — and their checks.
+//! backend references, header matches, filters, retries — and their checks.
 
 mod filter;
 mod grpc;
 mod http;
+mod retry;
 
 pub use filter::{
     BackendObjectRef, Fraction, HttpHeader, HttpHeaderFilter, HttpPathModifier,
@@ -19,6 +20,8 @@ pub use http::{
     HttpMethod, HttpPathMatch, HttpRoute, HttpRouteMatch, HttpRouteRule, HttpRouteSpec,
     HttpRouteTimeouts, PathMatchType, QueryParamMatch,
 };
+pub(crate) use retry::validate_backoff;
+pub use retry::{GrpcRetryCode, GrpcRouteRetry, HttpRouteRetry};
 
 use serde::{Deserialize, Serialize};
 

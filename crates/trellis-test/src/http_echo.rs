@@ -2,6 +2,7 @@
 //! and has endpoints for large bodies, chosen statuses and delays.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,6 +62,7 @@ impl EchoReply {
 /// - `/bytes/N`: N bytes of `x`, streamed in 64 KiB chunks without allocating N;
 /// - `/status/CODE`: status CODE with the echo JSON (no body for 204 and 304);
 /// - `/delay/MS`: the echo JSON after MS milliseconds;
+/// - `/fail/PCT`: the echo JSON with 503 for a random PCT% of requests, else 200;
 /// - anything else: 200 with the [`EchoReply`] JSON.
 ///
 /// The request body is always read to the end and counted.
@@ -68,14 +70,30 @@ pub async fn spawn_http_echo(name: &str) -> anyhow::Result<Server> {
     spawn_echo(name, None).await
 }
 
-/// What a recording echo server saw: every request it described, in arrival order.
+/// What a recording echo server saw: how many requests arrived (any path), and a description
+/// of each plain echo request, in arrival order.
 #[derive(Debug, Clone, Default)]
-pub struct EchoLog(Arc<Mutex<Vec<EchoReply>>>);
+pub struct EchoLog(Arc<LogState>);
+
+#[derive(Debug, Default)]
+struct LogState {
+    hits: AtomicU64,
+    echoed: Mutex<Vec<EchoReply>>,
+}
 
 impl EchoLog {
-    /// The requests seen so far.
+    /// The echo requests seen so far.
     pub fn requests(&self) -> Vec<EchoReply> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0
+            .echoed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// How many requests arrived, whatever their path.
+    pub fn hits(&self) -> u64 {
+        self.0.hits.load(Ordering::Relaxed)
     }
 }
 
@@ -111,6 +129,9 @@ async fn spawn_echo(name: &str, log: Option<EchoLog>) -> anyhow::Result<Server> 
 }
 
 async fn respond(name: &str, log: Option<&EchoLog>, req: Request<Incoming>) -> Response<EchoBody> {
+    if let Some(log) = log {
+        log.0.hits.fetch_add(1, Ordering::Relaxed);
+    }
     let path = req.uri().path().to_owned();
     let mut response = match route(&path) {
         Route::Bytes(Some(len)) => {
@@ -125,6 +146,15 @@ async fn respond(name: &str, log: Option<&EchoLog>, req: Request<Incoming>) -> R
                 json(status, &echo)
             }
         }
+        Route::Fail(Some(percent)) => {
+            let echo = describe(name, req).await;
+            let status = if rand::random_range(0..100) < percent {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            json(status, &echo)
+        }
         Route::Delay(Some(delay)) => {
             let echo = describe(name, req).await;
             tokio::time::sleep(delay).await;
@@ -133,14 +163,12 @@ async fn respond(name: &str, log: Option<&EchoLog>, req: Request<Incoming>) -> R
         Route::Echo => {
             let echo = describe(name, req).await;
             if let Some(log) = log {
-                log.0
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(echo.clone());
+                let mut echoed = log.0.echoed.lock().unwrap_or_else(|e| e.into_inner());
+                echoed.push(echo.clone());
             }
             json(StatusCode::OK, &echo)
         }
-        Route::Bytes(None) | Route::Status(None) | Route::Delay(None) => {
+        Route::Bytes(None) | Route::Status(None) | Route::Delay(None) | Route::Fail(None) => {
             drain(req.into_body()).await;
             plain(
                 StatusCode::BAD_REQUEST,
@@ -158,6 +186,7 @@ enum Route {
     Bytes(Option<u64>),
     Status(Option<StatusCode>),
     Delay(Option<Duration>),
+    Fail(Option<u32>),
     Echo,
 }
 
@@ -171,6 +200,8 @@ fn route(path: &str) -> Route {
             .and_then(|code| StatusCode::from_u16(code).ok())
             .filter(|status| !status.is_informational());
         Route::Status(status)
+    } else if let Some(percent) = path.strip_prefix("/fail/") {
+        Route::Fail(percent.parse().ok().filter(|p| *p <= 100))
     } else if let Some(ms) = path.strip_prefix("/delay/") {
         Route::Delay(ms.parse().ok().map(Duration::from_millis))
     } else {

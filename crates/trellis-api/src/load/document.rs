@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::backend_policy::{self, BackendPolicy, BackendPolicySpec};
 use crate::error::ConfigError;
 use crate::mesh::{self, MeshConfig, MeshConfigSpec};
 use crate::meta::Meta;
@@ -24,6 +25,7 @@ pub const GATEWAY_API_VERSION_BETA: &str = "gateway.networking.k8s.io/v1beta1";
 #[derive(Clone, Copy)]
 enum Kind {
     AuthorizationPolicy,
+    BackendPolicy,
     MeshConfig,
     Service,
     HttpRoute,
@@ -31,12 +33,13 @@ enum Kind {
 }
 
 /// Each kind with its YAML name and the API versions it accepts.
-const KINDS: [(Kind, &str, &[&str]); 5] = [
+const KINDS: [(Kind, &str, &[&str]); 6] = [
     (
         Kind::AuthorizationPolicy,
         "AuthorizationPolicy",
         &[TRELLIS_API_VERSION],
     ),
+    (Kind::BackendPolicy, "BackendPolicy", &[TRELLIS_API_VERSION]),
     (Kind::MeshConfig, "MeshConfig", &[TRELLIS_API_VERSION]),
     (Kind::Service, "Service", &[TRELLIS_API_VERSION]),
     (
@@ -51,6 +54,7 @@ const KINDS: [(Kind, &str, &[&str]); 5] = [
 #[derive(Clone, Debug)]
 pub(crate) enum Resource {
     AuthorizationPolicy(AuthorizationPolicy),
+    BackendPolicy(BackendPolicy),
     MeshConfig(MeshConfig),
     Service(Service),
     HttpRoute(HttpRoute),
@@ -61,6 +65,7 @@ impl Resource {
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Self::AuthorizationPolicy(_) => "AuthorizationPolicy",
+            Self::BackendPolicy(_) => "BackendPolicy",
             Self::MeshConfig(_) => "MeshConfig",
             Self::Service(_) => "Service",
             Self::HttpRoute(_) => "HTTPRoute",
@@ -71,6 +76,7 @@ impl Resource {
     pub(crate) fn meta(&self) -> &Meta {
         match self {
             Self::AuthorizationPolicy(r) => &r.metadata,
+            Self::BackendPolicy(r) => &r.metadata,
             Self::MeshConfig(r) => &r.metadata,
             Self::Service(r) => &r.metadata,
             Self::HttpRoute(r) => &r.metadata,
@@ -103,6 +109,8 @@ pub(crate) fn load(file: &str, root: &Node, errors: &mut Vec<ConfigError>) -> Op
                 Resource::AuthorizationPolicy(AuthorizationPolicy { metadata, spec })
             })
         }
+        Kind::BackendPolicy => typed::<BackendPolicySpec>(root, &mut v)
+            .map(|(metadata, spec)| Resource::BackendPolicy(BackendPolicy { metadata, spec })),
         Kind::MeshConfig => typed::<MeshConfigSpec>(root, &mut v)
             .map(|(metadata, spec)| Resource::MeshConfig(MeshConfig { metadata, spec })),
         Kind::Service => typed::<ServiceSpec>(root, &mut v)
@@ -114,6 +122,7 @@ pub(crate) fn load(file: &str, root: &Node, errors: &mut Vec<ConfigError>) -> Op
     }?;
     match &resource {
         Resource::AuthorizationPolicy(r) => policy::validate(r, &mut v),
+        Resource::BackendPolicy(r) => backend_policy::validate(r, &mut v),
         Resource::MeshConfig(r) => mesh::validate(r, &mut v),
         Resource::Service(r) => service::validate(r, &mut v),
         Resource::HttpRoute(r) => route::validate_http(r, &mut v),

@@ -175,7 +175,7 @@ fn invalid_documents_are_rejected_at_the_right_place() {
         (
             ROUTE.replace("kind: HTTPRoute", "kind: HttpRoute"),
             2, 7, "kind",
-            "unknown kind `HttpRoute`, expected one of AuthorizationPolicy, MeshConfig, Service, HTTPRoute, GRPCRoute",
+            "unknown kind `HttpRoute`, expected one of AuthorizationPolicy, BackendPolicy, MeshConfig, Service, HTTPRoute, GRPCRoute",
         ),
         (
             ROUTE.replace("k8s.io/v1\n", "k8s.io/v1alpha2\n"),
@@ -416,6 +416,17 @@ fn unreadable_dir_is_an_error() {
 #[test]
 fn examples_load() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    // Every directory loads, including ones added without a check of their own below.
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("examples dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    for dir in &dirs {
+        load_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    }
+    assert!(dirs.len() >= 6, "{dirs:?}");
     let canary = load_dir(&root.join("canary")).unwrap_or_else(|e| panic!("{e}"));
     let mut names: Vec<&str> = canary
         .services
@@ -456,6 +467,27 @@ fn examples_load() {
         .map(|f| f.filter_type)
         .collect();
     assert_eq!(types.len(), 5, "every supported filter type: {types:?}");
+
+    let resilience = load_dir(&root.join("resilience")).unwrap_or_else(|e| panic!("{e}"));
+    let reads = &resilience.http_routes[0].spec.rules[0];
+    let retry = reads.retry.clone().expect("reads retry");
+    assert_eq!((retry.codes, retry.attempts), (vec![502, 503, 504], 3));
+    assert_eq!(
+        reads.timeouts.backend_request,
+        Some(Duration::from_millis(500))
+    );
+    let writes = resilience.http_routes[0].spec.rules[1].retry.clone();
+    assert_eq!(writes, Some(crate::HttpRouteRetry::default()));
+    let grpc = resilience.grpc_routes[0].spec.rules[0].retry.clone();
+    assert_eq!(grpc.map(|r| r.codes.len()), Some(2));
+    let budget = resilience
+        .retry_budget("default", "catalog")
+        .expect("budget");
+    assert_eq!(
+        (budget.budget_percent, budget.min_retry_concurrency),
+        (10.0, 5)
+    );
+    assert_eq!(resilience.retry_budget("default", "ratings"), None);
 
     let stat = load_dir(&root.join("static-endpoints")).unwrap_or_else(|e| panic!("{e}"));
     let db = stat.service("default", "legacy-db").expect("legacy-db");

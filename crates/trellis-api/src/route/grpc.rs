@@ -1,12 +1,13 @@
 //! `kind: GRPCRoute` (`gateway.networking.k8s.io/v1`): gRPC routing rules for traffic to a
-//! Service, matching on service/method names and metadata, with header and mirror filters.
+//! Service, matching on service/method names and metadata, with header and mirror filters and
+//! retries (a Trellis extension).
 
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BackendRef, FilterScope, HeaderMatch, HttpRouteFilter, MAX_MATCHES, MAX_RULES, ParentRef,
-    StringMatchType, validate_backend_refs, validate_filters, validate_headers,
-    validate_parent_refs,
+    BackendRef, FilterScope, GrpcRouteRetry, HeaderMatch, HttpRouteFilter, MAX_MATCHES, MAX_RULES,
+    ParentRef, StringMatchType, validate_backend_refs, validate_backoff, validate_filters,
+    validate_headers, validate_parent_refs,
 };
 use crate::meta::{self, Meta};
 use crate::validate::Validator;
@@ -68,6 +69,10 @@ pub struct GrpcRouteRule {
     /// 0) matching calls get HTTP 500.
     #[serde(default)]
     pub backend_refs: Vec<BackendRef>,
+    /// Retries of matching calls; none when not given. A Trellis extension: Gateway API's
+    /// GRPCRoute has no retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<GrpcRouteRetry>,
 }
 
 /// A call matches when every given condition holds.
@@ -135,6 +140,9 @@ pub(crate) fn validate(route: &GrpcRoute, v: &mut Validator<'_>) {
             v,
         );
         validate_backend_refs(&rule.backend_refs, &path, v);
+        if let Some(retry) = &rule.retry {
+            validate_backoff(retry.backoff, &path.key("retry"), v);
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! `kind: HTTPRoute` (`gateway.networking.k8s.io/v1`, also `v1beta1`): HTTP routing rules for
 //! traffic to a Service, with path, header, query and method matches, filters, weighted
-//! backends and timeouts.
+//! backends, timeouts and retries.
 
 use std::fmt;
 use std::time::Duration;
@@ -8,9 +8,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BackendRef, FilterScope, HeaderMatch, HttpRouteFilter, HttpRouteFilterType, MAX_HEADERS,
-    MAX_MATCHES, MAX_RULES, ParentRef, StringMatchType, is_token, validate_backend_refs,
-    validate_filters, validate_headers, validate_parent_refs,
+    BackendRef, FilterScope, HeaderMatch, HttpRouteFilter, HttpRouteFilterType, HttpRouteRetry,
+    MAX_HEADERS, MAX_MATCHES, MAX_RULES, ParentRef, StringMatchType, is_token,
+    validate_backend_refs, validate_backoff, validate_filters, validate_headers,
+    validate_parent_refs,
 };
 use crate::meta::{self, Meta};
 use crate::validate::Validator;
@@ -74,6 +75,9 @@ pub struct HttpRouteRule {
     /// Request and per-try timeouts; none when not given.
     #[serde(default)]
     pub timeouts: HttpRouteTimeouts,
+    /// Retries of matching requests (Gateway API experimental); none when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<HttpRouteRetry>,
 }
 
 impl Default for HttpRouteRule {
@@ -84,6 +88,7 @@ impl Default for HttpRouteRule {
             filters: Vec::new(),
             backend_refs: Vec::new(),
             timeouts: HttpRouteTimeouts::default(),
+            retry: None,
         }
     }
 }
@@ -247,6 +252,9 @@ pub(crate) fn validate(route: &HttpRoute, v: &mut Validator<'_>) {
         }
         validate_backend_refs(&rule.backend_refs, &path, v);
         validate_timeouts(&rule.timeouts, &path.key("timeouts"), v);
+        if let Some(retry) = &rule.retry {
+            validate_backoff(retry.backoff, &path.key("retry"), v);
+        }
     }
 }
 

@@ -1,17 +1,18 @@
 //! Clusters and endpoints: an EDS cluster per service (P2C peak-EWMA, expressed as Envoy's
-//! LEAST_REQUEST) whose ClusterLoadAssignment lists the service's endpoints, and a static
-//! cluster for the local app behind the proxy.
+//! LEAST_REQUEST, with the service's retry budget) whose ClusterLoadAssignment lists the
+//! service's endpoints, and a static cluster for the local app behind the proxy.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::{
-    Cluster,
+    CircuitBreakers, Cluster,
+    circuit_breakers::{Thresholds, thresholds::RetryBudget as EnvoyRetryBudget},
     cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy},
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, Http2ProtocolOptions, Locality, Metadata, SocketAddress,
+    Address, Http2ProtocolOptions, Locality, Metadata, RoutingPriority, SocketAddress,
     address::Address as AddressKind, socket_address::PortSpecifier,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
@@ -21,7 +22,9 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options::UpstreamProtocolOptions,
     http_protocol_options::UseDownstreamHttpConfig,
 };
+use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::UInt32Value;
+use trellis_api::RetryBudget;
 use trellis_xds::node::{NodeMeta, parse_locality};
 
 use super::listener::http1_preserving_case;
@@ -35,7 +38,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const HTTP_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
 /// An EDS cluster per service, with mutual TLS to sidecar endpoints when the proxy has a
-/// workload certificate (`mtls`) and the mesh a CA.
+/// workload certificate (`mtls`) and the mesh a CA, and the service's retry budget: its
+/// BackendPolicy's, or the mesh default ([`RetryBudget::default`]), so that retries are always
+/// bounded.
 pub(super) fn outbound_clusters(model: &MeshModel, mtls: bool) -> Vec<Cluster> {
     model
         .services
@@ -47,6 +52,8 @@ pub(super) fn outbound_clusters(model: &MeshModel, mtls: bool) -> Vec<Cluster> {
                 eds_config: Some(ads()),
                 service_name: String::new(),
             });
+            let budget = model.config.retry_budget(&svc.namespace, &svc.name);
+            c.circuit_breakers = Some(retry_budget(budget.copied().unwrap_or_default()));
             // A proxy without a workload certificate cannot originate mutual TLS.
             if model.trust_bundle.is_some() && mtls {
                 tls::secure_cluster(&mut c, svc, &MeshModel::identities(svc));
@@ -54,6 +61,27 @@ pub(super) fn outbound_clusters(model: &MeshModel, mtls: bool) -> Vec<Cluster> {
             c
         })
         .collect()
+}
+
+/// Circuit breakers that only bound retries: at most `max(min_retry_concurrency,
+/// budget_percent% × active requests)` retries to the cluster at once.
+fn retry_budget(budget: RetryBudget) -> CircuitBreakers {
+    CircuitBreakers {
+        thresholds: vec![Thresholds {
+            priority: RoutingPriority::Default as i32,
+            retry_budget: Some(EnvoyRetryBudget {
+                budget_percent: Some(Percent {
+                    value: budget.budget_percent,
+                }),
+                min_retry_concurrency: Some(UInt32Value {
+                    value: budget.min_retry_concurrency,
+                }),
+                ..EnvoyRetryBudget::default()
+            }),
+            ..Thresholds::default()
+        }],
+        ..CircuitBreakers::default()
+    }
 }
 
 /// The static cluster for the application behind the proxy.

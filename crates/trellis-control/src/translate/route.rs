@@ -2,6 +2,7 @@
 //! Gateway API precedence rules, and the HTTP-proxy config with a virtual host per service.
 
 mod action;
+mod retry;
 
 use std::cmp::Reverse;
 
@@ -116,7 +117,7 @@ fn service_routes(model: &MeshModel, svc: &ServiceModel) -> Vec<Route> {
             continue;
         }
         for (i, rule) in hr.spec.rules.iter().enumerate() {
-            let action = RuleAction::http(&rule.filters, &rule.backend_refs, rule.timeouts, ns);
+            let action = RuleAction::http(rule, ns);
             for m in &rule.matches {
                 let order = candidates.len();
                 let prefix = (m.path.match_type == PathMatchType::PathPrefix)
@@ -135,7 +136,7 @@ fn service_routes(model: &MeshModel, svc: &ServiceModel) -> Vec<Route> {
             continue;
         }
         for (i, rule) in gr.spec.rules.iter().enumerate() {
-            let action = RuleAction::grpc(&rule.filters, &rule.backend_refs, ns);
+            let action = RuleAction::grpc(rule, ns);
             let matches: Vec<_> = if rule.matches.is_empty() {
                 vec![(None, &[][..])]
             } else {

@@ -14,6 +14,7 @@ use super::{SharedResources, translate, translate_shared};
 use crate::model::MeshModel;
 
 mod filters;
+mod retries;
 
 const CONFIG: &str = r#"
 apiVersion: trellis.dev/v1alpha1

@@ -7,5 +7,6 @@ mod endpoints;
 mod mtls;
 mod nack;
 mod protocols;
+mod retries;
 mod route_table;
 mod routing;

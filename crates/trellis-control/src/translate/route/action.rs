@@ -1,6 +1,8 @@
 //! What a rule does with the requests it matches, as Envoy route fields: forward to weighted
-//! backends (with per-backend headers, mirrors, rewrites and timeouts), redirect, or answer 500
-//! when there is nowhere to forward; header filters on the route itself.
+//! backends (with per-backend headers, mirrors, rewrites, timeouts and retries), redirect, or
+//! answer 500 when there is nowhere to forward; header filters on the route itself.
+
+use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::{
     HeaderValue, HeaderValueOption, RuntimeFractionalPercent,
@@ -14,13 +16,13 @@ use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatchAndSubstitute;
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
 use envoy_types::pb::google::protobuf::UInt32Value;
 use trellis_api::{
-    BackendRef, HttpHeader, HttpHeaderFilter, HttpPathModifier, HttpPathModifierType,
-    HttpRequestMirrorFilter, HttpRequestRedirectFilter, HttpRouteFilter, HttpRouteTimeouts,
-    HttpUrlRewriteFilter,
+    BackendRef, GrpcRouteRule, HttpHeader, HttpHeaderFilter, HttpPathModifier,
+    HttpPathModifierType, HttpRequestMirrorFilter, HttpRequestRedirectFilter, HttpRouteFilter,
+    HttpRouteRule, HttpUrlRewriteFilter,
 };
 
-use super::{forward_action, regex, regex_escape};
-use crate::translate::{duration, outbound_cluster};
+use super::{forward_action, regex, regex_escape, retry};
+use crate::translate::outbound_cluster;
 
 /// The status of an HTTPRoute rule that has nowhere to send a request (Gateway API: 500).
 const NO_BACKEND_HTTP: u32 = 500;
@@ -28,10 +30,12 @@ const NO_BACKEND_HTTP: u32 = 500;
 /// from HTTP 503.
 const NO_BACKEND_GRPC: u32 = 503;
 
-/// A rule's filters, backends and timeouts, compiled once and stamped onto the Envoy route of
-/// each of the rule's matches.
+/// A rule's filters, backends, timeouts and retries, compiled once and stamped onto the Envoy
+/// route of each of the rule's matches.
 pub(super) struct RuleAction<'a> {
-    timeouts: HttpRouteTimeouts,
+    /// The whole request's timeout; no limit when `None`.
+    request_timeout: Option<Duration>,
+    retry_policy: Option<RetryPolicy>,
     no_backend_status: u32,
     /// Where requests go; `None` when no backend can take traffic.
     target: Option<route_action::ClusterSpecifier>,
@@ -43,34 +47,43 @@ pub(super) struct RuleAction<'a> {
 
 impl<'a> RuleAction<'a> {
     /// Compiles an HTTPRoute rule of a route in `namespace`.
-    pub(super) fn http(
-        filters: &'a [HttpRouteFilter],
-        backend_refs: &[BackendRef],
-        timeouts: HttpRouteTimeouts,
-        namespace: &str,
-    ) -> Self {
-        Self::new(filters, backend_refs, timeouts, NO_BACKEND_HTTP, namespace)
+    pub(super) fn http(rule: &'a HttpRouteRule, namespace: &str) -> Self {
+        let t = rule.timeouts;
+        Self {
+            request_timeout: t.request,
+            retry_policy: retry::http(rule.retry.as_ref(), t.backend_request),
+            ..Self::new(
+                &rule.filters,
+                &rule.backend_refs,
+                NO_BACKEND_HTTP,
+                namespace,
+            )
+        }
     }
 
     /// Compiles a GRPCRoute rule (no timeouts in the spec) of a route in `namespace`.
-    pub(super) fn grpc(
-        filters: &'a [HttpRouteFilter],
-        backend_refs: &[BackendRef],
-        namespace: &str,
-    ) -> Self {
-        let timeouts = HttpRouteTimeouts::default();
-        Self::new(filters, backend_refs, timeouts, NO_BACKEND_GRPC, namespace)
+    pub(super) fn grpc(rule: &'a GrpcRouteRule, namespace: &str) -> Self {
+        Self {
+            retry_policy: rule.retry.as_ref().map(retry::grpc),
+            ..Self::new(
+                &rule.filters,
+                &rule.backend_refs,
+                NO_BACKEND_GRPC,
+                namespace,
+            )
+        }
     }
 
+    /// A rule without timeouts or retries.
     fn new(
         filters: &'a [HttpRouteFilter],
         backend_refs: &[BackendRef],
-        timeouts: HttpRouteTimeouts,
         no_backend_status: u32,
         namespace: &str,
     ) -> Self {
         Self {
-            timeouts,
+            request_timeout: None,
+            retry_policy: None,
             no_backend_status,
             target: backends(backend_refs, namespace),
             headers: Headers::of(filters),
@@ -119,14 +132,8 @@ impl<'a> RuleAction<'a> {
         target: &route_action::ClusterSpecifier,
         prefix: Option<&str>,
     ) -> RouteAction {
-        let mut action = forward_action(target.clone(), self.timeouts.request);
-        action.retry_policy = self.timeouts.backend_request.map(|d| RetryPolicy {
-            // Gateway API's backendRequest is a per-try timeout without retries; an unset
-            // num_retries would mean Envoy's default of one retry.
-            num_retries: Some(UInt32Value { value: 0 }),
-            per_try_timeout: Some(duration(d)),
-            ..RetryPolicy::default()
-        });
+        let mut action = forward_action(target.clone(), self.request_timeout);
+        action.retry_policy = self.retry_policy.clone();
         action.request_mirror_policies = self.mirrors.clone();
         if let Some(rewrite) = self.rewrite {
             action.host_rewrite_specifier = rewrite
