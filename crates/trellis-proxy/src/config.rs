@@ -6,9 +6,12 @@
 
 pub(crate) mod cluster;
 pub(crate) mod endpoint;
+pub(crate) mod fault;
+pub(crate) mod fraction;
 pub(crate) mod http;
 pub(crate) mod listener;
 pub(crate) mod matcher;
+pub(crate) mod ratelimit;
 pub(crate) mod route;
 pub(crate) mod tcp;
 pub(crate) mod tls;

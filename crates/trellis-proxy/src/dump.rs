@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::config::cluster::Discovery;
-use crate::config::http::{HttpConfig, RouteSource};
+use crate::config::fault::Fault;
+use crate::config::http::{FilterSlot, HttpConfig, RouteSource};
 use crate::config::listener::{FilterChain, NetworkFilter};
+use crate::config::ratelimit::RateLimit;
 use crate::config::route::{Action, Route, RouteConfig};
 use crate::table::{Cluster, Table};
 
@@ -49,6 +51,9 @@ enum FilterDump {
         #[serde(skip_serializing_if = "Option::is_none")]
         route_config: Option<RouteConfigDump>,
         websocket: bool,
+        /// HTTP filters besides RBAC and the router, with their listener-wide configs.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        http_filters: Vec<String>,
     },
     TcpProxy {
         stat_prefix: String,
@@ -167,11 +172,23 @@ fn http(h: &HttpConfig) -> FilterDump {
         RouteSource::Rds(name) => (Some(name.clone()), None),
         RouteSource::Inline(rc) => (None, Some(route_config(rc))),
     };
+    let mut http_filters = Vec::new();
+    if let FilterSlot::Present(fault) = &h.fault {
+        http_filters.push(fault.as_ref().map_or("fault".to_owned(), Fault::describe));
+    }
+    if let FilterSlot::Present(limit) = &h.rate_limit {
+        http_filters.push(
+            limit
+                .as_ref()
+                .map_or("local_ratelimit".to_owned(), RateLimit::describe),
+        );
+    }
     FilterDump::HttpConnectionManager {
         stat_prefix: h.stat_prefix.clone(),
         rds,
         route_config,
         websocket: h.websocket,
+        http_filters,
     }
 }
 
@@ -201,6 +218,9 @@ fn route(r: &Route) -> RouteDump {
         request_headers: r.request_headers.describe(),
         response_headers: r.response_headers.describe(),
     };
+    dump.actions.extend(r.fault.as_ref().map(Fault::describe));
+    dump.actions
+        .extend(r.rate_limit.as_ref().map(RateLimit::describe));
     match &r.action {
         Action::Forward(a) => {
             dump.clusters = a
@@ -231,7 +251,7 @@ fn route(r: &Route) -> RouteDump {
             );
             dump.actions
                 .extend(a.mirrors.iter().map(|m| match m.fraction {
-                    Some((n, d)) => format!("mirror {} {n}/{d}", m.cluster),
+                    Some(f) => format!("mirror {} {f}", m.cluster),
                     None => format!("mirror {}", m.cluster),
                 }));
             for t in a.clusters.iter().map(|(_, t)| t) {

@@ -3,6 +3,7 @@
 
 mod body;
 pub(crate) mod client;
+mod faults;
 mod forward;
 mod local;
 mod mirror;
@@ -138,6 +139,16 @@ async fn handle(conn: &HttpConnection, req: Request<Incoming>) -> Response<Respo
             e.response()
         }
         Ok(route) => {
+            if let Some(reply) = faults::check(conn, route, &req).await {
+                tracing::trace!(
+                    %method,
+                    path = uri.path(),
+                    route = %route.name,
+                    status = reply.status().as_u16(),
+                    "request answered by a fault or rate limit"
+                );
+                return reply;
+            }
             let (response, cluster, flag) = match &route.action {
                 Action::Forward(action) => {
                     let target = action.clusters.pick();

@@ -14,14 +14,22 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use prost::Name;
 
+use super::fault::Fault;
+use super::ratelimit::RateLimit;
 use super::route::RouteConfig;
 use super::{FieldError, check_ads_source, decode_any, duration, reject_set};
 use crate::authz::Rbac;
 use crate::telemetry::Metrics;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as HttpRbac;
 
-/// Filter name of the only HTTP filter supported.
+/// Filter names, as in Envoy.
 const ROUTER: &str = "envoy.filters.http.router";
+/// The fault filter; also the key of its per-route configs.
+pub(crate) const FAULT: &str = "envoy.filters.http.fault";
+/// The local rate limit filter; also the key of its per-route configs.
+pub(crate) const LOCAL_RATELIMIT: &str = "envoy.filters.http.local_ratelimit";
 /// Name of the stateful header formatter that keeps HTTP/1 header case.
 const PRESERVE_CASE: &str = "preserve_case";
 
@@ -38,6 +46,38 @@ pub(crate) struct HttpConfig {
     pub(crate) websocket: bool,
     /// `envoy.filters.http.rbac` filters, in order.
     pub(crate) authz: Vec<Rbac>,
+    /// `envoy.filters.http.fault`, if in the chain.
+    pub(crate) fault: FilterSlot<Fault>,
+    /// `envoy.filters.http.local_ratelimit`, if in the chain.
+    pub(crate) rate_limit: FilterSlot<RateLimit>,
+}
+
+/// An HTTP filter that routes can configure: absent from the chain (route configs for it are
+/// ignored, as in Envoy), or present with an optional listener-wide config.
+#[derive(Debug)]
+pub(crate) enum FilterSlot<T> {
+    /// Not in the chain.
+    Absent,
+    /// In the chain, with this config for routes that have none.
+    Present(Option<T>),
+}
+
+impl<T> FilterSlot<T> {
+    /// The config that applies to a request on a route with `route`'s config.
+    pub(crate) fn pick<'a>(&'a self, route: Option<&'a T>) -> Option<&'a T> {
+        match self {
+            FilterSlot::Absent => None,
+            FilterSlot::Present(default) => route.or(default.as_ref()),
+        }
+    }
+}
+
+/// What one HTTP filter of the chain adds.
+enum Compiled {
+    Nothing,
+    Rbac(Rbac),
+    Fault(Option<Fault>),
+    RateLimit(Option<RateLimit>),
 }
 
 /// Downstream codec.
@@ -102,9 +142,15 @@ impl HttpConfig {
             }
         };
         let mut authz = Vec::new();
+        let mut fault = FilterSlot::Absent;
+        let mut rate_limit = FilterSlot::Absent;
         for (i, f) in hcm.http_filters.iter().enumerate() {
-            let rbac = check_http_filter(f).map_err(|e| e.at(format!("http_filters[{i}]")))?;
-            authz.extend(rbac);
+            match check_http_filter(f).map_err(|e| e.at(format!("http_filters[{i}]")))? {
+                Compiled::Nothing => {}
+                Compiled::Rbac(rbac) => authz.push(rbac),
+                Compiled::Fault(config) => fault = FilterSlot::Present(config),
+                Compiled::RateLimit(config) => rate_limit = FilterSlot::Present(config),
+            }
         }
         let routes = match &hcm.route_specifier {
             Some(RouteSpecifier::Rds(rds)) => {
@@ -164,27 +210,49 @@ impl HttpConfig {
             routes,
             websocket,
             authz,
+            fault,
+            rate_limit,
         })
     }
 }
 
-/// Checks an HTTP filter; returns the compiled RBAC filter if it is one.
-fn check_http_filter(f: &HttpFilter) -> Result<Option<Rbac>, FieldError> {
-    if let Some(ConfigType::TypedConfig(any)) = &f.config_type
-        && any.type_url == HttpRbac::type_url()
-    {
-        if f.disabled {
+/// Checks an HTTP filter and compiles what it adds to the request path.
+fn check_http_filter(f: &HttpFilter) -> Result<Compiled, FieldError> {
+    let typed = match &f.config_type {
+        Some(ConfigType::TypedConfig(any)) => Some(any),
+        _ => None,
+    };
+    if let Some(any) = typed {
+        if f.disabled && any.type_url != Router::type_url() {
             // Disabled filters only run where a route enables them; routes cannot here.
-            return Ok(None);
+            return Ok(Compiled::Nothing);
         }
-        let rbac: HttpRbac = decode_any(any).map_err(|e| e.at("typed_config"))?;
-        if rbac.shadow_rules.is_some() || rbac.matcher.is_some() || rbac.shadow_matcher.is_some() {
-            return Err(FieldError::new(
-                "typed_config",
-                "shadow_rules, matcher and shadow_matcher are not supported (use rules)",
-            ));
+        if any.type_url == HttpRbac::type_url() {
+            let rbac: HttpRbac = decode_any(any).map_err(|e| e.at("typed_config"))?;
+            if rbac.shadow_rules.is_some()
+                || rbac.matcher.is_some()
+                || rbac.shadow_matcher.is_some()
+            {
+                return Err(FieldError::new(
+                    "typed_config",
+                    "shadow_rules, matcher and shadow_matcher are not supported (use rules)",
+                ));
+            }
+            let compiled = Rbac::compile(rbac.rules.as_ref()).map_err(|e| e.at("typed_config"))?;
+            return Ok(compiled.map_or(Compiled::Nothing, Compiled::Rbac));
         }
-        return Rbac::compile(rbac.rules.as_ref()).map_err(|e| e.at("typed_config"));
+        if any.type_url == HttpFault::type_url() {
+            let fault: HttpFault = decode_any(any).map_err(|e| e.at("typed_config"))?;
+            let compiled = Fault::compile(&fault).map_err(|e| e.at("typed_config"))?;
+            // An empty listener config injects nothing; routes bring their own.
+            let useful = compiled.delay.is_some() || compiled.abort.is_some();
+            return Ok(Compiled::Fault(useful.then_some(compiled)));
+        }
+        if any.type_url == LocalRateLimit::type_url() {
+            let limit: LocalRateLimit = decode_any(any).map_err(|e| e.at("typed_config"))?;
+            let compiled = RateLimit::compile(&limit).map_err(|e| e.at("typed_config"))?;
+            return Ok(Compiled::RateLimit(compiled));
+        }
     }
     let is_router = match &f.config_type {
         Some(ConfigType::TypedConfig(any)) => any.type_url == Router::type_url(),
@@ -192,10 +260,10 @@ fn check_http_filter(f: &HttpFilter) -> Result<Option<Rbac>, FieldError> {
         None => f.name == ROUTER,
     };
     if is_router || f.is_optional || f.disabled {
-        return Ok(None);
+        return Ok(Compiled::Nothing);
     }
     Err(FieldError::message(format!(
-        "unsupported http filter {:?} (supported: {ROUTER}, envoy.filters.http.rbac)",
+        "unsupported http filter {:?} (supported: {ROUTER}, envoy.filters.http.rbac, {FAULT}, {LOCAL_RATELIMIT})",
         f.name
     )))
 }

@@ -19,10 +19,15 @@ use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
 use envoy_types::pb::envoy::config::route::v3::{
     Route as PbRoute, RouteConfiguration, RouteMatch as PbRouteMatch, VirtualHost as PbVirtualHost,
 };
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
 use regex::Regex;
 
+use super::fault::Fault;
+use super::http::{FAULT, LOCAL_RATELIMIT};
 use super::matcher::{HeaderMatch, QueryMatch, RequestView, full_regex};
-use super::{ConfigError, FieldError, reject_set};
+use super::ratelimit::RateLimit;
+use super::{ConfigError, FieldError, decode_any, reject_set};
 use crate::telemetry::Metrics;
 
 /// A compiled `RouteConfiguration`.
@@ -66,6 +71,10 @@ pub(crate) struct Route {
     pub(crate) request_headers: HeaderMutations,
     /// Changes to responses, local replies included (applied after the cluster's).
     pub(crate) response_headers: HeaderMutations,
+    /// This route's fault filter config (overrides the listener's).
+    pub(crate) fault: Option<Fault>,
+    /// This route's own rate limit (its own bucket; overrides the listener's).
+    pub(crate) rate_limit: Option<RateLimit>,
 }
 
 /// A compiled `RouteMatch`.
@@ -356,13 +365,8 @@ fn compile_route(
     index: usize,
     metrics: &Metrics,
 ) -> Result<Route, FieldError> {
-    reject_set(&[
-        (
-            "typed_per_filter_config",
-            !r.typed_per_filter_config.is_empty(),
-        ),
-        ("route_specifiers", !r.route_specifiers.is_empty()),
-    ])?;
+    reject_set(&[("route_specifiers", !r.route_specifiers.is_empty())])?;
+    let (fault, rate_limit) = per_filter(&r.typed_per_filter_config)?;
     let name = if r.name.is_empty() {
         format!("{vhost}/{index}")
     } else {
@@ -401,7 +405,37 @@ fn compile_route(
             &r.response_headers_to_remove,
             "response",
         )?,
+        fault,
+        rate_limit,
     })
+}
+
+/// A route's `typed_per_filter_config`: fault and rate-limit overrides.
+fn per_filter(
+    configs: &HashMap<String, envoy_types::pb::google::protobuf::Any>,
+) -> Result<(Option<Fault>, Option<RateLimit>), FieldError> {
+    let mut fault = None;
+    let mut rate_limit = None;
+    for (name, any) in configs {
+        let field = format!("typed_per_filter_config[{name:?}]");
+        match name.as_str() {
+            FAULT => {
+                let config: HttpFault = decode_any(any).map_err(|e| e.at(&field))?;
+                fault = Some(Fault::compile(&config).map_err(|e| e.at(&field))?);
+            }
+            LOCAL_RATELIMIT => {
+                let config: LocalRateLimit = decode_any(any).map_err(|e| e.at(&field))?;
+                rate_limit = RateLimit::compile(&config).map_err(|e| e.at(&field))?;
+            }
+            _ => {
+                return Err(FieldError::new(
+                    field,
+                    format!("not supported (supported: {FAULT}, {LOCAL_RATELIMIT})"),
+                ));
+            }
+        }
+    }
+    Ok((fault, rate_limit))
 }
 
 fn compile_match(m: Option<&PbRouteMatch>) -> Result<RouteMatch, FieldError> {

@@ -1,9 +1,12 @@
-//! Replies the proxy makes itself: authorization denials, redirects and direct responses.
+//! Replies the proxy makes itself: authorization denials, injected aborts, rate-limit
+//! refusals, redirects and direct responses.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 
+use crate::config::fault::Abort;
+use crate::config::ratelimit::{Limited, RateLimit};
 use crate::config::route::{DirectResponse, Redirect, RedirectFrom};
 use crate::error::ResponseBody;
 
@@ -19,23 +22,77 @@ fn reply(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
     response
 }
 
-/// Envoy's RBAC refusal: 403, or for gRPC a trailers-only PERMISSION_DENIED.
-pub(crate) fn denied(grpc: bool) -> Response<ResponseBody> {
-    const MESSAGE: &str = "RBAC: access denied";
-    if !grpc {
-        return reply(
-            StatusCode::FORBIDDEN,
-            Bytes::from_static(MESSAGE.as_bytes()),
-        );
-    }
+/// A trailers-only gRPC answer: HTTP 200 with the status in the headers.
+fn grpc_reply(code: u32, message: &str) -> Response<ResponseBody> {
     let mut response = reply(StatusCode::OK, Bytes::new());
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
-    headers.insert("grpc-status", HeaderValue::from_static("7"));
-    headers.insert("grpc-message", HeaderValue::from_static(MESSAGE));
+    headers.insert("grpc-status", HeaderValue::from(code));
+    if let Ok(message) = HeaderValue::from_str(message) {
+        headers.insert("grpc-message", message);
+    }
+    response
+}
+
+/// The gRPC status a client reads from an HTTP status (gRPC's HTTP-to-gRPC mapping).
+fn grpc_code(status: StatusCode) -> u32 {
+    match status.as_u16() {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502..=504 => 14,
+        _ => 2,
+    }
+}
+
+/// Envoy's RBAC refusal: 403, or for gRPC a trailers-only PERMISSION_DENIED.
+pub(crate) fn denied(grpc: bool) -> Response<ResponseBody> {
+    const MESSAGE: &str = "RBAC: access denied";
+    if grpc {
+        grpc_reply(7, MESSAGE)
+    } else {
+        reply(
+            StatusCode::FORBIDDEN,
+            Bytes::from_static(MESSAGE.as_bytes()),
+        )
+    }
+}
+
+/// An injected abort; gRPC requests get a trailers-only answer (an HTTP status mapped as gRPC
+/// clients would read it).
+pub(crate) fn fault_abort(abort: Abort, body: &Bytes, grpc: bool) -> Response<ResponseBody> {
+    let message = String::from_utf8_lossy(body);
+    match abort {
+        Abort::Grpc(code) => grpc_reply(code, &message),
+        Abort::Http(status) if grpc => grpc_reply(grpc_code(status), &message),
+        Abort::Http(status) => reply(status, body.clone()),
+    }
+}
+
+/// A refusal by the local rate limit, with `retry-after` when configured.
+pub(crate) fn rate_limited(
+    limit: &RateLimit,
+    limited: Limited,
+    grpc: bool,
+) -> Response<ResponseBody> {
+    const MESSAGE: &str = "local_rate_limited";
+    let mut response = if grpc {
+        grpc_reply(if limit.grpc_resource_exhausted { 8 } else { 14 }, MESSAGE)
+    } else {
+        reply(limit.status, Bytes::from_static(MESSAGE.as_bytes()))
+    };
+    if limited.retry_after {
+        let wait = limited.refill_in;
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    }
+    limit.response_headers.apply(response.headers_mut());
     response
 }
 

@@ -16,12 +16,12 @@ use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, RedirectAction, RouteAction as PbRouteAction,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatchAndSubstitute;
-use envoy_types::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
 use http::{HeaderValue, StatusCode};
 use regex::Regex;
 
 use super::headers::HeaderMutations;
 use super::retry::{self, Retry};
+use crate::config::fraction::Fraction;
 use crate::config::weighted::Weighted;
 use crate::config::{FieldError, duration, reject_set};
 use crate::telemetry::{Direction, Metrics, RouteClusterStats};
@@ -183,8 +183,8 @@ fn substitution(re2: &str) -> String {
 pub(crate) struct Mirror {
     /// Cluster name.
     pub(crate) cluster: String,
-    /// Share of requests mirrored, as numerator / denominator; all when `None`.
-    pub(crate) fraction: Option<(u32, u32)>,
+    /// Share of requests mirrored; all when `None`.
+    pub(crate) fraction: Option<Fraction>,
     /// Whether `-shadow` is appended to the host, as Envoy does by default.
     pub(crate) shadow_host: bool,
 }
@@ -192,8 +192,7 @@ pub(crate) struct Mirror {
 impl Mirror {
     /// Whether this request is mirrored (a random draw against the fraction).
     pub(crate) fn sampled(&self) -> bool {
-        self.fraction
-            .is_none_or(|(n, d)| rand::random_range(0..d) < n)
+        self.fraction.is_none_or(Fraction::sampled)
     }
 }
 
@@ -488,23 +487,13 @@ fn mirror(m: &RequestMirrorPolicy) -> Result<Mirror, FieldError> {
     if m.cluster.is_empty() {
         return Err(FieldError::new("cluster", "is required"));
     }
-    let fraction = match m.runtime_fraction.as_ref().and_then(|f| f.default_value) {
-        None => None,
-        Some(p) => {
-            let denominator = match DenominatorType::try_from(p.denominator) {
-                Ok(DenominatorType::Hundred) => 100,
-                Ok(DenominatorType::TenThousand) => 10_000,
-                Ok(DenominatorType::Million) => 1_000_000,
-                Err(_) => {
-                    return Err(FieldError::new(
-                        "runtime_fraction.default_value.denominator",
-                        format!("unknown denominator {}", p.denominator),
-                    ));
-                }
-            };
-            Some((p.numerator.min(denominator), denominator))
-        }
-    };
+    let fraction = m
+        .runtime_fraction
+        .as_ref()
+        .and_then(|f| f.default_value.as_ref())
+        .map(Fraction::compile)
+        .transpose()
+        .map_err(|e| e.at("runtime_fraction.default_value"))?;
     Ok(Mirror {
         cluster: m.cluster.clone(),
         fraction,

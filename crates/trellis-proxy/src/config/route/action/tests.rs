@@ -6,6 +6,7 @@ use envoy_types::pb::envoy::config::route::v3::RetryPolicy;
 use envoy_types::pb::envoy::config::route::v3::redirect_action::RedirectResponseCode;
 use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher;
 use envoy_types::pb::envoy::r#type::v3::FractionalPercent;
+use envoy_types::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
 use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
 
 use super::*;
@@ -151,7 +152,13 @@ fn mirrors_per_try_timeouts_and_direct_responses_compile() {
     };
     let a = compile_forward(&action, "r", &Metrics::new()).unwrap();
     assert_eq!(a.try_timeout(), Some(Duration::from_millis(500)));
-    assert_eq!(a.mirrors[0].fraction, Some((25, 100)));
+    assert_eq!(
+        a.mirrors[0].fraction,
+        Some(Fraction {
+            numerator: 25,
+            denominator: 100
+        })
+    );
     assert!(a.mirrors[0].shadow_host);
     assert_eq!(a.mirrors[1].fraction, None);
     assert!(!a.mirrors[1].shadow_host);
