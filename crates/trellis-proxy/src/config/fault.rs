@@ -145,3 +145,73 @@ fn share(
         Fraction::compile(p).map_err(|e| e.at(format!("{field}.percentage")))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::route::v3::HeaderMatcher;
+    use envoy_types::pb::envoy::config::route::v3::header_matcher::HeaderMatchSpecifier;
+    use envoy_types::pb::envoy::extensions::filters::common::fault::v3::FaultDelay;
+    use envoy_types::pb::envoy::extensions::filters::http::fault::v3::FaultAbort;
+    use envoy_types::pb::envoy::r#type::v3::FractionalPercent;
+    use envoy_types::pb::google::protobuf::Duration as PbDuration;
+
+    use super::*;
+
+    fn percent(numerator: u32) -> Option<FractionalPercent> {
+        Some(FractionalPercent {
+            numerator,
+            denominator: 0,
+        })
+    }
+
+    #[test]
+    fn delays_aborts_shares_and_header_conditions_compile() {
+        let fault = Fault::compile(&HttpFault {
+            delay: Some(FaultDelay {
+                percentage: percent(10),
+                fault_delay_secifier: Some(FaultDelaySecifier::FixedDelay(PbDuration {
+                    seconds: 0,
+                    nanos: 100_000_000,
+                })),
+            }),
+            abort: Some(FaultAbort {
+                percentage: None,
+                error_type: Some(ErrorType::GrpcStatus(14)),
+                ..FaultAbort::default()
+            }),
+            headers: vec![HeaderMatcher {
+                name: "x-chaos".into(),
+                header_match_specifier: Some(HeaderMatchSpecifier::PresentMatch(true)),
+                ..HeaderMatcher::default()
+            }],
+            ..HttpFault::default()
+        })
+        .unwrap();
+        let (delay, share) = fault.delay.unwrap();
+        assert_eq!(delay, Duration::from_millis(100));
+        assert_eq!(share.to_string(), "10/100");
+        assert_eq!(
+            fault.abort,
+            Some((Abort::Grpc(14), Fraction::NONE)),
+            "unset share: 0%"
+        );
+        assert_eq!(fault.abort_body, "fault filter abort");
+        let with = http::Request::get("/")
+            .header("x-chaos", "1")
+            .body(())
+            .unwrap();
+        let without = http::Request::get("/").body(()).unwrap();
+        assert!(fault.applies(&RequestView::new(&with)));
+        assert!(!fault.applies(&RequestView::new(&without)));
+
+        let e = Fault::compile(&HttpFault {
+            abort: Some(FaultAbort {
+                error_type: Some(ErrorType::HttpStatus(99)),
+                ..FaultAbort::default()
+            }),
+            ..HttpFault::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.to_string(), "abort.http_status: 99 is not in [200, 600)");
+    }
+}
