@@ -1,131 +1,92 @@
-//! The endpoint stage: load balancing over a cluster's serving endpoints. ROUND_ROBIN is
-//! weighted round robin; LEAST_REQUEST is Linkerd's balancer, power of two choices over
-//! peak-EWMA latency × (in-flight + 1). Per-endpoint state outlives config updates.
+//! The endpoint stage: load balancing over a cluster's serving endpoints. Endpoints are grouped
+//! by priority (locality failover): requests go to the first priority with an available
+//! endpoint — not ejected by outlier detection, not failing its health check — and, when none
+//! is anywhere, to the first priority regardless (Envoy's panic routing). Within a priority:
+//! weighted round robin, random, Envoy's least request, Linkerd's P2C over peak-EWMA latency ×
+//! (in-flight + 1), a hash ring or a Maglev table. Per-endpoint state outlives config updates.
+
+mod endpoint;
+mod hash;
+mod outlier;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use http::uri::Authority;
 use rand::Rng;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::config::cluster::RetryLimit;
+pub(crate) use endpoint::EndpointState;
+pub(crate) use hash::{combine as combine_hashes, hash as hash_bytes};
+pub(crate) use outlier::Outcome;
+
+use crate::config::cluster::{OutlierConfig, RetryLimit};
 use crate::config::endpoint::Assignment;
 use crate::config::tls::{ClusterTls, UpstreamTls};
 
-/// Decay time of the latency estimate (Linkerd's default).
-const DECAY: Duration = Duration::from_secs(10);
-/// Estimate for endpoints that have not answered yet (Linkerd's default).
-const DEFAULT_RTT: Duration = Duration::from_millis(30);
 /// Latency charged for a failed request, so a fast-failing endpoint does not attract traffic.
 const FAILURE_PENALTY: Duration = Duration::from_secs(1);
+/// Extra Maglev lookups for a key whose endpoint is unavailable, before any available one.
+const REHASHES: u64 = 8;
 
 /// A cluster's load-balancing algorithm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum LbPolicy {
     /// Weighted round robin.
     RoundRobin,
-    /// Power of two choices over peak-EWMA cost (`LEAST_REQUEST`).
+    /// Power of two choices over peak-EWMA cost (Linkerd's balancer; Trellis's default).
     PeakEwma,
+    /// Envoy's `LEAST_REQUEST`: the fewest requests in flight (per weight) of `choices` random
+    /// endpoints.
+    LeastRequest {
+        /// Endpoints compared per pick.
+        choices: u32,
+    },
+    /// Uniformly random (weights ignored, as in Envoy).
+    Random,
+    /// A hash ring over the request's hash key.
+    RingHash {
+        /// Points for the lightest endpoint's share.
+        min_size: u64,
+        /// At most this many points.
+        max_size: u64,
+    },
+    /// A Maglev table over the request's hash key.
+    Maglev {
+        /// Slots (a prime).
+        size: u64,
+    },
 }
 
 impl LbPolicy {
-    /// The Envoy name, for the config dump.
+    /// The name, for the config dump.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             LbPolicy::RoundRobin => "ROUND_ROBIN",
-            LbPolicy::PeakEwma => "LEAST_REQUEST",
+            LbPolicy::PeakEwma => "PEAK_EWMA",
+            LbPolicy::LeastRequest { .. } => "LEAST_REQUEST",
+            LbPolicy::Random => "RANDOM",
+            LbPolicy::RingHash { .. } => "RING_HASH",
+            LbPolicy::Maglev { .. } => "MAGLEV",
         }
     }
 }
 
-/// Load-balancing state of one endpoint address, shared by every table that lists it.
-#[derive(Debug)]
-pub(crate) struct EndpointState {
-    /// Where to connect.
-    pub(crate) addr: SocketAddr,
-    /// `ip:port`, ready for upstream URIs.
-    pub(crate) authority: Authority,
-    in_flight: AtomicU64,
-    rtt: Mutex<PeakEwma>,
-}
-
-impl EndpointState {
-    fn new(addr: SocketAddr, now: Instant) -> Self {
-        // A socket address always renders as a valid authority; fall back to the IP alone rather
-        // than panic if that ever changed.
-        let authority = Authority::try_from(addr.to_string())
-            .unwrap_or_else(|_| Authority::from_static("0.0.0.0"));
-        Self {
-            addr,
-            authority,
-            in_flight: AtomicU64::new(0),
-            rtt: Mutex::new(PeakEwma::new(now)),
-        }
-    }
-
-    fn cost(&self, weight: u32, now: Instant) -> f64 {
-        // The lock is held for a few float operations; it is per endpoint, not per cluster.
-        let estimate = self
-            .rtt
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .cost(now);
-        let pending = self.in_flight.load(Ordering::Relaxed) as f64;
-        estimate * (pending + 1.0) / f64::from(weight.max(1))
-    }
-
-    fn observe(&self, rtt: Duration, now: Instant) {
-        self.rtt
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .observe(rtt, now);
-    }
-
-    /// Requests currently in flight to this endpoint.
-    pub(crate) fn in_flight(&self) -> u64 {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-}
-
-/// Peak-EWMA latency estimate: jumps up to a slower observation at once, decays towards faster
-/// ones (and, between observations, towards zero so idle endpoints get probed again).
-#[derive(Debug)]
-struct PeakEwma {
-    estimate_ns: f64,
-    updated: Instant,
-}
-
-impl PeakEwma {
-    fn new(now: Instant) -> Self {
-        Self {
-            estimate_ns: DEFAULT_RTT.as_nanos() as f64,
-            updated: now,
-        }
-    }
-
-    fn decay(&self, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(self.updated).as_nanos() as f64;
-        (-elapsed / DECAY.as_nanos() as f64).exp()
-    }
-
-    fn cost(&self, now: Instant) -> f64 {
-        self.estimate_ns * self.decay(now)
-    }
-
-    fn observe(&mut self, rtt: Duration, now: Instant) {
-        let rtt = rtt.as_nanos() as f64;
-        if rtt > self.estimate_ns {
-            self.estimate_ns = rtt;
-        } else {
-            let decay = self.decay(now);
-            self.estimate_ns = self.estimate_ns * decay + rtt * (1.0 - decay);
-        }
-        self.updated = now;
-    }
+/// What the balancer needs of a cluster's config.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Balancing<'a> {
+    /// The algorithm.
+    pub(crate) policy: LbPolicy,
+    /// Outlier detection, if any.
+    pub(crate) outlier: Option<&'a OutlierConfig>,
+    /// Whether endpoints are health checked (their availability can change).
+    pub(crate) health_checked: bool,
+    /// TLS settings per endpoint.
+    pub(crate) tls: &'a ClusterTls,
 }
 
 /// Balancer state that survives config updates, for one cluster.
@@ -136,12 +97,16 @@ pub(crate) struct ClusterLbState {
     endpoints: HashMap<SocketAddr, Arc<EndpointState>>,
 }
 
-/// Requests and retries in flight to one cluster, across config updates: what the retry
-/// budget is measured against.
+/// Requests, retries and HTTP/1.1 connections in flight to one cluster, across config
+/// updates: what the circuit breakers and the retry budget are measured against.
 #[derive(Debug, Default)]
 pub(crate) struct ClusterLoad {
     active: AtomicUsize,
     retries: AtomicUsize,
+    connections: AtomicUsize,
+    pending: AtomicUsize,
+    /// Wakes requests waiting for a connection when one is released.
+    released: Notify,
 }
 
 impl ClusterLoad {
@@ -151,6 +116,13 @@ impl ClusterLoad {
         Counted(&self.active)
     }
 
+    /// Counts a request as active if fewer than `max` are; `None` when the cluster is full.
+    pub(crate) fn request_within(&self, max: usize) -> Option<Counted<'_>> {
+        let before = self.active.fetch_add(1, Ordering::Relaxed);
+        let counted = Counted(&self.active);
+        (before < max).then_some(counted)
+    }
+
     /// Counts a retry until the guard drops, if `limit` allows one more now.
     pub(crate) fn retry(&self, limit: RetryLimit) -> Option<Counted<'_>> {
         let retries = self.retries.fetch_add(1, Ordering::Relaxed);
@@ -158,6 +130,43 @@ impl ClusterLoad {
         limit
             .allows(retries, self.active.load(Ordering::Relaxed))
             .then_some(counted)
+    }
+}
+
+impl ClusterLoad {
+    /// Waits for one of `max` connection slots (an HTTP/1.1 request holds one while in
+    /// flight); `None` when more than `max_pending` requests would be waiting.
+    pub(crate) async fn connection(
+        &self,
+        max: usize,
+        max_pending: Option<usize>,
+    ) -> Option<ConnectionSlot<'_>> {
+        loop {
+            // Registered before checking, so a release in between is not missed.
+            let released = self.released.notified();
+            if self.connections.fetch_add(1, Ordering::Relaxed) < max {
+                return Some(ConnectionSlot(self));
+            }
+            self.connections.fetch_sub(1, Ordering::Relaxed);
+            let before = self.pending.fetch_add(1, Ordering::Relaxed);
+            let waiting = Counted(&self.pending);
+            if max_pending.is_some_and(|m| before >= m) {
+                return None;
+            }
+            released.await;
+            drop(waiting);
+        }
+    }
+}
+
+/// A connection slot of a [`ClusterLoad`]; releasing it wakes a waiting request.
+#[derive(Debug)]
+pub(crate) struct ConnectionSlot<'a>(&'a ClusterLoad);
+
+impl Drop for ConnectionSlot<'_> {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.released.notify_one();
     }
 }
 
@@ -171,17 +180,30 @@ impl Drop for Counted<'_> {
     }
 }
 
+/// The endpoints of one priority and its lookup structures.
+#[derive(Debug)]
+struct Level {
+    range: Range<usize>,
+    /// Round-robin order: endpoint indices, each repeated by its weight divided by the weights'
+    /// GCD (capped at 100 slots per endpoint to bound the schedule).
+    schedule: Vec<usize>,
+    ring: Option<hash::Ring>,
+    maglev: Option<hash::Maglev>,
+}
+
 /// The serving endpoints of a cluster and how to choose among them. Immutable; a config update
 /// builds a new one that shares per-endpoint state with the old.
 #[derive(Debug)]
 pub(crate) struct EndpointSet {
     policy: LbPolicy,
+    /// Serving endpoints with weights, by priority (highest first).
     endpoints: Vec<(Arc<EndpointState>, u32)>,
     /// mTLS settings per endpoint, parallel to `endpoints` (`None`: plaintext).
     tls: Vec<Option<Arc<UpstreamTls>>>,
-    /// Round-robin order: endpoint indices, each repeated by its weight divided by the weights'
-    /// GCD (capped at 100 slots per endpoint to bound the schedule).
-    schedule: Vec<usize>,
+    levels: Vec<Level>,
+    /// Whether availability can vary (outlier detection or health checks).
+    checked: bool,
+    outlier: Option<OutlierConfig>,
     cursor: Arc<AtomicUsize>,
     load: Arc<ClusterLoad>,
 }
@@ -189,79 +211,51 @@ pub(crate) struct EndpointSet {
 impl EndpointSet {
     /// Builds the set for `assignment`'s serving endpoints, reusing (and pruning) `state`.
     pub(crate) fn build(
-        policy: LbPolicy,
+        balancing: Balancing<'_>,
         assignment: Option<&Assignment>,
-        cluster_tls: &ClusterTls,
         state: &mut ClusterLbState,
     ) -> Self {
         let now = Instant::now();
+        let mut serving: Vec<_> = assignment
+            .into_iter()
+            .flat_map(|a| a.endpoints.iter())
+            .filter(|e| e.healthy)
+            .collect();
+        serving.sort_by_key(|e| e.priority);
         let mut kept = HashMap::new();
-        let tls = assignment
-            .into_iter()
-            .flat_map(Assignment::serving)
-            .map(|e| cluster_tls.for_endpoint(&e.tls_match))
-            .collect();
-        let endpoints: Vec<(Arc<EndpointState>, u32)> = assignment
-            .into_iter()
-            .flat_map(Assignment::serving)
-            .map(|e| {
-                let s = state
-                    .endpoints
-                    .get(&e.addr)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(EndpointState::new(e.addr, now)));
-                kept.insert(e.addr, s.clone());
-                (s, e.weight)
-            })
-            .collect();
+        let mut endpoints = Vec::with_capacity(serving.len());
+        let mut tls = Vec::with_capacity(serving.len());
+        let mut levels = Vec::new();
+        for (i, e) in serving.iter().enumerate() {
+            let s = state
+                .endpoints
+                .get(&e.addr)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(EndpointState::new(e.addr, now, true)));
+            kept.insert(e.addr, s.clone());
+            endpoints.push((s, e.weight));
+            tls.push(balancing.tls.for_endpoint(&e.tls_match));
+            if i == 0 || serving[i - 1].priority != e.priority {
+                levels.push(i..i + 1);
+            } else if let Some(last) = levels.last_mut() {
+                last.end = i + 1;
+            }
+        }
         state.endpoints = kept;
-        let mut set = Self::from_parts(policy, endpoints, tls, state.cursor.clone());
-        set.load = state.load.clone();
-        set
-    }
-
-    fn from_parts(
-        policy: LbPolicy,
-        endpoints: Vec<(Arc<EndpointState>, u32)>,
-        tls: Vec<Option<Arc<UpstreamTls>>>,
-        cursor: Arc<AtomicUsize>,
-    ) -> Self {
-        let gcd = endpoints.iter().fold(0, |g, (_, w)| gcd(g, *w)).max(1);
-        let schedule = endpoints
-            .iter()
-            .enumerate()
-            .flat_map(|(i, (_, w))| std::iter::repeat_n(i, (*w / gcd).min(100) as usize))
+        let levels = levels
+            .into_iter()
+            .map(|range| Level::build(balancing.policy, &endpoints, range))
             .collect();
         Self {
-            policy,
+            policy: balancing.policy,
             endpoints,
             tls,
-            schedule,
-            cursor,
-            load: Arc::default(),
+            levels,
+            checked: balancing.outlier.is_some() || balancing.health_checked,
+            outlier: balancing.outlier.copied(),
+            cursor: state.cursor.clone(),
+            load: state.load.clone(),
         }
-    }
-
-    /// The cluster's requests and retries in flight.
-    pub(crate) fn load(&self) -> &ClusterLoad {
-        &self.load
-    }
-
-    /// Chooses an endpoint that `avoid` does not refuse, if one comes up within `picks` picks;
-    /// else the last one picked.
-    pub(crate) fn pick_avoiding(
-        &self,
-        avoid: impl Fn(SocketAddr) -> bool,
-        picks: u32,
-    ) -> Option<InFlight> {
-        let mut picked = self.pick()?;
-        for _ in 1..picks {
-            if !avoid(picked.endpoint().addr) {
-                break;
-            }
-            picked = self.pick()?;
-        }
-        Some(picked)
     }
 
     /// The serving endpoints with their weights.
@@ -269,25 +263,126 @@ impl EndpointSet {
         self.endpoints.iter().map(|(e, w)| (e.as_ref(), *w))
     }
 
-    /// Chooses an endpoint for one request; `None` when there is none.
-    pub(crate) fn pick(&self) -> Option<InFlight> {
-        self.pick_at(Instant::now())
+    /// The cluster's requests and retries in flight.
+    pub(crate) fn load(&self) -> &ClusterLoad {
+        &self.load
     }
 
-    fn pick_at(&self, now: Instant) -> Option<InFlight> {
-        let index = match (self.policy, self.endpoints.len()) {
-            (_, 0) => return None,
-            (_, 1) => 0,
-            (LbPolicy::RoundRobin, _) => {
-                let n = self.cursor.fetch_add(1, Ordering::Relaxed);
-                self.schedule[n % self.schedule.len()]
+    /// Chooses an endpoint for one request; `None` when there is none. `key` is the request's
+    /// hash (hash policies); without one, hashing balancers pick at random.
+    pub(crate) fn pick(&self, key: Option<u64>) -> Option<InFlight> {
+        self.pick_at(Instant::now(), key, 0)
+    }
+
+    /// Chooses an endpoint that `avoid` does not refuse, if one comes up within `picks` picks;
+    /// else the last one picked. Hashing balancers move along the ring (or rehash) per pick.
+    pub(crate) fn pick_avoiding(
+        &self,
+        avoid: impl Fn(SocketAddr) -> bool,
+        picks: u32,
+        key: Option<u64>,
+    ) -> Option<InFlight> {
+        let now = Instant::now();
+        let mut picked = self.pick_at(now, key, 0)?;
+        for attempt in 1..picks {
+            if !avoid(picked.endpoint().addr) {
+                break;
             }
-            (LbPolicy::PeakEwma, len) => {
-                let mut rng = rand::rng();
-                let a = rng.random_range(0..len);
-                let b = (a + rng.random_range(1..len)) % len;
-                let cost = |i: usize| self.endpoints[i].0.cost(self.endpoints[i].1, now);
-                if cost(b) < cost(a) { b } else { a }
+            picked = self.pick_at(now, key, attempt)?;
+        }
+        Some(picked)
+    }
+
+    /// Records how an exchange with `in_flight`'s endpoint ended, for outlier detection.
+    pub(crate) fn record(&self, in_flight: &InFlight, outcome: Outcome) {
+        if let Some(config) = &self.outlier {
+            outlier::record(
+                config,
+                &self.endpoints,
+                &in_flight.endpoint,
+                outcome,
+                Instant::now(),
+            );
+        }
+    }
+
+    fn available(&self, i: usize, now: Instant) -> bool {
+        !self.checked || self.endpoints[i].0.available(now)
+    }
+
+    fn pick_at(&self, now: Instant, key: Option<u64>, attempt: u32) -> Option<InFlight> {
+        let level = if self.checked {
+            self.levels
+                .iter()
+                .find(|l| l.range.clone().any(|i| self.endpoints[i].0.available(now)))
+                .or(self.levels.first())?
+        } else {
+            self.levels.first()?
+        };
+        // With nothing available anywhere, every endpoint of the first level is used (panic).
+        let usable = |i: usize| {
+            self.available(i, now) || !level.range.clone().any(|j| self.available(j, now))
+        };
+        let index = match (self.policy, level.range.len()) {
+            (_, 0) => return None,
+            (_, 1) => level.range.start,
+            (LbPolicy::RoundRobin, _) => self.round_robin(level, &usable),
+            (LbPolicy::Random, _) => random_usable(&level.range, &usable),
+            (LbPolicy::PeakEwma, _) => self.two_choices(&level.range, &usable, |i| {
+                self.endpoints[i].0.cost(self.endpoints[i].1, now)
+            }),
+            (LbPolicy::LeastRequest { choices }, _) => {
+                let load = |i: usize| {
+                    let (e, w) = &self.endpoints[i];
+                    e.in_flight() as f64 / f64::from((*w).max(1))
+                };
+                (1..choices.max(2)).fold(random_usable(&level.range, &usable), |best, _| {
+                    let other = random_usable(&level.range, &usable);
+                    if load(other) < load(best) {
+                        other
+                    } else {
+                        best
+                    }
+                })
+            }
+            (LbPolicy::RingHash { .. }, _) => {
+                let key = key.unwrap_or_else(rand::random);
+                let ring = level.ring.as_ref()?;
+                let mut owners = ring
+                    .walk(key)
+                    .map(|i| level.range.start + i)
+                    .filter(|i| usable(*i));
+                if attempt == 0 {
+                    owners.next().unwrap_or(level.range.start)
+                } else {
+                    // Retries move on to the next distinct endpoints along the ring.
+                    let mut seen = Vec::new();
+                    owners
+                        .filter(|i| {
+                            let fresh = !seen.contains(i);
+                            if fresh {
+                                seen.push(*i);
+                            }
+                            fresh
+                        })
+                        .nth(attempt as usize % level.range.len())
+                        .unwrap_or(level.range.start)
+                }
+            }
+            (LbPolicy::Maglev { .. }, _) => {
+                let key = key.unwrap_or_else(rand::random);
+                let table = level.maglev.as_ref()?;
+                (u64::from(attempt)..u64::from(attempt) + REHASHES)
+                    .filter_map(|n| {
+                        let k = if n == 0 {
+                            key
+                        } else {
+                            hash::combine(key, hash::mix(n))
+                        };
+                        table.lookup(k).map(|i| level.range.start + i)
+                    })
+                    .find(|i| usable(*i))
+                    .unwrap_or_else(|| random_usable(&level.range, &usable))
             }
         };
         let endpoint = self.endpoints[index].0.clone();
@@ -298,6 +393,73 @@ impl EndpointSet {
             started: now,
         })
     }
+
+    fn round_robin(&self, level: &Level, usable: &impl Fn(usize) -> bool) -> usize {
+        let len = level.schedule.len();
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        (0..len)
+            .map(|k| level.schedule[(start + k) % len])
+            .find(|i| usable(*i))
+            .unwrap_or(level.schedule[start % len])
+    }
+
+    fn two_choices(
+        &self,
+        range: &Range<usize>,
+        usable: &impl Fn(usize) -> bool,
+        cost: impl Fn(usize) -> f64,
+    ) -> usize {
+        let a = random_usable(range, usable);
+        let mut rng = rand::rng();
+        let offset = rng.random_range(1..range.len());
+        let b = range.start + (a - range.start + offset) % range.len();
+        let b = if usable(b) { b } else { a };
+        if cost(b) < cost(a) { b } else { a }
+    }
+}
+
+impl Level {
+    fn build(
+        policy: LbPolicy,
+        endpoints: &[(Arc<EndpointState>, u32)],
+        range: Range<usize>,
+    ) -> Level {
+        let members = &endpoints[range.clone()];
+        let gcd = members.iter().fold(0, |g, (_, w)| gcd(g, *w)).max(1);
+        let schedule = members
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (_, w))| {
+                std::iter::repeat_n(range.start + i, (*w / gcd).min(100) as usize)
+            })
+            .collect();
+        let names: Vec<String> = members.iter().map(|(e, _)| e.addr.to_string()).collect();
+        let weights: Vec<u32> = members.iter().map(|(_, w)| *w).collect();
+        let (ring, maglev) = match policy {
+            LbPolicy::RingHash { min_size, max_size } => (
+                Some(hash::Ring::build(&names, &weights, min_size, max_size)),
+                None,
+            ),
+            LbPolicy::Maglev { size } => (None, Some(hash::Maglev::build(&names, &weights, size))),
+            _ => (None, None),
+        };
+        Level {
+            range,
+            schedule,
+            ring,
+            maglev,
+        }
+    }
+}
+
+/// A random usable index of `range` (the next usable one after a random start).
+fn random_usable(range: &Range<usize>, usable: &impl Fn(usize) -> bool) -> usize {
+    let len = range.len();
+    let start = rand::rng().random_range(0..len);
+    (0..len)
+        .map(|k| range.start + (start + k) % len)
+        .find(|i| usable(*i))
+        .unwrap_or(range.start + start)
 }
 
 fn gcd(a: u32, b: u32) -> u32 {

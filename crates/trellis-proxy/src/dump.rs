@@ -249,6 +249,7 @@ fn route(r: &Route) -> RouteDump {
                     .as_ref()
                     .map(|h| format!("host_rewrite: {}", String::from_utf8_lossy(h.as_bytes()))),
             );
+            dump.actions.extend(a.hash.iter().map(|h| h.describe()));
             dump.actions
                 .extend(a.mirrors.iter().map(|m| match m.fraction {
                     Some(f) => format!("mirror {} {f}", m.cluster),

@@ -42,6 +42,10 @@ pub(crate) enum ForwardError {
     /// The cluster has no endpoint that takes requests.
     #[error("cluster {0:?} has no healthy endpoint")]
     NoHealthyUpstream(String),
+    /// A circuit breaker of the cluster is open: too many requests, or too many waiting for a
+    /// connection.
+    #[error("cluster {0:?} is over its circuit-breaker limits")]
+    Overflow(String),
     /// Connecting to the endpoint failed or timed out.
     #[error("upstream connect failed: {0}")]
     ConnectFailed(String),
@@ -93,7 +97,8 @@ impl ForwardError {
         match self {
             ForwardError::NoRoute
             | ForwardError::ClusterNotFound { .. }
-            | ForwardError::NoHealthyUpstream(_) => Side::Internal,
+            | ForwardError::NoHealthyUpstream(_)
+            | ForwardError::Overflow(_) => Side::Internal,
             ForwardError::ConnectFailed(_)
             | ForwardError::UpstreamReset(_)
             | ForwardError::UpstreamTimeout(_) => Side::Upstream,
@@ -116,7 +121,9 @@ impl ForwardError {
         match self {
             ForwardError::NoRoute => StatusCode::NOT_FOUND,
             ForwardError::ClusterNotFound { status, .. } => *status,
-            ForwardError::NoHealthyUpstream(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ForwardError::NoHealthyUpstream(_) | ForwardError::Overflow(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ForwardError::ConnectFailed(_) | ForwardError::UpstreamReset(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -132,6 +139,7 @@ impl ForwardError {
             ForwardError::NoRoute => "NR",
             ForwardError::ClusterNotFound { .. } => "NC",
             ForwardError::NoHealthyUpstream(_) => "UH",
+            ForwardError::Overflow(_) => "UO",
             ForwardError::ConnectFailed(_) => "UF",
             ForwardError::UpstreamReset(_) => "UR",
             ForwardError::UpstreamTimeout(_) => "UT",
@@ -146,6 +154,9 @@ impl ForwardError {
             ForwardError::NoRoute | ForwardError::UpgradeRejected(_) => "",
             ForwardError::ClusterNotFound { .. } => "cluster not found",
             ForwardError::NoHealthyUpstream(_) => "no healthy upstream",
+            ForwardError::Overflow(_) => {
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+            }
             ForwardError::ConnectFailed(_) => {
                 "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
             }

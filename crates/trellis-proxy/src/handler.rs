@@ -16,7 +16,7 @@ use envoy_types::pb::google::protobuf::Any;
 use trellis_xds::TypeUrl;
 use trellis_xds::client::Handler;
 
-use crate::balance::{ClusterLbState, EndpointSet};
+use crate::balance::{Balancing, ClusterLbState, EndpointSet};
 use crate::config::cluster::{ClusterConfig, Discovery};
 use crate::config::endpoint::Assignment;
 use crate::config::listener::{ListenerConfig, ListenerContext};
@@ -230,8 +230,13 @@ impl ConfigState {
                 Discovery::Static(a) => Some(a),
             };
             let mut state = self.lb.remove(name).unwrap_or_default();
-            let endpoints =
-                EndpointSet::build(config.lb_policy, assignment, &config.tls, &mut state);
+            let balancing = Balancing {
+                policy: config.lb_policy,
+                outlier: config.outlier.as_ref(),
+                health_checked: false,
+                tls: &config.tls,
+            };
+            let endpoints = EndpointSet::build(balancing, assignment, &mut state);
             lb.insert(name.clone(), state);
             let clients = self
                 .clients

@@ -33,7 +33,7 @@ pub(crate) async fn proxy<I>(
     };
     // The connection only needs the cluster; let a config update free the rest of the table.
     drop(table);
-    let Some(in_flight) = cluster.endpoints.pick() else {
+    let Some(in_flight) = cluster.endpoints.pick(None) else {
         tracing::debug!(cluster = %target.cluster, %peer, flag = "UH", "tcp: no healthy upstream");
         return;
     };

@@ -6,6 +6,16 @@ use super::*;
 use crate::config::endpoint::EndpointConfig;
 use crate::config::tls::ClusterTls;
 
+fn balancing(policy: LbPolicy) -> Balancing<'static> {
+    static TLS: std::sync::LazyLock<ClusterTls> = std::sync::LazyLock::new(ClusterTls::default);
+    Balancing {
+        policy,
+        outlier: None,
+        health_checked: false,
+        tls: &TLS,
+    }
+}
+
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
@@ -31,15 +41,14 @@ fn assignment(ports: &[(u16, u32)]) -> Assignment {
 fn slow_share(policy: LbPolicy) -> f64 {
     let mut state = ClusterLbState::default();
     let set = EndpointSet::build(
-        policy,
+        balancing(policy),
         Some(&assignment(&[(1, 1), (2, 1), (3, 1), (4, 1)])),
-        &ClusterTls::default(),
         &mut state,
     );
     let mut now = Instant::now();
     let mut slow = 0;
     for _ in 0..2000 {
-        let req = set.pick_at(now).unwrap();
+        let req = set.pick_at(now, None, 0).unwrap();
         let rtt = if req.endpoint().addr.port() == 1 {
             slow += 1;
             Duration::from_millis(100)
@@ -70,13 +79,12 @@ fn peak_ewma_sends_less_to_a_slow_endpoint_than_round_robin() {
 fn p2c_prefers_the_endpoint_with_fewer_requests_in_flight() {
     let mut state = ClusterLbState::default();
     let set = EndpointSet::build(
-        LbPolicy::PeakEwma,
+        balancing(LbPolicy::PeakEwma),
         Some(&assignment(&[(1, 1), (2, 1)])),
-        &ClusterTls::default(),
         &mut state,
     );
     let now = Instant::now();
-    let held: Vec<InFlight> = (0..3).map(|_| set.pick_at(now).unwrap()).collect();
+    let held: Vec<InFlight> = (0..3).map(|_| set.pick_at(now, None, 0).unwrap()).collect();
     // With equal latencies, every pick lands on the less loaded endpoint (ties either way), so
     // the two endpoints end up within one request of each other.
     let on_1 = held
@@ -90,13 +98,12 @@ fn p2c_prefers_the_endpoint_with_fewer_requests_in_flight() {
 fn weighted_round_robin_follows_weights() {
     let mut state = ClusterLbState::default();
     let set = EndpointSet::build(
-        LbPolicy::RoundRobin,
+        balancing(LbPolicy::RoundRobin),
         Some(&assignment(&[(1, 3), (2, 1)])),
-        &ClusterTls::default(),
         &mut state,
     );
     let on_1 = (0..400)
-        .filter(|_| set.pick().unwrap().endpoint().addr.port() == 1)
+        .filter(|_| set.pick(None).unwrap().endpoint().addr.port() == 1)
         .count();
     assert_eq!(on_1, 300);
 }
@@ -105,17 +112,15 @@ fn weighted_round_robin_follows_weights() {
 fn endpoint_state_survives_updates_and_is_pruned() {
     let mut state = ClusterLbState::default();
     let first = EndpointSet::build(
-        LbPolicy::PeakEwma,
+        balancing(LbPolicy::PeakEwma),
         Some(&assignment(&[(1, 1), (2, 1)])),
-        &ClusterTls::default(),
         &mut state,
     );
-    let held = first.pick().unwrap();
+    let held = first.pick(None).unwrap();
     let port = held.endpoint().addr.port();
     let second = EndpointSet::build(
-        LbPolicy::PeakEwma,
+        balancing(LbPolicy::PeakEwma),
         Some(&assignment(&[(port, 1), (9, 1)])),
-        &ClusterTls::default(),
         &mut state,
     );
     let same = second
@@ -127,11 +132,195 @@ fn endpoint_state_survives_updates_and_is_pruned() {
     assert_eq!(state.endpoints.len(), 2);
     drop(held);
     assert_eq!(same.in_flight(), 0);
-    let empty = EndpointSet::build(
-        LbPolicy::RoundRobin,
-        None,
-        &ClusterTls::default(),
+    let empty = EndpointSet::build(balancing(LbPolicy::RoundRobin), None, &mut state);
+    assert!(empty.endpoints().next().is_none() && empty.pick(None).is_none());
+}
+
+fn outlier(consecutive: u32, base: Duration, max_percent: u32) -> OutlierConfig {
+    OutlierConfig {
+        consecutive_5xx: Some((
+            consecutive,
+            crate::config::fraction::Fraction {
+                numerator: 100,
+                denominator: 100,
+            },
+        )),
+        consecutive_gateway: None,
+        interval: Duration::from_secs(10),
+        base_ejection_time: base,
+        max_ejection_time: Duration::from_secs(300),
+        max_ejection_percent: max_percent,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn consecutive_5xx_eject_an_endpoint_until_its_time_is_up_then_longer_next_time() {
+    let config = outlier(3, Duration::from_secs(30), 50);
+    let mut state = ClusterLbState::default();
+    let set = EndpointSet::build(
+        Balancing {
+            outlier: Some(&config),
+            ..balancing(LbPolicy::RoundRobin)
+        },
+        Some(&assignment(&[(1, 1), (2, 1)])),
         &mut state,
     );
-    assert!(empty.endpoints().next().is_none() && empty.pick().is_none());
+    let on_1 = || {
+        (0..4)
+            .map(|_| set.pick(None).unwrap())
+            .find(|p| p.endpoint().addr.port() == 1)
+            .expect("endpoint 1 is in rotation")
+    };
+    let fail_on_1 = |times: usize| {
+        for _ in 0..times {
+            set.record(&on_1(), Outcome::ServerError);
+        }
+    };
+    fail_on_1(2);
+    set.record(&on_1(), Outcome::Success);
+    fail_on_1(2);
+    assert!(
+        (0..10).all(|_| set.pick(None).is_some()),
+        "a success reset the count"
+    );
+    fail_on_1(1);
+    let ports: Vec<u16> = (0..10)
+        .map(|_| set.pick(None).unwrap().endpoint().addr.port())
+        .collect();
+    assert!(
+        ports.iter().all(|p| *p == 2),
+        "ejected after 3 in a row: {ports:?}"
+    );
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let back = (0..10)
+        .filter(|_| set.pick(None).unwrap().endpoint().addr.port() == 1)
+        .count();
+    assert_eq!(back, 5, "back after the ejection time");
+    fail_on_1(3);
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert!(
+        (0..10).all(|_| set.pick(None).unwrap().endpoint().addr.port() == 2),
+        "a second ejection lasts twice as long"
+    );
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert!((0..10).any(|_| set.pick(None).unwrap().endpoint().addr.port() == 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn ejection_is_capped_at_the_allowed_share_but_at_least_one() {
+    let config = outlier(1, Duration::from_secs(30), 10);
+    let mut state = ClusterLbState::default();
+    let set = EndpointSet::build(
+        Balancing {
+            outlier: Some(&config),
+            ..balancing(LbPolicy::RoundRobin)
+        },
+        Some(&assignment(&[(1, 1), (2, 1), (3, 1)])),
+        &mut state,
+    );
+    for _ in 0..30 {
+        let p = set.pick(None).unwrap();
+        set.record(&p, Outcome::GatewayFailure);
+    }
+    let now = Instant::now();
+    let ejected = set.endpoints().filter(|(e, _)| e.ejected(now)).count();
+    assert_eq!(ejected, 1, "10% of 3 rounds down, but one may always go");
+}
+
+#[tokio::test(start_paused = true)]
+async fn traffic_fails_over_to_the_next_priority_and_back() {
+    let config = outlier(1, Duration::from_secs(10), 100);
+    let mut state = ClusterLbState::default();
+    let mut a = assignment(&[(1, 1), (2, 1), (3, 1)]);
+    a.endpoints[2].priority = 1;
+    let set = EndpointSet::build(
+        Balancing {
+            outlier: Some(&config),
+            ..balancing(LbPolicy::RoundRobin)
+        },
+        Some(&a),
+        &mut state,
+    );
+    let ports = |n| -> Vec<u16> {
+        (0..n)
+            .map(|_| set.pick(None).unwrap().endpoint().addr.port())
+            .collect()
+    };
+    assert!(
+        ports(20).iter().all(|p| *p != 3),
+        "priority 1 idles while 0 serves"
+    );
+    for _ in 0..2 {
+        let p = set.pick(None).unwrap();
+        assert_ne!(p.endpoint().addr.port(), 3);
+        set.record(&p, Outcome::GatewayFailure);
+    }
+    assert!(
+        ports(10).iter().all(|p| *p == 3),
+        "both local endpoints ejected: failover"
+    );
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert!(ports(20).iter().all(|p| *p != 3), "back to priority 0");
+}
+
+#[test]
+fn hashing_balancers_keep_a_key_on_one_endpoint_and_retries_move_on() {
+    for policy in [
+        LbPolicy::RingHash {
+            min_size: 1024,
+            max_size: 1 << 20,
+        },
+        LbPolicy::Maglev { size: 65537 },
+    ] {
+        let mut state = ClusterLbState::default();
+        let set = EndpointSet::build(
+            balancing(policy),
+            Some(&assignment(&[(1, 1), (2, 1), (3, 1)])),
+            &mut state,
+        );
+        for key in [7_u64, 42, 1 << 40] {
+            let first = set.pick(Some(key)).unwrap().endpoint().addr;
+            assert!((0..20).all(|_| set.pick(Some(key)).unwrap().endpoint().addr == first));
+            let other = set.pick_avoiding(|a| a == first, 4, Some(key)).unwrap();
+            assert_ne!(
+                other.endpoint().addr,
+                first,
+                "{policy:?}: a retry picks another"
+            );
+        }
+    }
+}
+
+#[test]
+fn least_request_prefers_fewer_requests_in_flight_per_weight() {
+    let mut state = ClusterLbState::default();
+    let set = EndpointSet::build(
+        balancing(LbPolicy::LeastRequest { choices: 2 }),
+        Some(&assignment(&[(1, 1), (2, 1)])),
+        &mut state,
+    );
+    let held: Vec<InFlight> = (0..10).map(|_| set.pick(None).unwrap()).collect();
+    let on_1 = held
+        .iter()
+        .filter(|r| r.endpoint().addr.port() == 1)
+        .count();
+    assert!((4..=6).contains(&on_1), "{on_1} of 10 on endpoint 1");
+}
+
+#[tokio::test]
+async fn connection_slots_queue_up_to_the_pending_limit() {
+    let load = ClusterLoad::default();
+    let first = load.connection(1, Some(1)).await.unwrap();
+    let waiter = load.connection(1, Some(1));
+    tokio::pin!(waiter);
+    assert!(
+        futures_util::poll!(waiter.as_mut()).is_pending(),
+        "waits as pending"
+    );
+    assert!(
+        load.connection(1, Some(1)).await.is_none(),
+        "a second waiter overflows"
+    );
+    drop(first);
+    assert!(waiter.await.is_some(), "released to the waiter");
 }

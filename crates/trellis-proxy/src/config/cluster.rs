@@ -1,16 +1,17 @@
 //! CDS: compiles a `Cluster` (EDS or STATIC) into its discovery source, load-balancing policy,
 //! connect timeout, upstream HTTP protocol and limits.
 
+mod lb;
 mod limits;
+mod outlier;
 
-pub(crate) use limits::RetryLimit;
+pub(crate) use limits::{Limits, RetryLimit};
+pub(crate) use outlier::OutlierConfig;
 
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use envoy_types::pb::envoy::config::cluster::v3::cluster::{
-    ClusterDiscoveryType, DiscoveryType, LbConfig, LbPolicy as PbLbPolicy,
-};
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType};
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::UpstreamProtocolOptions;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::explicit_http_config::ProtocolConfig;
@@ -40,8 +41,10 @@ pub(crate) struct ClusterConfig {
     pub(crate) protocol: UpstreamProtocol,
     /// mTLS towards (some of) its endpoints.
     pub(crate) tls: ClusterTls,
-    /// How many retries may be in flight at once.
-    pub(crate) retry_limit: RetryLimit,
+    /// Circuit-breaker limits: requests, connections, pending requests, retries.
+    pub(crate) limits: Limits,
+    /// Outlier detection, if any.
+    pub(crate) outlier: Option<OutlierConfig>,
 }
 
 /// Where a cluster's endpoints come from.
@@ -94,7 +97,6 @@ fn compile_cluster(c: &Cluster) -> Result<ClusterConfig, FieldError> {
             c.transport_socket_matcher.is_some(),
         ),
         ("health_checks", !c.health_checks.is_empty()),
-        ("outlier_detection", c.outlier_detection.is_some()),
         ("lb_subset_config", c.lb_subset_config.is_some()),
         ("load_balancing_policy", c.load_balancing_policy.is_some()),
         ("upstream_bind_config", c.upstream_bind_config.is_some()),
@@ -133,26 +135,12 @@ fn compile_cluster(c: &Cluster) -> Result<ClusterConfig, FieldError> {
             return Err(FieldError::unsupported("cluster_type"));
         }
     };
-    let lb_policy = match PbLbPolicy::try_from(c.lb_policy) {
-        Ok(PbLbPolicy::RoundRobin) => LbPolicy::RoundRobin,
-        Ok(PbLbPolicy::LeastRequest) => LbPolicy::PeakEwma,
-        Ok(other) => {
-            return Err(FieldError::message(format!(
-                "lb_policy {} is not supported (supported: ROUND_ROBIN, LEAST_REQUEST)",
-                other.as_str_name()
-            )));
-        }
-        Err(_) => {
-            return Err(FieldError::new(
-                "lb_policy",
-                format!("unknown policy {}", c.lb_policy),
-            ));
-        }
-    };
-    match &c.lb_config {
-        None | Some(LbConfig::RoundRobinLbConfig(_)) | Some(LbConfig::LeastRequestLbConfig(_)) => {}
-        Some(_) => return Err(FieldError::unsupported("lb_config")),
-    }
+    let lb_policy = lb::compile(c)?;
+    let outlier = c
+        .outlier_detection
+        .as_ref()
+        .map(|o| outlier::compile(o).map_err(|e| e.at("outlier_detection")))
+        .transpose()?;
     let connect_timeout = match &c.connect_timeout {
         Some(d) => duration(d, "connect_timeout")?,
         None => DEFAULT_CONNECT_TIMEOUT,
@@ -171,9 +159,9 @@ fn compile_cluster(c: &Cluster) -> Result<ClusterConfig, FieldError> {
         protocol = upstream_protocol(&options).map_err(|e| e.at(&field))?;
     }
     let tls = tls::cluster(c.transport_socket.as_ref(), &c.transport_socket_matches)?;
-    let retry_limit = match &c.circuit_breakers {
+    let limits = match &c.circuit_breakers {
         Some(cb) => limits::compile(cb).map_err(|e| e.at("circuit_breakers"))?,
-        None => RetryLimit::default(),
+        None => Limits::default(),
     };
     Ok(ClusterConfig {
         name: c.name.clone(),
@@ -182,7 +170,8 @@ fn compile_cluster(c: &Cluster) -> Result<ClusterConfig, FieldError> {
         connect_timeout,
         protocol,
         tls,
-        retry_limit,
+        limits,
+        outlier,
     })
 }
 
@@ -236,6 +225,10 @@ mod tests {
     use envoy_types::pb::google::protobuf::Any;
     use prost::{Message, Name};
 
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::LbPolicy as PbLbPolicy;
+    use envoy_types::pb::envoy::config::core::v3::Metadata;
+    use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+
     use super::*;
 
     fn eds(name: &str) -> Cluster {
@@ -251,20 +244,56 @@ mod tests {
     fn eds_cluster_defaults() {
         let c = ClusterConfig::compile(&eds("x")).unwrap();
         assert_eq!(c.discovery, Discovery::Eds("x".into()));
-        assert_eq!(c.lb_policy, LbPolicy::PeakEwma);
+        assert_eq!(
+            c.lb_policy,
+            LbPolicy::LeastRequest { choices: 2 },
+            "Envoy's meaning"
+        );
         assert_eq!(c.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
         assert_eq!(c.protocol, UpstreamProtocol::Downstream);
+        assert_eq!(c.outlier, None);
     }
 
     #[test]
-    fn maglev_is_rejected_with_the_supported_list() {
-        let c = Cluster {
+    fn least_request_marked_in_metadata_is_peak_ewma_and_hashing_policies_compile() {
+        let marked = Cluster {
+            metadata: Some(Metadata {
+                filter_metadata: [(
+                    "trellis.dev".to_owned(),
+                    Struct {
+                        fields: [(
+                            "lb_policy".to_owned(),
+                            Value {
+                                kind: Some(Kind::StringValue("PEAK_EWMA".into())),
+                            },
+                        )]
+                        .into(),
+                    },
+                )]
+                .into(),
+                ..Metadata::default()
+            }),
+            ..eds("x")
+        };
+        assert_eq!(
+            ClusterConfig::compile(&marked).unwrap().lb_policy,
+            LbPolicy::PeakEwma
+        );
+        let maglev = Cluster {
             lb_policy: PbLbPolicy::Maglev as i32,
             ..eds("x")
         };
         assert_eq!(
-            ClusterConfig::compile(&c).unwrap_err().to_string(),
-            "cluster \"x\": lb_policy MAGLEV is not supported (supported: ROUND_ROBIN, LEAST_REQUEST)"
+            ClusterConfig::compile(&maglev).unwrap().lb_policy,
+            LbPolicy::Maglev { size: 65537 }
+        );
+        let provided = Cluster {
+            lb_policy: PbLbPolicy::ClusterProvided as i32,
+            ..eds("x")
+        };
+        assert_eq!(
+            ClusterConfig::compile(&provided).unwrap_err().to_string(),
+            "cluster \"x\": lb_policy: CLUSTER_PROVIDED is not supported (supported: ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV)"
         );
     }
 

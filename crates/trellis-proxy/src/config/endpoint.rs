@@ -52,20 +52,6 @@ impl Assignment {
     pub(crate) fn compile_inline(cla: &ClusterLoadAssignment) -> Result<Self, FieldError> {
         compile_assignment(cla)
     }
-
-    /// The endpoints new requests may use: the healthy ones of the highest priority (lowest
-    /// number) that has any.
-    pub(crate) fn serving(&self) -> impl Iterator<Item = &EndpointConfig> {
-        let best = self
-            .endpoints
-            .iter()
-            .filter(|e| e.healthy)
-            .map(|e| e.priority)
-            .min();
-        self.endpoints
-            .iter()
-            .filter(move |e| e.healthy && Some(e.priority) == best)
-    }
 }
 
 fn compile_assignment(cla: &ClusterLoadAssignment) -> Result<Assignment, FieldError> {
@@ -174,8 +160,13 @@ mod tests {
             ..Default::default()
         };
         let a = Assignment::compile(&cla).unwrap();
-        let ports: Vec<u16> = a.serving().map(|e| e.addr.port()).collect();
-        assert_eq!(ports, vec![1]);
+        let healthy: Vec<(u16, u32)> = a
+            .endpoints
+            .iter()
+            .filter(|e| e.healthy)
+            .map(|e| (e.addr.port(), e.priority))
+            .collect();
+        assert_eq!(healthy, vec![(1, 0), (3, 1)], "draining is not healthy");
     }
 
     #[test]

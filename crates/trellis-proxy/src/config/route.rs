@@ -2,12 +2,14 @@
 //! for a request (the route stage) as a pure function of the config and the request.
 
 mod action;
+mod hash;
 mod headers;
 mod retry;
 
 pub(crate) use action::{
     Action, DirectResponse, PathRewrite, Redirect, RedirectFrom, RouteAction, RouteTarget,
 };
+pub(crate) use hash::{HashInput, request_key};
 pub(crate) use headers::HeaderMutations;
 pub(crate) use retry::{Retry, RetryOn};
 

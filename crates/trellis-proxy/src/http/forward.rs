@@ -4,15 +4,15 @@
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Uri, header};
+use http::{Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::Either;
 use hyper::body::Incoming;
 
 use super::body::UpstreamBody;
 use super::{HttpConnection, client, mirror, retry, upgrade};
-use crate::balance::InFlight;
-use crate::config::route::{PathRewrite, Route, RouteAction, RouteTarget};
-use crate::error::{ForwardError, ResponseBody};
+use crate::balance::{InFlight, Outcome};
+use crate::config::route::{HashInput, PathRewrite, Route, RouteAction, RouteTarget, request_key};
+use crate::error::{ForwardError, ResponseBody, Side};
 use crate::table::{Cluster, Table};
 
 /// Forwards `req` along `route` to `target`, one of the action's clusters.
@@ -53,6 +53,15 @@ pub(super) async fn forward(
     if let Some(host) = &action.host_rewrite {
         req.headers_mut().insert(header::HOST, host.clone());
     }
+    let key = (!action.hash.is_empty()).then(|| {
+        let input = HashInput {
+            headers: req.headers(),
+            query: req.uri().query(),
+            peer: conn.peer.ip(),
+        };
+        request_key(&action.hash, &input)
+    });
+    let key = key.flatten();
     let mut req = req.map(UpstreamBody::client);
     mirror::spawn(table, action, &mut req);
     let mut response = match &action.retry {
@@ -63,6 +72,7 @@ pub(super) async fn forward(
                 req,
                 policy,
                 action.per_try_timeout,
+                key,
             ));
             match action.timeout {
                 Some(limit) => tokio::time::timeout(limit, tries)
@@ -71,7 +81,7 @@ pub(super) async fn forward(
                 None => tries.await?,
             }
         }
-        _ => exchange(cluster, req, upgrade.is_some(), action.try_timeout()).await?,
+        _ => exchange(cluster, req, upgrade.is_some(), action.try_timeout(), key).await?,
     };
     match upgrade {
         Some(downstream) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
@@ -92,15 +102,17 @@ pub(super) async fn exchange(
     req: Request<UpstreamBody>,
     upgrade: bool,
     limit: Option<Duration>,
+    key: Option<u64>,
 ) -> Result<Response<Incoming>, ForwardError> {
     let in_flight = cluster
         .endpoints
-        .pick()
+        .pick(key)
         .ok_or_else(|| ForwardError::NoHealthyUpstream(cluster.config.name.clone()))?;
     exchange_on(cluster, in_flight, req, upgrade, limit).await
 }
 
-/// One exchange with the endpoint `in_flight` was picked for.
+/// One exchange with the endpoint `in_flight` was picked for, within the cluster's circuit
+/// breakers; its outcome feeds outlier detection.
 pub(super) async fn exchange_on(
     cluster: &Cluster,
     in_flight: InFlight,
@@ -108,8 +120,23 @@ pub(super) async fn exchange_on(
     upgrade: bool,
     limit: Option<Duration>,
 ) -> Result<Response<Incoming>, ForwardError> {
-    let _active = cluster.endpoints.load().request();
+    let load = cluster.endpoints.load();
+    let limits = &cluster.config.limits;
+    let overflow = || ForwardError::Overflow(cluster.config.name.clone());
+    let _active = match limits.max_requests {
+        Some(max) => load.request_within(max).ok_or_else(overflow)?,
+        None => load.request(),
+    };
     let version = client::upstream_version(cluster.config.protocol, req.version(), upgrade);
+    // An HTTP/1.1 request holds a connection while in flight; past the cap it waits (pending).
+    let _connection = match limits.max_connections {
+        Some(max) if version != Version::HTTP_2 => Some(
+            Box::pin(load.connection(max, limits.max_pending))
+                .await
+                .ok_or_else(overflow)?,
+        ),
+        _ => None,
+    };
     let endpoint = &in_flight.endpoint().authority;
     client::to_upstream(&mut req, endpoint, version, upgrade);
     // A cluster has mTLS clients exactly when it has TLS settings, which is also when its
@@ -129,6 +156,9 @@ pub(super) async fn exchange_on(
             Ok(result) => result,
             Err(_) => {
                 in_flight.failed();
+                cluster
+                    .endpoints
+                    .record(&in_flight, Outcome::GatewayFailure);
                 return Err(ForwardError::UpstreamTimeout(limit));
             }
         },
@@ -137,11 +167,20 @@ pub(super) async fn exchange_on(
     match result {
         Ok(response) => {
             in_flight.succeeded();
+            cluster
+                .endpoints
+                .record(&in_flight, Outcome::of(response.status()));
             Ok(response)
         }
         Err(e) => {
             in_flight.failed();
-            Err(ForwardError::from_client(&e))
+            let e = ForwardError::from_client(&e);
+            if e.side() == Side::Upstream {
+                cluster
+                    .endpoints
+                    .record(&in_flight, Outcome::GatewayFailure);
+            }
+            Err(e)
         }
     }
 }

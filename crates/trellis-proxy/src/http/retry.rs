@@ -24,6 +24,7 @@ pub(super) async fn exchange(
     req: Request<UpstreamBody>,
     retry: &Retry,
     per_try: Option<Duration>,
+    key: Option<u64>,
 ) -> Result<Response<Incoming>, ForwardError> {
     let (head, body) = req.into_parts();
     let (kept, mut body) = body.replayable();
@@ -40,7 +41,7 @@ pub(super) async fn exchange(
         let picks = if retries == 0 { 1 } else { retry.host_picks };
         let in_flight = cluster
             .endpoints
-            .pick_avoiding(|addr| tried.contains(&Some(addr)), picks)
+            .pick_avoiding(|addr| tried.contains(&Some(addr)), picks, key)
             .ok_or_else(|| ForwardError::NoHealthyUpstream(cluster.config.name.clone()))?;
         tried[retries as usize % REMEMBERED] = Some(in_flight.endpoint().addr);
         let outcome = exchange_on(cluster, in_flight, attempt, false, per_try).await;
@@ -53,7 +54,11 @@ pub(super) async fn exchange(
         let Some(again) = kept.again() else {
             return outcome;
         };
-        let Some(counted) = cluster.endpoints.load().retry(cluster.config.retry_limit) else {
+        let Some(counted) = cluster
+            .endpoints
+            .load()
+            .retry(cluster.config.limits.retries)
+        else {
             tracing::debug!(cluster = %cluster.config.name, "retry budget exhausted");
             return outcome;
         };

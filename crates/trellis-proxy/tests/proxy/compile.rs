@@ -50,13 +50,13 @@ async fn unsupported_resources_are_nacked_precisely() {
         "listener \"outbound|catalog|41001\": filter_chains[0].filters[0]: unsupported filter type \"envoy.filters.network.redis_proxy\""
     );
 
-    let maglev = envoy_types::pb::envoy::config::cluster::v3::Cluster {
-        lb_policy: LbPolicy::Maglev as i32,
+    let provided = envoy_types::pb::envoy::config::cluster::v3::Cluster {
+        lb_policy: LbPolicy::ClusterProvided as i32,
         ..eds_cluster("x")
     };
     assert_eq!(
-        nack(&mut handler, TypeUrl::Cluster, vec![any(&maglev)]),
-        "cluster \"x\": lb_policy MAGLEV is not supported (supported: ROUND_ROBIN, LEAST_REQUEST)"
+        nack(&mut handler, TypeUrl::Cluster, vec![any(&provided)]),
+        "cluster \"x\": lb_policy: CLUSTER_PROVIDED is not supported (supported: ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV)"
     );
 
     let dns = envoy_types::pb::envoy::config::cluster::v3::Cluster {
@@ -172,7 +172,7 @@ async fn a_nack_keeps_the_previous_table_and_is_counted() {
     assert_eq!(get(listen, "svc", "/").await.status, 200);
 
     let bad = envoy_types::pb::envoy::config::cluster::v3::Cluster {
-        lb_policy: LbPolicy::RingHash as i32,
+        lb_policy: LbPolicy::ClusterProvided as i32,
         ..eds_cluster("other")
     };
     let update = vec![any(&eds_cluster("svc")), any(&bad)];

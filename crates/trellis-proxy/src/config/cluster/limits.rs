@@ -1,5 +1,7 @@
-//! A cluster's `circuit_breakers`: for now the limit on concurrent retries (a budget relative to
-//! the cluster's active requests, or Envoy's fixed `max_retries`).
+//! A cluster's `circuit_breakers`: limits on requests in flight, on HTTP/1.1 connections and the
+//! requests waiting for one, and on concurrent retries (a budget relative to the cluster's
+//! active requests, or Envoy's fixed `max_retries`). Only limits that are set are enforced
+//! (Envoy's implicit 1024 defaults are not).
 
 use envoy_types::pb::envoy::config::cluster::v3::CircuitBreakers;
 use envoy_types::pb::envoy::config::core::v3::RoutingPriority;
@@ -48,9 +50,23 @@ impl RetryLimit {
     }
 }
 
+/// The circuit-breaker limits of a cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Limits {
+    /// Requests in flight (`max_requests`).
+    pub(crate) max_requests: Option<usize>,
+    /// HTTP/1.1 connections, each carrying one request at a time (`max_connections`).
+    pub(crate) max_connections: Option<usize>,
+    /// Requests waiting for a connection (`max_pending_requests`); unlimited when not set.
+    pub(crate) max_pending: Option<usize>,
+    /// Concurrent retries.
+    pub(crate) retries: RetryLimit,
+}
+
 /// Compiles the DEFAULT-priority thresholds of `cb` (other priorities are refused: the proxy
 /// routes at one priority).
-pub(crate) fn compile(cb: &CircuitBreakers) -> Result<RetryLimit, FieldError> {
+pub(crate) fn compile(cb: &CircuitBreakers) -> Result<Limits, FieldError> {
+    let mut limits = Limits::default();
     let mut limit = RetryLimit::default();
     for (i, t) in cb.thresholds.iter().enumerate() {
         let field = format!("thresholds[{i}]");
@@ -60,13 +76,14 @@ pub(crate) fn compile(cb: &CircuitBreakers) -> Result<RetryLimit, FieldError> {
                 "only DEFAULT is supported",
             ));
         }
-        reject_set(&[
-            ("max_connections", t.max_connections.is_some()),
-            ("max_pending_requests", t.max_pending_requests.is_some()),
-            ("max_requests", t.max_requests.is_some()),
-            ("max_connection_pools", t.max_connection_pools.is_some()),
-        ])
-        .map_err(|e| e.at(&field))?;
+        reject_set(&[("max_connection_pools", t.max_connection_pools.is_some())])
+            .map_err(|e| e.at(&field))?;
+        let count = |v: &Option<envoy_types::pb::google::protobuf::UInt32Value>| {
+            v.as_ref().map(|v| v.value as usize)
+        };
+        limits.max_requests = count(&t.max_requests).or(limits.max_requests);
+        limits.max_connections = count(&t.max_connections).or(limits.max_connections);
+        limits.max_pending = count(&t.max_pending_requests).or(limits.max_pending);
         if let Some(max) = &t.max_retries {
             limit = RetryLimit::Max(max.value);
         }
@@ -96,7 +113,8 @@ pub(crate) fn compile(cb: &CircuitBreakers) -> Result<RetryLimit, FieldError> {
             limit = RetryLimit::Budget { percent, min };
         }
     }
-    Ok(limit)
+    limits.retries = limit;
+    Ok(limits)
 }
 
 #[cfg(test)]
@@ -121,30 +139,47 @@ mod tests {
             }],
             ..CircuitBreakers::default()
         };
-        let limit = compile(&cb).unwrap();
+        let limit = compile(&cb).unwrap().retries;
         assert!(limit.allows(1, 1), "the floor");
         assert!(!limit.allows(2, 5), "20% of 5 is 1, the floor 2");
         assert!(limit.allows(9, 50), "20% of 50 is 10");
         assert!(!limit.allows(10, 50));
         assert_eq!(
-            compile(&CircuitBreakers::default()).unwrap(),
+            compile(&CircuitBreakers::default()).unwrap().retries,
             RetryLimit::Max(3)
         );
     }
 
     #[test]
-    fn limits_the_proxy_does_not_enforce_are_refused() {
+    fn request_and_connection_limits_compile_and_other_priorities_are_refused() {
         let cb = CircuitBreakers {
             thresholds: vec![Thresholds {
                 max_requests: Some(UInt32Value { value: 10 }),
+                max_connections: Some(UInt32Value { value: 4 }),
                 ..Thresholds::default()
             }],
             ..CircuitBreakers::default()
         };
-        let e = compile(&cb).unwrap_err();
+        let limits = compile(&cb).unwrap();
+        assert_eq!(
+            (
+                limits.max_requests,
+                limits.max_connections,
+                limits.max_pending
+            ),
+            (Some(10), Some(4), None)
+        );
+        let high = CircuitBreakers {
+            thresholds: vec![Thresholds {
+                priority: RoutingPriority::High as i32,
+                ..Thresholds::default()
+            }],
+            ..CircuitBreakers::default()
+        };
+        let e = compile(&high).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "thresholds[0].max_requests: not supported by trellis-proxy"
+            "thresholds[0].priority: only DEFAULT is supported"
         );
     }
 }

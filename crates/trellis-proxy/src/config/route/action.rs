@@ -19,6 +19,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatchAndSubstitute;
 use http::{HeaderValue, StatusCode};
 use regex::Regex;
 
+use super::hash::RequestHash;
 use super::headers::HeaderMutations;
 use super::retry::{self, Retry};
 use crate::config::fraction::Fraction;
@@ -61,6 +62,8 @@ pub(crate) struct RouteAction {
     pub(crate) host_rewrite: Option<HeaderValue>,
     /// Clusters that get a copy of (a share of) the requests.
     pub(crate) mirrors: Vec<Mirror>,
+    /// Where the consistent-hash key comes from (ring-hash and Maglev clusters).
+    pub(crate) hash: Vec<RequestHash>,
 }
 
 impl RouteAction {
@@ -321,7 +324,6 @@ pub(crate) fn compile_forward(
             a.retry_policy_typed_config.is_some(),
         ),
         ("rate_limits", !a.rate_limits.is_empty()),
-        ("hash_policy", !a.hash_policy.is_empty()),
         ("cors", a.cors.is_some()),
         (
             "internal_redirect_policy",
@@ -370,6 +372,12 @@ pub(crate) fn compile_forward(
         .enumerate()
         .map(|(i, m)| mirror(m).map_err(|e| e.at(format!("request_mirror_policies[{i}]"))))
         .collect::<Result<_, _>>()?;
+    let hash = a
+        .hash_policy
+        .iter()
+        .enumerate()
+        .map(|(i, p)| RequestHash::compile(p).map_err(|e| e.at(format!("hash_policy[{i}]"))))
+        .collect::<Result<_, _>>()?;
     let mut websocket = None;
     for (i, u) in a.upgrade_configs.iter().enumerate() {
         if !u.upgrade_type.eq_ignore_ascii_case("websocket") {
@@ -406,6 +414,7 @@ pub(crate) fn compile_forward(
         rewrite,
         host_rewrite,
         mirrors,
+        hash,
     })
 }
 
