@@ -1,17 +1,15 @@
 //! `kind: BackendPolicy` (`trellis.dev/v1alpha1`): how callers treat a Service as a backend,
 //! attached to it Gateway API style (`targetRefs`). For now only its retry budget.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::bounded;
-use crate::error::ConfigError;
+use crate::claim::Setting;
 use crate::meta::{self, Meta};
 use crate::policy::TargetRef;
 use crate::route::service_ref;
 use crate::validate::Validator;
-use crate::yaml::{FieldPath, Node, Pos};
+use crate::yaml::FieldPath;
 
 /// A backend policy: settings for the Services it targets.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -84,7 +82,15 @@ impl BackendPolicy {
     }
 }
 
-/// Checks a BackendPolicy on its own; [`BudgetOwners`] checks it against the others.
+/// What a BackendPolicy's `retryBudget` sets, at most once per Service.
+pub(crate) const RETRY_BUDGET: Setting = Setting {
+    kind: "BackendPolicy",
+    what: "a retry budget",
+    rule: "one retryBudget per Service",
+};
+
+/// Checks a BackendPolicy on its own; the loader checks its [`RETRY_BUDGET`] against the
+/// others.
 pub(crate) fn validate(policy: &BackendPolicy, v: &mut Validator<'_>) {
     meta::validate(&policy.metadata, false, v);
     let spec = FieldPath::root().key("spec");
@@ -96,50 +102,6 @@ pub(crate) fn validate(policy: &BackendPolicy, v: &mut Validator<'_>) {
     }
     for (i, t) in policy.spec.target_refs.iter().enumerate() {
         service_ref(&t.group, &t.kind, &spec.key("targetRefs").index(i), v);
-    }
-}
-
-/// Which BackendPolicy set each Service's retry budget, to reject a second one.
-#[derive(Default)]
-pub(crate) struct BudgetOwners {
-    /// (namespace, Service) to the policy's name, file and the position of its targetRef.
-    owners: HashMap<(String, String), (String, String, Pos)>,
-}
-
-impl BudgetOwners {
-    /// Records the Services `policy` (from `file`, rooted at `root`) sets a retry budget for,
-    /// adding an error at each targetRef whose Service already has one.
-    pub(crate) fn claim(
-        &mut self,
-        policy: &BackendPolicy,
-        file: &str,
-        root: &Node,
-        errors: &mut Vec<ConfigError>,
-    ) {
-        if policy.spec.retry_budget.is_none() {
-            return;
-        }
-        let ns = &policy.metadata.namespace;
-        let refs = FieldPath::root().key("spec").key("targetRefs");
-        for (i, t) in policy.spec.target_refs.iter().enumerate() {
-            let path = refs.index(i).key("name");
-            let pos = root.locate(&path);
-            let key = (ns.clone(), t.name.clone());
-            match self.owners.get(&key) {
-                Some((first, first_file, first_pos)) if *first != policy.metadata.name => {
-                    let message = format!(
-                        "Service `{ns}/{}` already has a retry budget from BackendPolicy `{ns}/{first}` ({first_file}:{}:{}); BackendPolicy `{ns}/{}` cannot set another (one retryBudget per Service)",
-                        t.name, first_pos.line, first_pos.column, policy.metadata.name
-                    );
-                    Validator::new(file, root, errors).error_at(pos, &path, message);
-                }
-                Some(_) => {}
-                None => {
-                    let owner = (policy.metadata.name.clone(), file.to_owned(), pos);
-                    self.owners.insert(key, owner);
-                }
-            }
-        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Serde readers for integers with a documented range, so that an out-of-range value is
-//! reported as "expected an integer between MIN and MAX, found N" at the value's position.
+//! Serde readers for numbers with a documented range, so that an out-of-range value is
+//! reported as "expected an integer between MIN and MAX, found N" (or the percentage's range)
+//! at the value's position.
 
 use std::fmt;
 
@@ -105,22 +106,37 @@ pub(crate) fn count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     narrow(read(d, 0, i64::from(u32::MAX))?)
 }
 
-struct BudgetPercent;
+/// A percentage as a number (integers included): above 0 or from 0, and at most 100.
+struct Percentage {
+    zero_allowed: bool,
+}
 
-impl Visitor<'_> for BudgetPercent {
+impl Percentage {
+    fn describe(&self) -> &'static str {
+        if self.zero_allowed {
+            "a percentage between 0 and 100"
+        } else {
+            "a percentage above 0 and at most 100"
+        }
+    }
+}
+
+impl Visitor<'_> for Percentage {
     type Value = f64;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a percentage above 0 and at most 100")
+        f.write_str(self.describe())
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
         // Written so that NaN fails too.
-        if v > 0.0 && v <= 100.0 {
+        let above_min = v > 0.0 || (self.zero_allowed && v == 0.0);
+        if above_min && v <= 100.0 {
             Ok(v)
         } else {
             Err(E::custom(format!(
-                "expected a percentage above 0 and at most 100, found {v}"
+                "expected {}, found {v}",
+                self.describe()
             )))
         }
     }
@@ -137,7 +153,50 @@ impl Visitor<'_> for BudgetPercent {
 
 /// A retry budget's share of active requests: a number above 0 and at most 100.
 pub(crate) fn budget_percent<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    d.deserialize_f64(BudgetPercent)
+    d.deserialize_f64(Percentage {
+        zero_allowed: false,
+    })
+}
+
+/// A share of requests as a number: 0 to 100, fractions allowed.
+pub(crate) fn share_percent<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    d.deserialize_f64(Percentage { zero_allowed: true })
+}
+
+/// The default share: every request.
+pub(crate) fn hundred_percent() -> f64 {
+    100.0
+}
+
+/// An optional HTTP status an injected abort answers with: 200 to 599 when given.
+pub(crate) fn option_abort_status<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<u16>, D::Error> {
+    struct Status(u16);
+    impl<'de> de::Deserialize<'de> for Status {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            Ok(Status(narrow(read(d, 200, 599)?)?))
+        }
+    }
+    Ok(<Option<Status> as de::Deserialize>::deserialize(d)?.map(|s| s.0))
+}
+
+/// A positive count: 1 to 2^32-1.
+pub(crate) fn positive_count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    narrow(read(d, 1, i64::from(u32::MAX))?)
+}
+
+/// An optional positive count: 1 to 2^32-1 when given.
+pub(crate) fn option_positive_count<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<u32>, D::Error> {
+    struct Count(u32);
+    impl<'de> de::Deserialize<'de> for Count {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            positive_count(d).map(Count)
+        }
+    }
+    Ok(<Option<Count> as de::Deserialize>::deserialize(d)?.map(|c| c.0))
 }
 
 /// A fraction's numerator: 0 to 2^31-1 (Gateway API's non-negative int32).

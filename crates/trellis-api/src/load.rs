@@ -10,10 +10,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::backend_policy::{BackendPolicy, BudgetOwners, RetryBudget};
+use crate::backend_policy::{BackendPolicy, RETRY_BUDGET, RetryBudget};
+use crate::claim::TargetClaims;
 use crate::error::{ConfigError, ConfigErrors};
+use crate::fault::FaultInjection;
 use crate::mesh::{MeshConfig, MeshConfigSpec};
 use crate::policy::AuthorizationPolicy;
+use crate::ratelimit::{RateLimit, SERVICE_LIMIT};
 use crate::route::{GrpcRoute, HttpRoute};
 use crate::service::Service;
 use crate::validate::Validator;
@@ -37,6 +40,10 @@ pub struct ConfigSet {
     pub authorization_policies: Vec<AuthorizationPolicy>,
     /// `kind: BackendPolicy` resources.
     pub backend_policies: Vec<BackendPolicy>,
+    /// `kind: FaultInjection` resources.
+    pub fault_injections: Vec<FaultInjection>,
+    /// `kind: RateLimit` resources.
+    pub rate_limits: Vec<RateLimit>,
 }
 
 impl ConfigSet {
@@ -55,6 +62,28 @@ impl ConfigSet {
             && self.mesh_configs.is_empty()
             && self.authorization_policies.is_empty()
             && self.backend_policies.is_empty()
+            && self.fault_injections.is_empty()
+            && self.rate_limits.is_empty()
+    }
+
+    /// The FaultInjection `name` in `namespace`.
+    pub fn fault_injection(&self, namespace: &str, name: &str) -> Option<&FaultInjection> {
+        self.fault_injections
+            .iter()
+            .find(|f| f.metadata.name == name && f.metadata.namespace == namespace)
+    }
+
+    /// The RateLimit `name` in `namespace`.
+    pub fn rate_limit(&self, namespace: &str, name: &str) -> Option<&RateLimit> {
+        self.rate_limits
+            .iter()
+            .find(|r| r.metadata.name == name && r.metadata.namespace == namespace)
+    }
+
+    /// The RateLimit whose `targetRefs` name the Service `name` in `namespace`, if any
+    /// (validation allows at most one).
+    pub fn service_rate_limit(&self, namespace: &str, name: &str) -> Option<&RateLimit> {
+        self.rate_limits.iter().find(|r| r.targets(namespace, name))
     }
 
     /// The retry budget a BackendPolicy sets for the Service `name` in `namespace`, if any
@@ -195,7 +224,9 @@ struct Loader {
     /// Where each (kind, namespace, name) was first defined: file and position of its name.
     seen: HashMap<(&'static str, String, String), (String, Pos)>,
     /// The BackendPolicy that set each Service's retry budget.
-    budgets: BudgetOwners,
+    budgets: TargetClaims,
+    /// The RateLimit that targets each Service.
+    limits: TargetClaims,
 }
 
 impl Loader {
@@ -241,8 +272,21 @@ impl Loader {
             Resource::MeshConfig(r) => self.set.mesh_configs.push(r),
             Resource::AuthorizationPolicy(r) => self.set.authorization_policies.push(r),
             Resource::BackendPolicy(r) => {
-                self.budgets.claim(&r, file, root, &mut self.errors);
+                if r.spec.retry_budget.is_some() {
+                    let (meta, targets) = (&r.metadata, &r.spec.target_refs);
+                    let errors = &mut self.errors;
+                    self.budgets
+                        .claim(&RETRY_BUDGET, meta, targets, file, root, errors);
+                }
                 self.set.backend_policies.push(r);
+            }
+            Resource::FaultInjection(r) => self.set.fault_injections.push(r),
+            Resource::RateLimit(r) => {
+                let (meta, targets) = (&r.metadata, &r.spec.target_refs);
+                let errors = &mut self.errors;
+                self.limits
+                    .claim(&SERVICE_LIMIT, meta, targets, file, root, errors);
+                self.set.rate_limits.push(r);
             }
             Resource::Service(r) => self.set.services.push(r),
             Resource::HttpRoute(r) => self.set.http_routes.push(r),

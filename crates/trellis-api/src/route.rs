@@ -7,9 +7,10 @@ mod http;
 mod retry;
 
 pub use filter::{
-    BackendObjectRef, Fraction, HttpHeader, HttpHeaderFilter, HttpPathModifier,
-    HttpPathModifierType, HttpRequestMirrorFilter, HttpRequestRedirectFilter, HttpRouteFilter,
-    HttpRouteFilterType, HttpUrlRewriteFilter, RedirectScheme, UnsupportedFilterConfig,
+    BackendObjectRef, ExtensionKind, ExtensionRef, Fraction, HttpHeader, HttpHeaderFilter,
+    HttpPathModifier, HttpPathModifierType, HttpRequestMirrorFilter, HttpRequestRedirectFilter,
+    HttpRouteFilter, HttpRouteFilterType, HttpUrlRewriteFilter, RedirectScheme,
+    UnsupportedFilterConfig,
 };
 pub(crate) use filter::{FilterScope, validate_filters};
 

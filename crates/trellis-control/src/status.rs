@@ -1,9 +1,10 @@
 //! Gateway API status of every HTTPRoute and GRPCRoute, per parentRef: `Accepted` (the parent
-//! Service exists) and `ResolvedRefs` (every backend and mirror Service exists). A pure
-//! function of the model, served by the admin API as `/api/routes`.
+//! Service exists) and `ResolvedRefs` (every backend and mirror Service, and every
+//! FaultInjection and RateLimit an `ExtensionRef` names, exists). A pure function of the model,
+//! served by the admin API as `/api/routes`.
 
 use serde::Serialize;
-use trellis_api::{BackendRef, HttpRouteFilter, Meta, ParentRef};
+use trellis_api::{BackendRef, ExtensionKind, HttpRouteFilter, Meta, ParentRef};
 
 use crate::model::{MeshModel, ServiceModel};
 
@@ -113,6 +114,7 @@ fn status<'a>(
             .is_some_and(exists)
     };
     let mut missing = Vec::new();
+    let mut unresolved = Vec::new();
     for (i, (backends, filters)) in rules.enumerate() {
         for (j, b) in backends.iter().enumerate() {
             let namespace = b.namespace_or(ns);
@@ -130,20 +132,38 @@ fn status<'a>(
                 missing.push(format!("{}.{namespace} ({at})", b.name));
             }
         }
+        let extensions = filters.iter().enumerate();
+        for (j, e) in extensions.filter_map(|(j, f)| Some((j, f.extension_ref.as_ref()?))) {
+            let exists = match e.kind {
+                ExtensionKind::FaultInjection => {
+                    model.config.fault_injection(ns, &e.name).is_some()
+                }
+                ExtensionKind::RateLimit => model.config.rate_limit(ns, &e.name).is_some(),
+            };
+            if !exists {
+                let at = format!("spec.rules[{i}].filters[{j}].extensionRef");
+                unresolved.push(format!("{} {}.{ns} not found ({at})", e.kind, e.name));
+            }
+        }
     }
-    let resolved = if missing.is_empty() {
+    let resolved = if missing.is_empty() && unresolved.is_empty() {
         Condition::new(
             "ResolvedRefs",
             true,
             "ResolvedRefs",
-            "every backend and mirror Service exists".to_owned(),
+            "every backend and mirror Service and every filter reference exists".to_owned(),
         )
     } else {
+        let services =
+            (!missing.is_empty()).then(|| format!("Services not found: {}", missing.join(", ")));
+        let problems: Vec<String> = services.into_iter().chain(unresolved).collect();
+        // Gateway API has no reason for a filter reference that names nothing; its routes
+        // answer with an error as for a missing backend, so they share `BackendNotFound`.
         Condition::new(
             "ResolvedRefs",
             false,
             "BackendNotFound",
-            format!("Services not found: {}", missing.join(", ")),
+            problems.join("; "),
         )
     };
     let parents = parents

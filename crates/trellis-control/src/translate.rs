@@ -11,10 +11,13 @@ mod cluster;
 mod listener;
 mod route;
 mod tls;
+mod traffic;
 
 pub use tls::{BUNDLE_SECRET, TLS_MATCH_KEY, WORKLOAD_SECRET};
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::RandomState;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::{
@@ -123,6 +126,17 @@ pub fn outbound_route_config(service_key: &str) -> String {
 /// Cluster name for the local application behind a proxy.
 pub fn inbound_cluster(app_port: u16) -> String {
     format!("inbound|{app_port}")
+}
+
+/// One hasher state for every protobuf map the translator fills (`Rbac.policies`, a route's
+/// `typed_per_filter_config`): a map encodes in its iteration order, so with one shared state
+/// the same entries always encode the same bytes and versions do not change from one
+/// translation to the next.
+static MAP_STATE: LazyLock<RandomState> = LazyLock::new(RandomState::new);
+
+/// An empty protobuf map that encodes its entries in a stable order (see [`MAP_STATE`]).
+fn stable_map<V>() -> HashMap<String, V> {
+    HashMap::with_hasher(MAP_STATE.clone())
 }
 
 fn any<M: Message + Name>(msg: &M) -> Any {

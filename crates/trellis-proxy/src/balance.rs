@@ -263,6 +263,16 @@ impl EndpointSet {
         self.endpoints.iter().map(|(e, w)| (e.as_ref(), *w))
     }
 
+    /// Every serving endpoint with its mTLS settings (`None`: plaintext), for health checks.
+    pub(crate) fn members(
+        &self,
+    ) -> impl Iterator<Item = (&Arc<EndpointState>, Option<&Arc<UpstreamTls>>)> {
+        self.endpoints
+            .iter()
+            .zip(&self.tls)
+            .map(|((e, _), tls)| (e, tls.as_ref()))
+    }
+
     /// The cluster's requests and retries in flight.
     pub(crate) fn load(&self) -> &ClusterLoad {
         &self.load

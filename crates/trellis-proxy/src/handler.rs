@@ -23,6 +23,7 @@ use crate::config::listener::{ListenerConfig, ListenerContext};
 use crate::config::route::RouteConfig;
 use crate::config::tls::UpstreamTls;
 use crate::config::{ConfigError, decode_all};
+use crate::health::HealthChecks;
 use crate::http::client::UpstreamClients;
 use crate::table::{Cluster, Shared, Table};
 use crate::tls::connect::MeshConnector;
@@ -46,6 +47,8 @@ struct ConfigState {
     versions: BTreeMap<TypeUrl, String>,
     applied: BTreeSet<TypeUrl>,
     lb: HashMap<String, ClusterLbState>,
+    /// Active health checkers of the accepted clusters.
+    health: HealthChecks,
     clients: HashMap<Duration, Arc<UpstreamClients>>,
     /// mTLS pools per cluster, kept while the cluster's TLS settings stay the same.
     tls_clients: HashMap<String, (Arc<UpstreamTls>, Arc<UpstreamClients<MeshConnector>>)>,
@@ -66,6 +69,7 @@ impl ConfigHandler {
                 versions: BTreeMap::new(),
                 applied: BTreeSet::new(),
                 lb: HashMap::new(),
+                health: HealthChecks::default(),
                 tls_clients: HashMap::new(),
                 secrets: BTreeMap::new(),
                 clients: HashMap::new(),
@@ -233,7 +237,7 @@ impl ConfigState {
             let balancing = Balancing {
                 policy: config.lb_policy,
                 outlier: config.outlier.as_ref(),
-                health_checked: false,
+                health_checked: config.health_check.is_some(),
                 tls: &config.tls,
             };
             let endpoints = EndpointSet::build(balancing, assignment, &mut state);
@@ -274,6 +278,7 @@ impl ConfigState {
             clusters,
             self.versions.clone(),
         ));
+        self.health.reconcile(&self.clusters, &self.shared);
     }
 }
 

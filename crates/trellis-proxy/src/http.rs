@@ -11,6 +11,8 @@ mod replay;
 mod retry;
 mod upgrade;
 
+pub(crate) use body::UpstreamBody;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};

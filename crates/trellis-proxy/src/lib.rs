@@ -17,6 +17,7 @@ mod drain;
 mod dump;
 mod error;
 mod handler;
+mod health;
 mod http;
 mod io;
 mod listener;

@@ -6,9 +6,11 @@ use serde::de::DeserializeOwned;
 
 use crate::backend_policy::{self, BackendPolicy, BackendPolicySpec};
 use crate::error::ConfigError;
+use crate::fault::{self, FaultInjection, FaultInjectionSpec};
 use crate::mesh::{self, MeshConfig, MeshConfigSpec};
 use crate::meta::Meta;
 use crate::policy::{self, AuthorizationPolicy, AuthorizationPolicySpec};
+use crate::ratelimit::{self, RateLimit, RateLimitSpec};
 use crate::route::{self, GrpcRoute, GrpcRouteSpec, HttpRoute, HttpRouteSpec};
 use crate::service::{self, Service, ServiceSpec};
 use crate::validate::Validator;
@@ -26,21 +28,29 @@ pub const GATEWAY_API_VERSION_BETA: &str = "gateway.networking.k8s.io/v1beta1";
 enum Kind {
     AuthorizationPolicy,
     BackendPolicy,
+    FaultInjection,
     MeshConfig,
+    RateLimit,
     Service,
     HttpRoute,
     GrpcRoute,
 }
 
 /// Each kind with its YAML name and the API versions it accepts.
-const KINDS: [(Kind, &str, &[&str]); 6] = [
+const KINDS: [(Kind, &str, &[&str]); 8] = [
     (
         Kind::AuthorizationPolicy,
         "AuthorizationPolicy",
         &[TRELLIS_API_VERSION],
     ),
     (Kind::BackendPolicy, "BackendPolicy", &[TRELLIS_API_VERSION]),
+    (
+        Kind::FaultInjection,
+        "FaultInjection",
+        &[TRELLIS_API_VERSION],
+    ),
     (Kind::MeshConfig, "MeshConfig", &[TRELLIS_API_VERSION]),
+    (Kind::RateLimit, "RateLimit", &[TRELLIS_API_VERSION]),
     (Kind::Service, "Service", &[TRELLIS_API_VERSION]),
     (
         Kind::HttpRoute,
@@ -55,7 +65,9 @@ const KINDS: [(Kind, &str, &[&str]); 6] = [
 pub(crate) enum Resource {
     AuthorizationPolicy(AuthorizationPolicy),
     BackendPolicy(BackendPolicy),
+    FaultInjection(FaultInjection),
     MeshConfig(MeshConfig),
+    RateLimit(RateLimit),
     Service(Service),
     HttpRoute(HttpRoute),
     GrpcRoute(GrpcRoute),
@@ -66,7 +78,9 @@ impl Resource {
         match self {
             Self::AuthorizationPolicy(_) => "AuthorizationPolicy",
             Self::BackendPolicy(_) => "BackendPolicy",
+            Self::FaultInjection(_) => "FaultInjection",
             Self::MeshConfig(_) => "MeshConfig",
+            Self::RateLimit(_) => "RateLimit",
             Self::Service(_) => "Service",
             Self::HttpRoute(_) => "HTTPRoute",
             Self::GrpcRoute(_) => "GRPCRoute",
@@ -77,7 +91,9 @@ impl Resource {
         match self {
             Self::AuthorizationPolicy(r) => &r.metadata,
             Self::BackendPolicy(r) => &r.metadata,
+            Self::FaultInjection(r) => &r.metadata,
             Self::MeshConfig(r) => &r.metadata,
+            Self::RateLimit(r) => &r.metadata,
             Self::Service(r) => &r.metadata,
             Self::HttpRoute(r) => &r.metadata,
             Self::GrpcRoute(r) => &r.metadata,
@@ -111,8 +127,12 @@ pub(crate) fn load(file: &str, root: &Node, errors: &mut Vec<ConfigError>) -> Op
         }
         Kind::BackendPolicy => typed::<BackendPolicySpec>(root, &mut v)
             .map(|(metadata, spec)| Resource::BackendPolicy(BackendPolicy { metadata, spec })),
+        Kind::FaultInjection => typed::<FaultInjectionSpec>(root, &mut v)
+            .map(|(metadata, spec)| Resource::FaultInjection(FaultInjection { metadata, spec })),
         Kind::MeshConfig => typed::<MeshConfigSpec>(root, &mut v)
             .map(|(metadata, spec)| Resource::MeshConfig(MeshConfig { metadata, spec })),
+        Kind::RateLimit => typed::<RateLimitSpec>(root, &mut v)
+            .map(|(metadata, spec)| Resource::RateLimit(RateLimit { metadata, spec })),
         Kind::Service => typed::<ServiceSpec>(root, &mut v)
             .map(|(metadata, spec)| Resource::Service(Service { metadata, spec })),
         Kind::HttpRoute => typed::<HttpRouteSpec>(root, &mut v)
@@ -123,7 +143,9 @@ pub(crate) fn load(file: &str, root: &Node, errors: &mut Vec<ConfigError>) -> Op
     match &resource {
         Resource::AuthorizationPolicy(r) => policy::validate(r, &mut v),
         Resource::BackendPolicy(r) => backend_policy::validate(r, &mut v),
+        Resource::FaultInjection(r) => fault::validate(r, &mut v),
         Resource::MeshConfig(r) => mesh::validate(r, &mut v),
+        Resource::RateLimit(r) => ratelimit::validate(r, &mut v),
         Resource::Service(r) => service::validate(r, &mut v),
         Resource::HttpRoute(r) => route::validate_http(r, &mut v),
         Resource::GrpcRoute(r) => route::validate_grpc(r, &mut v),

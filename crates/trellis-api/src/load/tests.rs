@@ -175,7 +175,7 @@ fn invalid_documents_are_rejected_at_the_right_place() {
         (
             ROUTE.replace("kind: HTTPRoute", "kind: HttpRoute"),
             2, 7, "kind",
-            "unknown kind `HttpRoute`, expected one of AuthorizationPolicy, BackendPolicy, MeshConfig, Service, HTTPRoute, GRPCRoute",
+            "unknown kind `HttpRoute`, expected one of AuthorizationPolicy, BackendPolicy, FaultInjection, MeshConfig, RateLimit, Service, HTTPRoute, GRPCRoute",
         ),
         (
             ROUTE.replace("k8s.io/v1\n", "k8s.io/v1alpha2\n"),
@@ -426,7 +426,7 @@ fn examples_load() {
     for dir in &dirs {
         load_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     }
-    assert!(dirs.len() >= 6, "{dirs:?}");
+    assert!(dirs.len() >= 7, "{dirs:?}");
     let canary = load_dir(&root.join("canary")).unwrap_or_else(|e| panic!("{e}"));
     let mut names: Vec<&str> = canary
         .services
@@ -488,6 +488,50 @@ fn examples_load() {
         (10.0, 5)
     );
     assert_eq!(resilience.retry_budget("default", "ratings"), None);
+
+    let faults = load_dir(&root.join("faults")).unwrap_or_else(|e| panic!("{e}"));
+    let chaos = faults
+        .fault_injection("default", "catalog-chaos")
+        .expect("catalog-chaos");
+    assert!(chaos.spec.delay.is_some() && chaos.spec.abort.is_some());
+    let flaky = faults.fault_injection("default", "ratings-flaky");
+    let grpc_abort = flaky.and_then(|f| f.spec.abort);
+    assert_eq!(
+        grpc_abort.and_then(|a| a.grpc_status),
+        Some(crate::GrpcStatusCode::Unavailable)
+    );
+    let writes = faults
+        .rate_limit("default", "catalog-writes")
+        .expect("writes");
+    assert!(writes.spec.target_refs.is_empty());
+    assert_eq!(writes.spec.burst(), 20);
+    let guard = faults
+        .service_rate_limit("default", "ratings")
+        .expect("ratings is guarded");
+    assert_eq!((guard.spec.requests, guard.spec.burst()), (100, 100));
+    let refs: Vec<(crate::ExtensionKind, &str)> = faults
+        .http_routes
+        .iter()
+        .flat_map(|r| &r.spec.rules)
+        .flat_map(|r| &r.filters)
+        .chain(
+            faults
+                .grpc_routes
+                .iter()
+                .flat_map(|r| &r.spec.rules)
+                .flat_map(|r| &r.filters),
+        )
+        .filter_map(|f| f.extension_ref.as_ref())
+        .map(|e| (e.kind, e.name.as_str()))
+        .collect();
+    assert_eq!(
+        refs,
+        [
+            (crate::ExtensionKind::FaultInjection, "catalog-chaos"),
+            (crate::ExtensionKind::RateLimit, "catalog-writes"),
+            (crate::ExtensionKind::FaultInjection, "ratings-flaky"),
+        ]
+    );
 
     let stat = load_dir(&root.join("static-endpoints")).unwrap_or_else(|e| panic!("{e}"));
     let db = stat.service("default", "legacy-db").expect("legacy-db");

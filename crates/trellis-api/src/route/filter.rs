@@ -1,6 +1,7 @@
-//! Route filters (Gateway API `HTTPRouteFilter`): header modifiers, redirects, URL rewrites and
-//! request mirrors on a rule or on one backend. HTTPRoute and GRPCRoute share the types; which
-//! filter types a place allows is checked in [`validate_filters`].
+//! Route filters (Gateway API `HTTPRouteFilter`): header modifiers, redirects, URL rewrites,
+//! request mirrors and extension references (to a FaultInjection or a RateLimit) on a rule or
+//! on one backend. HTTPRoute and GRPCRoute share the types; which filter types a place allows
+//! is checked in [`validate_filters`].
 
 mod check;
 
@@ -35,9 +36,9 @@ pub struct HttpRouteFilter {
     /// Config of a `RequestMirror`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_mirror: Option<HttpRequestMirrorFilter>,
-    /// Config of an `ExtensionRef`, which Trellis rejects.
+    /// Config of an `ExtensionRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub extension_ref: Option<UnsupportedFilterConfig>,
+    pub extension_ref: Option<ExtensionRef>,
     /// Config of a `CORS` filter, which Trellis rejects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<UnsupportedFilterConfig>,
@@ -57,7 +58,7 @@ pub enum HttpRouteFilterType {
     UrlRewrite,
     /// Sends a copy of requests to another Service, ignoring its responses.
     RequestMirror,
-    /// An implementation-specific filter; not supported by Trellis.
+    /// A Trellis resource applied to the rule's requests: a FaultInjection or a RateLimit.
     ExtensionRef,
     /// Cross-origin resource sharing; not supported by Trellis.
     #[serde(rename = "CORS")]
@@ -124,7 +125,7 @@ impl HttpRouteFilter {
     }
 }
 
-/// The config of a filter type Trellis does not implement (`extensionRef`, `cors`). It is read
+/// The config of a filter type Trellis does not implement (`cors`). It is read
 /// so that the error names the unsupported type rather than an unknown field; nothing is kept.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UnsupportedFilterConfig;
@@ -141,6 +142,52 @@ impl Serialize for UnsupportedFilterConfig {
         s.serialize_unit()
     }
 }
+
+/// Gateway API `LocalObjectReference` of an `ExtensionRef` filter: a Trellis resource in the
+/// route's namespace.
+///
+/// A reference to a resource that does not exist is no load error: as Gateway API asks, the
+/// rule then answers every request with an error (500, or 503 on a GRPCRoute) and the route's
+/// status says which reference is missing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExtensionRef {
+    /// `trellis.dev` once validated.
+    #[serde(default)]
+    pub group: String,
+    /// The kind of resource.
+    pub kind: ExtensionKind,
+    /// The resource's name, in the route's namespace.
+    pub name: String,
+}
+
+/// The kinds an [`ExtensionRef`] may name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ExtensionKind {
+    /// A `FaultInjection`: delays and aborts. At most one per rule.
+    FaultInjection,
+    /// A `RateLimit`: a token bucket for the rule's requests. At most one per rule.
+    RateLimit,
+}
+
+impl ExtensionKind {
+    /// The kind as written in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FaultInjection => "FaultInjection",
+            Self::RateLimit => "RateLimit",
+        }
+    }
+}
+
+impl fmt::Display for ExtensionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The API group of the kinds an [`ExtensionRef`] may name.
+pub(crate) const EXTENSION_GROUP: &str = "trellis.dev";
 
 /// Gateway API `HTTPHeaderFilter`: header changes, applied as remove, then set, then add.
 ///

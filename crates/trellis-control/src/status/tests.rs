@@ -86,7 +86,7 @@ fn a_route_whose_services_exist_is_accepted_with_resolved_refs() {
                     {"type": "Accepted", "status": "True", "reason": "Accepted",
                      "message": "attached to Service shop.default"},
                     {"type": "ResolvedRefs", "status": "True", "reason": "ResolvedRefs",
-                     "message": "every backend and mirror Service exists"},
+                     "message": "every backend and mirror Service and every filter reference exists"},
                 ],
             }],
         })
@@ -146,6 +146,64 @@ fn a_service_implied_by_a_workload_exists_but_not_one_implied_by_a_route() {
     let with = statuses(&[ratings]);
     assert_eq!(
         conditions(&with[2]),
+        [[
+            ("Accepted", "True", "Accepted"),
+            ("ResolvedRefs", "True", "ResolvedRefs")
+        ]]
+    );
+}
+
+#[test]
+fn filter_references_that_name_nothing_are_reported_with_missing_backends() {
+    let config = "\
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: shop}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: FaultInjection
+metadata: {name: chaos}
+spec: {delay: {fixedDelay: 1s}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: faulty}
+spec:
+  parentRefs: [{kind: Service, name: shop}]
+  rules:
+  - filters:
+    - {type: ExtensionRef, extensionRef: {group: trellis.dev, kind: FaultInjection, name: chaos}}
+    - {type: ExtensionRef, extensionRef: {group: trellis.dev, kind: RateLimit, name: gone}}
+    backendRefs: [{name: shop}]
+  - filters:
+    - {type: ExtensionRef, extensionRef: {group: trellis.dev, kind: FaultInjection, name: nowhere}}
+    backendRefs: [{name: missing}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: resolved}
+spec:
+  parentRefs: [{kind: Service, name: shop}]
+  rules:
+  - filters:
+    - {type: ExtensionRef, extensionRef: {group: trellis.dev, kind: FaultInjection, name: chaos}}
+    backendRefs: [{name: shop}]
+";
+    let config = trellis_api::load_str("t.yaml", config).unwrap_or_else(|e| panic!("{e}"));
+    let all = route_statuses(&MeshModel::build(Arc::new(config), std::iter::empty()));
+    assert_eq!(
+        conditions(&all[0]),
+        [[
+            ("Accepted", "True", "Accepted"),
+            ("ResolvedRefs", "False", "BackendNotFound")
+        ]]
+    );
+    assert_eq!(
+        all[0].parents[0].conditions[1].message,
+        "Services not found: missing.default (spec.rules[1].backendRefs[0]); RateLimit gone.default not found (spec.rules[0].filters[1].extensionRef); FaultInjection nowhere.default not found (spec.rules[1].filters[0].extensionRef)"
+    );
+    assert_eq!(
+        conditions(&all[1]),
         [[
             ("Accepted", "True", "Accepted"),
             ("ResolvedRefs", "True", "ResolvedRefs")

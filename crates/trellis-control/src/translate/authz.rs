@@ -1,14 +1,11 @@
 //! AuthorizationPolicy as Envoy RBAC on a workload's inbound listener: an HTTP `rbac` filter
 //! for DENY policies, then one for ALLOW policies (present when the service has any, or when
-//! MeshConfig makes the mesh default-deny), both before the router; the same as network `rbac`
-//! filters before `tcp_proxy`. A workload takes the policies of every service it is an
+//! MeshConfig makes the mesh default-deny), both first in the HTTP filter chain (before any
+//! rate limit and the router); the same as network `rbac` filters before `tcp_proxy`. A workload takes the policies of every service it is an
 //! endpoint of (its own and selector-based ones such as `catalog-v1`). As in Istio, a rule's `to` (HTTP-only) makes an ALLOW rule
 //! unusable for TCP and a DENY rule deny all of TCP.
 
-use std::collections::HashMap;
-use std::hash::RandomState;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::LazyLock;
 
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
 use envoy_types::pb::envoy::config::rbac::v3::{
@@ -27,18 +24,13 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 use prost::{Message, Name};
 use trellis_api::{AuthorizationAction, AuthorizationRule, Operation, Source};
 
-use super::any;
+use super::{any, stable_map};
 use trellis_xds::node::NodeMeta;
 
 use crate::model::{MeshModel, ServiceModel};
 
-/// One hasher state for every policy map: `Rbac.policies` is a `HashMap`, whose encoding
-/// follows its iteration order; with a shared state the same policies always encode the same
-/// bytes, so snapshot versions do not change from one translation to the next.
-static POLICY_MAP_STATE: LazyLock<RandomState> = LazyLock::new(RandomState::new);
-
 /// The services a workload belongs to: those listing its endpoint address.
-fn services_of<'m>(model: &'m MeshModel, node: &NodeMeta) -> Vec<&'m ServiceModel> {
+pub(super) fn services_of<'m>(model: &'m MeshModel, node: &NodeMeta) -> Vec<&'m ServiceModel> {
     let address = match &node.advertise {
         Some(a) => a.parse().ok(),
         None => node
@@ -80,7 +72,7 @@ fn rbacs(model: &MeshModel, services: &[&ServiceModel], tcp: bool) -> Vec<Rbac> 
         if chosen.is_empty() && (deny || !mesh.default_deny) {
             continue;
         }
-        let mut map = HashMap::with_hasher(POLICY_MAP_STATE.clone());
+        let mut map = stable_map();
         for p in chosen {
             for (i, rule) in p.spec.rules.iter().enumerate() {
                 if tcp && !deny && !rule.to.is_empty() {
@@ -130,7 +122,7 @@ fn secure_chain(chain: &mut FilterChain, http: &[Rbac], tcp: &[Rbac]) {
     };
     match hcm {
         Some(mut hcm) => {
-            let router = hcm.http_filters.len().saturating_sub(1);
+            // First in the chain: a request refused here takes no rate-limit token.
             for (i, rules) in http.iter().enumerate() {
                 let filter = HttpFilter {
                     name: "envoy.filters.http.rbac".to_owned(),
@@ -140,7 +132,7 @@ fn secure_chain(chain: &mut FilterChain, http: &[Rbac], tcp: &[Rbac]) {
                     }))),
                     ..HttpFilter::default()
                 };
-                hcm.http_filters.insert(router + i, filter);
+                hcm.http_filters.insert(i, filter);
             }
             chain.filters.push(Filter {
                 name: last.name,

@@ -1,6 +1,8 @@
 //! Listeners: the inbound listener in front of the app, one outbound listener per declared
 //! upstream, and the HTTP-proxy-mode listener. HTTP is detected with Envoy's http_inspector and
-//! anything else falls back to a TCP proxy; opaque (TCP) services skip detection.
+//! anything else falls back to a TCP proxy; opaque (TCP) services skip detection. Outbound HTTP
+//! goes through the `fault` and `local_ratelimit` filters (configured per route); inbound HTTP
+//! through RBAC and the workload's own rate limit, when it has one.
 
 use envoy_types::pb::envoy::config::core::v3::{
     Address, Http1ProtocolOptions, SocketAddress, TypedExtensionConfig,
@@ -29,7 +31,7 @@ use trellis_xds::node::NodeMeta;
 
 use super::{
     DETECTION_TIMEOUT, HTTP_PROXY, ads, any, authz, duration, inbound_cluster, outbound_cluster,
-    outbound_route_config, route, tls,
+    outbound_route_config, route, tls, traffic,
 };
 use crate::model::MeshModel;
 
@@ -41,15 +43,19 @@ pub(super) fn listeners(model: &MeshModel, node: &NodeMeta) -> Vec<Listener> {
     let own = model.resolve(&node.service, &node.namespace);
     let own_protocol = own.map(|s| s.protocol).unwrap_or_default();
     let inbound = inbound_cluster(node.app_port);
-    let inbound_routes = route::single_route_config(&inbound, &inbound);
+    let inbound_hcm = Hcm {
+        routes: Routes::Inline(Box::new(route::single_route_config(&inbound, &inbound))),
+        filters: traffic::inbound_filter(model, node).into_iter().collect(),
+    };
     let mut inbound_listener = listener(
         "inbound",
         &node.ip,
         node.inbound_port,
         own_protocol,
-        Hcm::Inline(Box::new(inbound_routes)),
+        inbound_hcm,
         &inbound,
     );
+    // RBAC goes first in the chain, before the rate limit.
     authz::apply(&mut inbound_listener, model, node);
     if model.trust_bundle.is_some() {
         tls::secure_inbound(&mut inbound_listener, tls::inbound_mode(model, own));
@@ -65,17 +71,25 @@ pub(super) fn listeners(model: &MeshModel, node: &NodeMeta) -> Vec<Listener> {
                 format!("{}.{}", upstream.service, node.namespace),
             ),
         };
+        let hcm = Hcm {
+            routes: Routes::Rds(outbound_route_config(&key)),
+            filters: traffic::outbound_filters(),
+        };
         out.push(listener(
             &name,
             "127.0.0.1",
             upstream.port,
             protocol,
-            Hcm::Rds(outbound_route_config(&key)),
+            hcm,
             &outbound_cluster(&key),
         ));
     }
     if let Some(port) = node.http_proxy_port {
-        let hcm = http_connection_manager(HTTP_PROXY, Hcm::Rds(HTTP_PROXY.to_owned()));
+        let hcm = Hcm {
+            routes: Routes::Rds(HTTP_PROXY.to_owned()),
+            filters: traffic::outbound_filters(),
+        };
+        let hcm = http_connection_manager(HTTP_PROXY, hcm);
         out.push(Listener {
             name: HTTP_PROXY.to_owned(),
             address: Some(socket_address("127.0.0.1", port)),
@@ -89,8 +103,14 @@ pub(super) fn listeners(model: &MeshModel, node: &NodeMeta) -> Vec<Listener> {
     out
 }
 
+/// An HTTP connection manager: its routes and the HTTP filters before its router.
+struct Hcm {
+    routes: Routes,
+    filters: Vec<HttpFilter>,
+}
+
 /// Where an HTTP connection manager gets its routes.
-enum Hcm {
+enum Routes {
     Rds(String),
     Inline(Box<RouteConfiguration>),
 }
@@ -100,7 +120,7 @@ fn listener(
     ip: &str,
     port: u16,
     protocol: Protocol,
-    routes: Hcm,
+    hcm: Hcm,
     tcp_cluster: &str,
 ) -> Listener {
     let tcp = FilterChain {
@@ -117,7 +137,7 @@ fn listener(
         l.filter_chains = vec![tcp];
         return l;
     }
-    let hcm = http_connection_manager(name, routes);
+    let hcm = http_connection_manager(name, hcm);
     l.listener_filters = vec![ListenerFilter {
         name: "envoy.filters.listener.http_inspector".to_owned(),
         config_type: Some(ListenerFilterConfig::TypedConfig(any(&HttpInspector {}))),
@@ -148,23 +168,25 @@ fn socket_address(ip: &str, port: u16) -> Address {
     }
 }
 
-fn http_connection_manager(stat_prefix: &str, routes: Hcm) -> HttpConnectionManager {
-    let route_specifier = match routes {
-        Hcm::Rds(name) => RouteSpecifier::Rds(Rds {
+fn http_connection_manager(stat_prefix: &str, hcm: Hcm) -> HttpConnectionManager {
+    let route_specifier = match hcm.routes {
+        Routes::Rds(name) => RouteSpecifier::Rds(Rds {
             config_source: Some(ads()),
             route_config_name: name,
         }),
-        Hcm::Inline(config) => RouteSpecifier::RouteConfig(*config),
+        Routes::Inline(config) => RouteSpecifier::RouteConfig(*config),
     };
+    let mut http_filters = hcm.filters;
+    http_filters.push(HttpFilter {
+        name: "envoy.filters.http.router".to_owned(),
+        config_type: Some(HttpFilterConfig::TypedConfig(any(&Router::default()))),
+        ..HttpFilter::default()
+    });
     HttpConnectionManager {
         stat_prefix: stat_prefix.to_owned(),
         codec_type: CodecType::Auto as i32,
         route_specifier: Some(route_specifier),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".to_owned(),
-            config_type: Some(HttpFilterConfig::TypedConfig(any(&Router::default()))),
-            ..HttpFilter::default()
-        }],
+        http_filters,
         upgrade_configs: vec![UpgradeConfig {
             upgrade_type: "websocket".to_owned(),
             ..UpgradeConfig::default()

@@ -117,7 +117,7 @@ fn service_routes(model: &MeshModel, svc: &ServiceModel) -> Vec<Route> {
             continue;
         }
         for (i, rule) in hr.spec.rules.iter().enumerate() {
-            let action = RuleAction::http(rule, ns);
+            let action = RuleAction::http(rule, ns, &model.config);
             for m in &rule.matches {
                 let order = candidates.len();
                 let prefix = (m.path.match_type == PathMatchType::PathPrefix)
@@ -136,7 +136,7 @@ fn service_routes(model: &MeshModel, svc: &ServiceModel) -> Vec<Route> {
             continue;
         }
         for (i, rule) in gr.spec.rules.iter().enumerate() {
-            let action = RuleAction::grpc(rule, ns);
+            let action = RuleAction::grpc(rule, ns, &model.config);
             let matches: Vec<_> = if rule.matches.is_empty() {
                 vec![(None, &[][..])]
             } else {
@@ -276,7 +276,8 @@ fn grpc_match(method: Option<&GrpcMethodMatch>, headers: &[HeaderMatch]) -> Rout
     }
 }
 
-fn header_matcher(h: &HeaderMatch) -> HeaderMatcher {
+/// A Gateway API header match as an Envoy header matcher (also a fault's `headers`).
+pub(super) fn header_matcher(h: &HeaderMatch) -> HeaderMatcher {
     string_header(&h.name, string_matcher(h.match_type, &h.value))
 }
 

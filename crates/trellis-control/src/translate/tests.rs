@@ -13,6 +13,7 @@ use trellis_xds::{Snapshot, TypeUrl};
 use super::{SharedResources, translate, translate_shared};
 use crate::model::MeshModel;
 
+mod faults;
 mod filters;
 mod retries;
 

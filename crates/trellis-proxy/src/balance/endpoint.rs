@@ -101,6 +101,16 @@ impl EndpointState {
         (until != 0).then(|| Duration::from_nanos(nanos_since_epoch(now).saturating_sub(until)))
     }
 
+    /// Whether the active health check passes (always, without one).
+    pub(crate) fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Records the active health check's verdict.
+    pub(crate) fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+    }
+
     pub(super) fn eject_until(&self, until: Instant) {
         self.ejected_until
             .store(nanos_since_epoch(until).max(1), Ordering::Relaxed);

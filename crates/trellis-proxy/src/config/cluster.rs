@@ -1,10 +1,12 @@
 //! CDS: compiles a `Cluster` (EDS or STATIC) into its discovery source, load-balancing policy,
 //! connect timeout, upstream HTTP protocol and limits.
 
+mod health;
 mod lb;
 mod limits;
 mod outlier;
 
+pub(crate) use health::{HealthCheckConfig, Probe};
 pub(crate) use limits::{Limits, RetryLimit};
 pub(crate) use outlier::OutlierConfig;
 
@@ -45,6 +47,8 @@ pub(crate) struct ClusterConfig {
     pub(crate) limits: Limits,
     /// Outlier detection, if any.
     pub(crate) outlier: Option<OutlierConfig>,
+    /// Active health checking, if any.
+    pub(crate) health_check: Option<HealthCheckConfig>,
 }
 
 /// Where a cluster's endpoints come from.
@@ -96,7 +100,6 @@ fn compile_cluster(c: &Cluster) -> Result<ClusterConfig, FieldError> {
             "transport_socket_matcher",
             c.transport_socket_matcher.is_some(),
         ),
-        ("health_checks", !c.health_checks.is_empty()),
         ("lb_subset_config", c.lb_subset_config.is_some()),
         ("load_balancing_policy", c.load_balancing_policy.is_some()),
         ("upstream_bind_config", c.upstream_bind_config.is_some()),
@@ -172,6 +175,7 @@ fn compile_cluster(c: &Cluster) -> Result<ClusterConfig, FieldError> {
         tls,
         limits,
         outlier,
+        health_check: health::compile(&c.health_checks).map_err(|e| e.at("health_checks"))?,
     })
 }
 

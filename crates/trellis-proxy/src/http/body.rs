@@ -44,6 +44,8 @@ pin_project_lite::pin_project! {
         Replay { body: ReplayBody },
         /// No body (a bodiless request, retried).
         Empty,
+        /// A body made by the proxy (health-check requests).
+        Fixed { data: Option<Bytes> },
     }
 }
 
@@ -76,7 +78,9 @@ impl UpstreamBody {
                 frames: None,
                 hint: *hint,
             },
-            UpstreamBody::Replay { .. } | UpstreamBody::Empty => UpstreamBody::Empty,
+            UpstreamBody::Replay { .. } | UpstreamBody::Empty | UpstreamBody::Fixed { .. } => {
+                UpstreamBody::Empty
+            }
         }
     }
 
@@ -99,7 +103,9 @@ impl UpstreamBody {
         match self {
             UpstreamBody::Empty => Some(UpstreamBody::Empty),
             UpstreamBody::Replay { body } => body.again().map(|body| UpstreamBody::Replay { body }),
-            UpstreamBody::Client { .. } | UpstreamBody::Mirror { .. } => None,
+            UpstreamBody::Client { .. }
+            | UpstreamBody::Mirror { .. }
+            | UpstreamBody::Fixed { .. } => None,
         }
     }
 }
@@ -168,6 +174,7 @@ impl Body for UpstreamBody {
             }
             Projected::Replay { body } => Pin::new(body).poll_frame(cx),
             Projected::Empty => Poll::Ready(None),
+            Projected::Fixed { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
@@ -177,6 +184,7 @@ impl Body for UpstreamBody {
             UpstreamBody::Mirror { frames, .. } => frames.is_none(),
             UpstreamBody::Replay { body } => body.is_end_stream(),
             UpstreamBody::Empty => true,
+            UpstreamBody::Fixed { data } => data.is_none(),
         }
     }
 
@@ -186,6 +194,9 @@ impl Body for UpstreamBody {
             UpstreamBody::Mirror { hint, .. } => *hint,
             UpstreamBody::Replay { body } => body.size_hint(),
             UpstreamBody::Empty => SizeHint::with_exact(0),
+            UpstreamBody::Fixed { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
         }
     }
 }

@@ -25,6 +25,7 @@ type Body = BoxBody<Bytes, hyper::Error>;
 /// - `/count`: reads the whole body and answers with its length;
 /// - `/slow`: signals `arrived`, then waits for `release` before answering;
 /// - `/trailers`: answers `hello` with a `grpc-status: 0` trailer;
+/// - `/healthy/NAME`: 200 when NAME is this backend's name, else 503;
 /// - anything else: streams the request body back.
 ///
 /// Every answer carries `x-backend` (its name), `x-version` and `x-host` (what it received).
@@ -83,6 +84,15 @@ async fn serve(
         .map(str::to_owned)
         .or_else(|| req.uri().authority().map(|a| a.to_string()))
         .unwrap_or_default();
+    if let Some(healthy) = req.uri().path().strip_prefix("/healthy/") {
+        let status = if healthy == name { 200 } else { 503 };
+        return Response::builder()
+            .status(status)
+            .header("x-backend", name)
+            .header("x-host", host)
+            .body(full(""))
+            .unwrap();
+    }
     let body: Body = match req.uri().path() {
         "/count" => {
             let mut body = req.into_body();

@@ -14,7 +14,7 @@ use trellis_xds::client::Handler;
 use crate::backend::http_backend;
 use crate::client::{empty, get, send};
 use crate::xds::{Config, any, cla, eds_cluster, http_listener, route, route_config};
-use crate::{start_proxy, step};
+use crate::{eventually, start_proxy, step};
 
 #[tokio::test]
 async fn endpoint_change_during_a_slow_request_does_not_fail_it() {
@@ -118,5 +118,67 @@ async fn static_round_robin_cluster_behind_an_inline_route_config() {
     }
     assert_eq!(seen.iter().filter(|b| *b == "a").count(), 2, "{seen:?}");
     assert_ne!(seen[0], seen[1], "round robin alternates: {seen:?}");
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_endpoint_failing_its_health_check_gets_no_traffic_until_it_passes() {
+    use envoy_types::pb::envoy::config::core::v3::HealthCheck;
+    use envoy_types::pb::envoy::config::core::v3::health_check::{HealthChecker, HttpHealthCheck};
+    use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
+
+    let a = http_backend("a").await;
+    let b = http_backend("b").await;
+    let proxy = start_proxy(&["svc"]).await;
+    let listen = proxy.upstream_addr("svc").unwrap();
+    let ms = |n: i32| PbDuration {
+        seconds: 0,
+        nanos: n * 1_000_000,
+    };
+    let checked = |path: &str| envoy_types::pb::envoy::config::cluster::v3::Cluster {
+        lb_policy: LbPolicy::RoundRobin as i32,
+        health_checks: vec![HealthCheck {
+            timeout: Some(ms(500)),
+            interval: Some(ms(50)),
+            unhealthy_threshold: Some(UInt32Value { value: 2 }),
+            healthy_threshold: Some(UInt32Value { value: 1 }),
+            health_checker: Some(HealthChecker::HttpHealthCheck(HttpHealthCheck {
+                path: path.into(),
+                ..HttpHealthCheck::default()
+            })),
+            ..HealthCheck::default()
+        }],
+        ..eds_cluster("svc")
+    };
+    let mut handler = proxy.config_handler();
+    Config {
+        listeners: vec![http_listener("out", listen, "routes", false, None)],
+        routes: vec![route_config(
+            "routes",
+            &["*"],
+            vec![route("all", "/", "svc")],
+        )],
+        clusters: vec![checked("/healthy/a")],
+        endpoints: vec![cla("svc", &[a.addr, b.addr])],
+    }
+    .apply(&mut handler, "1");
+    let backends = async || {
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            seen.push(get(listen, "svc", "/").await.header("x-backend").to_owned());
+        }
+        seen
+    };
+    eventually("b fails its health check", async || {
+        backends().await.iter().all(|b| b == "a")
+    })
+    .await;
+    handler
+        .apply(TypeUrl::Cluster, "2", &[any(&checked("/healthy/b"))])
+        .unwrap();
+    eventually("a new check: b passes, a fails", async || {
+        backends().await.iter().all(|b| b == "b")
+    })
+    .await;
     proxy.shutdown().await;
 }

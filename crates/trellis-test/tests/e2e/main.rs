@@ -4,6 +4,7 @@ mod authz;
 mod common;
 mod config;
 mod endpoints;
+mod faults;
 mod mtls;
 mod nack;
 mod protocols;

@@ -1,10 +1,10 @@
 //! Checks of route filters beyond their types: the filter types each place allows, one config
 //! per filter, single-use types at most once per rule, header names and values, replacement
-//! paths and mirror shares.
+//! paths, mirror shares and extension references.
 
 use super::{
-    HttpHeaderFilter, HttpPathModifier, HttpPathModifierType, HttpRequestMirrorFilter,
-    HttpRouteFilter, HttpRouteFilterType as T,
+    EXTENSION_GROUP, ExtensionRef, HttpHeaderFilter, HttpPathModifier, HttpPathModifierType,
+    HttpRequestMirrorFilter, HttpRouteFilter, HttpRouteFilterType as T,
 };
 use crate::meta::is_dns_subdomain;
 use crate::route::{HttpRouteMatch, MAX_HEADERS, PathMatchType, check_header_name, service_ref};
@@ -38,17 +38,17 @@ impl FilterScope<'_> {
     /// Why `t` is not allowed here, or `None` when it is.
     fn refuses(self, t: T) -> Option<String> {
         match (self, t) {
-            (_, T::ExtensionRef | T::Cors) => Some(format!(
+            (_, T::Cors) => Some(format!(
                 "filter type `{t}` is not supported by Trellis; remove the filter"
             )),
             (Self::HttpRule(_), _)
             | (_, T::RequestHeaderModifier | T::ResponseHeaderModifier)
-            | (Self::GrpcRule, T::RequestMirror) => None,
+            | (Self::GrpcRule, T::RequestMirror | T::ExtensionRef) => None,
             (Self::Backend, _) => Some(format!(
                 "only RequestHeaderModifier and ResponseHeaderModifier are supported on backendRefs, found `{t}`"
             )),
             (Self::GrpcRule, _) => Some(format!(
-                "only RequestHeaderModifier, ResponseHeaderModifier and RequestMirror are supported on GRPCRoute rules, found `{t}`"
+                "only RequestHeaderModifier, ResponseHeaderModifier, RequestMirror and ExtensionRef are supported on GRPCRoute rules, found `{t}`"
             )),
         }
     }
@@ -88,6 +88,22 @@ pub(crate) fn validate_filters(
                     "{t} and {other} cannot be on the same rule, and filters[{j}] is a {other}"
                 ),
             );
+        }
+        if let Some(e) = &f.extension_ref {
+            let same_kind = filters[..i].iter().position(|e2| {
+                e2.extension_ref
+                    .as_ref()
+                    .is_some_and(|e2| e2.kind == e.kind)
+            });
+            if let Some(j) = same_kind {
+                v.error(
+                    &path.key("extensionRef").key("kind"),
+                    format!(
+                        "at most one ExtensionRef to a {} is allowed per rule, and filters[{j}] is one already",
+                        e.kind
+                    ),
+                );
+            }
         }
         validate_config(f, scope, &path, v);
     }
@@ -143,6 +159,34 @@ fn validate_config(
     }
     if let (T::RequestMirror, Some(m)) = (t, &f.request_mirror) {
         validate_mirror(m, &config, v);
+    }
+    if let (T::ExtensionRef, Some(e)) = (t, &f.extension_ref) {
+        validate_extension_ref(e, &config, v);
+    }
+}
+
+fn validate_extension_ref(e: &ExtensionRef, path: &FieldPath, v: &mut Validator<'_>) {
+    let supported =
+        "ExtensionRef supports group `trellis.dev` with kind FaultInjection or RateLimit";
+    match e.group.as_str() {
+        EXTENSION_GROUP => {}
+        "" => v.error(
+            &path.key("group"),
+            format!("missing required field `group`; {supported}"),
+        ),
+        other => v.error(
+            &path.key("group"),
+            format!("expected group `{EXTENSION_GROUP}`, found `{other}`; {supported}"),
+        ),
+    }
+    if !is_dns_subdomain(&e.name) {
+        v.error(
+            &path.key("name"),
+            format!(
+                "expected the name of a resource (lower-case letters, digits, '-' and '.'), found `{}`",
+                e.name
+            ),
+        );
     }
 }
 

@@ -1,6 +1,7 @@
 use crate::load_str;
 use crate::route::{
-    HttpPathModifierType, HttpRouteFilterType as T, RedirectScheme, UnsupportedFilterConfig,
+    ExtensionKind, HttpPathModifierType, HttpRouteFilterType as T, RedirectScheme,
+    UnsupportedFilterConfig,
 };
 
 /// An HTTPRoute whose only rule is `rule` (a flow mapping's inside), on line 7.
@@ -120,6 +121,37 @@ fn a_grpc_route_takes_header_and_mirror_filters() {
 }
 
 #[test]
+fn extension_refs_load_on_http_and_grpc_rules_whether_or_not_they_resolve() {
+    let refs = "filters: [{type: ExtensionRef, extensionRef: {group: trellis.dev, kind: FaultInjection, name: chaos}}, {type: ExtensionRef, extensionRef: {group: trellis.dev, kind: RateLimit, name: slow}}], backendRefs: [{name: b}]";
+    let set = load_str("e.yaml", &http(refs)).unwrap_or_else(|e| panic!("{e}"));
+    let filters = &set.http_routes[0].spec.rules[0].filters;
+    let named: Vec<(ExtensionKind, &str)> = filters
+        .iter()
+        .filter_map(|f| f.extension_ref.as_ref())
+        .map(|e| (e.kind, e.name.as_str()))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            (ExtensionKind::FaultInjection, "chaos"),
+            (ExtensionKind::RateLimit, "slow")
+        ]
+    );
+    assert!(
+        set.fault_injections.is_empty(),
+        "a missing ref is no load error"
+    );
+    let json = serde_json::to_value(&set).unwrap();
+    assert_eq!(
+        json["httpRoutes"][0]["spec"]["rules"][0]["filters"][1],
+        serde_json::json!({"type": "ExtensionRef", "extensionRef": {"group": "trellis.dev", "kind": "RateLimit", "name": "slow"}})
+    );
+
+    let set = load_str("e.yaml", &grpc(refs)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(set.grpc_routes[0].spec.rules[0].filters.len(), 2);
+}
+
+#[test]
 fn unsupported_filter_config_is_read_and_not_kept() {
     assert_eq!(
         serde_json::to_value(UnsupportedFilterConfig).unwrap(),
@@ -133,10 +165,42 @@ fn invalid_filters_are_rejected_at_their_field() {
     // (document, column, field, message); every error is on line 7.
     let cases: Vec<(String, usize, String, &str)> = vec![
         (
-            http("filters: [{type: ExtensionRef, extensionRef: {group: x, kind: Y, name: z}}]"),
-            25,
-            format!("{f}[0].type"),
-            "filter type `ExtensionRef` is not supported by Trellis; remove the filter",
+            http(
+                "filters: [{type: ExtensionRef, extensionRef: {group: trellis.dev, kind: Y, name: z}}]",
+            ),
+            80,
+            format!("{f}[0].extensionRef.kind"),
+            "expected one of FaultInjection, RateLimit, found `Y`",
+        ),
+        (
+            http(
+                "filters: [{type: ExtensionRef, extensionRef: {group: x, kind: RateLimit, name: z}}]",
+            ),
+            61,
+            format!("{f}[0].extensionRef.group"),
+            "expected group `trellis.dev`, found `x`; ExtensionRef supports group `trellis.dev` with kind FaultInjection or RateLimit",
+        ),
+        (
+            http(
+                "filters: [{type: ExtensionRef, extensionRef: {group: trellis.dev, kind: RateLimit, name: Z_z}}]",
+            ),
+            97,
+            format!("{f}[0].extensionRef.name"),
+            "expected the name of a resource (lower-case letters, digits, '-' and '.'), found `Z_z`",
+        ),
+        (
+            http(
+                "filters: [{type: ExtensionRef, extensionRef: {group: trellis.dev, kind: FaultInjection, name: a}}, {type: ExtensionRef, extensionRef: {group: trellis.dev, kind: RateLimit, name: b}}, {type: ExtensionRef, extensionRef: {group: trellis.dev, kind: FaultInjection, name: c}}]",
+            ),
+            253,
+            format!("{f}[2].extensionRef.kind"),
+            "at most one ExtensionRef to a FaultInjection is allowed per rule, and filters[0] is one already",
+        ),
+        (
+            http("filters: [{type: ExtensionRef}]"),
+            18,
+            format!("{f}[0].extensionRef"),
+            "missing required field `extensionRef` for type ExtensionRef",
         ),
         (
             http("filters: [{type: CORS, cors: {allowOrigins: ['*']}}]"),
@@ -320,13 +384,21 @@ fn invalid_filters_are_rejected_at_their_field() {
             grpc("filters: [{type: URLRewrite, urlRewrite: {hostname: a}}]"),
             25,
             format!("{f}[0].type"),
-            "only RequestHeaderModifier, ResponseHeaderModifier and RequestMirror are supported on GRPCRoute rules, found `URLRewrite`",
+            "only RequestHeaderModifier, ResponseHeaderModifier, RequestMirror and ExtensionRef are supported on GRPCRoute rules, found `URLRewrite`",
         ),
         (
-            grpc("filters: [{type: ExtensionRef, extensionRef: {name: x}}]"),
-            25,
-            format!("{f}[0].type"),
-            "filter type `ExtensionRef` is not supported by Trellis; remove the filter",
+            grpc("filters: [{type: ExtensionRef, extensionRef: {kind: RateLimit, name: x}}]"),
+            53,
+            format!("{f}[0].extensionRef.group"),
+            "missing required field `group`; ExtensionRef supports group `trellis.dev` with kind FaultInjection or RateLimit",
+        ),
+        (
+            grpc(
+                "backendRefs: [{name: b, filters: [{type: ExtensionRef, extensionRef: {group: trellis.dev, kind: RateLimit, name: x}}]}]",
+            ),
+            49,
+            "spec.rules[0].backendRefs[0].filters[0].type".to_owned(),
+            "only RequestHeaderModifier and ResponseHeaderModifier are supported on backendRefs, found `ExtensionRef`",
         ),
         (
             grpc(

@@ -1,7 +1,9 @@
 //! What a rule does with the requests it matches, as Envoy route fields: forward to weighted
 //! backends (with per-backend headers, mirrors, rewrites, timeouts and retries), redirect, or
-//! answer 500 when there is nowhere to forward; header filters on the route itself.
+//! answer 500 when there is nowhere to forward or a filter reference is unresolved; header
+//! filters and per-route fault and rate-limit configs on the route itself.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::{
@@ -14,17 +16,18 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatchAndSubstitute;
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
-use envoy_types::pb::google::protobuf::UInt32Value;
+use envoy_types::pb::google::protobuf::{Any, UInt32Value};
 use trellis_api::{
-    BackendRef, GrpcRouteRule, HttpHeader, HttpHeaderFilter, HttpPathModifier,
+    BackendRef, ConfigSet, GrpcRouteRule, HttpHeader, HttpHeaderFilter, HttpPathModifier,
     HttpPathModifierType, HttpRequestMirrorFilter, HttpRequestRedirectFilter, HttpRouteFilter,
     HttpRouteRule, HttpUrlRewriteFilter,
 };
 
 use super::{forward_action, regex, regex_escape, retry};
-use crate::translate::outbound_cluster;
+use crate::translate::{outbound_cluster, traffic};
 
-/// The status of an HTTPRoute rule that has nowhere to send a request (Gateway API: 500).
+/// The status of an HTTPRoute rule that has nowhere to send a request, or an `ExtensionRef`
+/// that names nothing (Gateway API: 500).
 const NO_BACKEND_HTTP: u32 = 500;
 /// The same for a GRPCRoute rule: Gateway API asks for `UNAVAILABLE`, which gRPC clients read
 /// from HTTP 503.
@@ -43,11 +46,15 @@ pub(super) struct RuleAction<'a> {
     redirect: Option<&'a HttpRequestRedirectFilter>,
     rewrite: Option<&'a HttpUrlRewriteFilter>,
     mirrors: Vec<route_action::RequestMirrorPolicy>,
+    /// Fault and rate-limit configs by filter name; `None` when an `ExtensionRef` names a
+    /// resource that does not exist, so every request gets `no_backend_status`.
+    per_filter: Option<HashMap<String, Any>>,
 }
 
 impl<'a> RuleAction<'a> {
-    /// Compiles an HTTPRoute rule of a route in `namespace`.
-    pub(super) fn http(rule: &'a HttpRouteRule, namespace: &str) -> Self {
+    /// Compiles an HTTPRoute rule of a route in `namespace`, resolving its filter references
+    /// in `config`.
+    pub(super) fn http(rule: &'a HttpRouteRule, namespace: &str, config: &ConfigSet) -> Self {
         let t = rule.timeouts;
         Self {
             request_timeout: t.request,
@@ -57,12 +64,14 @@ impl<'a> RuleAction<'a> {
                 &rule.backend_refs,
                 NO_BACKEND_HTTP,
                 namespace,
+                config,
             )
         }
     }
 
-    /// Compiles a GRPCRoute rule (no timeouts in the spec) of a route in `namespace`.
-    pub(super) fn grpc(rule: &'a GrpcRouteRule, namespace: &str) -> Self {
+    /// Compiles a GRPCRoute rule (no timeouts in the spec) of a route in `namespace`,
+    /// resolving its filter references in `config`.
+    pub(super) fn grpc(rule: &'a GrpcRouteRule, namespace: &str, config: &ConfigSet) -> Self {
         Self {
             retry_policy: rule.retry.as_ref().map(retry::grpc),
             ..Self::new(
@@ -70,6 +79,7 @@ impl<'a> RuleAction<'a> {
                 &rule.backend_refs,
                 NO_BACKEND_GRPC,
                 namespace,
+                config,
             )
         }
     }
@@ -80,6 +90,7 @@ impl<'a> RuleAction<'a> {
         backend_refs: &[BackendRef],
         no_backend_status: u32,
         namespace: &str,
+        config: &ConfigSet,
     ) -> Self {
         Self {
             request_timeout: None,
@@ -95,6 +106,7 @@ impl<'a> RuleAction<'a> {
                 .filter_map(|f| f.request_mirror.as_ref())
                 .map(|m| mirror(m, namespace))
                 .collect(),
+            per_filter: traffic::per_route_configs(filters, namespace, config),
         }
     }
 
@@ -106,19 +118,21 @@ impl<'a> RuleAction<'a> {
         route_match: RouteMatch,
         prefix: Option<&str>,
     ) -> Route {
-        let action = match (self.redirect, &self.target) {
-            (Some(r), _) => Action::Redirect(redirect_action(r, prefix)),
-            (None, None) => Action::DirectResponse(DirectResponseAction {
-                status: self.no_backend_status,
-                ..DirectResponseAction::default()
-            }),
-            (None, Some(target)) => Action::Route(self.forward(target, prefix)),
+        let error = Action::DirectResponse(DirectResponseAction {
+            status: self.no_backend_status,
+            ..DirectResponseAction::default()
+        });
+        let action = match (&self.per_filter, self.redirect, &self.target) {
+            (None, _, _) | (Some(_), None, None) => error,
+            (Some(_), Some(r), _) => Action::Redirect(redirect_action(r, prefix)),
+            (Some(_), None, Some(target)) => Action::Route(self.forward(target, prefix)),
         };
         let headers = self.headers.clone();
         Route {
             name,
             r#match: Some(route_match),
             action: Some(action),
+            typed_per_filter_config: self.per_filter.clone().unwrap_or_default(),
             request_headers_to_add: headers.request_add,
             request_headers_to_remove: headers.request_remove,
             response_headers_to_add: headers.response_add,
