@@ -264,3 +264,60 @@ pub(crate) fn endpoint_weight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D:
 pub(crate) fn one() -> u32 {
     1
 }
+
+/// Reads an optional integer in `min..=max`, null meaning not given.
+struct OptionIn {
+    min: i64,
+    max: i64,
+}
+
+impl<'de> Visitor<'de> for OptionIn {
+    type Value = Option<i64>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "an integer between {} and {}", self.min, self.max)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        read(d, self.min, self.max).map(Some)
+    }
+}
+
+fn option_in<'de, D: Deserializer<'de>, T: TryFrom<i64>>(
+    d: D,
+    min: i64,
+    max: i64,
+) -> Result<Option<T>, D::Error> {
+    d.deserialize_option(OptionIn { min, max })?
+        .map(narrow)
+        .transpose()
+}
+
+/// A percentage as a whole number: 0 to 100.
+pub(crate) fn percent<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    narrow(read(d, 0, 100)?)
+}
+
+/// The largest hash ring Envoy builds (and Trellis allows): 8M entries.
+const MAX_RING_SIZE: i64 = 8 * 1024 * 1024;
+
+/// An optional hash ring size: 1 to 8,388,608 when given.
+pub(crate) fn option_ring_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    option_in(d, 1, MAX_RING_SIZE)
+}
+
+/// The largest Maglev table Envoy builds: 5,000,011 entries (a prime).
+const MAX_MAGLEV_TABLE_SIZE: i64 = 5_000_011;
+
+/// An optional Maglev table size: 2 to 5,000,011 when given (validation checks it is prime).
+pub(crate) fn option_table_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    option_in(d, 2, MAX_MAGLEV_TABLE_SIZE)
+}

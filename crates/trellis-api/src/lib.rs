@@ -22,7 +22,11 @@ mod service;
 mod validate;
 mod yaml;
 
-pub use backend_policy::{BackendPolicy, BackendPolicySpec, RetryBudget};
+pub use backend_policy::{
+    BackendPolicy, BackendPolicySpec, BackendSettings, ConnectionPool, ConsistentHash,
+    GrpcHealthCheck, HealthCheck, HttpHealthCheck, LoadBalancer, LoadBalancerType,
+    LocalityFailover, Maglev, OutlierDetection, RetryBudget, RingHash, StatusRange, TcpHealthCheck,
+};
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use error::{ConfigError, ConfigErrors};
 pub use fault::{FaultAbort, FaultDelay, FaultInjection, FaultInjectionSpec, GrpcStatusCode};

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::backend_policy::{BackendPolicy, RETRY_BUDGET, RetryBudget};
+use crate::backend_policy::{self, BackendPolicy, BackendSettings, RetryBudget};
 use crate::claim::TargetClaims;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::fault::FaultInjection;
@@ -89,10 +89,21 @@ impl ConfigSet {
     /// The retry budget a BackendPolicy sets for the Service `name` in `namespace`, if any
     /// (validation allows at most one).
     pub fn retry_budget(&self, namespace: &str, name: &str) -> Option<&RetryBudget> {
-        self.backend_policies
+        self.backend_settings(namespace, name).retry_budget
+    }
+
+    /// What the BackendPolicies targeting the Service `name` in `namespace` set for it, each
+    /// setting from the policy that sets it (validation allows at most one per setting).
+    pub fn backend_settings(&self, namespace: &str, name: &str) -> BackendSettings<'_> {
+        let mut settings = BackendSettings::default();
+        for p in self
+            .backend_policies
             .iter()
             .filter(|p| p.targets(namespace, name))
-            .find_map(|p| p.spec.retry_budget.as_ref())
+        {
+            settings.add(&p.spec);
+        }
+        settings
     }
 
     /// The mesh settings: the MeshConfig's, or the defaults without one.
@@ -223,8 +234,8 @@ struct Loader {
     errors: Vec<ConfigError>,
     /// Where each (kind, namespace, name) was first defined: file and position of its name.
     seen: HashMap<(&'static str, String, String), (String, Pos)>,
-    /// The BackendPolicy that set each Service's retry budget.
-    budgets: TargetClaims,
+    /// The BackendPolicy that set each Service's setting, one per [`backend_policy::SETTINGS`].
+    backend: [TargetClaims; backend_policy::SETTINGS.len()],
     /// The RateLimit that targets each Service.
     limits: TargetClaims,
 }
@@ -272,13 +283,14 @@ impl Loader {
             Resource::MeshConfig(r) => self.set.mesh_configs.push(r),
             Resource::AuthorizationPolicy(r) => self.set.authorization_policies.push(r),
             Resource::BackendPolicy(r) => {
-                if r.spec.retry_budget.is_some() {
-                    let (meta, targets) = (&r.metadata, &r.spec.target_refs);
-                    let errors = &mut self.errors;
-                    self.budgets
-                        .claim(&RETRY_BUDGET, meta, targets, file, root, errors);
+                let (meta, targets) = (&r.metadata, &r.spec.target_refs);
+                let settings = backend_policy::SETTINGS.iter().zip(&mut self.backend);
+                for ((setting, sets), claims) in settings {
+                    if sets(&r.spec) {
+                        claims.claim(setting, meta, targets, file, root, &mut self.errors);
+                    }
                 }
-                self.set.backend_policies.push(r);
+                self.set.backend_policies.push(*r);
             }
             Resource::FaultInjection(r) => self.set.fault_injections.push(r),
             Resource::RateLimit(r) => {

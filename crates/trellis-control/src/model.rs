@@ -1,7 +1,7 @@
 //! The mesh model: the accepted config joined with the registry into services and their
 //! endpoints. It is rebuilt whole on every change and shared by every proxy's translation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -22,6 +22,10 @@ pub struct MeshModel {
     /// The CA's trust bundle (PEM) when mTLS is on.
     #[serde(skip)]
     pub trust_bundle: Option<Arc<str>>,
+    /// The localities (`region/zone/subzone`) the connected proxies report: the clients that
+    /// locality failover orders endpoints for.
+    #[serde(skip)]
+    pub client_localities: BTreeSet<String>,
 }
 
 /// One logical service.
@@ -72,6 +76,10 @@ impl MeshModel {
         config: Arc<ConfigSet>,
         workloads: impl Iterator<Item = (&'a str, &'a NodeMeta)> + Clone,
     ) -> MeshModel {
+        let client_localities = workloads
+            .clone()
+            .filter_map(|(_, meta)| meta.locality.clone())
+            .collect();
         let mut services = BTreeMap::new();
         for svc in &config.services {
             let ns = svc.metadata.namespace.as_str();
@@ -127,6 +135,7 @@ impl MeshModel {
             services,
             config,
             trust_bundle: None,
+            client_localities,
         }
     }
 

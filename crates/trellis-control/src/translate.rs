@@ -3,11 +3,14 @@
 //!
 //! Naming: listeners `inbound`, `outbound|<service>|<port>`, `http_proxy`; clusters
 //! `inbound|<app port>` and `outbound|<name.namespace>`; route configs `outbound|<name.namespace>`
-//! and `http_proxy`. Every cluster and route config of the mesh is offered; a proxy asks by
-//! name for the route configs and endpoints it needs.
+//! and `http_proxy`; load assignments `outbound|<name.namespace>`, and for services with
+//! locality failover `outbound|<name.namespace>|<region>/<zone>` per client zone. Every cluster
+//! and route config of the mesh is offered; a proxy asks by name for the route configs and
+//! endpoints it needs.
 
 mod authz;
 mod cluster;
+mod endpoint;
 mod listener;
 mod route;
 mod tls;
@@ -15,7 +18,7 @@ mod traffic;
 
 pub use tls::{BUNDLE_SECRET, TLS_MATCH_KEY, WORKLOAD_SECRET};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::RandomState;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -29,7 +32,8 @@ use trellis_xds::node::NodeMeta;
 use trellis_xds::snapshot::{Resource, Resources};
 use trellis_xds::{Snapshot, TypeUrl};
 
-use crate::model::MeshModel;
+use crate::model::{MeshModel, ServiceModel};
+use endpoint::ClientZone;
 
 /// Name of the HTTP-proxy-mode listener and its route config.
 pub const HTTP_PROXY: &str = "http_proxy";
@@ -43,11 +47,18 @@ pub const DETECTION_TIMEOUT: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 pub struct SharedResources {
     routes: Arc<Resources>,
+    /// Every service's load assignment, and the per-zone ones of services with locality
+    /// failover.
     endpoints: Arc<Resources>,
     secrets: Arc<Resources>,
-    /// Outbound clusters for proxies with a workload certificate, then without.
-    clusters: [Arc<Resources>; 2],
+    clusters: ClusterSets,
+    /// The clusters of the proxies of each client zone, where those of services with locality
+    /// failover read that zone's load assignments. Empty when no service has failover.
+    zonal_clusters: BTreeMap<ClientZone, ClusterSets>,
 }
+
+/// Outbound clusters for proxies with a workload certificate, then without.
+type ClusterSets = [Arc<Resources>; 2];
 
 impl SharedResources {
     /// Encodes the model-wide resources. With the resources built for the previous model, the
@@ -58,7 +69,13 @@ impl SharedResources {
             .iter()
             .map(|r| (r.name.clone(), Resource::encode(r)))
             .collect();
-        let endpoints = cluster::load_assignments(model)
+        let failover = endpoint::failover_services(model);
+        let zones = if failover.is_empty() {
+            BTreeSet::new()
+        } else {
+            endpoint::client_zones(model)
+        };
+        let endpoints = endpoint::load_assignments(model, &failover, &zones)
             .iter()
             .map(|cla| (cla.cluster_name.clone(), Resource::encode(cla)))
             .collect();
@@ -70,13 +87,7 @@ impl SharedResources {
                 (BUNDLE_SECRET.to_owned(), secret)
             })
             .collect();
-        let clusters = [true, false].map(|mtls| {
-            let items = cluster::outbound_clusters(model, mtls)
-                .iter()
-                .map(|c| (c.name.clone(), Resource::encode(c)))
-                .collect();
-            Arc::new(Resources::new(items))
-        });
+        let (clusters, zonal_clusters) = cluster_sets(model, &failover, &zones);
         let named = |items, previous: Option<&Arc<Resources>>| {
             Arc::new(match previous {
                 Some(previous) => Resources::following(items, previous),
@@ -88,8 +99,45 @@ impl SharedResources {
             endpoints: named(endpoints, previous.map(|p| &p.endpoints)),
             secrets: named(secrets, previous.map(|p| &p.secrets)),
             clusters,
+            zonal_clusters,
         }
     }
+}
+
+/// The shared cluster sets, and for each client zone in `zones` a copy whose `failover`
+/// services' clusters read the zone's load assignments (copied whole, so that a proxy's
+/// clusters stay one shared layer).
+fn cluster_sets(
+    model: &MeshModel,
+    failover: &[&ServiceModel],
+    zones: &BTreeSet<ClientZone>,
+) -> (ClusterSets, BTreeMap<ClientZone, ClusterSets>) {
+    let outbound = [true, false].map(|mtls| cluster::outbound_clusters(model, mtls));
+    let shared = outbound.each_ref().map(|list| {
+        let items = list
+            .iter()
+            .map(|c| (c.name.clone(), Resource::encode(c)))
+            .collect();
+        Arc::new(Resources::new(items))
+    });
+    let zonal = zones
+        .iter()
+        .map(|zone| {
+            let sets = [0, 1].map(|i| {
+                let mut items = shared[i].items.clone();
+                for svc in failover {
+                    let name = outbound_cluster(&svc.key());
+                    if let Some(c) = outbound[i].iter().find(|c| c.name == name) {
+                        let c = cluster::with_assignment(c, zone.assignment(&svc.key()));
+                        items.insert(name, Resource::encode(&c));
+                    }
+                }
+                Arc::new(Resources::new(items))
+            });
+            (zone.clone(), sets)
+        })
+        .collect();
+    (shared, zonal)
 }
 
 /// Builds the snapshot for the proxy that presented `node`.
@@ -104,8 +152,12 @@ pub fn translate_shared(shared: &SharedResources, model: &MeshModel, node: &Node
         snapshot.insert(TypeUrl::Listener, &l.name.clone(), &l);
     }
     snapshot.share(TypeUrl::RouteConfiguration, shared.routes.clone());
-    let clusters = &shared.clusters[usize::from(!node.mtls)];
-    snapshot.share(TypeUrl::Cluster, clusters.clone());
+    // A proxy whose zone the model does not know (it is not connected) gets the clusters of
+    // proxies without a zone: every endpoint at one priority.
+    let sets = ClientZone::of(node.locality.as_deref())
+        .and_then(|zone| shared.zonal_clusters.get(&zone))
+        .unwrap_or(&shared.clusters);
+    snapshot.share(TypeUrl::Cluster, sets[usize::from(!node.mtls)].clone());
     let local = cluster::local_cluster(node);
     snapshot.insert(TypeUrl::Cluster, &local.name.clone(), &local);
     snapshot.share(TypeUrl::ClusterLoadAssignment, shared.endpoints.clone());
@@ -116,6 +168,12 @@ pub fn translate_shared(shared: &SharedResources, model: &MeshModel, node: &Node
 /// Cluster name for traffic to a service (`name.namespace`).
 pub fn outbound_cluster(service_key: &str) -> String {
     format!("outbound|{service_key}")
+}
+
+/// The name of a service's (`name.namespace`) load assignment for clients in `region/zone`,
+/// with priorities for locality failover.
+pub fn outbound_zone_assignment(service_key: &str, region: &str, zone: &str) -> String {
+    format!("outbound|{service_key}|{region}/{zone}")
 }
 
 /// Route config name for traffic to a service (`name.namespace`).

@@ -67,7 +67,27 @@ impl EchoReply {
 ///
 /// The request body is always read to the end and counted.
 pub async fn spawn_http_echo(name: &str) -> anyhow::Result<Server> {
-    spawn_echo(name, None).await
+    spawn_echo(name, None, Quirks::default()).await
+}
+
+/// How a misbehaving echo server answers every request: after `delay`, and with `status`
+/// instead of its usual one when set.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Quirks {
+    /// Wait this long before answering.
+    pub delay: Duration,
+    /// Answer with this status.
+    pub status: Option<StatusCode>,
+}
+
+/// [`spawn_http_echo`] with [`Quirks`], for a slow or failing endpoint among healthy ones.
+pub async fn spawn_quirky_http_echo(
+    name: &str,
+    quirks: Quirks,
+) -> anyhow::Result<(Server, EchoLog)> {
+    let log = EchoLog::default();
+    let server = spawn_echo(name, Some(log.clone()), quirks).await?;
+    Ok((server, log))
 }
 
 /// What a recording echo server saw: how many requests arrived (any path), and a description
@@ -101,11 +121,11 @@ impl EchoLog {
 /// responses the test never sees (mirrors).
 pub async fn spawn_recording_http_echo(name: &str) -> anyhow::Result<(Server, EchoLog)> {
     let log = EchoLog::default();
-    let server = spawn_echo(name, Some(log.clone())).await?;
+    let server = spawn_echo(name, Some(log.clone()), Quirks::default()).await?;
     Ok((server, log))
 }
 
-async fn spawn_echo(name: &str, log: Option<EchoLog>) -> anyhow::Result<Server> {
+async fn spawn_echo(name: &str, log: Option<EchoLog>, quirks: Quirks) -> anyhow::Result<Server> {
     let name: Arc<str> = Arc::from(name);
     spawn_server(move |stream| {
         let name = Arc::clone(&name);
@@ -114,7 +134,16 @@ async fn spawn_echo(name: &str, log: Option<EchoLog>) -> anyhow::Result<Server> 
             let service = service_fn(move |req| {
                 let name = Arc::clone(&name);
                 let log = log.clone();
-                async move { Ok::<_, Infallible>(respond(&name, log.as_ref(), req).await) }
+                async move {
+                    if !quirks.delay.is_zero() {
+                        tokio::time::sleep(quirks.delay).await;
+                    }
+                    let mut response = respond(&name, log.as_ref(), req).await;
+                    if let Some(status) = quirks.status {
+                        *response.status_mut() = status;
+                    }
+                    Ok::<_, Infallible>(response)
+                }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
             if let Err(error) = builder

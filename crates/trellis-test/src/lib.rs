@@ -25,7 +25,9 @@ pub use grpc_health::{
 pub use http_client::{
     HttpReply, http1_download, http1_get, http1_request, http2_get, post_streamed, raw_http1,
 };
-pub use http_echo::{EchoLog, EchoReply, spawn_http_echo, spawn_recording_http_echo};
+pub use http_echo::{
+    EchoLog, EchoReply, Quirks, spawn_http_echo, spawn_quirky_http_echo, spawn_recording_http_echo,
+};
 pub use mesh::{Sidecar, TestMesh};
 pub use raw_recorder::{RawRecorder, spawn_raw_http_recorder};
 pub use server::Server;

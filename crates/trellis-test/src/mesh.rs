@@ -45,6 +45,8 @@ pub struct Sidecar {
     pub http_proxy: bool,
     /// Advertise this inbound address instead of the bound one (to put a relay in between).
     pub advertise: Option<SocketAddr>,
+    /// The workload's locality, `region/zone/subzone`.
+    pub locality: Option<String>,
 }
 
 impl Sidecar {
@@ -63,7 +65,13 @@ impl Sidecar {
         self
     }
 
-    /// Adds a label.
+    /// Sets the workload's locality (`region/zone/subzone`).
+    pub fn locality(mut self, locality: &str) -> Sidecar {
+        self.locality = Some(locality.to_owned());
+        self
+    }
+
+    /// Adds a workload label.
     pub fn label(mut self, key: &str, value: &str) -> Sidecar {
         self.labels.push((key.to_owned(), value.to_owned()));
         self
@@ -140,7 +148,7 @@ impl TestMesh {
             upstreams: spec.upstreams.into_iter().map(|u| (u, any)).collect(),
             http_proxy: spec.http_proxy.then_some(any),
             admin: any,
-            locality: None,
+            locality: spec.locality,
             ca_token: Some(self.join_token.clone()),
             trust_domain: "cluster.local".to_owned(),
             svid_ttl: None,

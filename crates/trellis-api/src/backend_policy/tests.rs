@@ -1,8 +1,10 @@
 use super::RetryBudget;
+
+mod settings;
 use crate::load_str;
 
 /// A BackendPolicy `name` targeting `catalog` whose spec continues with `rest` (lines 6 on).
-fn policy(name: &str, rest: &str) -> String {
+pub(super) fn policy(name: &str, rest: &str) -> String {
     format!(
         "apiVersion: trellis.dev/v1alpha1\nkind: BackendPolicy\nmetadata: {{name: {name}}}\nspec:\n  targetRefs: [{{kind: Service, name: catalog}}]\n{rest}"
     )
@@ -115,11 +117,11 @@ fn bad_backend_policies_are_rejected_at_the_field() {
             "unknown field `budgetInterval`, expected one of `budgetPercent`, `minRetryConcurrency`",
         ),
         (
-            policy("p", "  loadBalancer: {type: RoundRobin}\n"),
+            policy("p", "  loadBalancing: {type: RoundRobin}\n"),
             6,
             3,
-            "spec.loadBalancer",
-            "unknown field `loadBalancer`, expected one of `targetRefs`, `retryBudget`",
+            "spec.loadBalancing",
+            "unknown field `loadBalancing`, expected one of `targetRefs`, `retryBudget`, `loadBalancer`, `connectionPool`, `outlierDetection`, `healthCheck`, `localityFailover`",
         ),
         (
             policy("p", "").replace("kind: Service, name", "kind: Deployment, name"),

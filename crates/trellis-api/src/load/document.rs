@@ -64,7 +64,8 @@ const KINDS: [(Kind, &str, &[&str]); 8] = [
 #[derive(Clone, Debug)]
 pub(crate) enum Resource {
     AuthorizationPolicy(AuthorizationPolicy),
-    BackendPolicy(BackendPolicy),
+    // Boxed: its settings make it several times larger than the other kinds.
+    BackendPolicy(Box<BackendPolicy>),
     FaultInjection(FaultInjection),
     MeshConfig(MeshConfig),
     RateLimit(RateLimit),
@@ -125,8 +126,9 @@ pub(crate) fn load(file: &str, root: &Node, errors: &mut Vec<ConfigError>) -> Op
                 Resource::AuthorizationPolicy(AuthorizationPolicy { metadata, spec })
             })
         }
-        Kind::BackendPolicy => typed::<BackendPolicySpec>(root, &mut v)
-            .map(|(metadata, spec)| Resource::BackendPolicy(BackendPolicy { metadata, spec })),
+        Kind::BackendPolicy => typed::<BackendPolicySpec>(root, &mut v).map(|(metadata, spec)| {
+            Resource::BackendPolicy(Box::new(BackendPolicy { metadata, spec }))
+        }),
         Kind::FaultInjection => typed::<FaultInjectionSpec>(root, &mut v)
             .map(|(metadata, spec)| Resource::FaultInjection(FaultInjection { metadata, spec })),
         Kind::MeshConfig => typed::<MeshConfigSpec>(root, &mut v)

@@ -488,6 +488,29 @@ fn examples_load() {
         (10.0, 5)
     );
     assert_eq!(resilience.retry_budget("default", "ratings"), None);
+    let catalog = resilience.backend_settings("default", "catalog");
+    assert_eq!(
+        catalog.connection_pool.and_then(|p| p.max_requests),
+        Some(100)
+    );
+    assert_eq!(
+        catalog.outlier_detection.map(|o| o.max_ejection_time),
+        Some(Duration::from_secs(300))
+    );
+    let probe = catalog.health_check.and_then(|h| h.http.as_ref());
+    assert_eq!(probe.map(|h| h.path.as_str()), Some("/healthz"));
+    assert!(catalog.locality_failover_enabled());
+    let ratings = resilience.backend_settings("default", "ratings");
+    let lb = ratings.load_balancer.expect("ratings balances");
+    assert_eq!(lb.lb_type, crate::LoadBalancerType::RingHash);
+    assert_eq!(
+        lb.consistent_hash
+            .as_ref()
+            .and_then(|h| h.header.as_deref()),
+        Some("x-user")
+    );
+    assert!(ratings.health_check.is_some_and(|h| h.grpc.is_some()));
+    assert!(!ratings.locality_failover_enabled());
 
     let faults = load_dir(&root.join("faults")).unwrap_or_else(|e| panic!("{e}"));
     let chaos = faults

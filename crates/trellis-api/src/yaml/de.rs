@@ -113,6 +113,11 @@ impl de::Error for DeError {
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
+        if expected.is_empty() {
+            return Self::new(format!(
+                "unknown field `{field}`: this mapping takes no fields (write `{{}}`)"
+            ));
+        }
         let list: Vec<String> = expected.iter().map(|f| format!("`{f}`")).collect();
         let mut message = format!(
             "unknown field `{field}`, expected one of {}",

@@ -2,6 +2,7 @@
 //! Gateway API precedence rules, and the HTTP-proxy config with a virtual host per service.
 
 mod action;
+mod hash;
 mod retry;
 
 use std::cmp::Reverse;
@@ -9,7 +10,7 @@ use std::cmp::Reverse;
 use envoy_types::pb::envoy::config::route::v3::{
     HeaderMatcher, QueryParameterMatcher, Route, RouteAction, RouteConfiguration, RouteMatch,
     VirtualHost, header_matcher, query_parameter_matcher, route::Action, route_action,
-    route_match::PathSpecifier,
+    route_action::HashPolicy, route_match::PathSpecifier,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatcher, StringMatcher, string_matcher::MatchPattern,
@@ -64,24 +65,27 @@ pub(super) fn single_route_config(name: &str, cluster: &str) -> RouteConfigurati
         virtual_hosts: vec![VirtualHost {
             name: name.to_owned(),
             domains: vec!["*".to_owned()],
-            routes: vec![default_route(cluster)],
+            routes: vec![default_route(cluster, Vec::new())],
             ..VirtualHost::default()
         }],
         ..RouteConfiguration::default()
     }
 }
 
-fn default_route(cluster: &str) -> Route {
+/// A route sending everything to `cluster`, hashing requests by `hash_policy`.
+fn default_route(cluster: &str, hash_policy: Vec<HashPolicy>) -> Route {
+    let mut action = forward_action(
+        route_action::ClusterSpecifier::Cluster(cluster.to_owned()),
+        None,
+    );
+    action.hash_policy = hash_policy;
     Route {
         name: "default".to_owned(),
         r#match: Some(RouteMatch {
             path_specifier: Some(PathSpecifier::Prefix("/".to_owned())),
             ..RouteMatch::default()
         }),
-        action: Some(Action::Route(forward_action(
-            route_action::ClusterSpecifier::Cluster(cluster.to_owned()),
-            None,
-        ))),
+        action: Some(Action::Route(action)),
         ..Route::default()
     }
 }
@@ -173,7 +177,8 @@ fn service_routes(model: &MeshModel, svc: &ServiceModel) -> Vec<Route> {
         }
     }
     if candidates.is_empty() {
-        return vec![default_route(&outbound_cluster(&svc.key()))];
+        let hash = hash::hash_policy(&model.config, [(svc.namespace.as_str(), svc.name.as_str())]);
+        return vec![default_route(&outbound_cluster(&svc.key()), hash)];
     }
     candidates.sort_by(|a, b| a.precedence.cmp(&b.precedence));
     candidates.into_iter().map(|c| c.route).collect()

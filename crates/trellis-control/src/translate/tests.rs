@@ -13,6 +13,8 @@ use trellis_xds::{Snapshot, TypeUrl};
 use super::{SharedResources, translate, translate_shared};
 use crate::model::MeshModel;
 
+mod backend_policy;
+mod failover;
 mod faults;
 mod filters;
 mod retries;

@@ -24,9 +24,6 @@ pub(crate) fn combine(acc: u64, next: u64) -> u64 {
     acc.rotate_left(1) ^ next
 }
 
-/// Points of the lightest endpoint on a ring (before scaling to the ring's size bounds).
-const POINTS_PER_ENDPOINT: u64 = 256;
-
 /// A hash ring: each endpoint owns points in proportion to its weight; a key goes to the owner
 /// of the first point at or after its hash.
 #[derive(Debug)]
@@ -35,21 +32,20 @@ pub(super) struct Ring {
 }
 
 impl Ring {
-    /// Builds the ring for endpoints named `names` with `weights`. The lightest endpoint gets
-    /// [`POINTS_PER_ENDPOINT`] points and the others proportionally more, so the points an
-    /// endpoint owns do not depend on how many others there are and removing one moves only
-    /// its keys; a ring that would be smaller than `min_size` is scaled up to it, one larger
-    /// than `max_size` down.
+    /// Builds the ring for endpoints named `names` with `weights`. The lightest endpoint gets a
+    /// quarter of `min_size` points and the others proportionally more, whatever the number of
+    /// endpoints, so the points an endpoint owns do not depend on the others and removing one
+    /// moves only its keys (Envoy instead sizes the whole ring to at least `min_size`, which
+    /// reshuffles small rings; here a ring reaches `min_size` from four endpoints on). A ring
+    /// that would exceed `max_size` is scaled down.
     pub(super) fn build(names: &[String], weights: &[u32], min_size: u64, max_size: u64) -> Ring {
         let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
         let Some(lightest) = weights.iter().copied().filter(|w| *w > 0).min() else {
             return Ring { points: Vec::new() };
         };
-        let per_unit = POINTS_PER_ENDPOINT as f64 / f64::from(lightest);
+        let per_unit = min_size.div_ceil(4).max(1) as f64 / f64::from(lightest);
         let natural = per_unit * total as f64;
-        let scale = if natural < min_size as f64 {
-            min_size as f64 / natural
-        } else if natural > max_size as f64 {
+        let scale = if natural > max_size as f64 {
             max_size as f64 / natural
         } else {
             1.0

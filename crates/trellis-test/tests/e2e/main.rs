@@ -1,6 +1,7 @@
 //! End-to-end tests: the real control plane and sidecars with real apps on loopback.
 
 mod authz;
+mod balancing;
 mod common;
 mod config;
 mod endpoints;

@@ -1,7 +1,7 @@
 //! What a rule does with the requests it matches, as Envoy route fields: forward to weighted
-//! backends (with per-backend headers, mirrors, rewrites, timeouts and retries), redirect, or
-//! answer 500 when there is nowhere to forward or a filter reference is unresolved; header
-//! filters and per-route fault and rate-limit configs on the route itself.
+//! backends (with per-backend headers, mirrors, rewrites, timeouts, retries and the backends'
+//! hash key), redirect, or answer 500 when there is nowhere to forward or a filter reference is
+//! unresolved; header filters and per-route fault and rate-limit configs on the route itself.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,7 +23,7 @@ use trellis_api::{
     HttpRouteRule, HttpUrlRewriteFilter,
 };
 
-use super::{forward_action, regex, regex_escape, retry};
+use super::{forward_action, hash, regex, regex_escape, retry};
 use crate::translate::{outbound_cluster, traffic};
 
 /// The status of an HTTPRoute rule that has nowhere to send a request, or an `ExtensionRef`
@@ -42,6 +42,8 @@ pub(super) struct RuleAction<'a> {
     no_backend_status: u32,
     /// Where requests go; `None` when no backend can take traffic.
     target: Option<route_action::ClusterSpecifier>,
+    /// The hash key of the first backend whose service hashes requests.
+    hash_policy: Vec<route_action::HashPolicy>,
     headers: Headers,
     redirect: Option<&'a HttpRequestRedirectFilter>,
     rewrite: Option<&'a HttpUrlRewriteFilter>,
@@ -97,6 +99,10 @@ impl<'a> RuleAction<'a> {
             retry_policy: None,
             no_backend_status,
             target: backends(backend_refs, namespace),
+            hash_policy: hash::hash_policy(
+                config,
+                live(backend_refs).map(|b| (b.namespace_or(namespace), b.name.as_str())),
+            ),
             headers: Headers::of(filters),
             // Validation allows at most one redirect or rewrite per rule.
             redirect: filters.iter().find_map(|f| f.request_redirect.as_ref()),
@@ -148,6 +154,7 @@ impl<'a> RuleAction<'a> {
     ) -> RouteAction {
         let mut action = forward_action(target.clone(), self.request_timeout);
         action.retry_policy = self.retry_policy.clone();
+        action.hash_policy = self.hash_policy.clone();
         action.request_mirror_policies = self.mirrors.clone();
         if let Some(rewrite) = self.rewrite {
             action.host_rewrite_specifier = rewrite
@@ -185,7 +192,7 @@ fn mirror(m: &HttpRequestMirrorFilter, ns: &str) -> route_action::RequestMirrorP
 /// traffic (no refs, or all weights zero). Backends with filters always get weighted clusters,
 /// whose entries carry per-backend headers.
 fn backends(refs: &[BackendRef], ns: &str) -> Option<route_action::ClusterSpecifier> {
-    let live: Vec<&BackendRef> = refs.iter().filter(|b| b.weight > 0).collect();
+    let live: Vec<&BackendRef> = live(refs).collect();
     let cluster = |b: &BackendRef| outbound_cluster(&format!("{}.{}", b.name, b.namespace_or(ns)));
     let weighted = |b: &&BackendRef| {
         let headers = Headers::of(&b.filters);
@@ -211,6 +218,11 @@ fn backends(refs: &[BackendRef], ns: &str) -> Option<route_action::ClusterSpecif
             },
         )),
     }
+}
+
+/// The backends that take traffic: those with a weight.
+fn live(refs: &[BackendRef]) -> impl Iterator<Item = &BackendRef> {
+    refs.iter().filter(|b| b.weight > 0)
 }
 
 /// The header fields a Route and a ClusterWeight share, from header filters.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster,
     circuit_breakers::{Thresholds, thresholds::RetryBudget},
+    cluster::LbPolicy,
 };
 use envoy_types::pb::envoy::config::core::v3::RoutingPriority;
 use envoy_types::pb::envoy::config::route::v3::{
@@ -257,15 +258,36 @@ fn the_resilience_example_translates() {
     let config = trellis_api::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
     let model = MeshModel::build(Arc::new(config), std::iter::empty());
     let clusters = outbound_clusters(&model, true);
-    assert_eq!(
-        breakers(&clusters, "outbound|catalog.default"),
-        budget(10.0, 5)
-    );
+    let mut pooled = budget(10.0, 5);
+    if let Some(t) = pooled.as_mut().map(|b| &mut b.thresholds[0]) {
+        t.max_connections = Some(UInt32Value { value: 50 });
+        t.max_pending_requests = Some(UInt32Value { value: 20 });
+        t.max_requests = Some(UInt32Value { value: 100 });
+    }
+    assert_eq!(breakers(&clusters, "outbound|catalog.default"), pooled);
     assert_eq!(
         breakers(&clusters, "outbound|ratings.default"),
         budget(20.0, 3)
     );
+    let catalog = clusters
+        .iter()
+        .find(|c| c.name == "outbound|catalog.default")
+        .expect("catalog");
+    assert!(catalog.outlier_detection.is_some() && catalog.health_checks.len() == 1);
+    let ratings = clusters
+        .iter()
+        .find(|c| c.name == "outbound|ratings.default")
+        .expect("ratings");
+    assert_eq!(ratings.lb_policy, LbPolicy::RingHash as i32);
     let configs = route_configs(&model);
+    let hashed = configs
+        .iter()
+        .find(|c| c.name == "outbound|ratings.default")
+        .map(|c| &c.virtual_hosts[0].routes[0]);
+    assert!(
+        matches!(hashed.and_then(|r| r.action.as_ref()), Some(Action::Route(a)) if a.hash_policy.len() == 1),
+        "{hashed:?}"
+    );
     let retry_on = |service: &str| -> Vec<String> {
         let config = configs
             .iter()
