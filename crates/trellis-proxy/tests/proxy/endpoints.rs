@@ -182,3 +182,57 @@ async fn an_endpoint_failing_its_health_check_gets_no_traffic_until_it_passes() 
     .await;
     proxy.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_tcp_health_check_skips_an_endpoint_nobody_listens_on() {
+    use envoy_types::pb::envoy::config::core::v3::HealthCheck;
+    use envoy_types::pb::envoy::config::core::v3::health_check::{HealthChecker, TcpHealthCheck};
+    use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
+
+    let alive = http_backend("alive").await;
+    let dead = {
+        let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        socket.local_addr().unwrap()
+    };
+    let proxy = start_proxy(&["svc"]).await;
+    let listen = proxy.upstream_addr("svc").unwrap();
+    let cluster = envoy_types::pb::envoy::config::cluster::v3::Cluster {
+        lb_policy: LbPolicy::RoundRobin as i32,
+        health_checks: vec![HealthCheck {
+            timeout: Some(PbDuration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            interval: Some(PbDuration {
+                seconds: 0,
+                nanos: 50_000_000,
+            }),
+            unhealthy_threshold: Some(UInt32Value { value: 1 }),
+            healthy_threshold: Some(UInt32Value { value: 1 }),
+            health_checker: Some(HealthChecker::TcpHealthCheck(TcpHealthCheck::default())),
+            ..HealthCheck::default()
+        }],
+        ..eds_cluster("svc")
+    };
+    let mut handler = proxy.config_handler();
+    Config {
+        listeners: vec![http_listener("out", listen, "routes", false, None)],
+        routes: vec![route_config(
+            "routes",
+            &["*"],
+            vec![route("all", "/", "svc")],
+        )],
+        clusters: vec![cluster],
+        endpoints: vec![cla("svc", &[alive.addr, dead])],
+    }
+    .apply(&mut handler, "1");
+    eventually("the dead endpoint fails its check", async || {
+        let mut ok = true;
+        for _ in 0..6 {
+            ok &= get(listen, "svc", "/").await.status == 200;
+        }
+        ok
+    })
+    .await;
+    proxy.shutdown().await;
+}

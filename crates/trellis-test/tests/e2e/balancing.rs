@@ -1,6 +1,6 @@
 //! BackendPolicy through sidecars: P2C peak-EWMA against round robin with a slow endpoint, ring
 //! hash affinity and its stability when an endpoint leaves, outlier ejection and return, the
-//! request circuit breaker, and locality failover.
+//! request circuit breaker, gRPC health checks, and locality failover.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use trellis_proxy::ProxyHandle;
 use trellis_test::{
-    EchoLog, Quirks, Server, Sidecar, TestMesh, assert_eventually, http1_get,
-    spawn_quirky_http_echo,
+    EchoLog, Quirks, Server, ServingStatus, Sidecar, TestMesh, assert_eventually, grpc_check,
+    http1_get, spawn_grpc_health, spawn_quirky_http_echo,
 };
 
 use crate::common::{endpoints_of, service};
@@ -343,5 +343,59 @@ async fn locality_failover_moves_traffic_away_and_back() {
         Duration::from_secs(5),
         all_from("geo-local").await,
         "back to the local endpoint"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_health_check_takes_a_not_serving_endpoint_out_and_back() {
+    let files = [
+        service("inventory", "GRPC"),
+        policy(
+            "inventory",
+            "inventory",
+            "  loadBalancer: {type: RoundRobin}\n  healthCheck: {interval: 100ms, unhealthyThreshold: 1, healthyThreshold: 1, grpc: {service: inventory}}\n",
+        ),
+    ]
+    .concat();
+    let mesh = TestMesh::start(&[("mesh.yaml", &files)]).await.unwrap();
+    // Each server answers `Check` for its own name, so the caller sees which one it reached.
+    let a = spawn_grpc_health().await.unwrap();
+    let b = spawn_grpc_health().await.unwrap();
+    a.set_serving("a", true).await;
+    b.set_serving("b", true).await;
+    a.set_serving("inventory", true).await;
+    b.set_serving("inventory", false).await;
+    let _sidecars = [
+        mesh.sidecar(Sidecar::new("inventory", a.addr().port()))
+            .await
+            .unwrap(),
+        mesh.sidecar(Sidecar::new("inventory", b.addr().port()))
+            .await
+            .unwrap(),
+    ];
+    let client = mesh
+        .sidecar(Sidecar::new("client", 0).upstream("inventory"))
+        .await
+        .unwrap();
+    let addr = client.upstream_addr("inventory").unwrap();
+    let all_reach = async |name: &str| {
+        for _ in 0..10 {
+            if !matches!(grpc_check(addr, name).await, Ok(ServingStatus::Serving)) {
+                return false;
+            }
+        }
+        true
+    };
+    assert_eventually!(
+        Duration::from_secs(5),
+        all_reach("a").await,
+        "b reports NOT_SERVING for inventory and should get no calls"
+    );
+    a.set_serving("inventory", false).await;
+    b.set_serving("inventory", true).await;
+    assert_eventually!(
+        Duration::from_secs(5),
+        all_reach("b").await,
+        "the checks follow the servers' reports"
     );
 }
