@@ -149,9 +149,6 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, StartError> {
         Some(dir) => Some(FileSource::start(dir, control.clone()).await?),
         None => None,
     };
-    if let Some(dir) = &opts.data_dir {
-        write_endpoints(dir, xds_addr, admin_addr)?;
-    }
     let token = match &opts.data_dir {
         Some(dir) => JoinToken::load_or_create(dir)?,
         None => JoinToken::random(),
@@ -173,6 +170,10 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, StartError> {
         token,
         control.clone(),
     )?);
+    // Last, once the join token and the CA exist: readers take the file as "started".
+    if let Some(dir) = &opts.data_dir {
+        write_endpoints(dir, xds_addr, admin_addr)?;
+    }
 
     let (ads, stop) = AdsServer::new(control.clone());
     let ads = ads.into_service();
@@ -239,5 +240,8 @@ fn write_endpoints(
     };
     std::fs::create_dir_all(dir).map_err(err)?;
     let body = serde_json::json!({ "xds": xds.to_string(), "admin": admin.to_string() });
-    std::fs::write(dir.join("endpoints.json"), body.to_string()).map_err(err)
+    // Written aside and renamed, so a reader never sees half of it.
+    let partial = dir.join("endpoints.json.partial");
+    std::fs::write(&partial, body.to_string()).map_err(err)?;
+    std::fs::rename(&partial, dir.join("endpoints.json")).map_err(err)
 }
