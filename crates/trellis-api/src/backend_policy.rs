@@ -247,5 +247,31 @@ pub(crate) fn validate(policy: &BackendPolicy, v: &mut Validator<'_>) {
     }
 }
 
+/// Checks that exactly one of `options` (name, whether given) is given; `missing` is the error
+/// when none is.
+fn exactly_one(options: &[(&str, bool)], missing: &str, path: &FieldPath, v: &mut Validator<'_>) {
+    let given: Vec<&str> = options
+        .iter()
+        .filter_map(|(name, set)| set.then_some(*name))
+        .collect();
+    match given.as_slice() {
+        [] => v.error(path, missing),
+        [_] => {}
+        [first, second, ..] => {
+            let names: Vec<String> = options.iter().map(|(n, _)| format!("`{n}`")).collect();
+            let (last, rest) = names
+                .split_last()
+                .map_or(("", &[][..]), |(l, r)| (l.as_str(), r));
+            v.error(
+                &path.key(second),
+                format!(
+                    "give one of {} and {last}, not both `{first}` and `{second}`",
+                    rest.join(", ")
+                ),
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -192,26 +192,17 @@ pub(super) fn validate(lb: &LoadBalancer, path: &FieldPath, v: &mut Validator<'_
 
 /// Checks that a hash key names exactly one source, each well formed.
 fn validate_hash(hash: &ConsistentHash, path: &FieldPath, v: &mut Validator<'_>) {
-    let given: Vec<&str> = [
-        ("header", hash.header.is_some()),
-        ("cookie", hash.cookie.is_some()),
-        ("sourceIP", hash.source_ip.is_some()),
-        ("queryParameter", hash.query_parameter.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(name, set)| set.then_some(name))
-    .collect();
-    match given.as_slice() {
-        [] => v.error(
-            path,
-            "expected one of `header`, `cookie`, `sourceIP` or `queryParameter`",
-        ),
-        [_] => {}
-        [first, second, ..] => v.error(
-            &path.key(second),
-            format!("give one of `header`, `cookie`, `sourceIP` and `queryParameter`, not both `{first}` and `{second}`"),
-        ),
-    }
+    super::exactly_one(
+        &[
+            ("header", hash.header.is_some()),
+            ("cookie", hash.cookie.is_some()),
+            ("sourceIP", hash.source_ip.is_some()),
+            ("queryParameter", hash.query_parameter.is_some()),
+        ],
+        "expected one of `header`, `cookie`, `sourceIP` or `queryParameter`",
+        path,
+        v,
+    );
     if let Some(name) = &hash.header {
         check_header_name(name, &path.key("header"), v);
     }

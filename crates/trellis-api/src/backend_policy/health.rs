@@ -174,25 +174,16 @@ pub(super) fn validate(h: &HealthCheck, path: &FieldPath, v: &mut Validator<'_>)
             );
         }
     }
-    let given: Vec<&str> = [
-        ("http", h.http.is_some()),
-        ("grpc", h.grpc.is_some()),
-        ("tcp", h.tcp.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(name, set)| set.then_some(name))
-    .collect();
-    match given.as_slice() {
-        [] => v.error(
-            path,
-            "expected one of `http` (with a `path`), `grpc` or `tcp: {}`",
-        ),
-        [_] => {}
-        [first, second, ..] => v.error(
-            &path.key(second),
-            format!("give one of `http`, `grpc` and `tcp`, not both `{first}` and `{second}`"),
-        ),
-    }
+    super::exactly_one(
+        &[
+            ("http", h.http.is_some()),
+            ("grpc", h.grpc.is_some()),
+            ("tcp", h.tcp.is_some()),
+        ],
+        "expected one of `http` (with a `path`), `grpc` or `tcp: {}`",
+        path,
+        v,
+    );
     if let Some(http) = &h.http
         && !http.path.starts_with('/')
     {
