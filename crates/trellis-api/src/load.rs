@@ -325,5 +325,25 @@ impl Loader {
     }
 }
 
+/// For tests: loads `text` as `file` and describes how its errors differ from the single
+/// expected `(line, column, field, message)`; `None` when they match.
+#[cfg(test)]
+pub(crate) fn error_mismatch(
+    file: &str,
+    text: &str,
+    want: (usize, usize, &str, &str),
+) -> Option<String> {
+    let got: Vec<(usize, usize, String, String)> = match load_str(file, text) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors
+            .iter()
+            .map(|e| (e.line, e.column, e.field.clone(), e.message.clone()))
+            .collect(),
+    };
+    let matches =
+        matches!(got.as_slice(), [(l, c, f, m)] if (*l, *c, f.as_str(), m.as_str()) == want);
+    (!matches).then(|| format!("{text}\n  got:  {got:?}\n  want: {want:?}"))
+}
+
 #[cfg(test)]
 mod tests;

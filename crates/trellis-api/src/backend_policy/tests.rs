@@ -1,6 +1,7 @@
 use super::RetryBudget;
 
 mod settings;
+use crate::load::error_mismatch;
 use crate::load_str;
 
 /// A BackendPolicy `name` targeting `catalog` whose spec continues with `rest` (lines 6 on).
@@ -139,18 +140,12 @@ fn bad_backend_policies_are_rejected_at_the_field() {
             "expected at least one targetRef naming a Service (kind: Service)",
         ),
     ];
-    let mut mismatches = Vec::new();
-    for (text, line, column, field, message) in &cases {
-        let errors = load_str("b.yaml", text).expect_err(text);
-        let got: Vec<(usize, usize, &str, &str)> = errors
-            .iter()
-            .map(|e| (e.line, e.column, e.field.as_str(), e.message.as_str()))
-            .collect();
-        let want = vec![(*line, *column, *field, *message)];
-        if got != want {
-            mismatches.push(format!("{text}\n  got:  {got:?}\n  want: {want:?}"));
-        }
-    }
+    let mismatches: Vec<String> = cases
+        .iter()
+        .filter_map(|(text, line, column, field, message)| {
+            error_mismatch("b.yaml", text, (*line, *column, field, message))
+        })
+        .collect();
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
 

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use super::{FaultAbort, FaultDelay, GrpcStatusCode};
+use crate::load::error_mismatch;
 use crate::load_str;
 use crate::route::StringMatchType;
 
@@ -192,17 +193,11 @@ fn bad_fault_injections_are_rejected_at_the_field() {
             "unknown field `match`, expected one of `delay`, `abort`, `headers`",
         ),
     ];
-    let mut mismatches = Vec::new();
-    for (text, line, column, field, message) in &cases {
-        let errors = load_str("f.yaml", text).expect_err(text);
-        let got: Vec<(usize, usize, &str, &str)> = errors
-            .iter()
-            .map(|e| (e.line, e.column, e.field.as_str(), e.message.as_str()))
-            .collect();
-        let want = vec![(*line, *column, *field, *message)];
-        if got != want {
-            mismatches.push(format!("{text}\n  got:  {got:?}\n  want: {want:?}"));
-        }
-    }
+    let mismatches: Vec<String> = cases
+        .iter()
+        .filter_map(|(text, line, column, field, message)| {
+            error_mismatch("f.yaml", text, (*line, *column, field, message))
+        })
+        .collect();
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }

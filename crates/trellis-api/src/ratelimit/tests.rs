@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use crate::load::error_mismatch;
 use crate::load_str;
 
 /// A RateLimit `name` whose spec continues with `rest` (lines 5 on).
@@ -124,18 +125,12 @@ fn bad_rate_limits_are_rejected_at_the_field() {
             "unknown field `window`, expected one of `requests`, `per`, `burst`, `targetRefs`",
         ),
     ];
-    let mut mismatches = Vec::new();
-    for (text, line, column, field, message) in &cases {
-        let errors = load_str("r.yaml", text).expect_err(text);
-        let got: Vec<(usize, usize, &str, &str)> = errors
-            .iter()
-            .map(|e| (e.line, e.column, e.field.as_str(), e.message.as_str()))
-            .collect();
-        let want = vec![(*line, *column, *field, *message)];
-        if got != want {
-            mismatches.push(format!("{text}\n  got:  {got:?}\n  want: {want:?}"));
-        }
-    }
+    let mismatches: Vec<String> = cases
+        .iter()
+        .filter_map(|(text, line, column, field, message)| {
+            error_mismatch("r.yaml", text, (*line, *column, field, message))
+        })
+        .collect();
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
 

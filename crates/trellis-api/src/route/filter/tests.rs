@@ -1,3 +1,4 @@
+use crate::load::error_mismatch;
 use crate::load_str;
 use crate::route::{
     ExtensionKind, HttpPathModifierType, HttpRouteFilterType as T, RedirectScheme,
@@ -410,18 +411,12 @@ fn invalid_filters_are_rejected_at_their_field() {
         ),
     ];
     // Every case is checked before failing, so one run shows every mismatch.
-    let mut mismatches = Vec::new();
-    for (text, column, field, message) in &cases {
-        let errors = load_str("routes.yaml", text).expect_err(text);
-        let got: Vec<(usize, usize, &str, &str)> = errors
-            .iter()
-            .map(|e| (e.line, e.column, e.field.as_str(), e.message.as_str()))
-            .collect();
-        let want = vec![(7, *column, field.as_str(), *message)];
-        if got != want {
-            mismatches.push(format!("{text}\n  got:  {got:?}\n  want: {want:?}"));
-        }
-    }
+    let mismatches: Vec<String> = cases
+        .iter()
+        .filter_map(|(text, column, field, message)| {
+            error_mismatch("routes.yaml", text, (7, *column, field.as_str(), message))
+        })
+        .collect();
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
 

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use super::{GrpcRetryCode, GrpcRouteRetry, HttpRouteRetry};
+use crate::load::error_mismatch;
 use crate::load_str;
 
 /// An HTTPRoute whose only rule has `retry` (a flow mapping's inside) on line 7.
@@ -154,17 +155,11 @@ fn bad_retries_are_rejected_at_the_value() {
             "expected a positive duration such as `25ms`, found `0s`",
         ),
     ];
-    let mut mismatches = Vec::new();
-    for (text, column, field, message) in &cases {
-        let errors = load_str("r.yaml", text).expect_err(text);
-        let got: Vec<(usize, usize, &str, &str)> = errors
-            .iter()
-            .map(|e| (e.line, e.column, e.field.as_str(), e.message.as_str()))
-            .collect();
-        let want = vec![(7, *column, *field, *message)];
-        if got != want {
-            mismatches.push(format!("{text}\n  got:  {got:?}\n  want: {want:?}"));
-        }
-    }
+    let mismatches: Vec<String> = cases
+        .iter()
+        .filter_map(|(text, column, field, message)| {
+            error_mismatch("r.yaml", text, (7, *column, field, message))
+        })
+        .collect();
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
