@@ -321,18 +321,20 @@ impl EndpointSet {
     }
 
     fn pick_at(&self, now: Instant, key: Option<u64>, attempt: u32) -> Option<InFlight> {
-        let level = if self.checked {
-            self.levels
-                .iter()
-                .find(|l| l.range.clone().any(|i| self.endpoints[i].0.available(now)))
-                .or(self.levels.first())?
-        } else {
-            self.levels.first()?
-        };
         // With nothing available anywhere, every endpoint of the first level is used (panic).
-        let usable = |i: usize| {
-            self.available(i, now) || !level.range.clone().any(|j| self.available(j, now))
+        let (level, panic) = if self.checked {
+            let serving = self
+                .levels
+                .iter()
+                .find(|l| l.range.clone().any(|i| self.endpoints[i].0.available(now)));
+            match serving {
+                Some(level) => (level, false),
+                None => (self.levels.first()?, true),
+            }
+        } else {
+            (self.levels.first()?, false)
         };
+        let usable = |i: usize| panic || self.available(i, now);
         let index = match (self.policy, level.range.len()) {
             (_, 0) => return None,
             (_, 1) => level.range.start,
