@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use serde::Serialize;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tonic::Status;
 use trellis_api::{ConfigErrors, ConfigSet};
 use trellis_xds::TypeUrl;
@@ -167,20 +168,10 @@ impl ControlPlane {
             return;
         }
         let shared = SharedResources::build(&model, state.shared.as_ref());
-        for proxy in state.registry.values() {
+        let now = Instant::now();
+        for proxy in state.registry.values_mut() {
             let snapshot = Arc::new(translate_shared(&shared, &model, &proxy.meta));
-            let changed = proxy.snapshots.send_if_modified(|current| {
-                let differs = current.as_ref().is_none_or(|current| {
-                    TypeUrl::ALL
-                        .iter()
-                        .any(|t| current.version(*t) != snapshot.version(*t))
-                });
-                if differs {
-                    *current = Some(snapshot.clone());
-                }
-                differs
-            });
-            if changed {
+            if proxy.publish(&snapshot, now) {
                 self.metrics.snapshot_updates.inc();
             }
         }
@@ -257,6 +248,7 @@ impl Hooks for ControlPlane {
                 acked: BTreeMap::new(),
                 last_nack: None,
                 nacks: 0,
+                unacked: BTreeMap::new(),
             },
         );
         self.metrics.proxies_connected.inc();
@@ -271,8 +263,24 @@ impl Hooks for ControlPlane {
                 r#type: type_url.into(),
             })
             .inc();
+        let now = Instant::now();
+        // Observed under the lock, so whoever sees the ACK in the registry sees it timed.
+        let mut state = self.state();
+        let proxy = state.registry.get_mut(&stream);
+        if let Some(latency) = proxy.and_then(|p| p.acked(type_url, version, now)) {
+            self.metrics.push_duration.observe(latency.as_secs_f64());
+        }
+    }
+
+    fn sent(&self, stream: StreamId, type_url: TypeUrl, version: &str) {
+        self.metrics
+            .pushes
+            .get_or_create(&TypeLabels {
+                r#type: type_url.into(),
+            })
+            .inc();
         if let Some(proxy) = self.state().registry.get_mut(&stream) {
-            proxy.acked.insert(type_url, version.to_owned());
+            proxy.sent(type_url, version);
         }
     }
 
@@ -302,5 +310,92 @@ impl Hooks for ControlPlane {
             self.metrics.proxies_connected.dec();
             self.republish(&mut state);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::advance;
+
+    use super::*;
+
+    const SERVICE: &str = "apiVersion: trellis.dev/v1alpha1\nkind: Service\n\
+        metadata: {name: legacy}\nspec:\n  endpoints:\n  - {address: \"127.0.0.1:7001\"}\n";
+
+    fn version(snapshots: &SnapshotWatch, t: TypeUrl) -> String {
+        snapshots.borrow().as_ref().unwrap().version(t).to_owned()
+    }
+
+    /// The value of the sample `series` (name and labels) in the exposition.
+    fn sample(text: &str, series: &str) -> f64 {
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '));
+        value
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pushes_are_counted_and_timed_from_publish_to_ack() {
+        let control = ControlPlane::new();
+        let meta = NodeMeta {
+            service: "web".into(),
+            namespace: "default".into(),
+            app_port: 9000,
+            inbound_port: 9001,
+            ip: "127.0.0.1".into(),
+            ..NodeMeta::default()
+        };
+        let snapshots = control.connect(1, &meta.to_node("web-1")).unwrap();
+        let first = version(&snapshots, TypeUrl::Cluster);
+
+        // Registration published the proxy's first snapshot; it ACKs 30 ms later.
+        advance(Duration::from_millis(30)).await;
+        control.sent(1, TypeUrl::Cluster, &first);
+        control.ack(1, TypeUrl::Cluster, &first);
+        // Held without a response: not a push, not timed.
+        let eds = version(&snapshots, TypeUrl::ClusterLoadAssignment);
+        control.ack(1, TypeUrl::ClusterLoadAssignment, &eds);
+        // A held version sent again (the subscription changed): a push, but not timed.
+        control.sent(1, TypeUrl::Cluster, &first);
+        control.ack(1, TypeUrl::Cluster, &first);
+
+        // A config change a minute later is timed from its own publication.
+        advance(Duration::from_secs(60)).await;
+        control.accept_config(trellis_api::load_str("services.yaml", SERVICE).unwrap());
+        let second = version(&snapshots, TypeUrl::Cluster);
+        assert_ne!(first, second);
+        advance(Duration::from_millis(1500)).await;
+        control.sent(1, TypeUrl::Cluster, &second);
+        control.ack(1, TypeUrl::Cluster, &second);
+
+        let text = control.render_metrics();
+        assert_eq!(
+            sample(&text, "trellis_control_xds_pushes_total{type=\"cds\"}"),
+            3.0
+        );
+        assert_eq!(
+            sample(&text, "trellis_control_xds_acks_total{type=\"cds\"}"),
+            3.0
+        );
+        let histogram = "trellis_control_xds_push_duration_seconds";
+        assert_eq!(sample(&text, &format!("{histogram}_count")), 2.0);
+        let sum = sample(&text, &format!("{histogram}_sum"));
+        assert!((sum - 1.53).abs() < 1e-9, "{sum}");
+        let bucket = |le: &str| sample(&text, &format!("{histogram}_bucket{{le=\"{le}\"}}"));
+        assert_eq!(
+            [
+                bucket("0.025"),
+                bucket("0.05"),
+                bucket("1.0"),
+                bucket("2.5")
+            ],
+            [0.0, 1.0, 1.0, 2.0]
+        );
+        assert!(sample(&text, "process_threads") >= 1.0, "{text}");
     }
 }

@@ -1,12 +1,14 @@
 //! The workload registry: every proxy with an open ADS stream is a workload of its service,
-//! plus what it last ACKed and NACKed. A workload leaves when its stream ends.
+//! plus what it last ACKed and NACKed and when each version it has yet to ACK was published. A
+//! workload leaves when its stream ends.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use trellis_identity::SpiffeId;
 use trellis_xds::node::NodeMeta;
 use trellis_xds::server::StreamId;
@@ -25,6 +27,17 @@ pub(crate) struct Proxy {
     pub(crate) acked: BTreeMap<TypeUrl, String>,
     pub(crate) last_nack: Option<Nack>,
     pub(crate) nacks: u64,
+    /// Per type, the version last published to this proxy until the proxy holds it.
+    pub(crate) unacked: BTreeMap<TypeUrl, Unacked>,
+}
+
+/// A version of one type published to a proxy that has not ACKed it yet.
+#[derive(Debug)]
+pub(crate) struct Unacked {
+    version: String,
+    published_at: Instant,
+    /// A response carrying it went out (a change with nothing for the proxy sends nothing).
+    sent: bool,
 }
 
 /// A rejected push, as the proxy reported it.
@@ -111,6 +124,50 @@ impl Proxy {
             identity: self.identity(),
             connected_at_unix: unix(self.connected_at),
         }
+    }
+
+    /// Publishes `snapshot` unless every type's version equals the published one, and notes
+    /// when each type's new version was published. True when published.
+    pub(crate) fn publish(&mut self, snapshot: &Arc<Snapshot>, now: Instant) -> bool {
+        let previous = self.snapshots.borrow().clone();
+        let mut changed = false;
+        for t in TypeUrl::ALL {
+            let version = snapshot.version(t);
+            if previous.as_ref().is_some_and(|p| p.version(t) == version) {
+                continue;
+            }
+            changed = true;
+            let unacked = Unacked {
+                version: version.to_owned(),
+                published_at: now,
+                sent: false,
+            };
+            self.unacked.insert(t, unacked);
+        }
+        if changed {
+            self.snapshots.send_replace(Some(snapshot.clone()));
+        }
+        changed
+    }
+
+    /// A response carrying `version` of `t` went out.
+    pub(crate) fn sent(&mut self, t: TypeUrl, version: &str) {
+        if let Some(u) = self.unacked.get_mut(&t).filter(|u| u.version == version) {
+            u.sent = true;
+        }
+    }
+
+    /// The proxy holds `version` of `t`. Returns the time since that version was published when
+    /// this is the first ACK of a response that carried it; a resend of a held version, or a
+    /// change that sent nothing, is not a config push to time.
+    pub(crate) fn acked(&mut self, t: TypeUrl, version: &str, now: Instant) -> Option<Duration> {
+        self.acked.insert(t, version.to_owned());
+        if self.unacked.get(&t).is_none_or(|u| u.version != version) {
+            return None;
+        }
+        let u = self.unacked.remove(&t)?;
+        u.sent
+            .then(|| now.saturating_duration_since(u.published_at))
     }
 
     pub(crate) fn proxy_view(&self) -> ProxyView {

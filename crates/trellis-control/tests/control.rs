@@ -244,6 +244,62 @@ async fn registry_follows_streams_and_shows_nacks() {
     );
 }
 
+/// The value of the sample `series` (name and labels), 0 when absent.
+fn sample(metrics: &str, series: &str) -> f64 {
+    let value = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '));
+    value.map_or(0.0, |v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn pushes_are_counted_and_timed_to_the_ack() {
+    const PUSHED_EDS: &str = "trellis_control_xds_pushes_total{type=\"eds\"}";
+    const TIMED: &str = "trellis_control_xds_push_duration_seconds_count";
+    const WITHIN_10S: &str = "trellis_control_xds_push_duration_seconds_bucket{le=\"10.0\"}";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    let control = start(dir.path()).await;
+    let admin = control.admin_addr();
+    let recorder = Recorder::default();
+    let client = client_for(&control, "web", recorder.clone());
+    // `synced` alone holds before the first ACK: wait for the EDS one too.
+    eventually("endpoints ACKed", async || {
+        let proxy = &get_json(admin, "/api/proxies").await[0];
+        proxy["acked"]["eds"].is_string() && proxy["synced"] == Value::Bool(true)
+    })
+    .await;
+    let before = get(admin, "/metrics").await;
+    assert!(sample(&before, "trellis_control_xds_pushes_total{type=\"cds\"}") >= 1.0);
+    assert!(sample(&before, PUSHED_EDS) >= 1.0, "{before}");
+    assert!(
+        sample(&before, TIMED) >= 2.0,
+        "cds and eds at least: {before}"
+    );
+    assert_eq!(sample(&before, WITHIN_10S), sample(&before, TIMED));
+    assert!(
+        before.contains("\nprocess_resident_memory_bytes "),
+        "{before}"
+    );
+
+    // An endpoint change is one more EDS push, timed once ACKed.
+    std::fs::write(
+        dir.path().join("services.yaml"),
+        SERVICES.replace("  - {address: \"127.0.0.1:7002\"}\n", ""),
+    )
+    .unwrap();
+    eventually("the change timed", async || {
+        let after = get(admin, "/metrics").await;
+        sample(&after, TIMED) > sample(&before, TIMED)
+    })
+    .await;
+    let after = get(admin, "/metrics").await;
+    assert_eq!(legacy_endpoints(&recorder), Some(1));
+    assert!(sample(&after, PUSHED_EDS) > sample(&before, PUSHED_EDS));
+    assert_eq!(sample(&after, WITHIN_10S), sample(&after, TIMED));
+    client.abort();
+}
+
 #[tokio::test]
 async fn route_status_names_a_missing_backend() {
     let dir = tempfile::tempdir().unwrap();

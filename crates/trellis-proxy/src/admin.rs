@@ -59,7 +59,7 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/ready" if shared.is_ready() => reply(StatusCode::OK, "text/plain", "ready\n"),
         "/ready" => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n"),
-        "/metrics" => match shared.metrics.encode() {
+        "/metrics" => match shared.metrics.encode(&shared.table.load_full()) {
             Ok(text) => reply(
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -27,6 +27,7 @@ pub(crate) use outlier::Outcome;
 use crate::config::cluster::{OutlierConfig, RetryLimit};
 use crate::config::endpoint::Assignment;
 use crate::config::tls::{ClusterTls, UpstreamTls};
+use crate::telemetry::ClusterEvents;
 
 /// Latency charged for a failed request, so a fast-failing endpoint does not attract traffic.
 const FAILURE_PENALTY: Duration = Duration::from_secs(1);
@@ -101,6 +102,8 @@ pub(crate) struct ClusterLbState {
 /// updates: what the circuit breakers and the retry budget are measured against.
 #[derive(Debug, Default)]
 pub(crate) struct ClusterLoad {
+    /// Retries, timeouts, overflows and ejections, for metrics.
+    pub(crate) events: ClusterEvents,
     active: AtomicUsize,
     retries: AtomicUsize,
     connections: AtomicUsize,
@@ -110,6 +113,11 @@ pub(crate) struct ClusterLoad {
 }
 
 impl ClusterLoad {
+    /// Requests (tries) in flight.
+    pub(crate) fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
     /// Counts a request (first try or retry) as active until the guard drops.
     pub(crate) fn request(&self) -> Counted<'_> {
         self.active.fetch_add(1, Ordering::Relaxed);
@@ -306,13 +314,16 @@ impl EndpointSet {
     /// Records how an exchange with `in_flight`'s endpoint ended, for outlier detection.
     pub(crate) fn record(&self, in_flight: &InFlight, outcome: Outcome) {
         if let Some(config) = &self.outlier {
-            outlier::record(
+            let ejected = outlier::record(
                 config,
                 &self.endpoints,
                 &in_flight.endpoint,
                 outcome,
                 Instant::now(),
             );
+            if ejected {
+                self.load.events.ejected();
+            }
         }
     }
 

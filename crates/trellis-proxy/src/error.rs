@@ -7,12 +7,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 
+use crate::http::Metered;
 use crate::http::client::UpstreamError;
 
 /// Body of responses sent downstream: a proxied upstream body or a local reply.
-pub(crate) type ResponseBody = Either<Incoming, Full<Bytes>>;
+pub(crate) type ResponseBody = Either<Metered, Full<Bytes>>;
 
 /// Which side a failure came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

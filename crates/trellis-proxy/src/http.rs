@@ -6,12 +6,14 @@ pub(crate) mod client;
 mod faults;
 mod forward;
 mod local;
+mod metered;
 mod mirror;
 mod replay;
 mod retry;
 mod upgrade;
 
 pub(crate) use body::UpstreamBody;
+pub(crate) use metered::Metered;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -32,7 +34,9 @@ use crate::config::route::{Action, RedirectFrom, Route};
 use crate::drain::DrainWatch;
 use crate::error::{ForwardError, ResponseBody};
 use crate::table::{Shared, Table};
-use crate::telemetry::Direction;
+use crate::telemetry::{Direction, RouteClusterStats};
+use http_body_util::Either;
+use metered::Recorder;
 
 /// What every request on one downstream connection shares.
 #[derive(Debug)]
@@ -100,13 +104,16 @@ where
     }
 }
 
-/// One request, start to response headers.
+/// One request, start to response headers; counted in the metrics when its response ends.
 async fn handle(conn: &HttpConnection, req: Request<Incoming>) -> Response<ResponseBody> {
     let started = Instant::now();
     let table = conn.shared.table.load_full();
     // Cheap clones (shared bytes) kept for the access log after the request is sent.
     let method = req.method().clone();
     let uri = req.uri().clone();
+    let grpc = RequestView::new(&req).is_grpc();
+    let peer = conn.peer_identity.as_ref();
+    let unrouted = conn.shared.metrics.unrouted(conn.direction);
     if !conn.config.authz.is_empty() {
         let view = RequestView::new(&req);
         let subject = Subject {
@@ -114,7 +121,6 @@ async fn handle(conn: &HttpConnection, req: Request<Incoming>) -> Response<Respo
             request: Some(&view),
         };
         if let Decision::Deny(policy) = authorize(&conn.config.authz, subject) {
-            let grpc = view.is_grpc();
             conn.shared
                 .metrics
                 .authz_denied(conn.direction, if grpc { "grpc" } else { "http" });
@@ -125,10 +131,11 @@ async fn handle(conn: &HttpConnection, req: Request<Incoming>) -> Response<Respo
                 ?policy,
                 "request denied by authorization policy"
             );
-            return local::denied(grpc);
+            return local_reply(unrouted, peer, grpc, started, local::denied(grpc));
         }
     }
-    match route(conn, &table, &req) {
+    let route = match route(conn, &table, &req) {
+        Ok(route) => route,
         Err(e) => {
             tracing::trace!(
                 %method,
@@ -138,73 +145,92 @@ async fn handle(conn: &HttpConnection, req: Request<Incoming>) -> Response<Respo
                 error = %e,
                 "request"
             );
-            e.response()
+            return local_reply(unrouted, peer, grpc, started, e.response());
         }
-        Ok(route) => {
-            if let Some(reply) = faults::check(conn, route, &req).await {
-                tracing::trace!(
-                    %method,
-                    path = uri.path(),
-                    route = %route.name,
-                    status = reply.status().as_u16(),
-                    "request answered by a fault or rate limit"
-                );
-                return reply;
-            }
-            let (response, cluster, flag) = match &route.action {
-                Action::Forward(action) => {
-                    let target = action.clusters.pick();
-                    let result = forward::forward(conn, &table, route, action, target, req).await;
-                    let (response, flag) = match result {
-                        Ok(response) => (response, "-"),
-                        Err(e) => {
-                            tracing::debug!(
-                                error = %e,
-                                side = ?e.side(),
-                                retryable = e.retryable(),
-                                "upstream request failed"
-                            );
-                            (e.response(), e.flag())
-                        }
-                    };
-                    target
-                        .stats(conn.direction)
-                        .record(response.status(), started.elapsed());
-                    (response, target.cluster.as_str(), flag)
-                }
-                Action::Redirect(redirect) => {
-                    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
-                    let view = RequestView::new(&req);
-                    let from = RedirectFrom {
-                        scheme: uri.scheme_str().unwrap_or("http"),
-                        authority: view.authority,
-                        path_and_query,
-                        matched: route.matcher.matched_len(path_and_query),
-                    };
-                    let mut response = local::redirect(redirect, from);
-                    route.response_headers.apply(response.headers_mut());
-                    (response, "-", "-")
-                }
-                Action::Direct(direct) => {
-                    let mut response = local::direct(direct);
-                    route.response_headers.apply(response.headers_mut());
-                    (response, "-", "-")
+    };
+    let local_stats = route.local_stats(conn.direction);
+    if let Some(reply) = faults::check(conn, route, &req).await {
+        tracing::trace!(
+            %method,
+            path = uri.path(),
+            route = %route.name,
+            status = reply.status().as_u16(),
+            "request answered by a fault or rate limit"
+        );
+        return local_reply(local_stats, peer, grpc, started, reply);
+    }
+    let (response, cluster, flag) = match &route.action {
+        Action::Forward(action) => {
+            let target = action.clusters.pick();
+            let result = forward::forward(conn, &table, route, action, target, req).await;
+            let (mut response, flag) = match result {
+                Ok(response) => (response, "-"),
+                Err(e) => {
+                    tracing::debug!(
+                        error = %e,
+                        side = ?e.side(),
+                        retryable = e.retryable(),
+                        "upstream request failed"
+                    );
+                    (e.response(), e.flag())
                 }
             };
-            tracing::trace!(
-                %method,
-                path = uri.path(),
-                route = %route.name,
-                cluster,
-                status = response.status().as_u16(),
-                flag,
-                elapsed = ?started.elapsed(),
-                peer = %conn.peer,
-                "request"
-            );
-            response
+            let counters = target.stats(conn.direction).for_peer(peer);
+            counters.latency(started.elapsed());
+            let recorder = Recorder::new(counters, response.status(), response.headers(), grpc);
+            match response.body_mut() {
+                Either::Left(body) => body.record(recorder),
+                Either::Right(_) => recorder.finish_local(),
+            }
+            (response, target.cluster.as_str(), flag)
         }
-    }
+        Action::Redirect(redirect) => {
+            let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+            let view = RequestView::new(&req);
+            let from = RedirectFrom {
+                scheme: uri.scheme_str().unwrap_or("http"),
+                authority: view.authority,
+                path_and_query,
+                matched: route.matcher.matched_len(path_and_query),
+            };
+            let mut response = local::redirect(redirect, from);
+            route.response_headers.apply(response.headers_mut());
+            let response = local_reply(local_stats, peer, grpc, started, response);
+            (response, "-", "-")
+        }
+        Action::Direct(direct) => {
+            let mut response = local::direct(direct);
+            route.response_headers.apply(response.headers_mut());
+            let response = local_reply(local_stats, peer, grpc, started, response);
+            (response, "-", "-")
+        }
+    };
+    tracing::trace!(
+        %method,
+        path = uri.path(),
+        route = %route.name,
+        cluster,
+        status = response.status().as_u16(),
+        flag,
+        elapsed = ?started.elapsed(),
+        peer = %conn.peer,
+        "request"
+    );
+    response
+}
+
+/// Counts a reply the proxy made itself (complete as it is sent) in `stats`.
+fn local_reply(
+    stats: &RouteClusterStats,
+    peer: Option<&Arc<str>>,
+    grpc: bool,
+    started: Instant,
+    response: Response<ResponseBody>,
+) -> Response<ResponseBody> {
+    let counters = stats.for_peer(peer);
+    counters.latency(started.elapsed());
+    Recorder::new(counters, response.status(), response.headers(), grpc).finish_local();
+    response
 }
 
 /// The route stage: the listener's route config, then its first matching route.

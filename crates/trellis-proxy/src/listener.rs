@@ -278,7 +278,7 @@ async fn prepare(
 mod tests {
     use super::*;
     use crate::drain::Drain;
-    use crate::telemetry::Metrics;
+    use crate::telemetry::{LocalWorkload, Metrics};
 
     /// Every open connection holds its task for its whole life, so the task stays small: the
     /// large states (TLS handshakes, the HTTP connection, TCP forwarding) live in boxes that
@@ -288,7 +288,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stream, _) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let shared = Arc::new(Shared::new(Metrics::new()));
+        let shared = Arc::new(Shared::new(Metrics::new(LocalWorkload::default())));
         let (_drain, watch) = Drain::new();
         let task = connection(stream.unwrap(), addr, addr.port(), shared, watch);
         let size = std::mem::size_of_val(&task);

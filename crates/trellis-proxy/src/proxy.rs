@@ -19,7 +19,7 @@ use crate::drain::Drain;
 use crate::handler::ConfigHandler;
 use crate::options::ProxyOptions;
 use crate::table::Shared;
-use crate::telemetry::{Metrics, RouteStats};
+use crate::telemetry::{LocalWorkload, Metrics, RouteStats};
 use crate::tls::agent::{self, AgentOptions};
 use crate::{admin, listener};
 
@@ -139,7 +139,18 @@ pub async fn start(opts: ProxyOptions) -> Result<ProxyHandle, ProxyError> {
         .clone()
         .unwrap_or_else(|| format!("{}-{:08x}", opts.service, rand::random::<u32>()));
 
-    let shared = Arc::new(Shared::new(Metrics::new()));
+    let local = LocalWorkload {
+        service: opts.service.clone(),
+        namespace: opts.namespace.clone(),
+        workload: node_id.clone(),
+        identity: opts
+            .ca_token
+            .as_ref()
+            .and_then(|_| SpiffeId::new(&opts.trust_domain, &opts.namespace, &opts.service).ok())
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+    };
+    let shared = Arc::new(Shared::new(Metrics::new(local)));
     let handler = ConfigHandler::new(shared.clone(), inbound_addr.port());
     let (drain, watch) = Drain::new();
 

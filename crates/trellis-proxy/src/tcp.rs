@@ -25,7 +25,7 @@ pub(crate) async fn proxy<I>(
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let target = config.clusters.pick();
-    target.connections.inc();
+    let _open = target.stats.open();
     let table = shared.table.load_full();
     let Some(cluster) = table.clusters.get(&target.cluster).map(Arc::clone) else {
         tracing::debug!(cluster = %target.cluster, %peer, flag = "NC", "tcp: cluster not found");
@@ -55,11 +55,17 @@ pub(crate) async fn proxy<I>(
     in_flight.succeeded();
     let _ = upstream.set_nodelay(true);
     let Some(tls) = in_flight.tls() else {
+        let mut upstream = target.stats.upstream(&mut upstream);
+        let mut downstream = target.stats.downstream(&mut downstream);
         splice(&mut downstream, &mut upstream, addr, peer, &mut drain).await;
         return;
     };
     match connect::connect(&shared.identity, tls, Alpn::Opaque, upstream, addr).await {
-        Ok(mut secure) => splice(&mut downstream, &mut secure, addr, peer, &mut drain).await,
+        Ok(mut secure) => {
+            let mut upstream = target.stats.upstream(&mut secure);
+            let mut downstream = target.stats.downstream(&mut downstream);
+            splice(&mut downstream, &mut upstream, addr, peer, &mut drain).await;
+        }
         Err(e) => {
             in_flight.failed();
             tracing::info!(%addr, %peer, error = %e, flag = "UF", "tcp: mTLS handshake failed");

@@ -1,5 +1,6 @@
 //! Support for Trellis integration tests: backend servers (HTTP echo, raw HTTP recorder, gRPC
-//! health, WebSocket, TCP), client helpers, polling assertions and temporary config dirs.
+//! health, WebSocket, TCP), client helpers, polling assertions, temporary config dirs and a real
+//! Prometheus to scrape metrics.
 //!
 //! Everything binds `127.0.0.1:0` and stops when its handle drops. [`TestMesh`] runs the real
 //! control plane and sidecars in-process. This crate is never a dependency of production code.
@@ -10,6 +11,7 @@ mod grpc_health;
 mod http_client;
 mod http_echo;
 mod mesh;
+mod prometheus;
 mod raw_recorder;
 mod server;
 mod tcp;
@@ -29,6 +31,7 @@ pub use http_echo::{
     EchoLog, EchoReply, Quirks, spawn_http_echo, spawn_quirky_http_echo, spawn_recording_http_echo,
 };
 pub use mesh::{Sidecar, TestMesh};
+pub use prometheus::{Prometheus, Sample};
 pub use raw_recorder::{RawRecorder, spawn_raw_http_recorder};
 pub use server::Server;
 pub use tcp::{spawn_tcp_echo, spawn_tcp_greeter, tcp_roundtrip};
@@ -49,4 +52,10 @@ pub fn init_tracing() {
         .with_env_filter(filter)
         .with_test_writer()
         .try_init();
+}
+
+/// A loopback address free at the time of the call, for a server started as another process
+/// (which binds it itself).
+pub fn free_loopback_addr() -> std::io::Result<std::net::SocketAddr> {
+    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
 }

@@ -41,6 +41,11 @@ pub trait Hooks: Send + Sync + 'static {
     fn ack(&self, stream: StreamId, type_url: TypeUrl, version: &str);
     /// The client rejected the last response for `type_url` with `error`.
     fn nack(&self, stream: StreamId, type_url: TypeUrl, rejected_version: &str, error: &str);
+    /// A response carrying `version` of `type_url` was queued on the stream, answering a
+    /// request or following a snapshot change; its ACK or NACK reaches [`Hooks::ack`] or
+    /// [`Hooks::nack`] only after this returns. A change with nothing new for the client sends
+    /// nothing and is not reported here. Does nothing by default.
+    fn sent(&self, _stream: StreamId, _type_url: TypeUrl, _version: &str) {}
     /// The stream ended, for whatever reason.
     fn disconnect(&self, stream: StreamId);
 }
@@ -337,13 +342,18 @@ impl<H: Hooks> Session<H> {
         sub.answer = Answer::Pending;
         tracing::debug!(node = %self.node_id, %type_url, %version, count = resources.len(), "push");
         let response = DiscoveryResponse {
-            version_info: version,
+            version_info: version.clone(),
             resources,
             type_url: type_url.as_str().to_owned(),
             nonce,
             ..DiscoveryResponse::default()
         };
-        self.tx.send(Ok(response)).await.is_ok()
+        if self.tx.send(Ok(response)).await.is_err() {
+            return false;
+        }
+        // This task also reads the client's answer, so the hook runs before the ACK's.
+        self.hooks.sent(self.id, type_url, &version);
+        true
     }
 }
 

@@ -40,6 +40,9 @@ impl Hooks for TestHooks {
     fn disconnect(&self, stream: StreamId) {
         self.events.push(format!("disconnect {stream}"));
     }
+    fn sent(&self, _: StreamId, type_url: TypeUrl, version: &str) {
+        self.events.push(format!("sent {type_url} {version}"));
+    }
 }
 
 impl Events {
@@ -47,11 +50,15 @@ impl Events {
         self.log.lock().unwrap().push(e);
     }
     fn has(&self, prefix: &str) -> bool {
+        self.position(prefix).is_some()
+    }
+    /// Index of the first event starting with `prefix`.
+    fn position(&self, prefix: &str) -> Option<usize> {
         self.log
             .lock()
             .unwrap()
             .iter()
-            .any(|e| e.starts_with(prefix))
+            .position(|e| e.starts_with(prefix))
     }
 }
 
@@ -265,6 +272,18 @@ async fn pushes_acks_nacks_and_named_subscriptions() {
     })
     .await;
     eventually("acks", || events.has("ack cds") && events.has("ack eds")).await;
+    let cds_version = snapshots
+        .borrow()
+        .as_ref()
+        .unwrap()
+        .version(TypeUrl::Cluster)
+        .to_owned();
+    let sent = events.position(&format!("sent cds {cds_version}"));
+    assert!(sent.is_some(), "the response is reported");
+    assert!(
+        sent < events.position(&format!("ack cds {cds_version}")),
+        "sent before its ack"
+    );
 
     snapshots.send_replace(snapshot(&["a", "b"]));
     eventually("eds follows new cluster", || {
@@ -464,6 +483,7 @@ async fn named_types_one_change_at_a_time(make: MakeSnapshot) {
         responses,
         "nothing was sent"
     );
+    assert!(!events.has(&format!("sent eds {version}")), "nor reported");
 
     // A new cluster brings a subscription to its endpoints, which are sent alone; a removed
     // cluster's endpoints are dropped by the client.

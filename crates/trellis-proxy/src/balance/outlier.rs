@@ -35,19 +35,20 @@ impl Outcome {
     }
 }
 
-/// Counts `outcome` for `endpoint` (one of `all`) and ejects it if a detector trips.
+/// Counts `outcome` for `endpoint` (one of `all`) and ejects it if a detector trips; true when
+/// it ejected.
 pub(super) fn record(
     config: &OutlierConfig,
     all: &[(Arc<EndpointState>, u32)],
     endpoint: &EndpointState,
     outcome: Outcome,
     now: Instant,
-) {
+) -> bool {
     let (fives, gateways) = match outcome {
         Outcome::Success => {
             endpoint.consecutive_5xx.store(0, Ordering::Relaxed);
             endpoint.consecutive_gateway.store(0, Ordering::Relaxed);
-            return;
+            return false;
         }
         Outcome::ServerError => {
             endpoint.consecutive_gateway.store(0, Ordering::Relaxed);
@@ -68,13 +69,13 @@ pub(super) fn record(
             .consecutive_gateway
             .is_some_and(|(limit, enforcing)| gateways >= limit && enforcing.sampled());
     if !tripped || endpoint.ejected(now) {
-        return;
+        return false;
     }
     let ejected = all.iter().filter(|(e, _)| e.ejected(now)).count();
     // Envoy ejects at least one endpoint whatever the percentage.
     let allowed = (all.len() * config.max_ejection_percent as usize / 100).max(1);
     if ejected >= allowed {
-        return;
+        return false;
     }
     // The multiplier drops by one for every interval spent back in service (Envoy's back-off).
     let healthy_intervals = endpoint.since_ejection(now).map_or(0, |d| {
@@ -91,4 +92,5 @@ pub(super) fn record(
     endpoint.consecutive_5xx.store(0, Ordering::Relaxed);
     endpoint.consecutive_gateway.store(0, Ordering::Relaxed);
     tracing::info!(endpoint = %endpoint.addr, ?time, times, "endpoint ejected by outlier detection");
+    true
 }

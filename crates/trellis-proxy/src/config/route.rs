@@ -15,6 +15,7 @@ pub(crate) use retry::{Retry, RetryOn};
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::route::v3::route::Action as PbAction;
 use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
@@ -30,7 +31,7 @@ use super::http::{FAULT, LOCAL_RATELIMIT};
 use super::matcher::{HeaderMatch, QueryMatch, RequestView, full_regex};
 use super::ratelimit::RateLimit;
 use super::{ConfigError, FieldError, decode_any, reject_set};
-use crate::telemetry::Metrics;
+use crate::telemetry::{Direction, Metrics, RouteClusterStats};
 
 /// A compiled `RouteConfiguration`.
 #[derive(Debug)]
@@ -77,6 +78,15 @@ pub(crate) struct Route {
     pub(crate) fault: Option<Fault>,
     /// This route's own rate limit (its own bucket; overrides the listener's).
     pub(crate) rate_limit: Option<RateLimit>,
+    /// Stats of the route's own replies (redirects, direct responses, faults), per direction.
+    local_stats: [Arc<RouteClusterStats>; 2],
+}
+
+impl Route {
+    /// The stats handle for replies the route makes itself, for traffic in `direction`.
+    pub(crate) fn local_stats(&self, direction: Direction) -> &RouteClusterStats {
+        &self.local_stats[direction.index()]
+    }
 }
 
 /// A compiled `RouteMatch`.
@@ -393,6 +403,8 @@ fn compile_route(
         }
         None => return Err(FieldError::new("action", "a route action is required")),
     };
+    let local_stats =
+        [Direction::Inbound, Direction::Outbound].map(|d| metrics.route_stats(d, &name, ""));
     Ok(Route {
         name,
         matcher,
@@ -409,6 +421,7 @@ fn compile_route(
         )?,
         fault,
         rate_limit,
+        local_stats,
     })
 }
 

@@ -1,13 +1,14 @@
 //! Compiles the `envoy.filters.network.tcp_proxy` network filter: its cluster or weighted
 //! clusters, each with a pre-created connection counter.
 
+use std::sync::Arc;
+
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::tcp_proxy::ClusterSpecifier;
-use prometheus_client::metrics::counter::Counter;
 
 use super::weighted::Weighted;
 use super::{FieldError, reject_set};
-use crate::telemetry::{Direction, Metrics};
+use crate::telemetry::{Direction, Metrics, TcpStats};
 
 /// A compiled TCP proxy filter.
 #[derive(Debug)]
@@ -23,8 +24,8 @@ pub(crate) struct TcpConfig {
 pub(crate) struct TcpTarget {
     /// Cluster name.
     pub(crate) cluster: String,
-    /// `trellis_tcp_connections_total` for this listener direction and cluster.
-    pub(crate) connections: Counter,
+    /// Connection and byte counters for this listener direction and cluster.
+    pub(crate) stats: Arc<TcpStats>,
 }
 
 impl TcpConfig {
@@ -54,7 +55,7 @@ impl TcpConfig {
         ])?;
         let target = |cluster: &str| TcpTarget {
             cluster: cluster.to_owned(),
-            connections: metrics.tcp_counter(direction, cluster),
+            stats: metrics.tcp_stats(direction, cluster),
         };
         let clusters = match &t.cluster_specifier {
             Some(ClusterSpecifier::Cluster(c)) if !c.is_empty() => Weighted::single(target(c)),

@@ -9,6 +9,7 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 
 use super::body::UpstreamBody;
+use super::metered::Metered;
 use super::{HttpConnection, client, mirror, retry, upgrade};
 use crate::balance::{InFlight, Outcome};
 use crate::config::route::{HashInput, PathRewrite, Route, RouteAction, RouteTarget, request_key};
@@ -75,9 +76,10 @@ pub(super) async fn forward(
                 key,
             ));
             match action.timeout {
-                Some(limit) => tokio::time::timeout(limit, tries)
-                    .await
-                    .map_err(|_| ForwardError::UpstreamTimeout(limit))??,
+                Some(limit) => tokio::time::timeout(limit, tries).await.map_err(|_| {
+                    cluster.endpoints.load().events.timed_out();
+                    ForwardError::UpstreamTimeout(limit)
+                })??,
                 None => tries.await?,
             }
         }
@@ -92,7 +94,7 @@ pub(super) async fn forward(
     }
     target.response_headers.apply(response.headers_mut());
     route.response_headers.apply(response.headers_mut());
-    Ok(response.map(Either::Left))
+    Ok(response.map(|body| Either::Left(Metered::new(body))))
 }
 
 /// The endpoint stage and one exchange: picks an endpoint of `cluster`, sends `req` and waits
@@ -122,7 +124,10 @@ pub(super) async fn exchange_on(
 ) -> Result<Response<Incoming>, ForwardError> {
     let load = cluster.endpoints.load();
     let limits = &cluster.config.limits;
-    let overflow = || ForwardError::Overflow(cluster.config.name.clone());
+    let overflow = || {
+        load.events.overflowed();
+        ForwardError::Overflow(cluster.config.name.clone())
+    };
     let _active = match limits.max_requests {
         Some(max) => load.request_within(max).ok_or_else(overflow)?,
         None => load.request(),
@@ -156,6 +161,7 @@ pub(super) async fn exchange_on(
             Ok(result) => result,
             Err(_) => {
                 in_flight.failed();
+                load.events.timed_out();
                 cluster
                     .endpoints
                     .record(&in_flight, Outcome::GatewayFailure);

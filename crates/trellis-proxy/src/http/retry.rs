@@ -54,14 +54,13 @@ pub(super) async fn exchange(
         let Some(again) = kept.again() else {
             return outcome;
         };
-        let Some(counted) = cluster
-            .endpoints
-            .load()
-            .retry(cluster.config.limits.retries)
-        else {
+        let load = cluster.endpoints.load();
+        let Some(counted) = load.retry(cluster.config.limits.retries) else {
+            load.events.retry_denied();
             tracing::debug!(cluster = %cluster.config.name, "retry budget exhausted");
             return outcome;
         };
+        load.events.retried();
         budget = Some(counted);
         body = again;
         retries += 1;

@@ -208,7 +208,10 @@ async fn a_nack_keeps_the_previous_table_and_is_counted() {
         "{text}"
     );
     assert!(
-        text.contains(r#"trellis_requests_total{direction="outbound",route="all",cluster="svc",status_class="2xx"} 2"#),
+        text.lines().any(|l| l.starts_with(
+            r#"trellis_requests_total{direction="outbound",route="all",cluster="svc","#
+        ) && l
+            .ends_with(r#",status_class="2xx",grpc_status="",classification="success"} 2"#)),
         "{text}"
     );
     proxy.shutdown().await;

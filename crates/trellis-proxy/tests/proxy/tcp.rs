@@ -48,6 +48,12 @@ async fn tcp_echo_with_half_close() {
         text.contains(r#"trellis_tcp_connections_total{direction="outbound",cluster="echo"} 1"#),
         "{text}"
     );
+    for bytes in ["received", "sent"] {
+        let line = format!(
+            r#"trellis_tcp_{bytes}_bytes_total{{direction="outbound",cluster="echo"}} 200000"#
+        );
+        assert!(text.contains(&line), "{line} in {text}");
+    }
     proxy.shutdown().await;
 }
 

@@ -13,7 +13,7 @@ use trellis_test::{
     http1_get, spawn_grpc_health, spawn_quirky_http_echo,
 };
 
-use crate::common::{endpoints_of, service};
+use crate::common::{endpoints_of, metric, service};
 
 fn policy(name: &str, service: &str, spec: &str) -> String {
     format!(
@@ -222,6 +222,15 @@ async fn outlier_detection_ejects_a_failing_endpoint_and_brings_it_back() {
         }
     }
     assert_eq!(failures, 3, "ejected after 3 consecutive 5xx");
+    assert_eq!(
+        metric(
+            client.admin_addr(),
+            r#"trellis_cluster_ejections_total{cluster="outbound|flaky.default"}"#
+        )
+        .await,
+        1.0,
+        "the ejection is counted"
+    );
     let ejected_at = Instant::now();
     let hits = broken.log.hits();
     for _ in 0..20 {
@@ -296,6 +305,15 @@ async fn the_request_circuit_breaker_answers_503_at_once_past_its_limit() {
         }
     }
     assert_eq!((passed, refused), (2, 8));
+    assert_eq!(
+        metric(
+            client.admin_addr(),
+            r#"trellis_cluster_overflows_total{cluster="outbound|narrow.default"}"#
+        )
+        .await,
+        8.0,
+        "the refusals are counted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

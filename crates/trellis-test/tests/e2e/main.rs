@@ -6,6 +6,7 @@ mod common;
 mod config;
 mod endpoints;
 mod faults;
+mod metrics;
 mod mtls;
 mod nack;
 mod protocols;

@@ -14,7 +14,7 @@ use trellis_test::{
     spawn_recording_http_echo,
 };
 
-use crate::common::service;
+use crate::common::{metric, service};
 
 const ROUTES: &str = r#"
 apiVersion: gateway.networking.k8s.io/v1
@@ -94,6 +94,8 @@ struct Resilience {
     _servers: Vec<trellis_test::Server>,
     _sidecars: Vec<trellis_proxy::ProxyHandle>,
     hanging: Hanging,
+    /// The client sidecar's admin address, for its metrics.
+    client_admin: SocketAddr,
     flaky: (SocketAddr, EchoLog),
     down: (SocketAddr, EchoLog),
     slow: SocketAddr,
@@ -130,12 +132,14 @@ async fn resilience() -> Resilience {
         .unwrap();
     let addr = |s: &str| client.upstream_addr(s).unwrap();
     let (flaky_addr, down_addr, slow_addr) = (addr("flaky"), addr("down"), addr("slow"));
+    let client_admin = client.admin_addr();
     sidecars.push(client);
     Resilience {
         _mesh: mesh,
         _servers: vec![flaky, down, slow],
         _sidecars: sidecars,
         hanging,
+        client_admin,
         flaky: (flaky_addr, flaky_log),
         down: (down_addr, down_log),
         slow: slow_addr,
@@ -185,10 +189,21 @@ async fn retries_make_a_flaky_backend_reliable_and_the_budget_bounds_a_dead_one(
 
     // 30% of tries fail; up to 5 retries make the client see ≥ 99.5% success. Two clients never
     // have more than two retries in flight, within the default budget's floor of three.
-    let before = flaky_log.hits();
+    let retries = async |cluster: &str| {
+        let series =
+            format!(r#"trellis_cluster_retries_total{{cluster="outbound|{cluster}.default"}}"#);
+        metric(r.client_admin, &series).await
+    };
+    let before = (flaky_log.hits(), retries("flaky").await);
     let requests = 1000;
     let ok = load(*flaky, "/fail/30", 2, requests / 2).await;
-    let hits = flaky_log.hits() - before;
+    let hits = flaky_log.hits() - before.0;
+    // Every try reaches the backend: the hits past one per request are the retries counted.
+    assert_eq!(
+        retries("flaky").await - before.1,
+        (hits - requests as u64) as f64,
+        "retries in the metrics"
+    );
     let success = ok as f64 / requests as f64;
     eprintln!("flaky: {ok}/{requests} succeeded with {hits} backend hits");
     assert!(success >= 0.995, "success {success:.4}");
@@ -206,10 +221,13 @@ async fn retries_make_a_flaky_backend_reliable_and_the_budget_bounds_a_dead_one(
             .await
             .is_ok_and(|r| r.status == 503)
     );
-    let before = down_log.hits();
+    let denied_series = r#"trellis_cluster_retries_denied_total{cluster="outbound|down.default"}"#;
+    let before = (down_log.hits(), metric(r.client_admin, denied_series).await);
     let requests = 800;
     let ok = load(*down, "/fail/100", 16, requests / 16).await;
-    let hits = down_log.hits() - before;
+    let hits = down_log.hits() - before.0;
+    let denied = metric(r.client_admin, denied_series).await - before.1;
+    assert!(denied > 0.0, "retries the budget refused are counted");
     eprintln!("down: {hits} backend hits for {requests} requests");
     assert_eq!(ok, 0);
     assert!(hits > requests as u64, "some retries were allowed");
@@ -243,5 +261,14 @@ async fn the_per_try_timeout_moves_a_request_from_a_hanging_endpoint_to_a_health
     assert!(
         slowest >= Duration::from_millis(200) && slowest < Duration::from_secs(1),
         "the request that met the hanging endpoint took {slowest:?} (per-try timeout 200 ms)"
+    );
+    let timeouts = metric(
+        r.client_admin,
+        r#"trellis_cluster_timeouts_total{cluster="outbound|slow.default"}"#,
+    )
+    .await;
+    assert!(
+        timeouts >= 1.0,
+        "the per-try timeout is counted: {timeouts}"
     );
 }

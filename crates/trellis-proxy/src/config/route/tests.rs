@@ -15,6 +15,7 @@ use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
 use std::time::Duration;
 
 use super::*;
+use crate::telemetry::LocalWorkload;
 
 fn path_match(spec: PathSpecifier) -> PbRouteMatch {
     PbRouteMatch {
@@ -58,7 +59,7 @@ fn try_config(vhosts: Vec<PbVirtualHost>) -> Result<RouteConfig, ConfigError> {
         virtual_hosts: vhosts,
         ..Default::default()
     };
-    RouteConfig::compile(&rc, &Metrics::new())
+    RouteConfig::compile(&rc, &Metrics::new(LocalWorkload::default()))
 }
 
 fn string(pattern: MatchPattern) -> StringMatcher {

@@ -10,6 +10,7 @@ use envoy_types::pb::envoy::r#type::v3::fractional_percent::DenominatorType;
 use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
 
 use super::*;
+use crate::telemetry::LocalWorkload;
 
 fn regex_rewrite(pattern: &str, substitution: &str) -> PathRewrite {
     PathRewrite::regex(&RegexMatchAndSubstitute {
@@ -150,7 +151,7 @@ fn mirrors_per_try_timeouts_and_direct_responses_compile() {
         ],
         ..PbRouteAction::default()
     };
-    let a = compile_forward(&action, "r", &Metrics::new()).unwrap();
+    let a = compile_forward(&action, "r", &Metrics::new(LocalWorkload::default())).unwrap();
     assert_eq!(a.try_timeout(), Some(Duration::from_millis(500)));
     assert_eq!(
         a.mirrors[0].fraction,
@@ -173,7 +174,7 @@ fn mirrors_per_try_timeouts_and_direct_responses_compile() {
         }),
         ..action
     };
-    let e = compile_forward(&retrying, "r", &Metrics::new()).unwrap_err();
+    let e = compile_forward(&retrying, "r", &Metrics::new(LocalWorkload::default())).unwrap_err();
     assert!(
         e.to_string()
             .starts_with("retry_policy.retry_on: \"bogus\" is not supported"),

@@ -1,0 +1,149 @@
+//! The response body sent back downstream, counted in the request metrics when it ends: that
+//! is when a gRPC status arrives in trailers, and when a stream the client abandoned is known.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use crate::telemetry::{self, NOT_GRPC, RequestCounters, StatusClass};
+
+/// gRPC `CANCELLED`: a stream that ended before its status.
+const CANCELLED: u8 = 1;
+
+/// Where and how a response is counted once its body ends.
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    counters: Arc<RequestCounters>,
+    class: StatusClass,
+    grpc: Grpc,
+}
+
+/// What is known of a response's gRPC status.
+#[derive(Debug, Clone, Copy)]
+enum Grpc {
+    /// Not a gRPC exchange.
+    No,
+    /// gRPC, status not seen yet; this is what a client reads if the body ends without one.
+    Awaited(u8),
+    /// The status from headers or trailers.
+    Status(u8),
+}
+
+impl Recorder {
+    /// Counts into `counters` a response with `status` and headers `headers`, to a gRPC
+    /// request when `grpc`.
+    pub(crate) fn new(
+        counters: Arc<RequestCounters>,
+        status: http::StatusCode,
+        headers: &http::HeaderMap,
+        grpc: bool,
+    ) -> Self {
+        let grpc = match (grpc, telemetry::grpc_status(headers)) {
+            (false, _) => Grpc::No,
+            (true, Some(code)) => Grpc::Status(code),
+            (true, None) if status == http::StatusCode::OK => Grpc::Awaited(2),
+            (true, None) => Grpc::Awaited(telemetry::grpc_from_http(status)),
+        };
+        Self {
+            counters,
+            class: StatusClass::of(status),
+            grpc,
+        }
+    }
+
+    fn trailers(&mut self, trailers: &http::HeaderMap) {
+        if let (Grpc::Awaited(_), Some(code)) = (self.grpc, telemetry::grpc_status(trailers)) {
+            self.grpc = Grpc::Status(code);
+        }
+    }
+
+    /// Counts a response whose body the proxy made whole (a local reply).
+    pub(crate) fn finish_local(self) {
+        self.finish(true);
+    }
+
+    /// Counts the response; `complete` when its body reached its end.
+    fn finish(self, complete: bool) {
+        let grpc = match self.grpc {
+            Grpc::No => NOT_GRPC,
+            Grpc::Status(code) => code,
+            Grpc::Awaited(code) if complete => code,
+            Grpc::Awaited(_) => CANCELLED,
+        };
+        self.counters.response(self.class, grpc);
+    }
+}
+
+/// An upstream response body, counted by its [`Recorder`] when it ends or is dropped.
+#[derive(Debug)]
+pub(crate) struct Metered {
+    body: Incoming,
+    recorder: Option<Recorder>,
+}
+
+impl Metered {
+    /// `body`, not counted until [`Metered::record`] gives it a recorder.
+    pub(crate) fn new(body: Incoming) -> Self {
+        Self {
+            body,
+            recorder: None,
+        }
+    }
+
+    /// Counts the response with `recorder` when the body ends.
+    pub(crate) fn record(&mut self, recorder: Recorder) {
+        self.recorder = Some(recorder);
+    }
+
+    fn finish(&mut self, complete: bool) {
+        if let Some(recorder) = self.recorder.take() {
+            recorder.finish(complete);
+        }
+    }
+}
+
+impl Body for Metered {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(trailers), Some(recorder)) = (frame.trailers_ref(), &mut self.recorder)
+                {
+                    recorder.trailers(trailers);
+                }
+                if self.body.is_end_stream() {
+                    self.finish(true);
+                }
+            }
+            Poll::Ready(None) => self.finish(true),
+            Poll::Ready(Some(Err(_))) => self.finish(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        // A body hyper never polls (empty, HEAD) ends here complete; any other ends abandoned.
+        let complete = self.body.is_end_stream();
+        self.finish(complete);
+    }
+}
