@@ -4,8 +4,11 @@
 //! [`ProcessCollector`] reads `/proc/self` on each scrape and keeps nothing between scrapes; it
 //! runs no task, and a value it cannot read is left out of that scrape rather than reported as
 //! an error. It knows nothing of the mesh: each binary registers it next to its own metrics.
+//!
+//! [`stats`] is the JSON a proxy serves on its admin `/stats` for the control plane to collect.
 
 mod procfs;
+pub mod stats;
 
 use std::fmt;
 

@@ -1,5 +1,6 @@
-//! The admin server: `GET /ready`, `GET /metrics` (Prometheus text) and `GET /config_dump`
-//! (JSON), served over HTTP/1.1.
+//! The admin server: `GET /ready`, `GET /metrics` (Prometheus text), `GET /stats` (request
+//! statistics as JSON, for the control plane) and `GET /config_dump` (JSON), served over
+//! HTTP/1.1.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -65,6 +66,14 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 text,
             ),
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                e.to_string(),
+            ),
+        },
+        "/stats" => match serde_json::to_string(&shared.metrics.proxy_stats()) {
+            Ok(json) => reply(StatusCode::OK, "application/json", json),
             Err(e) => reply(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "text/plain",

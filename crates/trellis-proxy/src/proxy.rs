@@ -133,6 +133,7 @@ pub async fn start(opts: ProxyOptions) -> Result<ProxyHandle, ProxyError> {
         http_proxy_port: http_proxy_addr.map(|a| a.port()),
         locality: opts.locality.clone(),
         mtls: opts.ca_token.is_some(),
+        admin: Some(admin_addr.to_string()),
     };
     let node_id = opts
         .node_id

@@ -236,6 +236,11 @@ impl Metrics {
         self.routes.snapshot()
     }
 
+    /// Request statistics per route, cluster and peer, as the admin `/stats` serves them.
+    pub(crate) fn proxy_stats(&self) -> trellis_metrics::stats::ProxyStats {
+        self.routes.stats()
+    }
+
     /// Prometheus/OpenMetrics text of every metric, with the clusters of `table`.
     pub(crate) fn encode(&self, table: &Arc<Table>) -> Result<String, std::fmt::Error> {
         let mut out = String::new();

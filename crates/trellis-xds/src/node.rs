@@ -48,6 +48,11 @@ pub struct NodeMeta {
     /// only PERMISSIVE inbound ports accept it.
     #[serde(default)]
     pub mtls: bool,
+    /// Address of the proxy's admin server (`/stats`, `/config_dump`), which the control plane
+    /// reads for `trellis stat`, `trellis proxy-config` and the dashboard. Bound to loopback by
+    /// default, so only a control plane on the same host can read it.
+    #[serde(default)]
+    pub admin: Option<String>,
 }
 
 /// An outbound listener for one upstream service.

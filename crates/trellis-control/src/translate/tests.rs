@@ -77,6 +77,7 @@ fn node(service: &str, version: &str, inbound: u16) -> NodeMeta {
         http_proxy_port: Some(15103),
         locality: None,
         mtls: true,
+        admin: None,
     }
 }
 

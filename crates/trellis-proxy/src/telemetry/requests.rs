@@ -12,12 +12,12 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 
+use trellis_metrics::stats::{ProxyStats, StatsEntry};
+
 use super::{Direction, LocalWorkload, StatusClass};
 
 /// Upper bounds (seconds) of the latency histogram buckets; a last `+Inf` bucket follows.
-pub(crate) const LATENCY_BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+use trellis_metrics::stats::LATENCY_BOUNDS as LATENCY_BUCKETS;
 
 /// gRPC status codes 0 (`OK`) to 16 (`UNAUTHENTICATED`), and one more slot for plain HTTP.
 const GRPC_SLOTS: usize = 18;
@@ -290,6 +290,44 @@ impl RouteStatsSet {
             entry.latency_sum_seconds += p.sum_micros as f64 / 1e6;
         }
         merged.into_values().filter(|s| s.total() > 0).collect()
+    }
+
+    /// Every peer entry, for the control plane to collect (admin `/stats`).
+    pub(crate) fn stats(&self) -> ProxyStats {
+        let entries = self
+            .peers()
+            .into_iter()
+            .map(|p| {
+                let labels = self.workload_labels(&p);
+                let label = |i: usize| labels[i].1.to_owned();
+                let status_classes = std::array::from_fn(|c| p.responses[c].iter().sum());
+                let failures = StatusClass::ALL
+                    .iter()
+                    .flat_map(|&class| {
+                        p.responses[class.index()]
+                            .iter()
+                            .enumerate()
+                            .filter(move |&(slot, _)| classification(class, slot) == "failure")
+                            .map(|(_, n)| *n)
+                    })
+                    .sum();
+                StatsEntry {
+                    direction: p.direction.as_str().to_owned(),
+                    route: p.route.clone(),
+                    cluster: p.cluster.clone(),
+                    source_service: label(0),
+                    source_namespace: label(1),
+                    destination_service: label(4),
+                    destination_namespace: label(5),
+                    requests: p.total(),
+                    failures,
+                    status_classes,
+                    latency: p.buckets.to_vec(),
+                    latency_sum: p.sum_micros as f64 / 1e6,
+                }
+            })
+            .collect();
+        ProxyStats { entries }
     }
 
     /// The source and destination labels of a peer entry: the local workload on its own side,

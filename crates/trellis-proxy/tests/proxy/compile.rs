@@ -214,6 +214,20 @@ async fn a_nack_keeps_the_previous_table_and_is_counted() {
             .ends_with(r#",status_class="2xx",grpc_status="",classification="success"} 2"#)),
         "{text}"
     );
+    let stats = get(admin, "admin", "/stats").await;
+    let stats: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
+    let entry = &stats["entries"][0];
+    assert_eq!(
+        (
+            &entry["route"],
+            &entry["cluster"],
+            &entry["requests"],
+            &entry["failures"]
+        ),
+        (&"all".into(), &"svc".into(), &2.into(), &0.into()),
+        "{stats}"
+    );
+    assert_eq!(entry["latency"].as_array().map(Vec::len), Some(15));
     proxy.shutdown().await;
 }
 
