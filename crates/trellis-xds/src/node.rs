@@ -194,6 +194,7 @@ mod tests {
             http_proxy_port: Some(41002),
             locality: Some("eu/zone-a".into()),
             mtls: true,
+            admin: Some("127.0.0.1:15000".into()),
         };
         let node = meta.to_node("reviews-1");
         assert_eq!(node.id, "reviews-1");
