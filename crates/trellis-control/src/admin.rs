@@ -1,9 +1,9 @@
 //! The admin HTTP API (127.0.0.1 by default): health, readiness, Prometheus metrics and JSON
-//! views of services, workloads, proxies, config and route status.
+//! views of services, workloads, proxies, config, route status and request stats.
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -11,11 +11,18 @@ use axum::{Json, Router};
 
 use crate::ca::{CaService, JoinToken};
 use crate::control::ControlPlane;
+use crate::proxy_admin;
 use crate::registry::unix;
+use crate::stats::Collector;
 use crate::status::route_statuses;
 
-/// Builds the admin router over the control plane and its CA.
-pub(crate) fn router(control: Arc<ControlPlane>, ca: Arc<CaService<JoinToken>>) -> Router {
+/// Builds the admin router over the control plane, its CA and the proxies' stats
+/// (`/api/stats`).
+pub(crate) fn router(
+    control: Arc<ControlPlane>,
+    ca: Arc<CaService<JoinToken>>,
+    stats: Arc<Collector>,
+) -> Router {
     let identity = Router::new()
         .route("/api/identity", get(identity))
         .route("/api/identity/rotate", post(rotate))
@@ -27,10 +34,12 @@ pub(crate) fn router(control: Arc<ControlPlane>, ca: Arc<CaService<JoinToken>>) 
         .route("/api/services", get(services))
         .route("/api/workloads", get(workloads))
         .route("/api/proxies", get(proxies))
+        .route("/api/proxies/{node_id}/config", get(proxy_config))
         .route("/api/config", get(config))
         .route("/api/routes", get(routes))
         .with_state(control)
         .merge(identity)
+        .merge(crate::stats::router(stats))
 }
 
 type Ca = State<Arc<CaService<JoinToken>>>;
@@ -104,6 +113,21 @@ async fn workloads(State(control): Control) -> Response {
 
 async fn proxies(State(control): Control) -> Response {
     Json(control.proxies()).into_response()
+}
+
+/// The config a proxy has applied: its `/config_dump`, read from the admin address it
+/// advertised. 404 for a proxy that is not connected, 502 when its admin server cannot be read.
+async fn proxy_config(State(control): Control, Path(node_id): Path<String>) -> Response {
+    let Some(meta) = control.node_meta(&node_id) else {
+        let message = format!(
+            "no connected proxy has node id {node_id:?}: GET /api/proxies lists the connected ones\n"
+        );
+        return (StatusCode::NOT_FOUND, message).into_response();
+    };
+    match proxy_admin::get(meta.admin.as_deref(), "/config_dump").await {
+        Ok(dump) => ([(header::CONTENT_TYPE, "application/json")], dump).into_response(),
+        Err(e) => (StatusCode::BAD_GATEWAY, format!("proxy {node_id:?}: {e}\n")).into_response(),
+    }
 }
 
 async fn config(State(control): Control) -> Response {

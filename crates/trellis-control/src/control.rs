@@ -19,6 +19,7 @@ use trellis_xds::server::{Hooks, SnapshotWatch, StreamId};
 use crate::metrics::{Metrics, ReloadLabels, ReloadResult, TypeLabels};
 use crate::model::MeshModel;
 use crate::registry::{Nack, Proxy, ProxyView, Registry, WorkloadView, unix};
+use crate::stats::Target;
 use crate::translate::{SharedResources, translate_shared};
 
 /// The control plane's shared state.
@@ -205,6 +206,13 @@ impl ControlPlane {
             .collect()
     }
 
+    /// Connected proxies as the stats collector reads them.
+    pub(crate) fn stats_targets(&self) -> Vec<Target> {
+        let state = self.state();
+        let proxies = state.registry.values();
+        proxies.map(Proxy::stats_target).collect()
+    }
+
     /// Connected proxies' xDS state.
     pub fn proxies(&self) -> Vec<ProxyView> {
         self.state()
@@ -212,6 +220,16 @@ impl ControlPlane {
             .values()
             .map(Proxy::proxy_view)
             .collect()
+    }
+
+    /// The node metadata of the connected proxy `node_id` (the newest stream's, should two
+    /// streams share the id while a reconnect overlaps the old stream's end).
+    pub fn node_meta(&self, node_id: &str) -> Option<NodeMeta> {
+        let state = self.state();
+        let mut proxies = state.registry.values().rev();
+        proxies
+            .find(|p| p.node_id == node_id)
+            .map(|p| p.meta.clone())
     }
 
     /// The serving config and the last errors.

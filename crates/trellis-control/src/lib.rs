@@ -1,6 +1,6 @@
 //! The Trellis control plane: config sources (files), the workload registry (proxies that
 //! connect over ADS), the translator from config and registry to per-proxy xDS snapshots, the
-//! ADS server, and the admin API.
+//! ADS server, the admin API, and the request stats it collects from the proxies' admin servers.
 //!
 //! It never touches the data path: proxies carry traffic, the control plane only configures them.
 
@@ -10,7 +10,9 @@ mod control;
 mod files;
 mod metrics;
 mod model;
+mod proxy_admin;
 mod registry;
+mod stats;
 mod status;
 pub mod translate;
 
@@ -31,6 +33,7 @@ pub use control::{ConfigView, ControlPlane};
 pub use files::{FileSource, FilesError};
 pub use model::{EndpointModel, MeshModel, ServiceModel};
 pub use registry::{Nack, ProxyView, WorkloadView};
+pub use stats::{DEFAULT_STATS_INTERVAL, STATS_RETENTION, StatsBy, StatsReport, StatsRow};
 
 /// Where the control plane listens and what it loads.
 #[derive(Debug, Clone)]
@@ -50,6 +53,9 @@ pub struct ControlOptions {
     pub svid_ttl: Option<Duration>,
     /// A user-supplied root or intermediate instead of the self-signed root.
     pub user_ca: Option<ca::UserCa>,
+    /// How often to read every proxy's admin `/stats` for `/api/stats`
+    /// ([`DEFAULT_STATS_INTERVAL`]; tests shorten it); zero reads nothing.
+    pub stats_interval: Duration,
 }
 
 /// Why the control plane could not start.
@@ -188,7 +194,8 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, StartError> {
             tracing::error!(error = %e, "xds server stopped");
         }
     });
-    let router = admin::router(control.clone(), ca.clone());
+    let stats = Arc::new(stats::Collector::new(control.clone(), opts.stats_interval));
+    let router = admin::router(control.clone(), ca.clone(), stats.clone());
     let admin_task = tokio::spawn(async move {
         if let Err(e) = axum::serve(admin, router).await {
             tracing::error!(error = %e, "admin server stopped");
@@ -205,6 +212,7 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, StartError> {
         })
     };
     let mut tasks = vec![xds_task, admin_task, upkeep];
+    tasks.extend(stats.spawn());
     if !opts.warmup.is_zero() {
         let control = control.clone();
         tasks.push(tokio::spawn(async move {

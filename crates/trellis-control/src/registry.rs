@@ -14,6 +14,8 @@ use trellis_xds::node::NodeMeta;
 use trellis_xds::server::StreamId;
 use trellis_xds::{Snapshot, TypeUrl};
 
+use crate::stats::Target;
+
 /// Trust domain of workload identities until MeshConfig makes it configurable.
 pub(crate) const TRUST_DOMAIN: &str = "cluster.local";
 
@@ -123,6 +125,16 @@ impl Proxy {
             locality: self.meta.locality.clone(),
             identity: self.identity(),
             connected_at_unix: unix(self.connected_at),
+        }
+    }
+
+    /// What the stats collector reads this proxy by.
+    pub(crate) fn stats_target(&self) -> Target {
+        Target {
+            node_id: self.node_id.clone(),
+            service: self.meta.service.clone(),
+            namespace: self.meta.namespace.clone(),
+            admin: self.meta.admin.clone(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Gateway API status of every HTTPRoute and GRPCRoute, per parentRef: `Accepted` (the parent
 //! Service exists) and `ResolvedRefs` (every backend and mirror Service, and every
-//! FaultInjection and RateLimit an `ExtensionRef` names, exists). A pure function of the model,
-//! served by the admin API as `/api/routes`.
+//! FaultInjection and RateLimit an `ExtensionRef` names, exists), with each rule's backends. A
+//! pure function of the model, served by the admin API as `/api/routes`.
 
 use serde::Serialize;
 use trellis_api::{BackendRef, ExtensionKind, HttpRouteFilter, Meta, ParentRef};
@@ -20,6 +20,30 @@ pub(crate) struct RouteStatus {
     pub(crate) namespace: String,
     /// One entry per parentRef, in the route's order.
     pub(crate) parents: Vec<ParentStatus>,
+    /// One entry per rule, in the route's order: where it forwards.
+    pub(crate) rules: Vec<RuleBackends>,
+}
+
+/// The backends of one rule (none when it redirects or answers with an error).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RuleBackends {
+    /// The rule's backendRefs, in order.
+    pub(crate) backend_refs: Vec<BackendStatus>,
+}
+
+/// A backendRef as status reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(crate) struct BackendStatus {
+    /// The Service's name.
+    pub(crate) name: String,
+    /// The Service's namespace (the route's when the ref names none).
+    pub(crate) namespace: String,
+    /// The Service port, if the ref names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) port: Option<u16>,
+    /// Its relative share of the rule's traffic.
+    pub(crate) weight: u32,
 }
 
 /// The route's status towards one parent.
@@ -115,7 +139,17 @@ fn status<'a>(
     };
     let mut missing = Vec::new();
     let mut unresolved = Vec::new();
+    let mut summaries = Vec::new();
     for (i, (backends, filters)) in rules.enumerate() {
+        let backend_refs = backends.iter().map(|b| BackendStatus {
+            name: b.name.clone(),
+            namespace: b.namespace_or(ns).to_owned(),
+            port: b.port,
+            weight: b.weight,
+        });
+        summaries.push(RuleBackends {
+            backend_refs: backend_refs.collect(),
+        });
         for (j, b) in backends.iter().enumerate() {
             let namespace = b.namespace_or(ns);
             if !found(&b.name, namespace) {
@@ -203,6 +237,7 @@ fn status<'a>(
         name: meta.name.clone(),
         namespace: ns.to_owned(),
         parents,
+        rules: summaries,
     }
 }
 

@@ -45,6 +45,18 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> String {
     body.to_owned()
 }
 
+/// GETs `path` from the admin API; returns the status code and the body.
+async fn get_any(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
 async fn get_json(addr: std::net::SocketAddr, path: &str) -> Value {
     let body = get(addr, path).await;
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
@@ -59,6 +71,7 @@ async fn start(dir: &std::path::Path) -> ControlHandle {
         warmup: Duration::ZERO,
         svid_ttl: None,
         user_ca: None,
+        stats_interval: trellis_control::DEFAULT_STATS_INTERVAL,
     })
     .await
     .unwrap()
@@ -127,9 +140,18 @@ fn client_for(
         ip: "127.0.0.1".into(),
         ..NodeMeta::default()
     };
+    spawn_client(control, &format!("{service}-1"), &meta, handler)
+}
+
+fn spawn_client(
+    control: &ControlHandle,
+    node_id: &str,
+    meta: &NodeMeta,
+    handler: Recorder,
+) -> tokio::task::JoinHandle<()> {
     let opts = ClientOptions {
         endpoint: format!("http://{}", control.xds_addr()),
-        node: meta.to_node(&format!("{service}-1")),
+        node: meta.to_node(node_id),
         backoff_min: Duration::from_millis(20),
         backoff_max: Duration::from_millis(200),
     };
@@ -336,4 +358,106 @@ async fn route_status_names_a_missing_backend() {
     let message = resolved["message"].as_str().unwrap();
     assert!(message.contains("missing.default"), "{message}");
     assert!(!message.contains("legacy"), "{message}");
+}
+
+/// A stand-in proxy admin server: answers `/config_dump` with `dump`, or never answers when
+/// `dump` is `None`. Returns its address.
+async fn admin_server(dump: Option<&'static str>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut request = [0; 1024];
+                let n = stream.read(&mut request).await.unwrap();
+                assert!(request[..n].starts_with(b"GET /config_dump HTTP/1.1\r\n"));
+                let Some(dump) = dump else {
+                    return std::future::pending().await;
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    dump.len()
+                );
+                stream.write_all(head.as_bytes()).await.unwrap();
+                stream.write_all(dump.as_bytes()).await.unwrap();
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn proxy_config_is_read_from_the_proxy_or_says_why_not() {
+    const DUMP: &str = r#"{"versions": {"cds": "7"}, "listeners": [], "clusters": []}"#;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    let control = start(dir.path()).await;
+    let admin = control.admin_addr();
+    let config = async |id: &str| get_any(admin, &format!("/api/proxies/{id}/config")).await;
+
+    let (status, body) = config("nobody").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body.starts_with("no connected proxy has node id \"nobody\""),
+        "{body}"
+    );
+
+    let gone = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let proxies = [
+        ("serving", Some(admin_server(Some(DUMP)).await)),
+        ("silent", Some(admin_server(None).await)),
+        ("gone", Some(gone.clone())),
+        ("unadvertised", None),
+    ];
+    let clients: Vec<_> = proxies
+        .iter()
+        .map(|(id, addr)| {
+            let meta = NodeMeta {
+                service: "web".into(),
+                app_port: 9000,
+                inbound_port: 9001,
+                admin: addr.clone(),
+                ..NodeMeta::default()
+            };
+            spawn_client(&control, id, &meta, Recorder::default())
+        })
+        .collect();
+    eventually("every proxy registered", async || {
+        get_json(admin, "/api/proxies")
+            .await
+            .as_array()
+            .map(Vec::len)
+            == Some(4)
+    })
+    .await;
+
+    let (status, body) = config("serving").await;
+    assert_eq!((status, body.as_str()), (200, DUMP));
+
+    let started = Instant::now();
+    let (status, body) = config("silent").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("did not answer within 1s"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(3), "bounded wait");
+
+    let (status, body) = config("gone").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.starts_with(&format!(
+            "proxy \"gone\": connecting to its admin server at {gone}:"
+        )),
+        "{body}"
+    );
+
+    let (status, body) = config("unadvertised").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("advertised no admin address"), "{body}");
+
+    for client in clients {
+        client.abort();
+    }
 }

@@ -60,6 +60,7 @@ impl DemoMesh {
             warmup: Duration::ZERO,
             svid_ttl: None,
             user_ca: None,
+            stats_interval: trellis_control::DEFAULT_STATS_INTERVAL,
         })
         .await?;
         control
@@ -161,6 +162,8 @@ async fn sidecar(
         ca_token: Some(token.to_owned()),
         trust_domain: "cluster.local".to_owned(),
         svid_ttl: None,
+        access_log: None,
+        tracing: None,
     })
     .await?)
 }

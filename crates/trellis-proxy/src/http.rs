@@ -34,9 +34,9 @@ use crate::config::route::{Action, RedirectFrom, Route};
 use crate::drain::DrainWatch;
 use crate::error::{ForwardError, ResponseBody};
 use crate::table::{Shared, Table};
-use crate::telemetry::{Direction, RouteClusterStats};
+use crate::telemetry::{Direction, PendingEvent, RouteClusterStats};
 use http_body_util::Either;
-use metered::Recorder;
+use metered::{Recorder, Upstream, WantUpstream};
 
 /// What every request on one downstream connection shares.
 #[derive(Debug)]
@@ -104,16 +104,87 @@ where
     }
 }
 
+/// What a request's metrics and its event (access log, taps) need when its response is known.
+struct Accounting<'c> {
+    conn: &'c HttpConnection,
+    started: Instant,
+    grpc: bool,
+    /// The request's event, when a log or a tap wants it.
+    event: Option<Box<PendingEvent>>,
+}
+
+impl Accounting<'_> {
+    /// Counts `response` in `stats`, now for the latency and when its body ends for the rest;
+    /// the event records `route`, `cluster` and `flags`.
+    fn respond(
+        self,
+        stats: &RouteClusterStats,
+        route: &str,
+        cluster: &str,
+        flags: &'static str,
+        mut response: Response<ResponseBody>,
+    ) -> Response<ResponseBody> {
+        let counters = stats.for_peer(self.conn.peer_identity.as_ref());
+        counters.latency(self.started.elapsed());
+        let event = self.event.map(|mut event| {
+            let upstream = response.extensions().get::<Upstream>().map(|u| u.0);
+            event.respond(route, cluster, response.status().as_u16(), flags, upstream);
+            (event, self.conn.shared.metrics.events.clone())
+        });
+        let recorder = Recorder::new(
+            counters,
+            response.status(),
+            response.headers(),
+            self.grpc,
+            event,
+        );
+        match response.body_mut() {
+            Either::Left(body) => body.record(recorder),
+            Either::Right(body) => {
+                recorder.finish_local(hyper::body::Body::size_hint(body).exact().unwrap_or(0));
+            }
+        }
+        response
+    }
+}
+
 /// One request, start to response headers; counted in the metrics when its response ends.
-async fn handle(conn: &HttpConnection, req: Request<Incoming>) -> Response<ResponseBody> {
+async fn handle(conn: &HttpConnection, mut req: Request<Incoming>) -> Response<ResponseBody> {
     let started = Instant::now();
     let table = conn.shared.table.load_full();
-    // Cheap clones (shared bytes) kept for the access log after the request is sent.
-    let method = req.method().clone();
-    let uri = req.uri().clone();
+    let metrics = &conn.shared.metrics;
+    let span = metrics
+        .events
+        .tracer()
+        .and_then(|tracer| tracer.start(req.headers_mut()));
+    let event = (span.is_some() || metrics.events.wanted()).then(|| {
+        // Marks the request so the exchange notes the endpoint that answers.
+        req.extensions_mut().insert(WantUpstream);
+        let local = metrics.local_identity().to_owned();
+        let peer = conn.peer_identity.as_deref().unwrap_or_default().to_owned();
+        let identities = match conn.direction {
+            Direction::Inbound => (peer, local),
+            Direction::Outbound => (local, String::new()),
+        };
+        PendingEvent::start(
+            conn.direction,
+            req.method(),
+            req.uri(),
+            req.version(),
+            req.headers(),
+            conn.peer,
+            identities,
+            span,
+        )
+    });
     let grpc = RequestView::new(&req).is_grpc();
-    let peer = conn.peer_identity.as_ref();
-    let unrouted = conn.shared.metrics.unrouted(conn.direction);
+    let accounting = Accounting {
+        conn,
+        started,
+        grpc,
+        event,
+    };
+    let unrouted = metrics.unrouted(conn.direction);
     if !conn.config.authz.is_empty() {
         let view = RequestView::new(&req);
         let subject = Subject {
@@ -121,49 +192,50 @@ async fn handle(conn: &HttpConnection, req: Request<Incoming>) -> Response<Respo
             request: Some(&view),
         };
         if let Decision::Deny(policy) = authorize(&conn.config.authz, subject) {
-            conn.shared
-                .metrics
-                .authz_denied(conn.direction, if grpc { "grpc" } else { "http" });
+            metrics.authz_denied(conn.direction, if grpc { "grpc" } else { "http" });
             tracing::info!(
-                %method,
-                path = uri.path(),
+                method = %req.method(),
+                path = req.uri().path(),
                 peer_identity = ?conn.peer_identity,
                 ?policy,
                 "request denied by authorization policy"
             );
-            return local_reply(unrouted, peer, grpc, started, local::denied(grpc));
+            return accounting.respond(unrouted, "", "", "RBAC", local::denied(grpc));
         }
     }
     let route = match route(conn, &table, &req) {
         Ok(route) => route,
         Err(e) => {
             tracing::trace!(
-                %method,
-                path = uri.path(),
+                path = req.uri().path(),
                 status = e.status().as_u16(),
                 flag = e.flag(),
                 error = %e,
                 "request"
             );
-            return local_reply(unrouted, peer, grpc, started, e.response());
+            return accounting.respond(unrouted, "", "", e.flag(), e.response());
         }
     };
     let local_stats = route.local_stats(conn.direction);
     if let Some(reply) = faults::check(conn, route, &req).await {
         tracing::trace!(
-            %method,
-            path = uri.path(),
+            path = req.uri().path(),
             route = %route.name,
             status = reply.status().as_u16(),
             "request answered by a fault or rate limit"
         );
-        return local_reply(local_stats, peer, grpc, started, reply);
+        let flags = if reply.status() == http::StatusCode::TOO_MANY_REQUESTS {
+            "RL"
+        } else {
+            "FI"
+        };
+        return accounting.respond(local_stats, &route.name, "", flags, reply);
     }
-    let (response, cluster, flag) = match &route.action {
+    match &route.action {
         Action::Forward(action) => {
             let target = action.clusters.pick();
             let result = forward::forward(conn, &table, route, action, target, req).await;
-            let (mut response, flag) = match result {
+            let (response, flag) = match result {
                 Ok(response) => (response, "-"),
                 Err(e) => {
                     tracing::debug!(
@@ -175,16 +247,11 @@ async fn handle(conn: &HttpConnection, req: Request<Incoming>) -> Response<Respo
                     (e.response(), e.flag())
                 }
             };
-            let counters = target.stats(conn.direction).for_peer(peer);
-            counters.latency(started.elapsed());
-            let recorder = Recorder::new(counters, response.status(), response.headers(), grpc);
-            match response.body_mut() {
-                Either::Left(body) => body.record(recorder),
-                Either::Right(_) => recorder.finish_local(),
-            }
-            (response, target.cluster.as_str(), flag)
+            let stats = target.stats(conn.direction);
+            accounting.respond(stats, &route.name, &target.cluster, flag, response)
         }
         Action::Redirect(redirect) => {
+            let uri = req.uri();
             let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
             let view = RequestView::new(&req);
             let from = RedirectFrom {
@@ -195,42 +262,14 @@ async fn handle(conn: &HttpConnection, req: Request<Incoming>) -> Response<Respo
             };
             let mut response = local::redirect(redirect, from);
             route.response_headers.apply(response.headers_mut());
-            let response = local_reply(local_stats, peer, grpc, started, response);
-            (response, "-", "-")
+            accounting.respond(local_stats, &route.name, "", "-", response)
         }
         Action::Direct(direct) => {
             let mut response = local::direct(direct);
             route.response_headers.apply(response.headers_mut());
-            let response = local_reply(local_stats, peer, grpc, started, response);
-            (response, "-", "-")
+            accounting.respond(local_stats, &route.name, "", "-", response)
         }
-    };
-    tracing::trace!(
-        %method,
-        path = uri.path(),
-        route = %route.name,
-        cluster,
-        status = response.status().as_u16(),
-        flag,
-        elapsed = ?started.elapsed(),
-        peer = %conn.peer,
-        "request"
-    );
-    response
-}
-
-/// Counts a reply the proxy made itself (complete as it is sent) in `stats`.
-fn local_reply(
-    stats: &RouteClusterStats,
-    peer: Option<&Arc<str>>,
-    grpc: bool,
-    started: Instant,
-    response: Response<ResponseBody>,
-) -> Response<ResponseBody> {
-    let counters = stats.for_peer(peer);
-    counters.latency(started.elapsed());
-    Recorder::new(counters, response.status(), response.headers(), grpc).finish_local();
-    response
+    }
 }
 
 /// The route stage: the listener's route config, then its first matching route.

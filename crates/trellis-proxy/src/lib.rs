@@ -31,5 +31,7 @@ mod tls;
 pub use handler::ConfigHandler;
 pub use options::ProxyOptions;
 pub use proxy::{ProxyError, ProxyHandle, start};
-pub use telemetry::{Direction, RouteStats, StatusClass};
+pub use telemetry::{
+    AccessLogFormat, Direction, RequestEvent, RouteStats, StatusClass, TracingOptions,
+};
 pub use trellis_xds::TypeUrl;

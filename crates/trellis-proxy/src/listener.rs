@@ -288,7 +288,11 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stream, _) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let shared = Arc::new(Shared::new(Metrics::new(LocalWorkload::default())));
+        let shared = Arc::new(Shared::new(Metrics::new(
+            LocalWorkload::default(),
+            None,
+            None,
+        )));
         let (_drain, watch) = Drain::new();
         let task = connection(stream.unwrap(), addr, addr.port(), shared, watch);
         let size = std::mem::size_of_val(&task);

@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::telemetry::{AccessLogFormat, TracingOptions};
+
 /// Startup options of a sidecar proxy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProxyOptions {
     /// ADS endpoint URL, e.g. `http://127.0.0.1:15010`.
     pub control_plane: String,
@@ -40,6 +42,11 @@ pub struct ProxyOptions {
     pub trust_domain: String,
     /// SVID lifetime to ask for; `None` takes the CA's default.
     pub svid_ttl: Option<Duration>,
+    /// Log every request to stdout in this format; `None` logs none.
+    pub access_log: Option<AccessLogFormat>,
+    /// Export spans of sampled requests to an OTLP collector; `None` traces none (trace
+    /// headers still pass through untouched).
+    pub tracing: Option<TracingOptions>,
 }
 
 impl Default for ProxyOptions {
@@ -62,6 +69,8 @@ impl Default for ProxyOptions {
             ca_token: None,
             trust_domain: "cluster.local".to_owned(),
             svid_ttl: None,
+            access_log: None,
+            tracing: None,
         }
     }
 }

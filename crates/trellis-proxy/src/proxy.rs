@@ -19,7 +19,7 @@ use crate::drain::Drain;
 use crate::handler::ConfigHandler;
 use crate::options::ProxyOptions;
 use crate::table::Shared;
-use crate::telemetry::{LocalWorkload, Metrics, RouteStats};
+use crate::telemetry::{LocalWorkload, Metrics, RouteStats, Tracer};
 use crate::tls::agent::{self, AgentOptions};
 use crate::{admin, listener};
 
@@ -48,6 +48,9 @@ pub enum ProxyError {
     /// Service, namespace or trust domain do not form a SPIFFE ID.
     #[error("workload identity: {0}")]
     Identity(#[from] SpiffeIdError),
+    /// The trace collector is not a valid `http://host:port` URL.
+    #[error("trace collector {0:?} is not a valid http:// URL: {1}")]
+    Tracing(String, tonic::transport::Error),
 }
 
 /// A running proxy. Dropping it stops the proxy abruptly; prefer [`ProxyHandle::shutdown`].
@@ -151,7 +154,12 @@ pub async fn start(opts: ProxyOptions) -> Result<ProxyHandle, ProxyError> {
             .map(|id| id.to_string())
             .unwrap_or_default(),
     };
-    let shared = Arc::new(Shared::new(Metrics::new(local)));
+    let tracer = opts
+        .tracing
+        .as_ref()
+        .map(|t| Tracer::new(t, &local).map_err(|e| ProxyError::Tracing(t.collector.clone(), e)))
+        .transpose()?;
+    let shared = Arc::new(Shared::new(Metrics::new(local, opts.access_log, tracer)));
     let handler = ConfigHandler::new(shared.clone(), inbound_addr.port());
     let (drain, watch) = Drain::new();
 

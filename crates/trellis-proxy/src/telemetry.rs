@@ -4,8 +4,10 @@
 //! them.
 
 mod clusters;
+mod events;
 mod requests;
 mod tcp;
+mod trace;
 
 use std::sync::Arc;
 
@@ -16,9 +18,13 @@ use prometheus_client::registry::Registry;
 use trellis_metrics::ProcessCollector;
 
 pub(crate) use clusters::ClusterEvents;
+pub use events::{AccessLogFormat, RequestEvent};
+pub(crate) use events::{Events, PendingEvent};
 pub use requests::RouteStats;
 pub(crate) use requests::{NOT_GRPC, RequestCounters, RouteClusterStats};
 pub(crate) use tcp::TcpStats;
+pub(crate) use trace::Tracer;
+pub use trace::TracingOptions;
 
 use crate::table::Table;
 use crate::tls::agent::AgentMetrics;
@@ -139,12 +145,39 @@ pub(crate) struct Metrics {
     /// The certificate agent's gauges.
     pub(crate) identity: AgentMetrics,
     authz_denials: Family<XdsLabels, Counter>,
+    /// Access log and taps.
+    pub(crate) events: Arc<Events>,
 }
 
 impl Metrics {
-    /// Creates and registers every metric; `local` labels the local side of requests.
-    pub(crate) fn new(local: LocalWorkload) -> Self {
+    /// Creates and registers every metric; `local` labels the local side of requests, requests
+    /// are logged in `access_log` format (a Tokio runtime must be running then) and traced by
+    /// `tracer`.
+    pub(crate) fn new(
+        local: LocalWorkload,
+        access_log: Option<AccessLogFormat>,
+        tracer: Option<Tracer>,
+    ) -> Self {
         let mut registry = Registry::default();
+        if let Some(tracer) = &tracer {
+            let (exported, dropped) = tracer.counters();
+            registry.register(
+                "trellis_trace_spans_exported",
+                "Spans the collector accepted",
+                ConstCounterFn(exported),
+            );
+            registry.register(
+                "trellis_trace_spans_dropped",
+                "Spans dropped: the export queue was full or the collector failed",
+                ConstCounterFn(dropped),
+            );
+        }
+        let events = Arc::new(Events::new(access_log, tracer));
+        registry.register(
+            "trellis_access_log_dropped",
+            "Access log lines dropped because stdout could not keep up",
+            ConstCounterFn(events.dropped()),
+        );
         let routes = Arc::new(RouteStatsSet::new(local));
         let unrouted = [Direction::Inbound, Direction::Outbound].map(|d| routes.handle(d, "", ""));
         let xds_updates = Family::<XdsLabels, Counter>::default();
@@ -192,6 +225,7 @@ impl Metrics {
             tcp,
             identity,
             authz_denials,
+            events,
         }
     }
 
@@ -211,6 +245,11 @@ impl Metrics {
         cluster: &str,
     ) -> Arc<RouteClusterStats> {
         self.routes.handle(direction, route, cluster)
+    }
+
+    /// The local workload's SPIFFE ID (empty without mTLS).
+    pub(crate) fn local_identity(&self) -> &str {
+        &self.routes.local().identity
     }
 
     /// The stats of requests answered before a route was chosen.
@@ -253,6 +292,24 @@ impl Metrics {
     }
 }
 
+/// A counter read from a shared atomic at scrape time.
+#[derive(Debug)]
+struct ConstCounterFn(Arc<std::sync::atomic::AtomicU64>);
+
+impl prometheus_client::encoding::EncodeMetric for ConstCounterFn {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let n = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        encoder.encode_counter::<prometheus_client::encoding::NoLabelSet, _, f64>(&n, None)
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Counter
+    }
+}
+
 /// The gRPC status a response carries in its headers (a trailers-only answer), if any.
 pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<u8> {
     headers
@@ -288,7 +345,7 @@ mod tests {
             workload: "web-1".into(),
             identity: "spiffe://td/ns/shop/sa/web".into(),
         };
-        let m = Metrics::new(local);
+        let m = Metrics::new(local, None, None);
         let h = m.route_stats(Direction::Outbound, "r1", "outbound|api.shop");
         let counters = h.for_peer(None);
         counters.latency(Duration::from_millis(3));

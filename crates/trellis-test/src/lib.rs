@@ -1,6 +1,6 @@
 //! Support for Trellis integration tests: backend servers (HTTP echo, raw HTTP recorder, gRPC
-//! health, WebSocket, TCP), client helpers, polling assertions, temporary config dirs and a real
-//! Prometheus to scrape metrics.
+//! health, WebSocket, TCP), client helpers, polling assertions, temporary config dirs, a real
+//! Prometheus to scrape metrics and an OTLP receiver for spans.
 //!
 //! Everything binds `127.0.0.1:0` and stops when its handle drops. [`TestMesh`] runs the real
 //! control plane and sidecars in-process. This crate is never a dependency of production code.
@@ -11,6 +11,7 @@ mod grpc_health;
 mod http_client;
 mod http_echo;
 mod mesh;
+mod otlp;
 mod prometheus;
 mod raw_recorder;
 mod server;
@@ -31,6 +32,7 @@ pub use http_echo::{
     EchoLog, EchoReply, Quirks, spawn_http_echo, spawn_quirky_http_echo, spawn_recording_http_echo,
 };
 pub use mesh::{Sidecar, TestMesh};
+pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use prometheus::{Prometheus, Sample};
 pub use raw_recorder::{RawRecorder, spawn_raw_http_recorder};
 pub use server::Server;

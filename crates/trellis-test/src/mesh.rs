@@ -6,12 +6,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use trellis_control::{ControlHandle, ControlOptions};
-use trellis_proxy::{ProxyHandle, ProxyOptions};
+use trellis_proxy::{ProxyHandle, ProxyOptions, TracingOptions};
 
 use crate::{Deadline, TempConfigDir};
 
 /// How long a sidecar may take to get its first config in tests.
 const READY: Duration = Duration::from_secs(10);
+
+/// How often the control plane reads the sidecars' stats: short, so a test sees its traffic in
+/// `/api/stats` within a fraction of a second.
+const STATS_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Warm-up of a restarted control plane: longer than the proxies' reconnect backoff after a
 /// short outage, so every sidecar re-registers before config is published.
@@ -47,6 +51,8 @@ pub struct Sidecar {
     pub advertise: Option<SocketAddr>,
     /// The workload's locality, `region/zone/subzone`.
     pub locality: Option<String>,
+    /// Where and how much the sidecar traces.
+    pub tracing: Option<TracingOptions>,
 }
 
 impl Sidecar {
@@ -62,6 +68,15 @@ impl Sidecar {
     /// Adds an upstream with an outbound port.
     pub fn upstream(mut self, service: &str) -> Sidecar {
         self.upstreams.push(service.to_owned());
+        self
+    }
+
+    /// Traces every request, exporting spans to the OTLP collector at `collector`.
+    pub fn traced(mut self, collector: &str) -> Sidecar {
+        self.tracing = Some(TracingOptions {
+            collector: collector.to_owned(),
+            sampling_percent: 100.0,
+        });
         self
     }
 
@@ -152,6 +167,8 @@ impl TestMesh {
             ca_token: Some(self.join_token.clone()),
             trust_domain: "cluster.local".to_owned(),
             svid_ttl: None,
+            access_log: None,
+            tracing: spec.tracing,
         })
         .await
         .with_context(|| format!("starting the sidecar of {}", spec.service))?;
@@ -210,6 +227,7 @@ async fn start_control(
         warmup,
         svid_ttl,
         user_ca: None,
+        stats_interval: STATS_INTERVAL,
     })
     .await
     .context("starting the control plane")

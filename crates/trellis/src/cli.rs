@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use trellis_proxy::AccessLogFormat;
 
 use crate::cmd;
 
@@ -37,6 +38,39 @@ enum Command {
     Demo(DemoArgs),
     /// The mesh's certificate authority: show the roots, list issued SVIDs, rotate the root.
     Identity(IdentityArgs),
+    /// Success rate, requests per second and latency percentiles per service, route or edge
+    /// over a recent window, from the control plane.
+    Stat(StatArgs),
+    /// Every HTTPRoute and GRPCRoute: parents, backends with weights, Gateway API status.
+    Routes(AdminArgs),
+    /// The config a proxy has applied: listeners, routes, clusters and endpoints.
+    ProxyConfig(ProxyConfigArgs),
+    /// Check the control plane and the mesh; exits with status 1 when a check fails.
+    Check(AdminArgs),
+}
+
+/// Flags of the commands that only read the control plane's admin API.
+#[derive(Debug, Args)]
+pub(crate) struct AdminArgs {
+    /// The control plane's admin address.
+    #[arg(long, default_value = "127.0.0.1:15014", value_parser = parse_addr)]
+    pub(crate) admin_addr: SocketAddr,
+}
+
+/// `trellis proxy-config` flags.
+#[derive(Debug, Args)]
+pub(crate) struct ProxyConfigArgs {
+    /// The proxy: its node id, a unique prefix of it, or a service with exactly one proxy.
+    pub(crate) proxy: String,
+    /// Which part of the config to show.
+    #[arg(long = "type", value_enum, default_value = "all")]
+    pub(crate) r#type: cmd::proxy_config::ConfigType,
+    /// Print the proxy's config dump (the chosen part of it) as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// The control plane's admin address.
+    #[arg(long, default_value = "127.0.0.1:15014", value_parser = parse_addr)]
+    pub(crate) admin_addr: SocketAddr,
 }
 
 /// `trellis identity` flags.
@@ -47,6 +81,27 @@ pub(crate) struct IdentityArgs {
     /// The control plane's admin address.
     #[arg(long, global = true, default_value = "127.0.0.1:15014", value_parser = parse_addr)]
     pub(crate) admin_addr: SocketAddr,
+}
+
+/// `trellis stat` flags.
+#[derive(Debug, Args)]
+pub(crate) struct StatArgs {
+    /// Only this service (`NAME` or `NAME.NAMESPACE`); with `--by edge`, as caller or callee.
+    pub(crate) service: Option<String>,
+    /// How far back to look (at most 2m, what the control plane keeps).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub(crate) window: Duration,
+    /// Rows per `service` (requests it received), `route` (per route of each service) or
+    /// `edge` (caller → callee, from the callers' proxies).
+    #[arg(long, default_value = "service", value_parser = parse_stats_by)]
+    pub(crate) by: trellis_control::StatsBy,
+    /// The control plane's admin address.
+    #[arg(long, default_value = "127.0.0.1:15014", value_parser = parse_addr)]
+    pub(crate) admin_addr: SocketAddr,
+}
+
+fn parse_stats_by(s: &str) -> Result<trellis_control::StatsBy, String> {
+    s.parse()
 }
 
 /// What `trellis identity` does.
@@ -132,6 +187,32 @@ pub(crate) struct SidecarArgs {
     /// Workload certificate lifetime to ask for (default: the CA's).
     #[arg(long, value_parser = parse_duration)]
     pub(crate) svid_ttl: Option<Duration>,
+    /// Log every request to stdout: `json` (one object per line) or `plain` (Envoy's default
+    /// format); off when absent.
+    #[arg(long, env = "TRELLIS_ACCESS_LOG", value_parser = parse_access_log)]
+    pub(crate) access_log: Option<AccessLogFormat>,
+    /// Export spans over OTLP/gRPC to this collector (e.g. `http://127.0.0.1:4317`); trace
+    /// headers pass through untouched when absent.
+    #[arg(long, env = "TRELLIS_TRACE_COLLECTOR")]
+    pub(crate) trace_collector: Option<String>,
+    /// Percent of requests without a caller's sampling decision to trace.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_percent)]
+    pub(crate) trace_sampling: f64,
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("expected a percent from 0 to 100, found {s:?}")),
+    }
+}
+
+fn parse_access_log(s: &str) -> Result<AccessLogFormat, String> {
+    match s {
+        "json" => Ok(AccessLogFormat::Json),
+        "plain" => Ok(AccessLogFormat::Plain),
+        other => Err(format!("expected json or plain, found {other:?}")),
+    }
 }
 
 /// `$TRELLIS_HOME`, else `$HOME/.trellis`, else `.trellis`.
@@ -251,6 +332,10 @@ pub(crate) fn main() -> ExitCode {
             Command::Run(args) => cmd::run::run(args).await,
             Command::Demo(args) => cmd::demo::run(args).await,
             Command::Identity(args) => cmd::identity::run(args).await,
+            Command::Stat(args) => cmd::stat::run(args).await,
+            Command::Routes(args) => cmd::routes::run(args).await,
+            Command::ProxyConfig(args) => cmd::proxy_config::run(args).await,
+            Command::Check(args) => cmd::check::run(args).await,
         }
     });
     match result {

@@ -1,8 +1,14 @@
 //! One module per subcommand.
 
+mod api;
+pub(crate) mod check;
 pub(crate) mod control;
 pub(crate) mod demo;
 pub(crate) mod identity;
 pub(crate) mod proxy;
+pub(crate) mod proxy_config;
+pub(crate) mod routes;
 pub(crate) mod run;
 mod signal;
+pub(crate) mod stat;
+mod table;

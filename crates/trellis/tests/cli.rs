@@ -41,7 +41,7 @@ struct Control {
     xds: SocketAddr,
     admin: SocketAddr,
     token_file: String,
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    dirs: (tempfile::TempDir, tempfile::TempDir),
 }
 
 impl Control {
@@ -53,6 +53,54 @@ impl Control {
             "--token-file".to_owned(),
             self.token_file.clone(),
         ]
+    }
+}
+
+impl Control {
+    /// Writes `yaml` as `name` into the watched config dir.
+    fn write_config(&self, name: &str, yaml: &str) {
+        std::fs::write(self.dirs.0.path().join(name), yaml).unwrap();
+    }
+
+    /// Starts `trellis proxy` with node id `node_id` and `args` (service, labels, upstreams).
+    fn sidecar(&self, node_id: &str, args: &[&str]) -> KillOnDrop {
+        let child = trellis()
+            .args([
+                "proxy",
+                "--node-id",
+                node_id,
+                "--app-port",
+                "1",
+                "--admin",
+                "0",
+            ])
+            .args(args)
+            .args(self.sidecar_args())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        KillOnDrop(child)
+    }
+
+    /// Runs `trellis ARGS --admin-addr ADMIN`; returns success, stdout and stderr.
+    fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = trellis()
+            .args(args)
+            .args(["--admin-addr", &self.admin.to_string()])
+            .output()
+            .unwrap();
+        let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+        (out.status.success(), text(out.stdout), text(out.stderr))
+    }
+}
+
+/// A child process killed (by its PID) and reaped on drop.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -97,7 +145,7 @@ fn start_control() -> Control {
         xds: json["xds"].as_str().unwrap().parse().unwrap(),
         admin: json["admin"].as_str().unwrap().parse().unwrap(),
         token_file: data.path().join("join-token").display().to_string(),
-        _dirs: (config, data),
+        dirs: (config, data),
     }
 }
 
@@ -200,6 +248,7 @@ fn run_meshes_real_apps_end_to_end() {
     std::fs::write(web_root.path().join("hello.txt"), "hello through the mesh").unwrap();
     let mut server = trellis()
         .args(["run", "--service", "files", "--port", &port.to_string()])
+        .args(["--access-log", "json"])
         .args(&cp)
         .args([
             "--",
@@ -211,7 +260,7 @@ fn run_meshes_real_apps_end_to_end() {
             "127.0.0.1",
         ])
         .current_dir(web_root.path())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -250,6 +299,38 @@ while True:
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("hello through the mesh"));
+
+    // The server's sidecar logged the request it carried, one JSON object per line.
+    let mut logged = String::new();
+    std::io::Read::read_to_string(&mut server.stdout.take().unwrap(), &mut logged).unwrap();
+    let entry: serde_json::Value = logged
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["path"] == "/hello.txt")
+        .unwrap_or_else(|| panic!("no access log entry for /hello.txt in {logged:?}"));
+    assert_eq!(
+        (&entry["direction"], &entry["method"], &entry["status"]),
+        (&"inbound".into(), &"GET".into(), &200.into()),
+        "{entry}"
+    );
+    assert_eq!(
+        entry["source_identity"],
+        "spiffe://cluster.local/ns/default/sa/client"
+    );
+    assert_eq!(
+        entry["destination_identity"],
+        "spiffe://cluster.local/ns/default/sa/files"
+    );
+    assert_eq!(entry["bytes_sent"], 22, "{entry}");
+    assert!(
+        entry["duration_ms"].as_f64().is_some_and(|d| d > 0.0),
+        "{entry}"
+    );
+    assert!(
+        entry["upstream"]
+            .as_str()
+            .is_some_and(|u| u.ends_with(&format!(":{port}")))
+    );
 }
 
 #[test]
@@ -311,5 +392,242 @@ fn identity_shows_lists_and_rotates_and_keys_stay_private() {
     assert!(
         shown.contains("Active") && shown.contains("Retiring"),
         "{shown}"
+    );
+}
+
+#[test]
+fn stat_prints_a_table_and_names_an_unreachable_control_plane() {
+    let control = start_control();
+    let out = trellis()
+        .args(["stat", "--window", "1m", "--by", "edge"])
+        .args(["--admin-addr", &control.admin.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No proxies, no edges: the header alone.
+    assert_eq!(
+        stdout,
+        "SRC  DST  MESHED  REQUESTS  SUCCESS  RPS  LATENCY_P50  LATENCY_P95  LATENCY_P99\n"
+    );
+
+    let unreachable = format!("127.0.0.1:{}", free_port());
+    let out = trellis()
+        .args(["stat", "--admin-addr", &unreachable])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("control plane's admin API at {unreachable}")),
+        "{stderr}"
+    );
+
+    let out = trellis().args(["stat", "--by", "pod"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("service, route, edge"),
+        "{stderr}"
+    );
+}
+
+const CANARY: &str = "\
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: web}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: api}
+spec:
+  ports: [{port: 8080, protocol: HTTP}]
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: api-v1}
+spec:
+  selector: {app: api, version: v1}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: api-v2}
+spec:
+  selector: {app: api, version: v2}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api-canary}
+spec:
+  parentRefs: [{kind: Service, name: api}]
+  rules:
+  - backendRefs: [{name: api-v1, weight: 90}, {name: api-v2, weight: 10}]
+";
+
+/// Runs `trellis check` until its exit status is `passing` (the mesh settles, config reloads);
+/// returns its last output.
+fn check_until(control: &Control, passing: bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ok, stdout, stderr) = control.cli(&["check"]);
+        if ok == passing {
+            return stdout;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "trellis check never {}:\n{stdout}{stderr}",
+            if passing { "passed" } else { "failed" }
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn routes_proxy_config_and_check_read_a_running_mesh() {
+    let control = start_control();
+    control.write_config("mesh.yaml", CANARY);
+    let _web = control.sidecar("web-1", &["--service", "web", "--upstream", "api=0"]);
+    let _v1 = control.sidecar("api-1", &["--service", "api", "--label", "version=v1"]);
+    let _v2 = control.sidecar("api-2", &["--service", "api", "--label", "version=v2"]);
+
+    let passed = check_until(&control, true);
+    for line in [
+        "√ control plane is ready",
+        "√ every connected proxy runs the current config (3 proxies connected)",
+        "√ workload certificates are not near expiry (2 of 2 identities have one)",
+        "√ every Service has at least one endpoint (4 services)",
+        "√ every route is Accepted with all references resolved (1 route)",
+    ] {
+        assert!(
+            passed.lines().any(|l| l == line),
+            "no {line:?} in:\n{passed}"
+        );
+    }
+    assert!(!passed.contains('×'), "{passed}");
+    assert!(passed.ends_with("Status check results are √\n"), "{passed}");
+
+    let (ok, routes, stderr) = control.cli(&["routes"]);
+    assert!(ok, "{stderr}");
+    let canary = routes.lines().find(|l| l.contains("api-canary"));
+    let words = canary.map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "));
+    assert_eq!(
+        words.as_deref(),
+        Some("default api-canary HTTPRoute api api-v1 (90), api-v2 (10) Accepted, ResolvedRefs"),
+        "{routes}"
+    );
+
+    // By service: web has one proxy. Its outbound listener and the canary's clusters, with
+    // each version's endpoint.
+    let (ok, config, stderr) = control.cli(&["proxy-config", "web"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        config.starts_with("proxy web-1 (service web), versions: "),
+        "{config}"
+    );
+    for part in ["LISTENERS", "ROUTES", "CLUSTERS", "ENDPOINTS"] {
+        assert!(config.lines().any(|l| l == part), "no {part} in:\n{config}");
+    }
+    let listener = config.lines().find(|l| l.starts_with("outbound|api|"));
+    assert!(
+        listener.is_some_and(|l| l.contains("http rds outbound|api.default")),
+        "{config}"
+    );
+    assert!(
+        config.contains("→ outbound|api-v1.default (90), outbound|api-v2.default (10)"),
+        "{config}"
+    );
+    let endpoint_rows = config
+        .lines()
+        .skip_while(|l| *l != "ENDPOINTS")
+        .filter(|l| l.starts_with("outbound|api-v") && l.contains("127.0.0.1:"));
+    assert_eq!(endpoint_rows.count(), 2, "{config}");
+
+    // By node id prefix, one part as JSON.
+    let (ok, json, stderr) =
+        control.cli(&["proxy-config", "api-2", "--type", "clusters", "--json"]);
+    assert!(ok, "{stderr}");
+    let clusters: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let names: Vec<&str> = clusters
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with("inbound|")), "{names:?}");
+
+    let (ok, _, stderr) = control.cli(&["proxy-config", "api"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("service \"api\" has 2 proxies: api-1 (api), api-2 (api); name one"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = control.cli(&["proxy-config", "nobody"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("no connected proxy has node id, node id prefix or service \"nobody\""),
+        "{stderr}"
+    );
+
+    // A Service nothing backs and a route to a Service that does not exist.
+    control.write_config(
+        "broken.yaml",
+        "\
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: lonely}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: to-ghost}
+spec:
+  parentRefs: [{kind: Service, name: web}]
+  rules:
+  - backendRefs: [{name: ghost}]
+",
+    );
+    let failed = check_until(&control, false);
+    for line in [
+        "× every Service has at least one endpoint",
+        "    lonely.default has no endpoints",
+        "× every route is Accepted with all references resolved",
+        "    HTTPRoute default/to-ghost: ResolvedRefs BackendNotFound: Services not found: ghost.default (spec.rules[0].backendRefs[0])",
+    ] {
+        assert!(
+            failed.lines().any(|l| l == line),
+            "no {line:?} in:\n{failed}"
+        );
+    }
+    assert!(failed.contains("    hint: `trellis routes`"), "{failed}");
+    assert!(failed.ends_with("Status check results are ×\n"), "{failed}");
+    let (_, routes, _) = control.cli(&["routes"]);
+    assert!(
+        routes
+            .lines()
+            .any(|l| l.contains("to-ghost") && l.ends_with("ResolvedRefs=False (BackendNotFound)")),
+        "{routes}"
+    );
+}
+
+#[test]
+fn check_fails_on_an_unreachable_control_plane() {
+    let unreachable = format!("127.0.0.1:{}", free_port());
+    let out = trellis()
+        .args(["check", "--admin-addr", &unreachable])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!(
+            "control plane\n-------------\n× control plane is reachable at {unreachable}\n"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("    hint: start it with `trellis control"),
+        "{stdout}"
     );
 }

@@ -89,6 +89,7 @@ fn a_route_whose_services_exist_is_accepted_with_resolved_refs() {
                      "message": "every backend and mirror Service and every filter reference exists"},
                 ],
             }],
+            "rules": [{"backendRefs": [{"name": "shop-v1", "namespace": "default", "weight": 1}]}],
         })
     );
 }
@@ -117,6 +118,22 @@ fn missing_parents_and_backends_are_reported_by_name() {
             .starts_with("parent Service nowhere.ops does not exist"),
         "{:?}",
         broken.parents[1].conditions[0]
+    );
+    let backends: Vec<Vec<(&str, &str, u32)>> = broken
+        .rules
+        .iter()
+        .map(|r| {
+            let refs = r.backend_refs.iter();
+            refs.map(|b| (b.name.as_str(), b.namespace.as_str(), b.weight))
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        backends,
+        [
+            vec![("shop-v1", "default", 1), ("missing", "default", 1)],
+            vec![("nowhere", "ops", 1)]
+        ]
     );
     assert_eq!(
         broken.parents[0].conditions[1].message,

@@ -9,7 +9,7 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 
 use super::body::UpstreamBody;
-use super::metered::Metered;
+use super::metered::{Metered, Upstream, WantUpstream};
 use super::{HttpConnection, client, mirror, retry, upgrade};
 use crate::balance::{InFlight, Outcome};
 use crate::config::route::{HashInput, PathRewrite, Route, RouteAction, RouteTarget, request_key};
@@ -143,6 +143,7 @@ pub(super) async fn exchange_on(
         _ => None,
     };
     let endpoint = &in_flight.endpoint().authority;
+    let want_upstream = req.extensions().get::<WantUpstream>().is_some();
     client::to_upstream(&mut req, endpoint, version, upgrade);
     // A cluster has mTLS clients exactly when it has TLS settings, which is also when its
     // endpoints can be marked for TLS.
@@ -171,7 +172,12 @@ pub(super) async fn exchange_on(
         None => sent.await,
     };
     match result {
-        Ok(response) => {
+        Ok(mut response) => {
+            if want_upstream {
+                response
+                    .extensions_mut()
+                    .insert(Upstream(in_flight.endpoint().addr));
+            }
             in_flight.succeeded();
             cluster
                 .endpoints

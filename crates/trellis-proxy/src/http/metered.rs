@@ -8,10 +8,18 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use crate::telemetry::{self, NOT_GRPC, RequestCounters, StatusClass};
+use crate::telemetry::{self, Events, NOT_GRPC, PendingEvent, RequestCounters, StatusClass};
 
 /// gRPC `CANCELLED`: a stream that ended before its status.
 const CANCELLED: u8 = 1;
+
+/// Request extension: note the endpoint that answers (for the request's event).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WantUpstream;
+
+/// Response extension: the endpoint that answered.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Upstream(pub(crate) std::net::SocketAddr);
 
 /// Where and how a response is counted once its body ends.
 #[derive(Debug)]
@@ -19,6 +27,8 @@ pub(crate) struct Recorder {
     counters: Arc<RequestCounters>,
     class: StatusClass,
     grpc: Grpc,
+    /// The request's event and where it goes, when wanted.
+    event: Option<(Box<PendingEvent>, Arc<Events>)>,
 }
 
 /// What is known of a response's gRPC status.
@@ -34,12 +44,13 @@ enum Grpc {
 
 impl Recorder {
     /// Counts into `counters` a response with `status` and headers `headers`, to a gRPC
-    /// request when `grpc`.
+    /// request when `grpc`, and emits `event` when it ends.
     pub(crate) fn new(
         counters: Arc<RequestCounters>,
         status: http::StatusCode,
         headers: &http::HeaderMap,
         grpc: bool,
+        event: Option<(Box<PendingEvent>, Arc<Events>)>,
     ) -> Self {
         let grpc = match (grpc, telemetry::grpc_status(headers)) {
             (false, _) => Grpc::No,
@@ -51,6 +62,7 @@ impl Recorder {
             counters,
             class: StatusClass::of(status),
             grpc,
+            event,
         }
     }
 
@@ -60,13 +72,13 @@ impl Recorder {
         }
     }
 
-    /// Counts a response whose body the proxy made whole (a local reply).
-    pub(crate) fn finish_local(self) {
-        self.finish(true);
+    /// Counts a response of `bytes` whose body the proxy made whole (a local reply).
+    pub(crate) fn finish_local(self, bytes: u64) {
+        self.finish(true, bytes);
     }
 
-    /// Counts the response; `complete` when its body reached its end.
-    fn finish(self, complete: bool) {
+    /// Counts the response after `bytes` of body; `complete` when the body reached its end.
+    fn finish(self, complete: bool, bytes: u64) {
         let grpc = match self.grpc {
             Grpc::No => NOT_GRPC,
             Grpc::Status(code) => code,
@@ -74,6 +86,9 @@ impl Recorder {
             Grpc::Awaited(_) => CANCELLED,
         };
         self.counters.response(self.class, grpc);
+        if let Some((event, events)) = self.event {
+            events.emit(event, bytes, (grpc != NOT_GRPC).then_some(grpc));
+        }
     }
 }
 
@@ -82,6 +97,8 @@ impl Recorder {
 pub(crate) struct Metered {
     body: Incoming,
     recorder: Option<Recorder>,
+    /// Body bytes passed on so far.
+    bytes: u64,
 }
 
 impl Metered {
@@ -90,6 +107,7 @@ impl Metered {
         Self {
             body,
             recorder: None,
+            bytes: 0,
         }
     }
 
@@ -100,7 +118,7 @@ impl Metered {
 
     fn finish(&mut self, complete: bool) {
         if let Some(recorder) = self.recorder.take() {
-            recorder.finish(complete);
+            recorder.finish(complete, self.bytes);
         }
     }
 }
@@ -116,6 +134,9 @@ impl Body for Metered {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
                 if let (Some(trailers), Some(recorder)) = (frame.trailers_ref(), &mut self.recorder)
                 {
                     recorder.trailers(trailers);

@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 
 use super::body::UpstreamBody;
 use super::forward::exchange_on;
+use super::metered::WantUpstream;
 use crate::config::route::{Retry, RetryOn};
 use crate::error::ForwardError;
 use crate::table::Cluster;
@@ -38,6 +39,9 @@ pub(super) async fn exchange(
         *attempt.uri_mut() = head.uri.clone();
         *attempt.version_mut() = head.version;
         *attempt.headers_mut() = head.headers.clone();
+        if let Some(want) = head.extensions.get::<WantUpstream>() {
+            attempt.extensions_mut().insert(*want);
+        }
         let picks = if retries == 0 { 1 } else { retry.host_picks };
         let in_flight = cluster
             .endpoints

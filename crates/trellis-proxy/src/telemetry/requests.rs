@@ -225,6 +225,11 @@ impl RouteStatsSet {
         }
     }
 
+    /// Who the local proxy fronts.
+    pub(crate) fn local(&self) -> &LocalWorkload {
+        &self.local
+    }
+
     pub(crate) fn handle(
         &self,
         direction: Direction,

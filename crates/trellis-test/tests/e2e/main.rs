@@ -13,3 +13,5 @@ mod protocols;
 mod retries;
 mod route_table;
 mod routing;
+mod stat;
+mod tracing;

@@ -136,3 +136,56 @@ async fn prometheus_reads_success_rate_per_service_from_the_proxies() {
         "process metrics {memory:?}"
     );
 }
+
+#[tokio::test]
+async fn a_tap_streams_the_requests_it_selects_as_they_happen() {
+    let mesh = TestMesh::start(&[("services.yaml", &service("api", "HTTP"))])
+        .await
+        .unwrap();
+    let api = spawn_http_echo("api").await.unwrap();
+    let api_sidecar = mesh
+        .sidecar(Sidecar::new("api", api.addr().port()))
+        .await
+        .unwrap();
+    let client = mesh
+        .sidecar(Sidecar::new("client", 0).upstream("api"))
+        .await
+        .unwrap();
+    let to_api = client.upstream_addr("api").unwrap();
+    // The tap ends after two matching requests, so the whole stream is one response body.
+    let admin = api_sidecar.admin_addr();
+    let tap = tokio::spawn(async move {
+        http1_get(admin, "/tap?path=/tapped&direction=inbound&limit=2", &[]).await
+    });
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let deadline = Deadline::after(Duration::from_secs(10));
+    while !tap.is_finished() {
+        assert!(!deadline.passed(), "the tap saw fewer than two requests");
+        let other = http1_get(to_api, "/other", &[]).await.unwrap();
+        assert_eq!(other.status, 200);
+        let tapped = http1_get(to_api, "/tapped/1?q=x", &[("traceparent", traceparent)])
+            .await
+            .unwrap();
+        assert_eq!(tapped.status, 200);
+        deadline.pause().await;
+    }
+    let reply = tap.await.unwrap().unwrap();
+    assert_eq!(reply.header("content-type"), Some("application/x-ndjson"));
+    let events: Vec<serde_json::Value> = reply
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    for e in &events {
+        assert_eq!(e["path"], "/tapped/1?q=x", "only the selected path: {e}");
+        assert_eq!(e["direction"], "inbound");
+        assert_eq!(e["status"], 200);
+        assert_eq!(e["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            e["source_identity"],
+            "spiffe://cluster.local/ns/default/sa/client"
+        );
+        assert!(e["bytes_sent"].as_u64().is_some_and(|b| b > 0), "{e}");
+    }
+}

@@ -21,6 +21,7 @@ pub(crate) async fn run(args: ControlArgs) -> anyhow::Result<ExitCode> {
             .ca_cert
             .zip(args.ca_key)
             .map(|(cert_chain, key)| trellis_control::ca::UserCa { cert_chain, key }),
+        stats_interval: trellis_control::DEFAULT_STATS_INTERVAL,
     })
     .await?;
     println!(

@@ -4,9 +4,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
+use super::api::{get_json, request};
 use crate::cli::{IdentityAction, IdentityArgs};
 
 pub(crate) async fn run(args: IdentityArgs) -> anyhow::Result<ExitCode> {
@@ -23,7 +21,7 @@ pub(crate) async fn run(args: IdentityArgs) -> anyhow::Result<ExitCode> {
                     "{:<34} {:<9} {:<12} {}",
                     root["fingerprint"].as_str().unwrap_or("?"),
                     root["state"].as_str().unwrap_or("?"),
-                    expires_in(&root["not_after_unix"]),
+                    expires_in(&root["not_after_unix"], SystemTime::now()),
                     root["subject"].as_str().unwrap_or("?"),
                 );
             }
@@ -39,7 +37,7 @@ pub(crate) async fn run(args: IdentityArgs) -> anyhow::Result<ExitCode> {
                     "{:<52} {:<34} {:<12} {}",
                     svid["identity"].as_str().unwrap_or("?"),
                     svid["serial"].as_str().unwrap_or("?"),
-                    expires_in(&svid["not_after_unix"]),
+                    expires_in(&svid["not_after_unix"], SystemTime::now()),
                     svid["signed_by"].as_str().unwrap_or("?"),
                 );
             }
@@ -49,37 +47,16 @@ pub(crate) async fn run(args: IdentityArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn identity(admin: SocketAddr) -> anyhow::Result<serde_json::Value> {
-    let body = request(admin, "GET", "/api/identity").await?;
-    serde_json::from_str(&body).context("the admin API answered with something else than JSON")
+    get_json(admin, "/api/identity").await
 }
 
-fn expires_in(unix: &serde_json::Value) -> String {
+/// Time from `now` to `unix` (seconds since the epoch) in its largest unit, or `expired`.
+pub(crate) fn expires_in(unix: &serde_json::Value, now: SystemTime) -> String {
     let at = SystemTime::UNIX_EPOCH + Duration::from_secs(unix.as_u64().unwrap_or_default());
-    match at.duration_since(SystemTime::now()) {
+    match at.duration_since(now) {
         Ok(left) if left.as_secs() >= 86_400 => format!("{}d", left.as_secs() / 86_400),
         Ok(left) if left.as_secs() >= 3600 => format!("{}h", left.as_secs() / 3600),
         Ok(left) => format!("{}s", left.as_secs()),
         Err(_) => "expired".to_owned(),
     }
-}
-
-/// One HTTP/1.1 request to the admin API; returns the body of a 2xx answer.
-async fn request(admin: SocketAddr, method: &str, path: &str) -> anyhow::Result<String> {
-    let mut stream = tokio::net::TcpStream::connect(admin)
-        .await
-        .with_context(|| format!("connecting to the control plane's admin API at {admin}"))?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(head.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP answer")?;
-    let status = head.split_whitespace().nth(1).unwrap_or("?");
-    if !status.starts_with('2') {
-        bail!("{method} {path}: HTTP {status}: {}", body.trim());
-    }
-    Ok(body.to_owned())
 }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use trellis_proxy::ProxyOptions;
+use trellis_proxy::{ProxyOptions, TracingOptions};
 
 use super::signal::Signals;
 use crate::cli::{ProxyArgs, SidecarArgs};
@@ -43,6 +43,11 @@ pub(crate) fn options(
         ca_token: read_token(&args.token_file),
         trust_domain: args.trust_domain,
         svid_ttl: args.svid_ttl,
+        access_log: args.access_log,
+        tracing: args.trace_collector.map(|collector| TracingOptions {
+            collector,
+            sampling_percent: args.trace_sampling,
+        }),
     }
 }
 

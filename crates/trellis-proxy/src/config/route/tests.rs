@@ -59,7 +59,7 @@ fn try_config(vhosts: Vec<PbVirtualHost>) -> Result<RouteConfig, ConfigError> {
         virtual_hosts: vhosts,
         ..Default::default()
     };
-    RouteConfig::compile(&rc, &Metrics::new(LocalWorkload::default()))
+    RouteConfig::compile(&rc, &Metrics::new(LocalWorkload::default(), None, None))
 }
 
 fn string(pattern: MatchPattern) -> StringMatcher {

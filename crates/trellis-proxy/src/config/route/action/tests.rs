@@ -151,7 +151,12 @@ fn mirrors_per_try_timeouts_and_direct_responses_compile() {
         ],
         ..PbRouteAction::default()
     };
-    let a = compile_forward(&action, "r", &Metrics::new(LocalWorkload::default())).unwrap();
+    let a = compile_forward(
+        &action,
+        "r",
+        &Metrics::new(LocalWorkload::default(), None, None),
+    )
+    .unwrap();
     assert_eq!(a.try_timeout(), Some(Duration::from_millis(500)));
     assert_eq!(
         a.mirrors[0].fraction,
@@ -174,7 +179,12 @@ fn mirrors_per_try_timeouts_and_direct_responses_compile() {
         }),
         ..action
     };
-    let e = compile_forward(&retrying, "r", &Metrics::new(LocalWorkload::default())).unwrap_err();
+    let e = compile_forward(
+        &retrying,
+        "r",
+        &Metrics::new(LocalWorkload::default(), None, None),
+    )
+    .unwrap_err();
     assert!(
         e.to_string()
             .starts_with("retry_policy.retry_on: \"bogus\" is not supported"),
