@@ -116,6 +116,10 @@ struct EndpointDump {
     address: String,
     weight: u32,
     in_flight: u64,
+    /// The active health check's verdict (true without one).
+    healthy: bool,
+    /// Ejected by outlier detection now.
+    ejected: bool,
 }
 
 impl ConfigDump {
@@ -280,6 +284,7 @@ fn route(r: &Route) -> RouteDump {
 }
 
 fn cluster(c: &Cluster) -> ClusterDump {
+    let now = tokio::time::Instant::now();
     let (discovery, service_name) = match &c.config.discovery {
         Discovery::Eds(service) => ("EDS", Some(service.clone())),
         Discovery::Static(_) => ("STATIC", None),
@@ -298,6 +303,8 @@ fn cluster(c: &Cluster) -> ClusterDump {
                 address: e.addr.to_string(),
                 weight,
                 in_flight: e.in_flight(),
+                healthy: e.healthy(),
+                ejected: e.ejected(now),
             })
             .collect(),
     }

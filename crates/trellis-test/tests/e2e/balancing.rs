@@ -13,7 +13,7 @@ use trellis_test::{
     http1_get, spawn_grpc_health, spawn_quirky_http_echo,
 };
 
-use crate::common::{endpoints_of, metric, service};
+use crate::common::{config_dump, endpoints_of, metric, service};
 
 fn policy(name: &str, service: &str, spec: &str) -> String {
     format!(
@@ -230,6 +230,21 @@ async fn outlier_detection_ejects_a_failing_endpoint_and_brings_it_back() {
         .await,
         1.0,
         "the ejection is counted"
+    );
+    let dump = config_dump(client.admin_addr()).await;
+    let ejected: Vec<&str> = dump["clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["name"] == "outbound|flaky.default")
+        .flat_map(|c| c["endpoints"].as_array().into_iter().flatten())
+        .filter(|e| e["ejected"] == true)
+        .filter_map(|e| e["address"].as_str())
+        .collect();
+    assert_eq!(
+        ejected,
+        [broken.sidecar.inbound_addr().to_string()],
+        "config_dump shows the ejected endpoint"
     );
     let ejected_at = Instant::now();
     let hits = broken.log.hits();
