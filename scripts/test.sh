@@ -4,11 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Real peers the tests drive: Prometheus scrapes the proxies and the control plane.
-if ! command -v prometheus >/dev/null; then
+# Real peers the tests drive: Prometheus scrapes the proxies and the control plane; Debian's
+# Chromium (with a font for its text) loads the dashboard, driven by Python Playwright, which
+# uses that browser and downloads none.
+missing=()
+command -v prometheus >/dev/null || missing+=(prometheus)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+if [ ${#missing[@]} -gt 0 ]; then
   sudo=$([ "$(id -u)" -eq 0 ] || echo sudo)
   $sudo apt-get update -qq
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! python3 -c 'import playwright' 2>/dev/null; then
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore playwright==1.65.2
 fi
 
 cargo fmt --all -- --check

@@ -1,5 +1,6 @@
-//! The admin HTTP API (127.0.0.1 by default): health, readiness, Prometheus metrics and JSON
-//! views of services, workloads, proxies, config, route status and request stats.
+//! The admin HTTP API (127.0.0.1 by default): health, readiness, Prometheus metrics, JSON
+//! views of services, workloads, proxies, config, route status and request stats, and the
+//! dashboard drawn from them.
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ pub(crate) fn router(
         .route("/api/identity", get(identity))
         .route("/api/identity/rotate", post(rotate))
         .with_state(ca);
+    let tap = crate::tap::router(control.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -40,6 +42,8 @@ pub(crate) fn router(
         .with_state(control)
         .merge(identity)
         .merge(crate::stats::router(stats))
+        .merge(crate::dashboard::router())
+        .merge(tap)
 }
 
 type Ca = State<Arc<CaService<JoinToken>>>;

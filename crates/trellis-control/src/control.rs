@@ -213,6 +213,11 @@ impl ControlPlane {
         proxies.map(Proxy::stats_target).collect()
     }
 
+    /// The gauge of proxy taps open for `/api/tap` clients.
+    pub(crate) fn proxy_taps(&self) -> prometheus_client::metrics::gauge::Gauge {
+        self.metrics.proxy_taps.clone()
+    }
+
     /// Connected proxies' xDS state.
     pub fn proxies(&self) -> Vec<ProxyView> {
         self.state()

@@ -1,12 +1,14 @@
 //! The Trellis control plane: config sources (files), the workload registry (proxies that
 //! connect over ADS), the translator from config and registry to per-proxy xDS snapshots, the
-//! ADS server, the admin API, and the request stats it collects from the proxies' admin servers.
+//! ADS server, the admin API with its web dashboard, and the request stats it collects from the
+//! proxies' admin servers.
 //!
 //! It never touches the data path: proxies carry traffic, the control plane only configures them.
 
 mod admin;
 pub mod ca;
 mod control;
+mod dashboard;
 mod files;
 mod metrics;
 mod model;
@@ -14,6 +16,7 @@ mod proxy_admin;
 mod registry;
 mod stats;
 mod status;
+mod tap;
 pub mod translate;
 
 use std::net::SocketAddr;
@@ -33,7 +36,10 @@ pub use control::{ConfigView, ControlPlane};
 pub use files::{FileSource, FilesError};
 pub use model::{EndpointModel, MeshModel, ServiceModel};
 pub use registry::{Nack, ProxyView, WorkloadView};
-pub use stats::{DEFAULT_STATS_INTERVAL, STATS_RETENTION, StatsBy, StatsReport, StatsRow};
+pub use stats::{
+    DEFAULT_STATS_INTERVAL, STATS_RETENTION, SeriesPoint, StatsBy, StatsReport, StatsRow,
+    StatsSeries,
+};
 
 /// Where the control plane listens and what it loads.
 #[derive(Debug, Clone)]

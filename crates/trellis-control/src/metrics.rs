@@ -65,6 +65,7 @@ pub(crate) struct Metrics {
     pub(crate) push_duration: Histogram,
     pub(crate) config_reloads: Family<ReloadLabels, Counter>,
     pub(crate) config_errors: Gauge,
+    pub(crate) proxy_taps: Gauge,
 }
 
 impl Metrics {
@@ -81,6 +82,7 @@ impl Metrics {
         let push_duration = Histogram::new(PUSH_BUCKETS);
         let config_reloads = Family::<ReloadLabels, Counter>::default();
         let config_errors = Gauge::default();
+        let proxy_taps = Gauge::default();
         registry.register(
             "proxies_connected",
             "Proxies with an open ADS stream",
@@ -113,6 +115,11 @@ impl Metrics {
             "Errors in the last rejected config load (0 when the files are valid)",
             config_errors.clone(),
         );
+        registry.register(
+            "proxy_taps",
+            "Proxy admin /tap streams open for /api/tap clients",
+            proxy_taps.clone(),
+        );
         Metrics {
             registry: root,
             proxies_connected,
@@ -123,6 +130,7 @@ impl Metrics {
             push_duration,
             config_reloads,
             config_errors,
+            proxy_taps,
         }
     }
 

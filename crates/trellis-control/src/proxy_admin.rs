@@ -1,14 +1,17 @@
 //! Reads a connected proxy's admin server, at the address the proxy advertised in its node
-//! metadata: one HTTP/1.1 `GET` on a fresh connection, bounded in time and size.
+//! metadata: one HTTP/1.1 `GET` on a fresh connection, bounded in time and size, or a stream
+//! of lines (`/tap`) that lives until the reader drops it.
 
 use std::time::Duration;
 
 use axum::body::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper::Request;
+use hyper::body::Incoming;
 use hyper::header::HOST;
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 
 /// How long a proxy has to answer, connection included. Its admin server answers from memory,
 /// so a slower proxy is stuck or gone; the caller should not wait on it.
@@ -16,6 +19,13 @@ pub(crate) const TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The largest answer read. A config dump of thousands of clusters is a few MiB.
 const MAX_BODY: usize = 64 << 20;
+
+/// The longest line of a stream. A tap event is a few hundred bytes plus its path and user
+/// agent, which the proxy's header limits bound well below this.
+const MAX_LINE: usize = 1 << 20;
+
+/// How much of an error answer is read for the message.
+const MAX_ERROR_BODY: usize = 4096;
 
 /// Why a proxy's admin server could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -68,21 +78,109 @@ pub(crate) enum ProxyAdminError {
 /// returns the body of a 2xx answer.
 pub(crate) async fn get(addr: Option<&str>, path: &str) -> Result<Bytes, ProxyAdminError> {
     let addr = addr.ok_or(ProxyAdminError::NoAddress)?;
-    tokio::time::timeout(TIMEOUT, fetch(addr, path))
+    let fetch = async {
+        let (response, conn) = send(addr, path).await?;
+        // The connection ends with the exchange (the request asks to close it); aborting it
+        // afterwards only matters when the proxy stalls after the caller gave up.
+        let _conn = conn;
+        let body = Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| http_error(addr, path, e.to_string()))?
+            .to_bytes();
+        Ok(body)
+    };
+    tokio::time::timeout(TIMEOUT, fetch)
         .await
-        .unwrap_or_else(|_| {
-            Err(ProxyAdminError::Timeout {
-                addr: addr.to_owned(),
-            })
-        })
+        .unwrap_or_else(|_| Err(timeout(addr)))
 }
 
-async fn fetch(addr: &str, path: &str) -> Result<Bytes, ProxyAdminError> {
-    let http = |reason: String| ProxyAdminError::Http {
+/// `GET path` from the admin server at `addr` as a stream of lines, once a 2xx answer's head
+/// arrived within [`TIMEOUT`]. The stream has no time limit; dropping it closes the connection.
+pub(crate) async fn get_lines(addr: Option<&str>, path: &str) -> Result<Lines, ProxyAdminError> {
+    let addr = addr.ok_or(ProxyAdminError::NoAddress)?;
+    let (response, conn) = tokio::time::timeout(TIMEOUT, send(addr, path))
+        .await
+        .unwrap_or_else(|_| Err(timeout(addr)))?;
+    Ok(Lines {
+        addr: addr.to_owned(),
+        path: path.to_owned(),
+        body: response.into_body(),
+        buf: Vec::new(),
+        _conn: conn,
+    })
+}
+
+/// The lines of a streamed answer, read as they arrive.
+#[derive(Debug)]
+pub(crate) struct Lines {
+    addr: String,
+    path: String,
+    body: Incoming,
+    /// Bytes after the last complete line.
+    buf: Vec<u8>,
+    /// Dropping the lines closes the connection, so a proxy's stream ends with its reader.
+    _conn: Conn,
+}
+
+impl Lines {
+    /// The next line without its `\n`; `None` when the answer ended (a last line without a
+    /// newline is dropped: the proxy was cut off while writing it).
+    pub(crate) async fn next(&mut self) -> Result<Option<Bytes>, ProxyAdminError> {
+        let mut scanned = 0;
+        loop {
+            if let Some(end) = self.buf[scanned..].iter().position(|b| *b == b'\n') {
+                let mut line: Vec<u8> = self.buf.drain(..=scanned + end).collect();
+                line.pop();
+                return Ok(Some(Bytes::from(line)));
+            }
+            scanned = self.buf.len();
+            if scanned > MAX_LINE {
+                return Err(self.error(format!("a line longer than {MAX_LINE} bytes")));
+            }
+            let Some(frame) = self.body.frame().await else {
+                return Ok(None);
+            };
+            let frame = frame.map_err(|e| self.error(e.to_string()))?;
+            if let Ok(data) = frame.into_data() {
+                self.buf.extend_from_slice(&data);
+            }
+        }
+    }
+
+    fn error(&self, reason: String) -> ProxyAdminError {
+        http_error(&self.addr, &self.path, reason)
+    }
+}
+
+/// The task driving a connection, aborted (closing the socket) on drop.
+#[derive(Debug)]
+struct Conn(JoinHandle<()>);
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn timeout(addr: &str) -> ProxyAdminError {
+    ProxyAdminError::Timeout {
+        addr: addr.to_owned(),
+    }
+}
+
+fn http_error(addr: &str, path: &str, reason: String) -> ProxyAdminError {
+    ProxyAdminError::Http {
         addr: addr.to_owned(),
         path: path.to_owned(),
         reason,
-    };
+    }
+}
+
+/// Connects, sends `GET path` and waits for the head of a 2xx answer (an error answer's body
+/// is read for the message). The caller bounds it in time.
+async fn send(addr: &str, path: &str) -> Result<(Response<Incoming>, Conn), ProxyAdminError> {
+    let http = |reason: String| http_error(addr, path, reason);
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|source| ProxyAdminError::Connect {
@@ -92,9 +190,9 @@ async fn fetch(addr: &str, path: &str) -> Result<Bytes, ProxyAdminError> {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| http(e.to_string()))?;
-    // The connection ends with the exchange (the request asks to close it); the timeout bounds
-    // it in case the proxy stalls after the caller gave up.
-    tokio::spawn(tokio::time::timeout(TIMEOUT, conn));
+    let conn = Conn(tokio::spawn(async move {
+        let _ = conn.await;
+    }));
     let request = Request::get(path)
         .header(HOST, addr)
         .header(hyper::header::CONNECTION, "close")
@@ -105,13 +203,16 @@ async fn fetch(addr: &str, path: &str) -> Result<Bytes, ProxyAdminError> {
         .await
         .map_err(|e| http(e.to_string()))?;
     let status = response.status();
-    let body = Limited::new(response.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| http(e.to_string()))?
-        .to_bytes();
     if !status.is_success() {
-        let text = String::from_utf8_lossy(&body);
+        let mut body = response.into_body();
+        let mut start = Vec::new();
+        while start.len() < MAX_ERROR_BODY {
+            match body.frame().await {
+                Some(Ok(frame)) => start.extend_from_slice(frame.data_ref().map_or(&[][..], |d| d)),
+                _ => break,
+            }
+        }
+        let text = String::from_utf8_lossy(&start);
         return Err(ProxyAdminError::Status {
             addr: addr.to_owned(),
             path: path.to_owned(),
@@ -119,63 +220,8 @@ async fn fetch(addr: &str, path: &str) -> Result<Bytes, ProxyAdminError> {
             body: text.trim().chars().take(200).collect(),
         });
     }
-    Ok(body)
+    Ok((response, conn))
 }
 
 #[cfg(test)]
-mod tests {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    use super::*;
-
-    /// An admin server that answers every connection with `response`, or never with `None`.
-    async fn server(response: Option<&'static str>) -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        tokio::spawn(async move {
-            loop {
-                let (mut stream, _) = listener.accept().await.unwrap();
-                tokio::spawn(async move {
-                    let mut buf = [0; 1024];
-                    let _ = stream.read(&mut buf).await;
-                    match response {
-                        Some(r) => stream.write_all(r.as_bytes()).await.unwrap(),
-                        None => std::future::pending().await,
-                    }
-                });
-            }
-        });
-        addr
-    }
-
-    #[tokio::test]
-    async fn reads_the_body_of_a_success() {
-        let addr = server(Some(
-            "HTTP/1.1 200 OK\r\ncontent-length: 11\r\nconnection: close\r\n\r\n{\"a\": true}",
-        ))
-        .await;
-        let body = get(Some(&addr), "/config_dump").await.unwrap();
-        assert_eq!(body, "{\"a\": true}");
-    }
-
-    #[tokio::test]
-    async fn an_error_status_names_path_and_status() {
-        let addr = server(Some(
-            "HTTP/1.1 404 Not Found\r\ncontent-length: 5\r\nconnection: close\r\n\r\nnope\n",
-        ))
-        .await;
-        let err = get(Some(&addr), "/config_dump").await.unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!("its admin server at {addr} answered /config_dump with 404 Not Found: nope")
-        );
-    }
-
-    #[tokio::test]
-    async fn a_silent_server_times_out() {
-        let addr = server(None).await;
-        let err = get(Some(&addr), "/config_dump").await.unwrap_err();
-        assert!(matches!(err, ProxyAdminError::Timeout { .. }), "{err:?}");
-    }
-}
+mod tests;

@@ -1,6 +1,7 @@
 //! Request statistics collected from the proxies: a task that reads every connected proxy's
 //! admin `GET /stats` each interval and keeps about two minutes of snapshots per proxy, from
-//! which `/api/stats` computes windowed golden signals by service, route or edge.
+//! which `/api/stats` computes windowed golden signals by service, route or edge, and
+//! `/api/stats/series` the same every step back over those two minutes.
 //!
 //! Memory is bounded per connected proxy: at most `RETENTION / interval + 2` snapshots (62 at
 //! the default 2 s) of at most [`MAX_SERIES`](history::MAX_SERIES) series each, a series being
@@ -23,9 +24,10 @@ use trellis_metrics::stats::ProxyStats;
 
 use crate::control::ControlPlane;
 use crate::proxy_admin;
+use aggregate::ServiceKey;
 use history::History;
 
-pub use aggregate::{StatsBy, StatsReport, StatsRow};
+pub use aggregate::{SeriesPoint, StatsBy, StatsReport, StatsRow, StatsSeries};
 pub(crate) use api::router;
 
 /// How often the proxies are read unless [`ControlOptions`](crate::ControlOptions) says
@@ -137,6 +139,65 @@ impl Collector {
         window: Duration,
         filter: Option<&str>,
     ) -> StatsReport {
+        let (meshed, connected) = self.connected();
+        let now = Instant::now();
+        let deltas: Vec<_> = self
+            .histories()
+            .iter()
+            .filter(|(key, _)| connected.contains(*key))
+            .filter_map(|(_, history)| history.delta(window, now))
+            .collect();
+        aggregate::report(by, window.as_secs_f64(), &deltas, &meshed, filter)
+    }
+
+    /// The report over `window` every `step` back over the retention, oldest first (at most
+    /// `STATS_RETENTION / step + 1` points); the services' proxy counts are today's.
+    pub(crate) fn series(
+        &self,
+        by: StatsBy,
+        window: Duration,
+        step: Duration,
+        filter: Option<&str>,
+    ) -> StatsSeries {
+        let (meshed, connected) = self.connected();
+        let now = Instant::now();
+        let steps = STATS_RETENTION.saturating_sub(window).as_secs_f64() / step.as_secs_f64();
+        let ages = (0..=steps as u32).rev().map(|k| step * k);
+        // Deltas share their keys with the histories: cheap to take under the lock.
+        let deltas: Vec<(Duration, Vec<_>)> = {
+            let histories = self.histories();
+            let ends = ages.filter_map(|age| Some((age, now.checked_sub(age)?)));
+            ends.map(|(age, end)| {
+                let of_proxies = histories
+                    .iter()
+                    .filter(|(key, _)| connected.contains(*key))
+                    .filter_map(|(_, history)| history.delta(window, end));
+                (age, of_proxies.collect())
+            })
+            .collect()
+        };
+        let points = deltas
+            .into_iter()
+            .filter(|(_, deltas)| !deltas.is_empty())
+            .map(|(age, deltas)| {
+                let report = aggregate::report(by, window.as_secs_f64(), &deltas, &meshed, filter);
+                SeriesPoint {
+                    age_seconds: age.as_secs_f64(),
+                    proxies: report.proxies,
+                    rows: report.rows,
+                }
+            })
+            .collect();
+        StatsSeries {
+            by,
+            window_seconds: window.as_secs_f64(),
+            step_seconds: step.as_secs_f64(),
+            points,
+        }
+    }
+
+    /// Connected proxies per service, and the keys of those the collector reads.
+    fn connected(&self) -> (BTreeMap<ServiceKey, usize>, BTreeSet<ProxyKey>) {
         let targets = self.control.stats_targets();
         let mut meshed = BTreeMap::new();
         for t in &targets {
@@ -144,18 +205,11 @@ impl Collector {
                 .entry((t.service.clone(), t.namespace.clone()))
                 .or_default() += 1;
         }
-        let connected: BTreeSet<(&str, &str)> = targets
-            .iter()
-            .filter_map(|t| Some((t.node_id.as_str(), t.admin.as_deref()?)))
+        let connected = targets
+            .into_iter()
+            .filter_map(|t| Some((t.node_id, t.admin?)))
             .collect();
-        let now = Instant::now();
-        let deltas: Vec<_> = self
-            .histories()
-            .iter()
-            .filter(|((node, admin), _)| connected.contains(&(node.as_str(), admin.as_str())))
-            .filter_map(|(_, history)| history.delta(window, now))
-            .collect();
-        aggregate::report(by, window.as_secs_f64(), &deltas, &meshed, filter)
+        (meshed, connected)
     }
 }
 
@@ -175,3 +229,6 @@ async fn read(admin: &str) -> Result<ProxyStats, ReadError> {
     let body = proxy_admin::get(Some(admin), "/stats").await?;
     Ok(serde_json::from_slice(&body)?)
 }
+
+#[cfg(test)]
+mod tests;

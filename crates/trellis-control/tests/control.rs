@@ -461,3 +461,48 @@ async fn proxy_config_is_read_from_the_proxy_or_says_why_not() {
         client.abort();
     }
 }
+
+/// GETs `path`; returns the response head (lower-cased) and the body.
+async fn get_with_head(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.to_ascii_lowercase(), body.to_owned())
+}
+
+#[tokio::test]
+async fn the_dashboard_and_its_series_are_served_on_the_admin_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = start(dir.path()).await;
+    let admin = control.admin_addr();
+    for page in ["/", "/dashboard"] {
+        let (head, body) = get_with_head(admin, page).await;
+        assert!(head.starts_with("http/1.1 200"), "{page}: {head}");
+        assert!(head.contains("content-type: text/html"), "{head}");
+        assert!(
+            head.contains("content-security-policy: default-src 'none'"),
+            "{head}"
+        );
+        assert!(body.contains("<svg id=\"graph\""), "{body}");
+    }
+    let (head, script) = get_with_head(admin, "/dashboard/app.js").await;
+    assert!(head.contains("content-type: text/javascript"), "{head}");
+    assert!(script.contains("/api/stats/series"));
+    let (head, _) = get_with_head(admin, "/dashboard/style.css").await;
+    assert!(head.contains("content-type: text/css"), "{head}");
+
+    let series = get_json(admin, "/api/stats/series?by=edge&window=10s&step=5s").await;
+    assert_eq!(series["by"], "edge");
+    assert_eq!(series["step_seconds"], 5.0);
+    assert_eq!(
+        series["points"],
+        Value::Array(vec![]),
+        "no proxy, no points"
+    );
+    let (status, message) = get_any(admin, "/api/stats/series?step=10ms").await;
+    assert_eq!(status, 400);
+    assert!(message.starts_with("step:"), "{message}");
+}

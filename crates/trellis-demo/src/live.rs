@@ -187,6 +187,11 @@ fn print_layout(
     )?;
     writeln!(
         out,
+        "dashboard: http://{}/ (service graph, golden signals, workloads, routes)",
+        mesh.control.admin_addr()
+    )?;
+    writeln!(
+        out,
         "{:<10} {:<8} {:<22} {:<22} ADMIN",
         "SERVICE", "VERSION", "APP", "SIDECAR"
     )?;

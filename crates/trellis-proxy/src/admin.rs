@@ -212,15 +212,16 @@ fn tap(shared: &Shared, req: &Request<Incoming>) -> Response<AdminBody> {
                 return None;
             }
             loop {
-                let line = match tap.next().await {
-                    Ok(event) if filter.matches(&event) => serde_json::to_string(&*event),
+                // Only events count towards the limit, not notes of missed ones.
+                let (line, counted) = match tap.next().await {
+                    Ok(event) if filter.matches(&event) => {
+                        (serde_json::to_string(&*event).unwrap_or_default(), 1)
+                    }
                     Ok(_) => continue,
-                    Err(missed) => Ok(format!("{{\"missed\":{missed}}}")),
+                    Err(missed) => (format!("{{\"missed\":{missed}}}"), 0),
                 };
-                let mut line = line.unwrap_or_default();
-                line.push('\n');
-                let frame = Ok(Frame::data(Bytes::from(line)));
-                return Some((frame, (tap, filter, remaining - 1)));
+                let frame = Ok(Frame::data(Bytes::from(line + "\n")));
+                return Some((frame, (tap, filter, remaining - counted)));
             }
         },
     );

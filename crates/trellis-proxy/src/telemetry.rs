@@ -10,8 +10,11 @@ mod tcp;
 mod trace;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::StatusCode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
@@ -164,19 +167,28 @@ impl Metrics {
             registry.register(
                 "trellis_trace_spans_exported",
                 "Spans the collector accepted",
-                ConstCounterFn(exported),
+                ReadAtScrape::counter(exported),
             );
             registry.register(
                 "trellis_trace_spans_dropped",
                 "Spans dropped: the export queue was full or the collector failed",
-                ConstCounterFn(dropped),
+                ReadAtScrape::counter(dropped),
             );
         }
         let events = Arc::new(Events::new(access_log, tracer));
         registry.register(
             "trellis_access_log_dropped",
             "Access log lines dropped because stdout could not keep up",
-            ConstCounterFn(events.dropped()),
+            ReadAtScrape::counter(events.dropped()),
+        );
+        let watched = events.clone();
+        registry.register(
+            "trellis_tap_watchers",
+            "Live taps open on the admin server",
+            ReadAtScrape {
+                kind: MetricType::Gauge,
+                read: Box::new(move || watched.watchers() as u64),
+            },
         );
         let routes = Arc::new(RouteStatsSet::new(local));
         let unrouted = [Direction::Inbound, Direction::Outbound].map(|d| routes.handle(d, "", ""));
@@ -292,21 +304,39 @@ impl Metrics {
     }
 }
 
-/// A counter read from a shared atomic at scrape time.
-#[derive(Debug)]
-struct ConstCounterFn(Arc<std::sync::atomic::AtomicU64>);
+/// A counter or gauge read at scrape time.
+struct ReadAtScrape {
+    kind: MetricType,
+    read: Box<dyn Fn() -> u64 + Send + Sync>,
+}
 
-impl prometheus_client::encoding::EncodeMetric for ConstCounterFn {
-    fn encode(
-        &self,
-        mut encoder: prometheus_client::encoding::MetricEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        let n = self.0.load(std::sync::atomic::Ordering::Relaxed);
-        encoder.encode_counter::<prometheus_client::encoding::NoLabelSet, _, f64>(&n, None)
+impl ReadAtScrape {
+    /// A counter kept in a shared atomic.
+    fn counter(n: Arc<AtomicU64>) -> Self {
+        Self {
+            kind: MetricType::Counter,
+            read: Box::new(move || n.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl std::fmt::Debug for ReadAtScrape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReadAtScrape({:?}, {})", self.kind, (self.read)())
+    }
+}
+
+impl EncodeMetric for ReadAtScrape {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let n = (self.read)();
+        match self.kind {
+            MetricType::Counter => encoder.encode_counter::<NoLabelSet, _, f64>(&n, None),
+            _ => encoder.encode_gauge(&i64::try_from(n).unwrap_or(i64::MAX)),
+        }
     }
 
-    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
-        prometheus_client::metrics::MetricType::Counter
+    fn metric_type(&self) -> MetricType {
+        self.kind
     }
 }
 

@@ -10,6 +10,7 @@ mod eventually;
 mod grpc_health;
 mod http_client;
 mod http_echo;
+mod http_lines;
 mod mesh;
 mod otlp;
 mod prometheus;
@@ -31,6 +32,7 @@ pub use http_client::{
 pub use http_echo::{
     EchoLog, EchoReply, Quirks, spawn_http_echo, spawn_quirky_http_echo, spawn_recording_http_echo,
 };
+pub use http_lines::{HttpLines, http1_lines};
 pub use mesh::{Sidecar, TestMesh};
 pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use prometheus::{Prometheus, Sample};

@@ -47,6 +47,10 @@ enum Command {
     ProxyConfig(ProxyConfigArgs),
     /// Check the control plane and the mesh; exits with status 1 when a check fails.
     Check(AdminArgs),
+    /// The requests a service's proxies handle, one line each as they finish (no payloads).
+    Tap(TapArgs),
+    /// A service's most frequent requests by direction, method and path, live.
+    Top(TopArgs),
 }
 
 /// Flags of the commands that only read the control plane's admin API.
@@ -98,6 +102,65 @@ pub(crate) struct StatArgs {
     /// The control plane's admin address.
     #[arg(long, default_value = "127.0.0.1:15014", value_parser = parse_addr)]
     pub(crate) admin_addr: SocketAddr,
+}
+
+/// Which requests `trellis tap` and `trellis top` watch: every filter given must match.
+#[derive(Debug, Args)]
+pub(crate) struct TapFilterArgs {
+    /// The service whose proxies to watch (those connected when the command starts).
+    pub(crate) service: String,
+    /// The service's namespace.
+    #[arg(long, default_value = "default")]
+    pub(crate) namespace: String,
+    /// Only requests whose path starts with this.
+    #[arg(long)]
+    pub(crate) path: Option<String>,
+    /// Only requests with this method.
+    #[arg(long)]
+    pub(crate) method: Option<String>,
+    /// Only requests with exactly this authority (`Host`).
+    #[arg(long)]
+    pub(crate) authority: Option<String>,
+    /// `inbound` (requests the service's proxies received), `outbound` (requests its
+    /// workloads sent) or `both`.
+    #[arg(long, value_enum, default_value = "both")]
+    pub(crate) direction: cmd::tap::Direction,
+    /// The control plane's admin address.
+    #[arg(long, default_value = "127.0.0.1:15014", value_parser = parse_addr)]
+    pub(crate) admin_addr: SocketAddr,
+}
+
+/// `trellis tap` flags.
+#[derive(Debug, Args)]
+pub(crate) struct TapArgs {
+    #[command(flatten)]
+    pub(crate) filter: TapFilterArgs,
+    /// Stop after this many requests (else on Ctrl-C).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max: Option<u64>,
+    /// `wide` adds route, cluster, response flags, time, trace and request ids; `json` prints
+    /// the control plane's JSON lines as they are.
+    #[arg(long, short = 'o', value_enum)]
+    pub(crate) output: Option<cmd::tap::Output>,
+}
+
+/// `trellis top` flags.
+#[derive(Debug, Args)]
+pub(crate) struct TopArgs {
+    #[command(flatten)]
+    pub(crate) filter: TapFilterArgs,
+    /// How often the table is redrawn.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub(crate) interval: Duration,
+    /// Stop after this long (else on Ctrl-C).
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) duration: Option<Duration>,
+    /// Print one table when it stops instead of redrawing it every --interval.
+    #[arg(long)]
+    pub(crate) once: bool,
+    /// Rows shown, most frequent first.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) rows: usize,
 }
 
 fn parse_stats_by(s: &str) -> Result<trellis_control::StatsBy, String> {
@@ -336,6 +399,8 @@ pub(crate) fn main() -> ExitCode {
             Command::Routes(args) => cmd::routes::run(args).await,
             Command::ProxyConfig(args) => cmd::proxy_config::run(args).await,
             Command::Check(args) => cmd::check::run(args).await,
+            Command::Tap(args) => cmd::tap::run(args).await,
+            Command::Top(args) => cmd::top::run(args).await,
         }
     });
     match result {

@@ -12,3 +12,5 @@ pub(crate) mod run;
 mod signal;
 pub(crate) mod stat;
 mod table;
+pub(crate) mod tap;
+pub(crate) mod top;

@@ -1,4 +1,5 @@
-//! The `trellis` binary as users run it: the demo, `run` with real apps, and `control`.
+//! The `trellis` binary as users run it: the demo (and its dashboard in a browser), `run` with
+//! real apps, and `control`.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -8,6 +9,11 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+
+#[path = "cli/dashboard.rs"]
+mod dashboard;
+#[path = "cli/tap.rs"]
+mod tap;
 
 fn trellis() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_trellis"));
@@ -185,6 +191,10 @@ fn demo_runs_bounded_and_shows_traffic_for_every_service() {
         });
         assert!(busy, "no traffic shown for {service}:\n{stdout}");
     }
+    assert!(
+        stdout.contains("dashboard: http://127.0.0.1:"),
+        "the demo prints the dashboard URL:\n{stdout}"
+    );
     assert!(
         stdout.contains("(Strict inbound)"),
         "the demo runs with STRICT mTLS:\n{stdout}"

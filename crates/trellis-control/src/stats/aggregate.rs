@@ -61,6 +61,31 @@ pub struct StatsReport {
     pub rows: Vec<StatsRow>,
 }
 
+/// The answer of `GET /api/stats/series`: the report of each step back over what the control
+/// plane keeps, for charts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsSeries {
+    /// What the rows are.
+    pub by: StatsBy,
+    /// The window of each point, in seconds.
+    pub window_seconds: f64,
+    /// The time between points, in seconds.
+    pub step_seconds: f64,
+    /// Oldest first; a time at which no proxy had two snapshots in the window has no point.
+    pub points: Vec<SeriesPoint>,
+}
+
+/// The report over the window that ended `age_seconds` before the answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesPoint {
+    /// How long before the answer the window ended, in seconds.
+    pub age_seconds: f64,
+    /// Proxies whose counts are in the point.
+    pub proxies: usize,
+    /// As in [`StatsReport::rows`].
+    pub rows: Vec<StatsRow>,
+}
+
 /// Golden signals of one service, route or edge over the window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatsRow {

@@ -187,11 +187,13 @@ impl History {
         }
     }
 
-    /// What the proxy counted from its oldest snapshot taken within `window` before `now` to
-    /// its newest; `None` without two snapshots in the window. When a counter went down between
-    /// them the proxy restarted, and the newest alone is what it counted (within the same span).
+    /// What the proxy counted within the `window` that ends at `now`: from its oldest snapshot
+    /// taken in it to its newest taken by `now` (later ones are left out, so a past `now` gives
+    /// a past window); `None` without two snapshots in the window. When a counter went down
+    /// between them the proxy restarted, and the newest alone is what it counted (within the
+    /// same span).
     pub(crate) fn delta(&self, window: Duration, now: Instant) -> Option<Delta> {
-        let newest = self.snapshots.back()?;
+        let newest = self.snapshots.iter().rev().find(|s| s.at <= now)?;
         let in_window = |s: &&Snapshot| now.saturating_duration_since(s.at) <= window;
         let oldest = self.snapshots.iter().find(in_window)?;
         if oldest.at >= newest.at {

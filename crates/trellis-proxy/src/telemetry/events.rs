@@ -280,6 +280,11 @@ impl Events {
         self.dropped.clone()
     }
 
+    /// Taps watching now.
+    pub(crate) fn watchers(&self) -> usize {
+        self.taps.load(Ordering::Relaxed)
+    }
+
     /// A live feed of finished requests until the returned tap drops.
     pub(crate) fn tap(self: &Arc<Self>) -> Tap {
         self.taps.fetch_add(1, Ordering::Relaxed);

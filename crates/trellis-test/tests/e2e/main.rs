@@ -14,4 +14,5 @@ mod retries;
 mod route_table;
 mod routing;
 mod stat;
+mod tap;
 mod tracing;

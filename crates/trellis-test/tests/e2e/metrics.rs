@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use trellis_test::{Deadline, Prometheus, Sample, Sidecar, TestMesh, http1_get, spawn_http_echo};
 
-use crate::common::{config_dump, service};
+use crate::common::{config_dump, metric, service};
 
 /// Values of `samples` by the value of `label`.
 fn by(samples: &[Sample], label: &str) -> BTreeMap<String, f64> {
@@ -188,4 +188,11 @@ async fn a_tap_streams_the_requests_it_selects_as_they_happen() {
         );
         assert!(e["bytes_sent"].as_u64().is_some_and(|b| b > 0), "{e}");
     }
+    assert!(
+        trellis_test::eventually(Duration::from_secs(5), || async {
+            metric(admin, "trellis_tap_watchers").await == 0.0
+        })
+        .await,
+        "the finished tap stops watching"
+    );
 }

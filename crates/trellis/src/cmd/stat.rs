@@ -102,7 +102,7 @@ fn latency(seconds: Option<f64>) -> String {
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.
-fn query_value(value: &str) -> String {
+pub(crate) fn query_value(value: &str) -> String {
     let mut out = String::new();
     for byte in value.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {

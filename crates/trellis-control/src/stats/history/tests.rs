@@ -148,3 +148,23 @@ fn series_past_the_cap_are_left_out() {
     history.push(&stats(many), t0);
     assert_eq!(history.snapshots[0].series.len(), MAX_SERIES);
 }
+
+#[test]
+fn a_past_window_ends_at_its_own_time() {
+    let t0 = Instant::now();
+    let mut history = History::new(Duration::from_secs(120), 2 * SECOND);
+    for (i, requests) in [0, 10, 30, 60].into_iter().enumerate() {
+        history.push(
+            &stats(vec![entry("a", requests, 0)]),
+            t0 + 2 * SECOND * i as u32,
+        );
+    }
+    // The 4 s ending at 4 s: snapshots at 0, 2 and 4 s; the one at 6 s is later.
+    let past = history.delta(4 * SECOND, t0 + 4 * SECOND).unwrap();
+    assert_eq!((past.seconds, counted(&past)), (4.0, vec![("a", 30, 0)]));
+    // Between snapshots, the window ends at the last one taken by then.
+    let past = history.delta(3 * SECOND, t0 + 5 * SECOND).unwrap();
+    assert_eq!((past.seconds, counted(&past)), (2.0, vec![("a", 20, 0)]));
+    // Before the first snapshot, nothing.
+    assert!(history.delta(4 * SECOND, t0 - SECOND).is_none());
+}
