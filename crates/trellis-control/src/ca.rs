@@ -35,17 +35,20 @@ pub trait Authenticator: Send + Sync + 'static {
 pub struct JoinToken(String);
 
 impl JoinToken {
-    /// Reads the token from `dir/join-token`, creating it (0600) on first start.
+    /// Reads the token from `dir/join-token`, creating it (0600, and `dir` if missing) on first
+    /// start.
     pub fn load_or_create(dir: &Path) -> Result<JoinToken, CaStartError> {
         let path = dir.join(JOIN_TOKEN_FILE);
         match std::fs::read_to_string(&path) {
             Ok(token) => Ok(JoinToken(token.trim().to_owned())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let token = JoinToken::random();
-                write_private(&path, &token.0).map_err(|source| CaStartError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
+                std::fs::create_dir_all(dir)
+                    .and_then(|()| write_private(&path, &token.0))
+                    .map_err(|source| CaStartError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
                 Ok(token)
             }
             Err(source) => Err(CaStartError::Io { path, source }),
@@ -236,5 +239,21 @@ impl<A: Authenticator> Signer for CaService<A> {
             chain_pem: issued.chain_pem,
             trust_bundle_pem: authority.trust_bundle_pem(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_join_token_is_created_with_its_data_dir_and_read_back() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("new").join("data");
+        let created = JoinToken::load_or_create(&dir).unwrap();
+        assert_eq!(
+            JoinToken::load_or_create(&dir).unwrap().secret(),
+            created.secret()
+        );
     }
 }
