@@ -16,6 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::config::matcher::percent_decode;
 use crate::drain::DrainWatch;
 use crate::dump::ConfigDump;
 use crate::table::Shared;
@@ -135,7 +136,7 @@ impl TapFilter {
         let mut filter = TapFilter::default();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_decode(value);
+            let value = percent_decode(value).into_owned();
             match key {
                 "path" => filter.path = Some(value),
                 "method" => filter.method = Some(value.to_ascii_uppercase()),
@@ -168,30 +169,6 @@ impl TapFilter {
             && self.authority.as_ref().is_none_or(|a| *a == e.authority)
             && self.direction.as_ref().is_none_or(|d| d == e.direction)
     }
-}
-
-/// `%XX` escapes and `+` decoded; invalid escapes kept as they are.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| char::from(b).to_digit(16);
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A live stream of the requests `req`'s filters select, one JSON object per line; a line
@@ -267,6 +244,5 @@ mod tests {
         let e = TapFilter::parse("colour=red").unwrap_err();
         assert!(e.contains("unknown tap filter \"colour=red\""), "{e}");
         assert!(TapFilter::parse("limit=x").unwrap_err().contains("limit"));
-        assert_eq!(percent_decode("a+b%41%zz%"), "a bA%zz%");
     }
 }

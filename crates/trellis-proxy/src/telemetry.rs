@@ -340,7 +340,7 @@ impl EncodeMetric for ReadAtScrape {
     }
 }
 
-/// The gRPC status a response carries in its headers (a trailers-only answer), if any.
+/// The `grpc-status` in `headers` (a trailers-only answer, or trailers), if any.
 pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<u8> {
     headers
         .get("grpc-status")

@@ -351,7 +351,7 @@ impl QueryMatch {
 }
 
 /// Decodes `%XX` escapes and `+` (as space); borrows when there is nothing to decode.
-fn percent_decode(s: &str) -> Cow<'_, str> {
+pub(crate) fn percent_decode(s: &str) -> Cow<'_, str> {
     if !s.contains(['%', '+']) {
         return Cow::Borrowed(s);
     }

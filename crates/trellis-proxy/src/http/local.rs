@@ -9,6 +9,7 @@ use crate::config::fault::Abort;
 use crate::config::ratelimit::{Limited, RateLimit};
 use crate::config::route::{DirectResponse, Redirect, RedirectFrom};
 use crate::error::ResponseBody;
+use crate::telemetry;
 
 fn reply(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
     let plain = !body.is_empty();
@@ -37,18 +38,6 @@ fn grpc_reply(code: u32, message: &str) -> Response<ResponseBody> {
     response
 }
 
-/// The gRPC status a client reads from an HTTP status (gRPC's HTTP-to-gRPC mapping).
-fn grpc_code(status: StatusCode) -> u32 {
-    match status.as_u16() {
-        400 => 13,
-        401 => 16,
-        403 => 7,
-        404 => 12,
-        429 | 502..=504 => 14,
-        _ => 2,
-    }
-}
-
 /// Envoy's RBAC refusal: 403, or for gRPC a trailers-only PERMISSION_DENIED.
 pub(crate) fn denied(grpc: bool) -> Response<ResponseBody> {
     const MESSAGE: &str = "RBAC: access denied";
@@ -68,7 +57,9 @@ pub(crate) fn fault_abort(abort: Abort, body: &Bytes, grpc: bool) -> Response<Re
     let message = String::from_utf8_lossy(body);
     match abort {
         Abort::Grpc(code) => grpc_reply(code, &message),
-        Abort::Http(status) if grpc => grpc_reply(grpc_code(status), &message),
+        Abort::Http(status) if grpc => {
+            grpc_reply(u32::from(telemetry::grpc_from_http(status)), &message)
+        }
         Abort::Http(status) => reply(status, body.clone()),
     }
 }

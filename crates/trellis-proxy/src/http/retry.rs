@@ -14,6 +14,7 @@ use super::metered::WantUpstream;
 use crate::config::route::{Retry, RetryOn};
 use crate::error::ForwardError;
 use crate::table::Cluster;
+use crate::telemetry;
 
 /// Endpoints remembered to steer retries elsewhere.
 const REMEMBERED: usize = 4;
@@ -99,15 +100,12 @@ fn retriable(retry: &Retry, outcome: &Result<Response<Incoming>, ForwardError>) 
 
 /// A trailers-only gRPC answer whose `grpc-status` the route retries.
 fn grpc_retriable(on: RetryOn, headers: &HeaderMap) -> bool {
-    let Some(code) = headers.get("grpc-status").and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let condition = match code {
-        "1" => RetryOn::GRPC_CANCELLED,
-        "4" => RetryOn::GRPC_DEADLINE_EXCEEDED,
-        "8" => RetryOn::GRPC_RESOURCE_EXHAUSTED,
-        "13" => RetryOn::GRPC_INTERNAL,
-        "14" => RetryOn::GRPC_UNAVAILABLE,
+    let condition = match telemetry::grpc_status(headers) {
+        Some(1) => RetryOn::GRPC_CANCELLED,
+        Some(4) => RetryOn::GRPC_DEADLINE_EXCEEDED,
+        Some(8) => RetryOn::GRPC_RESOURCE_EXHAUSTED,
+        Some(13) => RetryOn::GRPC_INTERNAL,
+        Some(14) => RetryOn::GRPC_UNAVAILABLE,
         _ => return false,
     };
     on.any(condition)

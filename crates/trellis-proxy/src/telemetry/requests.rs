@@ -303,27 +303,23 @@ impl RouteStatsSet {
             .peers()
             .into_iter()
             .map(|p| {
-                let labels = self.workload_labels(&p);
-                let label = |i: usize| labels[i].1.to_owned();
+                let (source, destination) = self.sides(&p);
                 let status_classes = std::array::from_fn(|c| p.responses[c].iter().sum());
                 let failures = StatusClass::ALL
                     .iter()
                     .flat_map(|&class| {
-                        p.responses[class.index()]
-                            .iter()
-                            .enumerate()
-                            .filter(move |&(slot, _)| classification(class, slot) == "failure")
-                            .map(|(_, n)| *n)
+                        let by_grpc = p.responses[class.index()].iter().enumerate();
+                        by_grpc.filter_map(move |(slot, n)| failed(class, slot).then_some(*n))
                     })
                     .sum();
                 StatsEntry {
                     direction: p.direction.as_str().to_owned(),
                     route: p.route.clone(),
                     cluster: p.cluster.clone(),
-                    source_service: label(0),
-                    source_namespace: label(1),
-                    destination_service: label(4),
-                    destination_namespace: label(5),
+                    source_service: source.service.to_owned(),
+                    source_namespace: source.namespace.to_owned(),
+                    destination_service: destination.service.to_owned(),
+                    destination_namespace: destination.namespace.to_owned(),
                     requests: p.total(),
                     failures,
                     status_classes,
@@ -335,40 +331,62 @@ impl RouteStatsSet {
         ProxyStats { entries }
     }
 
-    /// The source and destination labels of a peer entry: the local workload on its own side,
-    /// the cluster's service or the peer's SPIFFE ID on the other.
-    fn workload_labels<'a>(&'a self, p: &'a PeerSnapshot) -> [(&'static str, &'a str); 8] {
-        let local = &self.local;
+    /// The two sides of a peer entry: the local workload on its own side, the cluster's
+    /// service or the peer's SPIFFE ID on the other.
+    fn sides<'a>(&'a self, p: &'a PeerSnapshot) -> (Side<'a>, Side<'a>) {
+        let local = Side {
+            service: &self.local.service,
+            namespace: &self.local.namespace,
+            workload: &self.local.workload,
+            identity: &self.local.identity,
+        };
         match p.direction {
             Direction::Outbound => {
                 let (service, namespace) = cluster_service(&p.cluster);
-                [
-                    ("source_service", local.service.as_str()),
-                    ("source_namespace", local.namespace.as_str()),
-                    ("source_workload", local.workload.as_str()),
-                    ("source_identity", local.identity.as_str()),
-                    ("destination_service", service),
-                    ("destination_namespace", namespace),
-                    ("destination_workload", ""),
-                    ("destination_identity", ""),
-                ]
+                let remote = Side {
+                    service,
+                    namespace,
+                    ..Side::default()
+                };
+                (local, remote)
             }
             Direction::Inbound => {
                 let identity = p.peer.as_deref().unwrap_or("");
                 let (service, namespace) = identity_service(identity);
-                [
-                    ("source_service", service),
-                    ("source_namespace", namespace),
-                    ("source_workload", ""),
-                    ("source_identity", identity),
-                    ("destination_service", local.service.as_str()),
-                    ("destination_namespace", local.namespace.as_str()),
-                    ("destination_workload", local.workload.as_str()),
-                    ("destination_identity", local.identity.as_str()),
-                ]
+                let remote = Side {
+                    service,
+                    namespace,
+                    workload: "",
+                    identity,
+                };
+                (remote, local)
             }
         }
     }
+
+    /// The `source_*` and `destination_*` labels of a peer entry.
+    fn workload_labels<'a>(&'a self, p: &'a PeerSnapshot) -> [(&'static str, &'a str); 8] {
+        let (source, destination) = self.sides(p);
+        [
+            ("source_service", source.service),
+            ("source_namespace", source.namespace),
+            ("source_workload", source.workload),
+            ("source_identity", source.identity),
+            ("destination_service", destination.service),
+            ("destination_namespace", destination.namespace),
+            ("destination_workload", destination.workload),
+            ("destination_identity", destination.identity),
+        ]
+    }
+}
+
+/// One side of a request: a workload, as far as it is known (empty where not).
+#[derive(Debug, Default, Clone, Copy)]
+struct Side<'a> {
+    service: &'a str,
+    namespace: &'a str,
+    workload: &'a str,
+    identity: &'a str,
 }
 
 /// The service and namespace a cluster of the Trellis control plane sends to: its names are
@@ -403,10 +421,15 @@ fn grpc_label(slot: usize) -> String {
     }
 }
 
-/// `failure` for 5xx and for gRPC statuses other than `OK`, as Linkerd classifies responses.
-fn classification(class: StatusClass, grpc_slot: usize) -> &'static str {
+/// Whether a response failed: 5xx, or a gRPC status other than `OK`, as Linkerd classifies.
+fn failed(class: StatusClass, grpc_slot: usize) -> bool {
     let grpc_failed = grpc_slot != 0 && grpc_slot != usize::from(NOT_GRPC);
-    if class == StatusClass::ServerError || grpc_failed {
+    class == StatusClass::ServerError || grpc_failed
+}
+
+/// The `classification` label: `failure` or `success`.
+fn classification(class: StatusClass, grpc_slot: usize) -> &'static str {
+    if failed(class, grpc_slot) {
         "failure"
     } else {
         "success"

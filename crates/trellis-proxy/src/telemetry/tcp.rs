@@ -129,38 +129,42 @@ impl Collector for TcpStatsSet {
                 .filter(|(_, _, [opened, ..])| *opened > 0)
                 .collect()
         };
-        let metrics: [(&str, &str, MetricType); 4] = [
+        // Name, help, type, and which of [opened, open, received, sent] it reports.
+        let metrics: [(&str, &str, MetricType, usize); 4] = [
             (
                 "trellis_tcp_connections",
                 "TCP connections proxied, by direction and cluster",
                 MetricType::Counter,
+                0,
             ),
             (
                 "trellis_tcp_open_connections",
                 "TCP connections open now",
                 MetricType::Gauge,
+                1,
             ),
             (
                 "trellis_tcp_received_bytes",
                 "Bytes received from TCP clients",
                 MetricType::Counter,
+                2,
             ),
             (
                 "trellis_tcp_sent_bytes",
                 "Bytes sent to TCP clients",
                 MetricType::Counter,
+                3,
             ),
         ];
-        for (i, (name, help, kind)) in metrics.into_iter().enumerate() {
+        for (name, help, kind, column) in metrics {
             let mut family = encoder.encode_descriptor(name, help, None, kind)?;
             for (direction, cluster, [opened, closed, received, sent]) in &rows {
+                let value = [*opened, opened - closed, *received, *sent][column];
                 let labels = [("direction", direction.as_str()), ("cluster", cluster)];
                 let mut metric = family.encode_family(&labels)?;
-                match i {
-                    0 => metric.encode_counter::<[(&str, &str); 0], _, f64>(opened, None)?,
-                    1 => metric.encode_gauge(&(opened - closed))?,
-                    2 => metric.encode_counter::<[(&str, &str); 0], _, f64>(received, None)?,
-                    _ => metric.encode_counter::<[(&str, &str); 0], _, f64>(sent, None)?,
+                match kind {
+                    MetricType::Gauge => metric.encode_gauge(&value)?,
+                    _ => metric.encode_counter::<[(&str, &str); 0], _, f64>(&value, None)?,
                 }
             }
         }
