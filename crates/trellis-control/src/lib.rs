@@ -35,6 +35,7 @@ use crate::ca::{CaService, JoinToken};
 pub use control::{ConfigView, ControlPlane};
 pub use files::{FileSource, FilesError};
 pub use model::{EndpointModel, MeshModel, ServiceModel};
+pub use proxy_admin::percent_encode;
 pub use registry::{Nack, ProxyView, WorkloadView};
 pub use stats::{
     DEFAULT_STATS_INTERVAL, STATS_RETENTION, SeriesPoint, StatsBy, StatsReport, StatsRow,

@@ -223,5 +223,19 @@ async fn send(addr: &str, path: &str) -> Result<(Response<Incoming>, Conn), Prox
     Ok((response, conn))
 }
 
+/// Percent-encodes all but RFC 3986's unreserved characters, for a query value or a path
+/// segment of a request to a proxy's admin server or to the control plane's API.
+pub fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests;

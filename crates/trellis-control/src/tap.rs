@@ -23,6 +23,7 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use crate::control::ControlPlane;
+use crate::proxy_admin::percent_encode;
 use crate::stats::Target;
 use merge::MergedTap;
 
@@ -124,7 +125,7 @@ impl TapQuery {
         ];
         let pairs: Vec<String> = filters
             .iter()
-            .filter_map(|(key, value)| Some(format!("{key}={}", encode(value.as_ref()?))))
+            .filter_map(|(key, value)| Some(format!("{key}={}", percent_encode(value.as_ref()?))))
             .collect();
         if pairs.is_empty() {
             return "/tap".to_owned();
@@ -142,20 +143,6 @@ impl TapQuery {
         proxies.dedup_by(|a, b| a.node_id == b.node_id && a.admin == b.admin);
         proxies
     }
-}
-
-/// Percent-encodes all but RFC 3986's unreserved characters and `/` (the proxy decodes
-/// `%XX`).
-fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// Opens every proxy's tap, then streams the merged lines. The answer starts once each
@@ -226,7 +213,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             query.proxy_path(),
-            "/tap?direction=inbound&path=/a%20b&method=POST&authority=api%3A80&limit=5"
+            "/tap?direction=inbound&path=%2Fa%20b&method=POST&authority=api%3A80&limit=5"
         );
         let outbound = parse("service=web&direction=outbound&path=&limit=").unwrap();
         assert_eq!(outbound.proxy_path(), "/tap?direction=outbound");

@@ -1,9 +1,11 @@
 //! An OTLP/gRPC trace receiver built from the reference opentelemetry-proto types: it keeps
 //! every span it is sent, with the `service.name` of the resource that sent it.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -12,8 +14,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::server::{Server, spawn_server};
 
 /// A span as received, with the service that sent it.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,11 +42,10 @@ impl ReceivedSpan {
     }
 }
 
-/// A running receiver; stops when dropped.
+/// A running receiver; stops (closing its connections) when dropped.
 pub struct OtlpReceiver {
-    addr: SocketAddr,
+    server: Server,
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 #[derive(Clone)]
@@ -82,22 +83,27 @@ impl TraceService for Collect {
 impl OtlpReceiver {
     /// Starts a receiver on a free loopback port.
     pub async fn start() -> anyhow::Result<OtlpReceiver> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
         let spans = Arc::new(Mutex::new(Vec::new()));
         let service = TraceServiceServer::new(Collect(spans.clone()));
-        let task = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(TcpListenerStream::new(listener))
-                .await;
-        });
-        Ok(OtlpReceiver { addr, spans, task })
+        let server = spawn_server(move |stream| {
+            let service = TowerToHyperService::new(service.clone());
+            async move {
+                let builder = auto::Builder::new(TokioExecutor::new());
+                if let Err(error) = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    tracing::debug!(%error, "otlp connection ended with an error");
+                }
+            }
+        })
+        .await?;
+        Ok(OtlpReceiver { server, spans })
     }
 
     /// The collector URL to give exporters.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     /// Every span received so far.
@@ -106,11 +112,5 @@ impl OtlpReceiver {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-    }
-}
-
-impl Drop for OtlpReceiver {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+use trellis_control::percent_encode;
 
 use crate::{Deadline, http1_get};
 
@@ -142,30 +143,5 @@ impl Drop for Prometheus {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Percent-encodes everything but unreserved characters (RFC 3986), for a query parameter.
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn queries_are_percent_encoded() {
-        assert_eq!(
-            percent_encode(r#"sum by (a) (m{x="1"})"#),
-            "sum%20by%20%28a%29%20%28m%7Bx%3D%221%22%7D%29"
-        );
     }
 }

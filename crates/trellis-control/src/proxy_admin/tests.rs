@@ -111,3 +111,9 @@ async fn a_stream_refused_with_an_error_status_says_why() {
     let err = get_lines(None, "/tap").await.unwrap_err();
     assert!(matches!(err, ProxyAdminError::NoAddress), "{err:?}");
 }
+
+#[test]
+fn only_unreserved_characters_stay_unencoded() {
+    assert_eq!(percent_encode("web-1.a_b~"), "web-1.a_b~");
+    assert_eq!(percent_encode("a/b c%&"), "a%2Fb%20c%25%26");
+}

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::anyhow;
 use clap::ValueEnum;
 use serde_json::Value;
+use trellis_control::percent_encode;
 
 use super::api::get_json;
 use super::table::Table;
@@ -94,18 +95,6 @@ pub(crate) fn resolve(proxies: &Value, query: &str) -> Result<(String, String), 
             list(many)
         )),
     }
-}
-
-/// Escapes everything but RFC 3986's unreserved characters, for a node id in a URL path.
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The part of the dump `--json` prints for `t`.

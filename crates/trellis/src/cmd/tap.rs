@@ -8,10 +8,10 @@ use std::process::ExitCode;
 
 use clap::ValueEnum;
 use serde::Deserialize;
+use trellis_control::percent_encode;
 
 use super::api::get_lines;
 use super::signal::Signals;
-use super::stat::query_value;
 use crate::cli::{TapArgs, TapFilterArgs};
 
 /// Which of the proxies' requests to watch.
@@ -90,8 +90,8 @@ pub(crate) fn api_path(filter: &TapFilterArgs, limit: Option<u64>) -> String {
     };
     let mut path = format!(
         "/api/tap?service={}&namespace={}&direction={direction}",
-        query_value(&filter.service),
-        query_value(&filter.namespace),
+        percent_encode(&filter.service),
+        percent_encode(&filter.namespace),
     );
     let limit = limit.map(|n| n.to_string());
     let optional = [
@@ -102,7 +102,7 @@ pub(crate) fn api_path(filter: &TapFilterArgs, limit: Option<u64>) -> String {
     ];
     for (key, value) in optional {
         if let Some(value) = value {
-            let _ = write!(path, "&{key}={}", query_value(value));
+            let _ = write!(path, "&{key}={}", percent_encode(value));
         }
     }
     path
