@@ -10,6 +10,32 @@ pub const LATENCY_BOUNDS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Quantile `q` (0..=1) of a histogram of per-bucket counts over [`LATENCY_BOUNDS`] and `+Inf`,
+/// as Prometheus' `histogram_quantile` computes it: linear within the bucket the rank falls in
+/// (from 0 for the first), and the highest finite bound when it falls in `+Inf`. `None` when
+/// empty.
+pub fn quantile(buckets: &[u64], q: f64) -> Option<f64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q.clamp(0.0, 1.0) * total as f64;
+    let mut below = 0u64;
+    let mut lower = 0.0;
+    for (i, &count) in buckets.iter().enumerate() {
+        let Some(&upper) = LATENCY_BOUNDS.get(i) else {
+            break;
+        };
+        if count > 0 && (below + count) as f64 >= rank {
+            let within = (rank - below as f64) / count as f64;
+            return Some(lower + (upper - lower) * within);
+        }
+        below += count;
+        lower = upper;
+    }
+    Some(lower)
+}
+
 /// A proxy's statistics since it started.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProxyStats {
@@ -45,4 +71,35 @@ pub struct StatsEntry {
     pub latency: Vec<u64>,
     /// Sum of latencies, in seconds.
     pub latency_sum: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_within_buckets_like_prometheus() {
+        let mut buckets = [0; LATENCY_BOUNDS.len() + 1];
+        assert_eq!(quantile(&buckets, 0.5), None);
+
+        // 20 requests in (0.1, 0.25]: the median is halfway through the bucket.
+        buckets[8] = 20;
+        let p50 = quantile(&buckets, 0.5).unwrap();
+        assert!((p50 - 0.175).abs() < 1e-12, "{p50}");
+        let p99 = quantile(&buckets, 0.99).unwrap();
+        assert!((p99 - (0.1 + 0.15 * 0.99)).abs() < 1e-12, "{p99}");
+
+        // The first bucket starts at 0; empty buckets in between are skipped.
+        let mut buckets = [0; LATENCY_BOUNDS.len() + 1];
+        buckets[0] = 50;
+        buckets[10] = 50;
+        assert_eq!(quantile(&buckets, 0.25), Some(0.00025));
+        assert_eq!(quantile(&buckets, 0.5), Some(0.0005));
+        assert_eq!(quantile(&buckets, 0.75), Some(0.5 + 0.5 * 0.5));
+
+        // Past the last bound: the last bound, as Prometheus answers.
+        let mut buckets = [0; LATENCY_BOUNDS.len() + 1];
+        buckets[LATENCY_BOUNDS.len()] = 3;
+        assert_eq!(quantile(&buckets, 0.5), Some(10.0));
+    }
 }

@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use trellis_metrics::stats::LATENCY_BOUNDS;
+use trellis_metrics::stats::quantile;
 
 use super::history::{BUCKETS, Counters, Delta, Direction, SeriesKey};
 
@@ -219,9 +219,9 @@ pub(crate) fn report(
                 success_rate: (c.requests > 0)
                     .then(|| 1.0 - c.failures.min(c.requests) as f64 / c.requests as f64),
                 rps: sum.rps,
-                latency_p50_seconds: quantile(&c.latency, 0.50),
-                latency_p95_seconds: quantile(&c.latency, 0.95),
-                latency_p99_seconds: quantile(&c.latency, 0.99),
+                latency_p50_seconds: quantile(&c.latency[..], 0.50),
+                latency_p95_seconds: quantile(&c.latency[..], 0.95),
+                latency_p99_seconds: quantile(&c.latency[..], 0.99),
                 source_namespace: key.source.as_ref().map(|(_, ns)| ns.clone()),
                 source_service: key.source.map(|(s, _)| s),
                 route: key.route,
@@ -236,32 +236,6 @@ pub(crate) fn report(
         proxies: deltas.len(),
         rows,
     }
-}
-
-/// Quantile `q` (0..=1) of a histogram of per-bucket counts over [`LATENCY_BOUNDS`] and `+Inf`,
-/// as Prometheus' `histogram_quantile` computes it: linear within the bucket the rank falls in
-/// (from 0 for the first), and the highest finite bound when it falls in `+Inf`. `None` when
-/// empty.
-pub(crate) fn quantile(buckets: &[u64; BUCKETS], q: f64) -> Option<f64> {
-    let total: u64 = buckets.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = q.clamp(0.0, 1.0) * total as f64;
-    let mut below = 0u64;
-    let mut lower = 0.0;
-    for (i, &count) in buckets.iter().enumerate() {
-        let Some(&upper) = LATENCY_BOUNDS.get(i) else {
-            break;
-        };
-        if count > 0 && (below + count) as f64 >= rank {
-            let within = (rank - below as f64) / count as f64;
-            return Some(lower + (upper - lower) * within);
-        }
-        below += count;
-        lower = upper;
-    }
-    Some(lower)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 
-use trellis_metrics::stats::{ProxyStats, StatsEntry};
+use trellis_metrics::stats::{ProxyStats, StatsEntry, quantile};
 
 use super::{Direction, LocalWorkload, StatusClass};
 
@@ -165,28 +165,17 @@ impl RouteStats {
     /// Latency quantile `q` (0..=1) in seconds, interpolated within its bucket like Prometheus'
     /// `histogram_quantile`; `None` before the first request.
     pub fn latency_quantile(&self, q: f64) -> Option<f64> {
-        let total = self.latency_buckets.last()?.1;
-        if total == 0 {
-            return None;
-        }
-        let rank = q.clamp(0.0, 1.0) * total as f64;
-        let mut prev = (0.0, 0u64);
-        for &(bound, cumulative) in &self.latency_buckets {
-            if cumulative as f64 >= rank {
-                if bound.is_infinite() {
-                    return Some(prev.0);
-                }
-                let in_bucket = (cumulative - prev.1) as f64;
-                let frac = if in_bucket > 0.0 {
-                    (rank - prev.1 as f64) / in_bucket
-                } else {
-                    1.0
-                };
-                return Some(prev.0 + (bound - prev.0) * frac);
-            }
-            prev = (bound, cumulative);
-        }
-        Some(prev.0)
+        let mut below = 0;
+        let counts: Vec<u64> = self
+            .latency_buckets
+            .iter()
+            .map(|&(_, cumulative)| {
+                let count = cumulative - below;
+                below = cumulative;
+                count
+            })
+            .collect();
+        quantile(&counts, q)
     }
 }
 

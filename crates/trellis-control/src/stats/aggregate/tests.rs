@@ -148,32 +148,6 @@ fn a_filter_keeps_the_rows_of_one_service() {
 }
 
 #[test]
-fn quantiles_interpolate_within_buckets_like_prometheus() {
-    let mut buckets = [0; BUCKETS];
-    assert_eq!(quantile(&buckets, 0.5), None);
-
-    // 20 requests in (0.1, 0.25]: the median is halfway through the bucket.
-    buckets[8] = 20;
-    let p50 = quantile(&buckets, 0.5).unwrap();
-    assert!((p50 - 0.175).abs() < 1e-12, "{p50}");
-    let p99 = quantile(&buckets, 0.99).unwrap();
-    assert!((p99 - (0.1 + 0.15 * 0.99)).abs() < 1e-12, "{p99}");
-
-    // The first bucket starts at 0; empty buckets in between are skipped.
-    let mut buckets = [0; BUCKETS];
-    buckets[0] = 50;
-    buckets[10] = 50;
-    assert_eq!(quantile(&buckets, 0.25), Some(0.00025));
-    assert_eq!(quantile(&buckets, 0.5), Some(0.0005));
-    assert_eq!(quantile(&buckets, 0.75), Some(0.5 + 0.5 * 0.5));
-
-    // Past the last bound: the last bound, as Prometheus answers.
-    let mut buckets = [0; BUCKETS];
-    buckets[BUCKETS - 1] = 3;
-    assert_eq!(quantile(&buckets, 0.5), Some(10.0));
-}
-
-#[test]
 fn by_parses_and_prints() {
     for by in [StatsBy::Service, StatsBy::Route, StatsBy::Edge] {
         assert_eq!(by.to_string().parse::<StatsBy>(), Ok(by));
