@@ -9,7 +9,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use trellis_metrics::stats::quantile;
 
-use super::history::{BUCKETS, Counters, Delta, Direction, SeriesKey};
+use super::history::{Counters, Delta, Direction, SeriesKey};
 
 /// What the rows of a [`StatsReport`] are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

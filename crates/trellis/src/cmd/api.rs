@@ -39,6 +39,16 @@ pub(crate) async fn get_json(admin: SocketAddr, path: &str) -> anyhow::Result<se
     })
 }
 
+/// The elements of a JSON array; none for anything else.
+pub(crate) fn items(v: &serde_json::Value) -> impl Iterator<Item = &serde_json::Value> {
+    v.as_array().into_iter().flatten()
+}
+
+/// A JSON string, or `?` for anything else.
+pub(crate) fn str_of(v: &serde_json::Value) -> &str {
+    v.as_str().unwrap_or("?")
+}
+
 /// The longest line a stream may send.
 const MAX_LINE: usize = 1 << 20;
 

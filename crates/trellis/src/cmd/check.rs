@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use super::api::{get_json, request};
+use super::api::{get_json, items, request, str_of};
 use super::identity::expires_in;
 use crate::cli::AdminArgs;
 
@@ -147,14 +147,6 @@ fn count(n: usize, one: &str, many: &str) -> String {
         1 => format!("1 {one}"),
         n => format!("{n} {many}"),
     }
-}
-
-fn items(v: &Value) -> impl Iterator<Item = &Value> {
-    v.as_array().into_iter().flatten()
-}
-
-fn str_of(v: &Value) -> &str {
-    v.as_str().unwrap_or("?")
 }
 
 fn ready(readyz: &Result<(), String>) -> Check {

@@ -9,7 +9,7 @@ use clap::ValueEnum;
 use serde_json::Value;
 use trellis_control::percent_encode;
 
-use super::api::get_json;
+use super::api::{get_json, items, str_of};
 use super::table::Table;
 use crate::cli::ProxyConfigArgs;
 
@@ -142,14 +142,6 @@ pub(crate) fn render(node_id: &str, service: &str, dump: &Value, t: ConfigType) 
         }
     }
     out
-}
-
-fn items(v: &Value) -> impl Iterator<Item = &Value> {
-    v.as_array().into_iter().flatten()
-}
-
-fn str_of(v: &Value) -> &str {
-    v.as_str().unwrap_or("?")
 }
 
 /// `name` or `name (weight)` each, for weighted clusters.

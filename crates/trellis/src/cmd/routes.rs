@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-use super::api::get_json;
+use super::api::{get_json, items, str_of};
 use super::table::Table;
 use crate::cli::AdminArgs;
 
@@ -43,7 +43,7 @@ pub(crate) fn render(routes: &Value) -> String {
             status(parents),
         ]);
         // ResolvedRefs is the same towards every parent; the messages of Accepted name theirs.
-        for c in parents.iter().flat_map(conditions) {
+        for c in parents.iter().flat_map(|p| items(&p["conditions"])) {
             if c["status"] == "True" {
                 continue;
             }
@@ -67,14 +67,6 @@ pub(crate) fn render(routes: &Value) -> String {
         }
     }
     out
-}
-
-fn str_of(v: &Value) -> &str {
-    v.as_str().unwrap_or("?")
-}
-
-fn conditions(parent: &Value) -> impl Iterator<Item = &Value> {
-    parent["conditions"].as_array().into_iter().flatten()
 }
 
 /// `name`, with `.namespace` when it differs from the route's and `:port` when set.
@@ -125,7 +117,7 @@ fn backends(rules: &Value, route_ns: &str) -> String {
 /// `Type=False (Reason)` with each distinct reason.
 fn status(parents: &[Value]) -> String {
     let mut types: Vec<(&str, Vec<&str>)> = Vec::new();
-    for c in parents.iter().flat_map(conditions) {
+    for c in parents.iter().flat_map(|p| items(&p["conditions"])) {
         let t = str_of(&c["type"]);
         let i = types
             .iter()

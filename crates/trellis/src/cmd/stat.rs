@@ -10,6 +10,7 @@ use trellis_control::{StatsBy, StatsReport, StatsRow, percent_encode};
 
 use super::api::request;
 use super::table::Table;
+use super::tap::latency;
 use crate::cli::StatArgs;
 
 pub(crate) async fn run(args: StatArgs) -> anyhow::Result<ExitCode> {
@@ -78,9 +79,12 @@ fn figure_cells(row: &StatsRow) -> [String; 7] {
         row.success_rate
             .map_or_else(|| "-".to_owned(), |s| format!("{:.2}%", s * 100.0)),
         format!("{:.1}rps", row.rps),
-        latency(row.latency_p50_seconds),
-        latency(row.latency_p95_seconds),
-        latency(row.latency_p99_seconds),
+        row.latency_p50_seconds
+            .map_or_else(|| "-".to_owned(), |s| latency(s * 1e3)),
+        row.latency_p95_seconds
+            .map_or_else(|| "-".to_owned(), |s| latency(s * 1e3)),
+        row.latency_p99_seconds
+            .map_or_else(|| "-".to_owned(), |s| latency(s * 1e3)),
     ]
 }
 
@@ -90,14 +94,6 @@ fn name(service: &str, namespace: &str) -> String {
         ("", _) => "-".to_owned(),
         (s, "default" | "") => s.to_owned(),
         (s, ns) => format!("{s}.{ns}"),
-    }
-}
-
-fn latency(seconds: Option<f64>) -> String {
-    match seconds.map(|s| s * 1000.0) {
-        None => "-".to_owned(),
-        Some(ms) if ms < 10.0 => format!("{ms:.1}ms"),
-        Some(ms) => format!("{ms:.0}ms"),
     }
 }
 

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::stats::history::BUCKETS;
 
 /// A series of `requests` (`failures` of them failed), all in latency bucket `bucket`.
 fn series(
