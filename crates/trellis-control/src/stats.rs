@@ -121,7 +121,7 @@ impl Collector {
                         self.histories()
                             .entry(key)
                             .or_insert_with(|| History::new(STATS_RETENTION, self.interval))
-                            .push(&stats, at);
+                            .push(stats, at);
                     }
                     Err(e) => {
                         tracing::debug!(node = %key.0, admin = %key.1, error = %e, "proxy stats not read");
@@ -163,19 +163,21 @@ impl Collector {
         let now = Instant::now();
         let steps = STATS_RETENTION.saturating_sub(window).as_secs_f64() / step.as_secs_f64();
         let ages = (0..=steps as u32).rev().map(|k| step * k);
-        // Deltas share their keys with the histories: cheap to take under the lock.
-        let deltas: Vec<(Duration, Vec<_>)> = {
-            let histories = self.histories();
-            let ends = ages.filter_map(|age| Some((age, now.checked_sub(age)?)));
-            ends.map(|(age, end)| {
-                let of_proxies = histories
-                    .iter()
-                    .filter(|(key, _)| connected.contains(*key))
-                    .filter_map(|(_, history)| history.delta(window, end));
+        // Copies of the rings (a reference count per snapshot) are taken under the lock; the
+        // deltas, many per proxy, are computed without holding it.
+        let histories: Vec<History> = self
+            .histories()
+            .iter()
+            .filter(|(key, _)| connected.contains(*key))
+            .map(|(_, history)| history.clone())
+            .collect();
+        let deltas: Vec<(Duration, Vec<_>)> = ages
+            .filter_map(|age| Some((age, now.checked_sub(age)?)))
+            .map(|(age, end)| {
+                let of_proxies = histories.iter().filter_map(|h| h.delta(window, end));
                 (age, of_proxies.collect())
             })
-            .collect()
-        };
+            .collect();
         let points = deltas
             .into_iter()
             .filter(|(_, deltas)| !deltas.is_empty())

@@ -125,9 +125,11 @@ pub(crate) struct Delta {
 }
 
 /// A proxy's snapshots, oldest first, at most `capacity` and none older than the retention.
-#[derive(Debug)]
+/// Snapshots never change once taken, so a copy of the ring (to read it without holding the
+/// collector's lock) costs a reference count per snapshot.
+#[derive(Debug, Clone)]
 pub(crate) struct History {
-    snapshots: VecDeque<Snapshot>,
+    snapshots: VecDeque<Arc<Snapshot>>,
     capacity: usize,
     retention: Duration,
 }
@@ -147,26 +149,27 @@ impl History {
     }
 
     /// Adds the proxy's answer read at `at`, dropping what is past the retention.
-    pub(crate) fn push(&mut self, stats: &ProxyStats, at: Instant) {
+    pub(crate) fn push(&mut self, stats: ProxyStats, at: Instant) {
         let mut merged: BTreeMap<SeriesKey, Counters> = BTreeMap::new();
-        for entry in &stats.entries {
+        for entry in stats.entries {
             let direction = match entry.direction.as_str() {
                 "inbound" => Direction::Inbound,
                 "outbound" => Direction::Outbound,
                 _ => continue,
             };
+            let counters = Counters::of(&entry);
             let key = SeriesKey {
                 direction,
-                route: entry.route.clone(),
-                source_service: entry.source_service.clone(),
-                source_namespace: entry.source_namespace.clone(),
-                destination_service: entry.destination_service.clone(),
-                destination_namespace: entry.destination_namespace.clone(),
+                route: entry.route,
+                source_service: entry.source_service,
+                source_namespace: entry.source_namespace,
+                destination_service: entry.destination_service,
+                destination_namespace: entry.destination_namespace,
             };
             if merged.len() >= MAX_SERIES && !merged.contains_key(&key) {
                 continue;
             }
-            merged.entry(key).or_default().add(&Counters::of(entry));
+            merged.entry(key).or_default().add(&counters);
         }
         let previous = self.snapshots.back();
         let series = merged
@@ -176,7 +179,7 @@ impl History {
                 (shared.unwrap_or_else(|| Arc::new(key)), counters)
             })
             .collect();
-        self.snapshots.push_back(Snapshot { at, series });
+        self.snapshots.push_back(Arc::new(Snapshot { at, series }));
         while self.snapshots.len() > self.capacity
             || self
                 .snapshots
@@ -194,7 +197,7 @@ impl History {
     /// same span).
     pub(crate) fn delta(&self, window: Duration, now: Instant) -> Option<Delta> {
         let newest = self.snapshots.iter().rev().find(|s| s.at <= now)?;
-        let in_window = |s: &&Snapshot| now.saturating_duration_since(s.at) <= window;
+        let in_window = |s: &&Arc<Snapshot>| now.saturating_duration_since(s.at) <= window;
         let oldest = self.snapshots.iter().find(in_window)?;
         if oldest.at >= newest.at {
             return None;

@@ -51,7 +51,7 @@ async fn a_series_has_a_point_per_step_back_to_the_first_window_with_data() {
             .histories()
             .entry(key.clone())
             .or_insert_with(|| History::new(STATS_RETENTION, 2 * SECOND))
-            .push(&stats(20 * i), Instant::now());
+            .push(stats(20 * i), Instant::now());
         if i < 10 {
             tokio::time::advance(2 * SECOND).await;
         }

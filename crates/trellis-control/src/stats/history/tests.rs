@@ -39,10 +39,10 @@ const SECOND: Duration = Duration::from_secs(1);
 fn subtracts_the_oldest_snapshot_in_the_window_from_the_newest() {
     let t0 = Instant::now();
     let mut history = History::new(Duration::from_secs(120), 2 * SECOND);
-    history.push(&stats(vec![entry("a", 10, 1)]), t0);
-    history.push(&stats(vec![entry("a", 15, 2)]), t0 + 2 * SECOND);
+    history.push(stats(vec![entry("a", 10, 1)]), t0);
+    history.push(stats(vec![entry("a", 15, 2)]), t0 + 2 * SECOND);
     history.push(
-        &stats(vec![entry("a", 25, 2), entry("b", 4, 0)]),
+        stats(vec![entry("a", 25, 2), entry("b", 4, 0)]),
         t0 + 4 * SECOND,
     );
 
@@ -68,17 +68,17 @@ fn subtracts_the_oldest_snapshot_in_the_window_from_the_newest() {
 fn a_restart_counts_the_newest_snapshot_alone() {
     let t0 = Instant::now();
     let mut history = History::new(Duration::from_secs(120), 2 * SECOND);
-    history.push(&stats(vec![entry("a", 100, 5), entry("b", 3, 0)]), t0);
+    history.push(stats(vec![entry("a", 100, 5), entry("b", 3, 0)]), t0);
     // Restarted: `a` is back at 7 and `b` is gone; `b` alone having grown must not hide it.
-    history.push(&stats(vec![entry("a", 7, 1)]), t0 + 2 * SECOND);
+    history.push(stats(vec![entry("a", 7, 1)]), t0 + 2 * SECOND);
     let delta = history.delta(30 * SECOND, t0 + 2 * SECOND).unwrap();
     assert_eq!(counted(&delta), [("a", 7, 1)]);
     assert_eq!(delta.seconds, 2.0);
 
     let mut history = History::new(Duration::from_secs(120), 2 * SECOND);
-    history.push(&stats(vec![entry("a", 100, 5), entry("b", 3, 0)]), t0);
+    history.push(stats(vec![entry("a", 100, 5), entry("b", 3, 0)]), t0);
     history.push(
-        &stats(vec![entry("a", 150, 5), entry("b", 1, 0)]),
+        stats(vec![entry("a", 150, 5), entry("b", 1, 0)]),
         t0 + 2 * SECOND,
     );
     let delta = history.delta(30 * SECOND, t0 + 2 * SECOND).unwrap();
@@ -89,9 +89,9 @@ fn a_restart_counts_the_newest_snapshot_alone() {
 fn unchanged_series_are_left_out_and_keys_are_shared_between_snapshots() {
     let t0 = Instant::now();
     let mut history = History::new(Duration::from_secs(120), 2 * SECOND);
-    history.push(&stats(vec![entry("a", 10, 0), entry("b", 1, 0)]), t0);
+    history.push(stats(vec![entry("a", 10, 0), entry("b", 1, 0)]), t0);
     history.push(
-        &stats(vec![entry("a", 12, 0), entry("b", 1, 0)]),
+        stats(vec![entry("a", 12, 0), entry("b", 1, 0)]),
         t0 + 2 * SECOND,
     );
     let delta = history.delta(30 * SECOND, t0 + 2 * SECOND).unwrap();
@@ -108,9 +108,9 @@ fn entries_of_one_key_are_summed_and_unknown_directions_skipped() {
     other_cluster.cluster = "inbound|9090".into();
     let mut odd = entry("a", 9, 0);
     odd.direction = "sideways".into();
-    history.push(&stats(vec![]), t0);
+    history.push(stats(vec![]), t0);
     history.push(
-        &stats(vec![entry("a", 10, 0), other_cluster, odd]),
+        stats(vec![entry("a", 10, 0), other_cluster, odd]),
         t0 + SECOND,
     );
     assert_eq!(
@@ -125,16 +125,16 @@ fn the_ring_is_bounded_by_count_and_by_age() {
     let mut history = History::new(Duration::from_secs(10), 2 * SECOND);
     assert_eq!(history.capacity, 7);
     for i in 0..100 {
-        history.push(&stats(vec![entry("a", i, 0)]), t0 + SECOND * i as u32);
+        history.push(stats(vec![entry("a", i, 0)]), t0 + SECOND * i as u32);
     }
-    assert!(history.snapshots.len() <= 7);
-    // Pushed every second, the ring holds the last 10 s of them, within its capacity.
+    // Pushed every second, 11 are within the 10 s retention: the capacity keeps the last 7.
+    assert_eq!(history.snapshots.len(), 7);
     let oldest = history.snapshots.front().unwrap().at;
-    assert!(oldest >= t0 + 93 * SECOND, "{:?}", oldest - t0);
+    assert_eq!(oldest, t0 + 93 * SECOND, "{:?}", oldest - t0);
 
     let mut history = History::new(Duration::from_secs(10), 2 * SECOND);
-    history.push(&stats(vec![entry("a", 1, 0)]), t0);
-    history.push(&stats(vec![entry("a", 2, 0)]), t0 + 11 * SECOND);
+    history.push(stats(vec![entry("a", 1, 0)]), t0);
+    history.push(stats(vec![entry("a", 2, 0)]), t0 + 11 * SECOND);
     assert_eq!(history.snapshots.len(), 1, "older than the retention");
 }
 
@@ -145,7 +145,7 @@ fn series_past_the_cap_are_left_out() {
     let many = (0..MAX_SERIES + 10)
         .map(|i| entry(&format!("r{i:05}"), 1, 0))
         .collect();
-    history.push(&stats(many), t0);
+    history.push(stats(many), t0);
     assert_eq!(history.snapshots[0].series.len(), MAX_SERIES);
 }
 
@@ -155,7 +155,7 @@ fn a_past_window_ends_at_its_own_time() {
     let mut history = History::new(Duration::from_secs(120), 2 * SECOND);
     for (i, requests) in [0, 10, 30, 60].into_iter().enumerate() {
         history.push(
-            &stats(vec![entry("a", requests, 0)]),
+            stats(vec![entry("a", requests, 0)]),
             t0 + 2 * SECOND * i as u32,
         );
     }
