@@ -209,8 +209,15 @@ impl ControlPlane {
     /// Connected proxies as the stats collector reads them.
     pub(crate) fn stats_targets(&self) -> Vec<Target> {
         let state = self.state();
-        let proxies = state.registry.values();
-        proxies.map(Proxy::stats_target).collect()
+        // A proxy that reconnected may briefly hold two streams: its newest one speaks for it.
+        let mut seen = std::collections::HashSet::new();
+        let newest_first = state.registry.values().rev();
+        let mut targets: Vec<Target> = newest_first
+            .filter(|p| seen.insert(p.node_id.as_str()))
+            .map(Proxy::stats_target)
+            .collect();
+        targets.reverse();
+        targets
     }
 
     /// The gauge of proxy taps open for `/api/tap` clients.
@@ -360,6 +367,41 @@ mod tests {
             .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
             .parse()
             .unwrap()
+    }
+
+    #[test]
+    fn a_reconnected_proxy_is_read_through_its_newest_stream_only() {
+        let control = ControlPlane::new();
+        let meta = |admin: &str| NodeMeta {
+            service: "web".into(),
+            namespace: "default".into(),
+            app_port: 9000,
+            inbound_port: 9001,
+            ip: "127.0.0.1".into(),
+            admin: Some(admin.into()),
+            ..NodeMeta::default()
+        };
+        let _old = control
+            .connect(1, &meta("127.0.0.1:15000").to_node("web-1"))
+            .unwrap();
+        let _new = control
+            .connect(2, &meta("127.0.0.1:15001").to_node("web-1"))
+            .unwrap();
+        let _other = control
+            .connect(3, &meta("127.0.0.1:15002").to_node("web-2"))
+            .unwrap();
+        let targets: Vec<(String, Option<String>)> = control
+            .stats_targets()
+            .into_iter()
+            .map(|t| (t.node_id, t.admin))
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                ("web-1".to_owned(), Some("127.0.0.1:15001".to_owned())),
+                ("web-2".to_owned(), Some("127.0.0.1:15002".to_owned())),
+            ]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -133,15 +133,12 @@ impl TapQuery {
         format!("/tap?{}", pairs.join("&"))
     }
 
-    /// The connected proxies of the service, each once.
+    /// The connected proxies of the service (each once: see `ControlPlane::stats_targets`).
     fn proxies(&self, targets: Vec<Target>) -> Vec<Target> {
-        let mut proxies: Vec<Target> = targets
+        targets
             .into_iter()
             .filter(|t| t.service == self.service && t.namespace == self.namespace)
-            .collect();
-        proxies.sort_by(|a, b| (&a.node_id, &a.admin).cmp(&(&b.node_id, &b.admin)));
-        proxies.dedup_by(|a, b| a.node_id == b.node_id && a.admin == b.admin);
-        proxies
+            .collect()
     }
 }
 
@@ -242,7 +239,7 @@ mod tests {
     }
 
     #[test]
-    fn proxies_of_the_service_each_once() {
+    fn only_proxies_of_the_service_are_tapped() {
         let target = |node: &str, service: &str, namespace: &str| Target {
             node_id: node.into(),
             service: service.into(),
@@ -254,7 +251,6 @@ mod tests {
             target("api-1", "api", "default"),
             target("api-x", "api", "shop"),
             target("web-1", "web", "default"),
-            target("api-1", "api", "default"),
         ];
         let query = parse("service=api").unwrap();
         let nodes: Vec<String> = query
@@ -262,6 +258,6 @@ mod tests {
             .into_iter()
             .map(|t| t.node_id)
             .collect();
-        assert_eq!(nodes, ["api-1", "api-2"]);
+        assert_eq!(nodes, ["api-2", "api-1"]);
     }
 }
