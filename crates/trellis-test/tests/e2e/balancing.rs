@@ -228,7 +228,7 @@ async fn outlier_detection_ejects_a_failing_endpoint_and_brings_it_back() {
             r#"trellis_cluster_ejections_total{cluster="outbound|flaky.default"}"#
         )
         .await,
-        1.0,
+        Some(1.0),
         "the ejection is counted"
     );
     let dump = config_dump(client.admin_addr()).await;
@@ -326,7 +326,7 @@ async fn the_request_circuit_breaker_answers_503_at_once_past_its_limit() {
             r#"trellis_cluster_overflows_total{cluster="outbound|narrow.default"}"#
         )
         .await,
-        8.0,
+        Some(8.0),
         "the refusals are counted"
     );
 }

@@ -117,14 +117,13 @@ pub(crate) async fn endpoints_of(admin: SocketAddr, service: &str) -> Vec<String
         .collect()
 }
 
-/// The value of one series, written `name{labels}` exactly as a sidecar's `/metrics` exposes
-/// it; 0 when the series is absent (nothing counted yet).
-pub(crate) async fn metric(admin: SocketAddr, series: &str) -> f64 {
+/// The value of one series, written `name{labels}` exactly as a sidecar's (or the control
+/// plane's) `/metrics` exposes it; `None` when the page does not carry it.
+pub(crate) async fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
     let reply = trellis_test::http1_get(admin, "/metrics", &[])
         .await
         .expect("admin answers");
     let text = reply.text();
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
 }

@@ -12,7 +12,7 @@ use trellis_identity::ca::{Authority, CaOptions};
 use trellis_identity::workload::{Svid, TrustBundle, WorkloadKey};
 use trellis_test::{Sidecar, TestMesh, assert_eventually, http1_get, raw_http1, spawn_http_echo};
 
-use crate::common::service;
+use crate::common::{metric, service};
 
 const STRICT: &str = "apiVersion: trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh}\nspec:\n  mtls: {mode: STRICT}\n---\n";
 const MARKER: &str = "trellis-secret-marker-7f3a";
@@ -81,16 +81,6 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
-}
-
-/// The value of a metric line (`name{labels} value`) in a Prometheus text page.
-async fn metric(admin: SocketAddr, series: &str) -> f64 {
-    let page = http1_get(admin, "/metrics", &[]).await.unwrap().text();
-    page.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,7 +230,7 @@ async fn peers_with_bad_certificates_are_refused_for_distinct_reasons() {
             format!("trellis_tls_handshake_failures_total{{side=\"server\",reason=\"{reason}\"}}");
         assert_eventually!(
             Duration::from_secs(2),
-            metric(admin, &series).await >= 1.0,
+            metric(admin, &series).await.is_some_and(|n| n >= 1.0),
             "{series}"
         );
     }
@@ -278,7 +268,7 @@ async fn peers_with_bad_certificates_are_refused_for_distinct_reasons() {
             "trellis_tls_handshake_failures_total{side=\"client\",reason=\"identity_mismatch\"}"
         )
         .await
-            >= 1.0
+        .is_some_and(|n| n >= 1.0)
             || {
                 let _ = http1_get(to_web, "/", &[]).await;
                 false
@@ -316,6 +306,10 @@ async fn certificates_outlive_a_control_plane_outage_and_renewal_resumes() {
 
     mesh.stop_control();
     let issued = metric(web.admin_addr(), "trellis_identity_certs_issued").await;
+    assert!(
+        issued.is_some_and(|n| n >= 1.0),
+        "the sidecar got a certificate"
+    );
     // Fresh connections (new handshakes) still work with the certificates the proxies hold.
     for _ in 0..5 {
         assert_eq!(http1_get(to_web, "/", &[]).await.unwrap().status, 200);

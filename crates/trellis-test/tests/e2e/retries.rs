@@ -192,7 +192,9 @@ async fn retries_make_a_flaky_backend_reliable_and_the_budget_bounds_a_dead_one(
     let retries = async |cluster: &str| {
         let series =
             format!(r#"trellis_cluster_retries_total{{cluster="outbound|{cluster}.default"}}"#);
-        metric(r.client_admin, &series).await
+        metric(r.client_admin, &series)
+            .await
+            .expect("every cluster's retries are exposed")
     };
     let before = (flaky_log.hits(), retries("flaky").await);
     let requests = 1000;
@@ -222,12 +224,22 @@ async fn retries_make_a_flaky_backend_reliable_and_the_budget_bounds_a_dead_one(
             .is_ok_and(|r| r.status == 503)
     );
     let denied_series = r#"trellis_cluster_retries_denied_total{cluster="outbound|down.default"}"#;
-    let before = (down_log.hits(), metric(r.client_admin, denied_series).await);
+    let denied = async || metric(r.client_admin, denied_series).await.unwrap();
+    let before = (down_log.hits(), denied().await, retries("down").await);
     let requests = 800;
     let ok = load(*down, "/fail/100", 16, requests / 16).await;
     let hits = down_log.hits() - before.0;
-    let denied = metric(r.client_admin, denied_series).await - before.1;
-    assert!(denied > 0.0, "retries the budget refused are counted");
+    // Every try reaches the backend; a request whose retry the budget refused stops there.
+    assert_eq!(
+        retries("down").await - before.2,
+        (hits - requests as u64) as f64,
+        "retries in the metrics"
+    );
+    let refused = denied().await - before.1;
+    assert!(
+        refused > 0.0 && refused <= requests as f64,
+        "retries the budget refused are counted, at most one per request: {refused}"
+    );
     eprintln!("down: {hits} backend hits for {requests} requests");
     assert_eq!(ok, 0);
     assert!(hits > requests as u64, "some retries were allowed");
@@ -262,13 +274,11 @@ async fn the_per_try_timeout_moves_a_request_from_a_hanging_endpoint_to_a_health
         slowest >= Duration::from_millis(200) && slowest < Duration::from_secs(1),
         "the request that met the hanging endpoint took {slowest:?} (per-try timeout 200 ms)"
     );
+    // Only the request that met the hanging endpoint timed out, once.
     let timeouts = metric(
         r.client_admin,
         r#"trellis_cluster_timeouts_total{cluster="outbound|slow.default"}"#,
     )
     .await;
-    assert!(
-        timeouts >= 1.0,
-        "the per-try timeout is counted: {timeouts}"
-    );
+    assert_eq!(timeouts, Some(1.0), "the per-try timeout is counted");
 }
