@@ -104,6 +104,16 @@ pub(crate) async fn config_dump(admin: SocketAddr) -> serde_json::Value {
     reply.json().expect("config_dump is JSON")
 }
 
+/// Whether the sidecar with admin address `admin` has endpoints for each of `clusters`.
+pub(crate) async fn has_endpoints(admin: SocketAddr, clusters: &[&str]) -> bool {
+    let dump = config_dump(admin).await;
+    let clusters_of = || dump["clusters"].as_array().into_iter().flatten();
+    clusters.iter().all(|name| {
+        clusters_of()
+            .any(|c| c["name"] == *name && c["endpoints"].as_array().is_some_and(|e| !e.is_empty()))
+    })
+}
+
 /// Endpoint addresses the control plane lists for `service`.
 pub(crate) async fn endpoints_of(admin: SocketAddr, service: &str) -> Vec<String> {
     let services = admin_json(admin, "/api/services").await;

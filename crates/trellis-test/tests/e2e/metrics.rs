@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use trellis_test::{Deadline, Prometheus, Sample, Sidecar, TestMesh, http1_get, spawn_http_echo};
 
-use crate::common::{config_dump, metric, service};
+use crate::common::{has_endpoints, metric, service};
 
 /// Values of `samples` by the value of `label`.
 fn by(samples: &[Sample], label: &str) -> BTreeMap<String, f64> {
@@ -43,16 +43,9 @@ async fn prometheus_reads_success_rate_per_service_from_the_proxies() {
     );
     // Ready when the client's sidecar has endpoints for both: no warm-up request skews the mix.
     assert!(
-        trellis_test::eventually(Duration::from_secs(5), || async {
-            let dump = config_dump(client.admin_addr()).await;
-            ["outbound|api.default", "outbound|web.default"]
-                .iter()
-                .all(|name| {
-                    dump["clusters"].as_array().into_iter().flatten().any(|c| {
-                        c["name"] == *name
-                            && c["endpoints"].as_array().is_some_and(|e| !e.is_empty())
-                    })
-                })
+        trellis_test::eventually(Duration::from_secs(5), async || {
+            let clusters = ["outbound|api.default", "outbound|web.default"];
+            has_endpoints(client.admin_addr(), &clusters).await
         })
         .await,
         "the client's sidecar has endpoints for both services"

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use http::StatusCode;
 use serde_json::Value;
+use trellis_proxy::ProxyHandle;
 use trellis_test::{
-    HttpLines, Sidecar, TestMesh, assert_eventually, http1_get, http1_lines, http1_request,
+    HttpLines, Server, Sidecar, TestMesh, assert_eventually, http1_get, http1_lines, http1_request,
     spawn_http_echo,
 };
 
@@ -42,20 +43,23 @@ async fn node_ids(admin: SocketAddr) -> BTreeMap<String, String> {
     workloads.iter().filter_map(pair).collect()
 }
 
-#[tokio::test]
-async fn taps_of_both_proxies_merge_with_filters_and_a_limit() {
+/// A mesh with two sidecars of `api` in front of one echo app.
+async fn two_api_replicas() -> (TestMesh, Server, [ProxyHandle; 2]) {
     let mesh = TestMesh::start(&[("services.yaml", &service("api", "HTTP"))])
         .await
         .unwrap();
     let echo = spawn_http_echo("api").await.unwrap();
-    let a = mesh
-        .sidecar(Sidecar::new("api", echo.addr().port()))
-        .await
-        .unwrap();
-    let b = mesh
-        .sidecar(Sidecar::new("api", echo.addr().port()))
-        .await
-        .unwrap();
+    let replica = async || {
+        let sidecar = Sidecar::new("api", echo.addr().port());
+        mesh.sidecar(sidecar).await.unwrap()
+    };
+    let replicas = [replica().await, replica().await];
+    (mesh, echo, replicas)
+}
+
+#[tokio::test]
+async fn taps_of_both_proxies_merge_with_filters_and_a_limit() {
+    let (mesh, _echo, [a, b]) = two_api_replicas().await;
     let client = mesh
         .sidecar(Sidecar::new("client", 0).upstream("api"))
         .await
@@ -192,18 +196,7 @@ async fn unknown_services_and_bad_filters_are_refused() {
 
 #[tokio::test]
 async fn a_client_going_away_closes_every_proxy_tap() {
-    let mesh = TestMesh::start(&[("services.yaml", &service("api", "HTTP"))])
-        .await
-        .unwrap();
-    let echo = spawn_http_echo("api").await.unwrap();
-    let a = mesh
-        .sidecar(Sidecar::new("api", echo.addr().port()))
-        .await
-        .unwrap();
-    let b = mesh
-        .sidecar(Sidecar::new("api", echo.addr().port()))
-        .await
-        .unwrap();
+    let (mesh, _echo, [a, b]) = two_api_replicas().await;
     let admin = mesh.admin_addr();
     let taps_open = async || metric(admin, "trellis_control_proxy_taps").await;
     // Taps each proxy's admin server holds open.

@@ -176,8 +176,11 @@ fn tap_and_top_show_the_requests_of_a_real_sidecar() {
     assert_eq!(rows[1][..3], ["inbound", "GET", "/hello.txt"], "{table}");
     assert_eq!(rows[2][..3], ["inbound", "GET", "/missing"], "{table}");
     let count = |row: &[&str]| row[3].parse::<u64>().unwrap();
-    assert!(count(&rows[2]) >= 1, "{table}");
-    assert!(count(&rows[1]) >= 2 * count(&rows[2]), "{table}");
+    // Rounds of three /hello.txt then one /missing: the counts are 3:1 but for the rounds cut
+    // at either end of the two seconds.
+    let (hello, missing) = (count(&rows[1]), count(&rows[2]));
+    assert!(missing >= 1, "{table}");
+    assert!(hello.abs_diff(3 * missing) <= 3, "{table}");
     assert!(rows[1..].iter().all(|r| r[7] == "100.00%"), "{table}");
 
     // Until Ctrl-C, as JSON.
@@ -188,9 +191,23 @@ fn tap_and_top_show_the_requests_of_a_real_sidecar() {
             .spawn()
             .unwrap(),
     );
-    // The reader stays open until the signal, so only the signal can end the tap.
-    let mut lines = BufReader::new(tap.0.stdout.take().unwrap()).lines();
-    let first = with_traffic(inbound, &["/hello.txt"], || lines.next().unwrap().unwrap());
+    // The reader stays open until the signal, so only the signal can end the tap. Lines are
+    // read on a thread so that a tap printing nothing fails the test instead of hanging it.
+    let stdout = BufReader::new(tap.0.stdout.take().unwrap());
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = with_traffic(inbound, &["/hello.txt"], || {
+        lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a tap line within 10 s")
+            .unwrap()
+    });
     let first: serde_json::Value = serde_json::from_str(&first).unwrap();
     assert_eq!(first["proxy"], "files-1", "{first}");
     assert_eq!(first["event"]["path"], "/hello.txt", "{first}");
