@@ -155,7 +155,7 @@ fn dataplane_tables(data: &Results, md: &mut String) {
                 }
                 match added(data, pair.kind, proto, *rate) {
                     Some((a50, a99)) if pair.kind != Kind::Direct => {
-                        let _ = write!(row, " +{a50} / +{a99} |");
+                        let _ = write!(row, " {a50:+} / {a99:+} |");
                     }
                     _ => row.push_str(" – |"),
                 }
@@ -356,7 +356,7 @@ fn targets(data: &Results, control: Option<&[ScalePoint]>, md: &mut String) {
 }
 
 fn show(v: Option<i64>) -> String {
-    v.map_or("–".to_owned(), |v| format!("+{v} µs"))
+    v.map_or("–".to_owned(), |v| format!("{v:+} µs"))
 }
 
 fn control_table(points: &[ScalePoint], md: &mut String) {
