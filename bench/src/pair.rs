@@ -96,8 +96,10 @@ impl Kind {
 pub(crate) struct Env {
     /// Scratch directory (configs, logs).
     pub(crate) dir: PathBuf,
-    /// The `trellis` binary.
+    /// The `trellis` binary (the control plane).
     pub(crate) trellis: PathBuf,
+    /// The `trellis-proxy` binary (the sidecars).
+    pub(crate) trellis_proxy: PathBuf,
     /// The `envoy` binary.
     pub(crate) envoy: PathBuf,
     /// Backend HTTP/1.1 and h2c addresses.
@@ -133,6 +135,7 @@ impl Env {
     pub(crate) async fn start(
         dir: PathBuf,
         trellis: PathBuf,
+        trellis_proxy: PathBuf,
         envoy: PathBuf,
     ) -> anyhow::Result<Env> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -158,6 +161,7 @@ impl Env {
         let env = Env {
             dir,
             trellis,
+            trellis_proxy,
             envoy,
             backend,
             certs,
@@ -433,7 +437,6 @@ impl TrellisMesh {
                 "1".into(),
                 "--log".into(),
                 "warn".into(),
-                "proxy".into(),
                 "--service".into(),
                 service.into(),
                 "--control-plane".into(),
@@ -462,7 +465,7 @@ impl TrellisMesh {
         ]);
         let spec = |name, args: Vec<String>, admin| HopSpec {
             name,
-            program: env.trellis.clone(),
+            program: env.trellis_proxy.clone(),
             args: args.into_iter().map(OsString::from).collect(),
             ready: Ready::Admin(admin, "/ready"),
         };

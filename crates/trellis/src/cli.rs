@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use trellis_proxy::AccessLogFormat;
+use trellis::args::{default_data_dir, parse_addr, parse_duration};
+use trellis::process::{self, ProcessArgs};
+use trellis::sidecar::{self, ProxyArgs, SidecarArgs};
 
 use crate::cmd;
 
@@ -16,14 +18,8 @@ use crate::cmd;
 pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log filter (e.g. `info`, `trellis_proxy=debug`); also read from RUST_LOG. Default:
-    /// `info`, or `warn` for the demo so its live table stays readable.
-    #[arg(long, global = true, env = "RUST_LOG")]
-    log: Option<String>,
-    /// Threads running the proxy, control plane or demo (default: one per CPU). `1` runs
-    /// everything on the main thread, for a sidecar given one core.
-    #[arg(long, global = true, env = "TRELLIS_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
-    workers: Option<u16>,
+    #[command(flatten)]
+    process: ProcessArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,95 +206,6 @@ pub(crate) struct ControlArgs {
     pub(crate) ca_key: Option<PathBuf>,
 }
 
-/// Flags shared by `proxy` and `run`.
-#[derive(Debug, Args)]
-pub(crate) struct SidecarArgs {
-    /// Service this workload belongs to.
-    #[arg(long)]
-    pub(crate) service: String,
-    /// Namespace of the service.
-    #[arg(long, default_value = "default")]
-    pub(crate) namespace: String,
-    /// Workload label `KEY=VALUE` (repeatable), e.g. `version=v2`.
-    #[arg(long = "label", value_parser = parse_pair)]
-    pub(crate) labels: Vec<(String, String)>,
-    /// Outbound listener `SERVICE=PORT` or `SERVICE=IP:PORT` for an upstream (repeatable).
-    #[arg(long = "upstream", value_parser = parse_upstream)]
-    pub(crate) upstreams: Vec<(String, SocketAddr)>,
-    /// HTTP-proxy-mode outbound listener (`PORT` or `IP:PORT`); apps set HTTP_PROXY to it.
-    #[arg(long, value_parser = parse_addr)]
-    pub(crate) http_proxy: Option<SocketAddr>,
-    /// Inbound listener address; peers reach the app through it.
-    #[arg(long, default_value = "127.0.0.1:0", value_parser = parse_addr)]
-    pub(crate) inbound: SocketAddr,
-    /// Control plane ADS endpoint.
-    #[arg(long, default_value = "http://127.0.0.1:15010")]
-    pub(crate) control_plane: String,
-    /// Locality `region/zone/subzone`.
-    #[arg(long)]
-    pub(crate) locality: Option<String>,
-    /// xDS node id (default: `<service>-<random>`).
-    #[arg(long)]
-    pub(crate) node_id: Option<String>,
-    /// Join token file the control plane wrote (its data dir's `join-token`); without it the
-    /// sidecar gets no certificate and speaks plaintext only.
-    #[arg(long, default_value_os_t = default_data_dir().join("join-token"))]
-    pub(crate) token_file: PathBuf,
-    /// Trust domain of the workload's SPIFFE ID (MeshConfig's `trustDomain`).
-    #[arg(long, default_value = "cluster.local")]
-    pub(crate) trust_domain: String,
-    /// Workload certificate lifetime to ask for (default: the CA's).
-    #[arg(long, value_parser = parse_duration)]
-    pub(crate) svid_ttl: Option<Duration>,
-    /// Log every request to stdout: `json` (one object per line) or `plain` (Envoy's default
-    /// format); off when absent.
-    #[arg(long, env = "TRELLIS_ACCESS_LOG", value_parser = parse_access_log)]
-    pub(crate) access_log: Option<AccessLogFormat>,
-    /// Export spans over OTLP/gRPC to this collector (e.g. `http://127.0.0.1:4317`); trace
-    /// headers pass through untouched when absent.
-    #[arg(long, env = "TRELLIS_TRACE_COLLECTOR")]
-    pub(crate) trace_collector: Option<String>,
-    /// Percent of requests without a caller's sampling decision to trace.
-    #[arg(long, default_value_t = 1.0, value_parser = parse_percent)]
-    pub(crate) trace_sampling: f64,
-}
-
-fn parse_percent(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
-        _ => Err(format!("expected a percent from 0 to 100, found {s:?}")),
-    }
-}
-
-fn parse_access_log(s: &str) -> Result<AccessLogFormat, String> {
-    match s {
-        "json" => Ok(AccessLogFormat::Json),
-        "plain" => Ok(AccessLogFormat::Plain),
-        other => Err(format!("expected json or plain, found {other:?}")),
-    }
-}
-
-/// `$TRELLIS_HOME`, else `$HOME/.trellis`, else `.trellis`.
-fn default_data_dir() -> PathBuf {
-    std::env::var_os("TRELLIS_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".trellis")))
-        .unwrap_or_else(|| PathBuf::from(".trellis"))
-}
-
-/// `trellis proxy` flags.
-#[derive(Debug, Args)]
-pub(crate) struct ProxyArgs {
-    #[command(flatten)]
-    pub(crate) sidecar: SidecarArgs,
-    /// Port of the local application (127.0.0.1).
-    #[arg(long)]
-    pub(crate) app_port: u16,
-    /// Admin listen address (/ready, /metrics, /config_dump).
-    #[arg(long, default_value = "127.0.0.1:15000", value_parser = parse_addr)]
-    pub(crate) admin: SocketAddr,
-}
-
 /// `trellis run` flags.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -329,69 +236,17 @@ pub(crate) struct DemoArgs {
     pub(crate) interval: Duration,
 }
 
-fn parse_pair(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(format!("expected KEY=VALUE, found {s:?}")),
-    }
-}
-
-fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(port) = s.parse::<u16>() {
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    s.parse()
-        .map_err(|_| format!("expected PORT or IP:PORT, found {s:?}"))
-}
-
-fn parse_upstream(s: &str) -> Result<(String, SocketAddr), String> {
-    let (service, addr) =
-        parse_pair(s).map_err(|_| format!("expected SERVICE=PORT, found {s:?}"))?;
-    Ok((service, parse_addr(&addr)?))
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    trellis_api::parse_duration(s).map_err(|e| e.to_string())
-}
-
-/// The async runtime: single-threaded for one worker, else multi-threaded.
-fn runtime(workers: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
-    match workers {
-        Some(1) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        Some(n) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(usize::from(n))
-            .enable_all()
-            .build(),
-        None => tokio::runtime::Runtime::new(),
-    }
-}
-
-/// Parses arguments, sets up logging and runs the command on the async runtime.
+/// Parses arguments and runs the command.
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default = match cli.command {
+    let default_log = match cli.command {
         Command::Demo(_) => "warn",
         _ => "info",
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match runtime(cli.workers) {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: starting the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
+    process::run(cli.process, default_log, async {
         match cli.command {
             Command::Control(args) => cmd::control::run(args).await,
-            Command::Proxy(args) => cmd::proxy::run(args).await,
+            Command::Proxy(args) => sidecar::run(args).await,
             Command::Run(args) => cmd::run::run(args).await,
             Command::Demo(args) => cmd::demo::run(args).await,
             Command::Identity(args) => cmd::identity::run(args).await,
@@ -402,12 +257,5 @@ pub(crate) fn main() -> ExitCode {
             Command::Tap(args) => cmd::tap::run(args).await,
             Command::Top(args) => cmd::top::run(args).await,
         }
-    });
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

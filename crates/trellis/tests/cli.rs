@@ -1,5 +1,5 @@
-//! The `trellis` binary as users run it: the demo (and its dashboard in a browser), `run` with
-//! real apps, and `control`.
+//! The `trellis` and `trellis-proxy` binaries as users run them: the demo (and its dashboard
+//! in a browser), `run` with real apps, `control` and sidecars.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -16,7 +16,12 @@ mod dashboard;
 mod tap;
 
 fn trellis() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trellis"));
+    command(env!("CARGO_BIN_EXE_trellis"))
+}
+
+/// `program` with quiet logs and no access to the user's ~/.trellis.
+fn command(program: &str) -> Command {
+    let mut cmd = Command::new(program);
     cmd.env("RUST_LOG", "warn");
     // Never touch the user's ~/.trellis: commands that need a data dir get one explicitly.
     cmd.env(
@@ -70,16 +75,20 @@ impl Control {
 
     /// Starts `trellis proxy` with node id `node_id` and `args` (service, labels, upstreams).
     fn sidecar(&self, node_id: &str, args: &[&str]) -> KillOnDrop {
-        let child = trellis()
-            .args([
-                "proxy",
-                "--node-id",
-                node_id,
-                "--app-port",
-                "1",
-                "--admin",
-                "0",
-            ])
+        let mut cmd = trellis();
+        cmd.arg("proxy");
+        self.spawn_sidecar(cmd, node_id, args)
+    }
+
+    /// Starts the standalone `trellis-proxy` binary, with the same flags as [`Self::sidecar`].
+    fn standalone_sidecar(&self, node_id: &str, args: &[&str]) -> KillOnDrop {
+        let cmd = command(env!("CARGO_BIN_EXE_trellis-proxy"));
+        self.spawn_sidecar(cmd, node_id, args)
+    }
+
+    fn spawn_sidecar(&self, mut cmd: Command, node_id: &str, args: &[&str]) -> KillOnDrop {
+        let child = cmd
+            .args(["--node-id", node_id, "--app-port", "1", "--admin", "0"])
             .args(args)
             .args(self.sidecar_args())
             .stdout(Stdio::null())
@@ -501,7 +510,8 @@ fn routes_proxy_config_and_check_read_a_running_mesh() {
     control.write_config("mesh.yaml", CANARY);
     let _web = control.sidecar("web-1", &["--service", "web", "--upstream", "api=0"]);
     let _v1 = control.sidecar("api-1", &["--service", "api", "--label", "version=v1"]);
-    let _v2 = control.sidecar("api-2", &["--service", "api", "--label", "version=v2"]);
+    // The sidecar binary without the rest of the CLI joins the same mesh the same way.
+    let _v2 = control.standalone_sidecar("api-2", &["--service", "api", "--label", "version=v2"]);
 
     let passed = check_until(&control, true);
     for line in [

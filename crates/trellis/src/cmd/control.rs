@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use trellis_control::ControlOptions;
 
-use super::signal::Signals;
 use crate::cli::ControlArgs;
+use trellis::signal::Signals;
 
 pub(crate) async fn run(args: ControlArgs) -> anyhow::Result<ExitCode> {
     let mut signals = Signals::new().context("installing signal handlers")?;

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use trellis_demo::{DemoOptions, run_demo};
 
-use super::signal::Signals;
 use crate::cli::DemoArgs;
+use trellis::signal::Signals;
 
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut signals = Signals::new().context("installing signal handlers")?;

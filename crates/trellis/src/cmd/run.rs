@@ -8,9 +8,9 @@ use anyhow::Context;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::proxy::{options, print_listeners};
-use super::signal::Signals;
 use crate::cli::RunArgs;
+use trellis::sidecar::{options, print_listeners};
+use trellis::signal::Signals;
 
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut signals = Signals::new().context("installing signal handlers")?;

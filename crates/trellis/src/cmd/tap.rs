@@ -11,8 +11,8 @@ use serde::Deserialize;
 use trellis_control::percent_encode;
 
 use super::api::get_lines;
-use super::signal::Signals;
 use crate::cli::{TapArgs, TapFilterArgs};
+use trellis::signal::Signals;
 
 /// Which of the proxies' requests to watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

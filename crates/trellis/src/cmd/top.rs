@@ -7,10 +7,10 @@ use std::io::{IsTerminal, Write as _};
 use std::process::ExitCode;
 
 use super::api::get_lines;
-use super::signal::Signals;
 use super::table::Table;
 use super::tap::{Event, TapLine, api_path, latency};
 use crate::cli::TopArgs;
+use trellis::signal::Signals;
 
 /// Distinct (direction, method, path) kept; requests on further ones are counted apart, so a
 /// service with unbounded paths cannot grow the table without bound.

@@ -4,7 +4,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 /// A termination request: which signal arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stop {
+pub enum Stop {
     /// SIGINT (Ctrl-C).
     Interrupt,
     /// SIGTERM.
@@ -13,7 +13,7 @@ pub(crate) enum Stop {
 
 impl Stop {
     /// The signal number, to forward it to a child.
-    pub(crate) fn raw(self) -> i32 {
+    pub fn raw(self) -> i32 {
         match self {
             Stop::Interrupt => SignalKind::interrupt().as_raw_value(),
             Stop::Terminate => SignalKind::terminate().as_raw_value(),
@@ -22,14 +22,14 @@ impl Stop {
 }
 
 /// Listens for SIGINT and SIGTERM.
-pub(crate) struct Signals {
+pub struct Signals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
 }
 
 impl Signals {
     /// Installs the handlers.
-    pub(crate) fn new() -> std::io::Result<Signals> {
+    pub fn new() -> std::io::Result<Signals> {
         Ok(Signals {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
@@ -37,7 +37,7 @@ impl Signals {
     }
 
     /// Waits for the next signal.
-    pub(crate) async fn next(&mut self) -> Stop {
+    pub async fn next(&mut self) -> Stop {
         tokio::select! {
             _ = self.interrupt.recv() => Stop::Interrupt,
             _ = self.terminate.recv() => Stop::Terminate,

@@ -1,0 +1,9 @@
+//! What the `trellis` and `trellis-proxy` commands share: the sidecar's flags and how it runs,
+//! the process set-up (logging, async runtime) and termination signals. `trellis-proxy` links
+//! only this and the proxy library, so a sidecar process maps no control plane, CLI or
+//! dashboard code (see docs/benchmarks.md for what that saves per proxy).
+
+pub mod args;
+pub mod process;
+pub mod sidecar;
+pub mod signal;
