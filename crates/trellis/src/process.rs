@@ -9,7 +9,7 @@ use clap::Args;
 #[derive(Debug, Args)]
 pub struct ProcessArgs {
     /// Log filter (e.g. `info`, `trellis_proxy=debug`); also read from RUST_LOG. Default:
-    /// `info`, or `warn` for the demo so its live table stays readable.
+    /// `info`, or `warn` for `trellis demo` so its live table stays readable.
     #[arg(long, global = true, env = "RUST_LOG")]
     pub log: Option<String>,
     /// Threads running the proxy, control plane or demo (default: one per CPU). `1` runs

@@ -16,7 +16,7 @@ use crate::args::{
 };
 use crate::signal::Signals;
 
-/// Flags shared by `proxy` and `run`.
+/// Flags shared by `trellis proxy`, `trellis run` and `trellis-proxy`.
 #[derive(Debug, Args)]
 pub struct SidecarArgs {
     /// Service this workload belongs to.
@@ -69,7 +69,7 @@ pub struct SidecarArgs {
     pub trace_sampling: f64,
 }
 
-/// `trellis proxy` flags.
+/// `trellis proxy` and `trellis-proxy` flags.
 #[derive(Debug, Args)]
 pub struct ProxyArgs {
     /// The flags `trellis run` shares.
