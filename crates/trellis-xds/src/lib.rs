@@ -1,10 +1,12 @@
 //! xDS v3 plumbing shared by the control plane and the proxy: resource type URLs, the node
 //! metadata a Trellis proxy presents, snapshots, and the ADS server and client (state of the
 //! world: versions, nonces, ACK/NACK, resubscribe with backoff), and the certificate-signing
-//! protocol between proxies and the CA.
+//! protocol between proxies and the CA; and the bootstrap that points a stock Envoy at the
+//! control plane.
 //!
 //! This crate knows nothing about routing semantics: it moves opaque `Any` resources.
 
+pub mod bootstrap;
 pub mod ca;
 pub mod client;
 pub mod node;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use trellis::args::{default_data_dir, parse_addr, parse_duration};
+use trellis::args::{default_data_dir, parse_addr, parse_duration, parse_pair, parse_upstream};
 use trellis::process::{self, ProcessArgs};
 use trellis::sidecar::{self, ProxyArgs, SidecarArgs};
 
@@ -47,6 +47,9 @@ enum Command {
     Tap(TapArgs),
     /// A service's most frequent requests by direction, method and path, live.
     Top(TopArgs),
+    /// Print the bootstrap that runs Envoy as a workload's sidecar (`envoy -c FILE`),
+    /// configured over ADS by the control plane.
+    EnvoyBootstrap(EnvoyBootstrapArgs),
 }
 
 /// Flags of the commands that only read the control plane's admin API.
@@ -206,6 +209,41 @@ pub(crate) struct ControlArgs {
     pub(crate) ca_key: Option<PathBuf>,
 }
 
+/// `trellis envoy-bootstrap` flags.
+#[derive(Debug, Args)]
+pub(crate) struct EnvoyBootstrapArgs {
+    /// Service this workload belongs to.
+    #[arg(long)]
+    pub(crate) service: String,
+    /// Namespace of the service.
+    #[arg(long, default_value = "default")]
+    pub(crate) namespace: String,
+    /// Workload label `KEY=VALUE` (repeatable), e.g. `version=v2`.
+    #[arg(long = "label", value_parser = parse_pair)]
+    pub(crate) labels: Vec<(String, String)>,
+    /// Port of the local application (127.0.0.1).
+    #[arg(long)]
+    pub(crate) app_port: u16,
+    /// Inbound listener `IP:PORT` (or `PORT`) Envoy binds; peers reach the app through it.
+    #[arg(long, value_parser = parse_addr)]
+    pub(crate) inbound: SocketAddr,
+    /// Outbound listener `SERVICE=PORT` for an upstream (repeatable), on the inbound's IP.
+    #[arg(long = "upstream", value_parser = parse_upstream)]
+    pub(crate) upstreams: Vec<(String, SocketAddr)>,
+    /// Envoy's admin address.
+    #[arg(long, default_value = "127.0.0.1:15000", value_parser = parse_addr)]
+    pub(crate) admin: SocketAddr,
+    /// The control plane's xDS (ADS) address.
+    #[arg(long, default_value = "127.0.0.1:15010", value_parser = parse_addr)]
+    pub(crate) xds_addr: SocketAddr,
+    /// Locality `region/zone/subzone`.
+    #[arg(long)]
+    pub(crate) locality: Option<String>,
+    /// xDS node id (default: `<service>-envoy-<inbound port>`).
+    #[arg(long)]
+    pub(crate) node_id: Option<String>,
+}
+
 /// `trellis run` flags.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
@@ -256,6 +294,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Check(args) => cmd::check::run(args).await,
             Command::Tap(args) => cmd::tap::run(args).await,
             Command::Top(args) => cmd::top::run(args).await,
+            Command::EnvoyBootstrap(args) => cmd::envoy_bootstrap::run(args).await,
         }
     })
 }

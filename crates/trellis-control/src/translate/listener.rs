@@ -26,7 +26,7 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
 };
 use envoy_types::pb::envoy::extensions::http::header_formatters::preserve_case::v3::PreserveCaseFormatterConfig;
 use envoy_types::pb::google::protobuf::BoolValue;
-use trellis_api::Protocol;
+use trellis_api::{MtlsMode, Protocol};
 use trellis_xds::node::NodeMeta;
 
 use super::{
@@ -57,8 +57,12 @@ pub(super) fn listeners(model: &MeshModel, node: &NodeMeta) -> Vec<Listener> {
     );
     // RBAC goes first in the chain, before the rate limit.
     authz::apply(&mut inbound_listener, model, node);
-    if model.trust_bundle.is_some() {
-        tls::secure_inbound(&mut inbound_listener, tls::inbound_mode(model, own));
+    // A workload without a certificate cannot serve TLS: in PERMISSIVE mode its inbound
+    // listener stays plaintext (no chain waits for a secret it will never get); STRICT keeps
+    // only TLS chains, so it serves nobody.
+    let mode = tls::inbound_mode(model, own);
+    if model.trust_bundle.is_some() && (node.mtls || mode == MtlsMode::Strict) {
+        tls::secure_inbound(&mut inbound_listener, mode);
     }
     out.push(inbound_listener);
     for upstream in &node.upstreams {

@@ -271,8 +271,11 @@ fn demo_config_translates() {
 }
 
 fn inbound_with(yaml: &str, service: &str) -> Listener {
+    inbound_of(yaml, node(service, "v1", 41003))
+}
+
+fn inbound_of(yaml: &str, node: NodeMeta) -> Listener {
     let config = trellis_api::load_str("t.yaml", yaml).expect("valid config");
-    let node = node(service, "v1", 41003);
     let mut model = MeshModel::build(Arc::new(config), [("n", &node)].into_iter());
     model.trust_bundle = Some("bundle".into());
     let snapshot = translate(&model, &node);
@@ -308,6 +311,35 @@ fn mtls_mode_per_mesh_and_per_service() {
     let permissive = inbound_with(&format!("{strict_mesh}{legacy}"), "legacy");
     assert!(transports(&permissive).iter().any(|t| t == "raw_buffer"));
     assert!(permissive.default_filter_chain.is_some());
+}
+
+#[test]
+fn a_workload_without_a_certificate_serves_plaintext_only_where_permissive() {
+    let strict_mesh = "apiVersion: trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: m}\nspec: {mtls: {mode: STRICT}}\n---\n";
+    let legacy = "apiVersion: trellis.dev/v1alpha1\nkind: Service\nmetadata: {name: legacy}\nspec: {mtls: {mode: PERMISSIVE}}\n";
+    let plain = |service| NodeMeta {
+        mtls: false,
+        ..node(service, "v1", 41003)
+    };
+    let permissive = inbound_of(&format!("{strict_mesh}{legacy}"), plain("legacy"));
+    assert!(
+        transports(&permissive).iter().all(|t| t.is_empty()),
+        "no TLS chain waits for a certificate that never comes: {:?}",
+        transports(&permissive)
+    );
+    assert!(
+        permissive
+            .listener_filters
+            .iter()
+            .all(|f| f.name != "envoy.filters.listener.tls_inspector"),
+        "no TLS inspector"
+    );
+    let strict = inbound_of(&format!("{strict_mesh}{legacy}"), plain("web"));
+    assert!(
+        transports(&strict).iter().all(|t| t == "tls"),
+        "STRICT still refuses plaintext: {:?}",
+        transports(&strict)
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod balancing;
 mod common;
 mod config;
 mod endpoints;
+mod envoy;
 mod faults;
 mod metrics;
 mod mtls;

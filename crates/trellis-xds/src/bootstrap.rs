@@ -1,0 +1,106 @@
+//! The bootstrap that makes a stock Envoy a Trellis data plane: the workload's node id and
+//! [`NodeMeta`] (so the control plane registers it as it does a Trellis proxy), ADS over gRPC
+//! to the control plane for listeners and clusters (routes, endpoints and secrets follow on the
+//! same stream), and the admin interface on the given (loopback) address.
+
+use std::net::SocketAddr;
+
+use serde_json::{Value, json};
+
+use crate::node::{METADATA_KEY, NodeMeta, parse_locality};
+
+/// Name of the bootstrap's static cluster that reaches the control plane.
+const XDS_CLUSTER: &str = "xds";
+
+/// Envoy's bootstrap (JSON, which `envoy -c` reads like YAML) for the workload `meta` with
+/// node id `id`, the control plane's ADS server at `xds` and Envoy's admin at `admin`.
+pub fn envoy(meta: &NodeMeta, id: &str, xds: SocketAddr, admin: SocketAddr) -> Value {
+    let mut node = json!({
+        "id": id,
+        "cluster": meta.service,
+        "metadata": { METADATA_KEY: meta },
+    });
+    if let Some(locality) = &meta.locality {
+        let l = parse_locality(locality);
+        node["locality"] = json!({ "region": l.region, "zone": l.zone, "sub_zone": l.sub_zone });
+    }
+    let ads = json!({ "ads": {}, "resource_api_version": "V3" });
+    json!({
+        "node": node,
+        "admin": { "address": socket_address(admin) },
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{ "envoy_grpc": { "cluster_name": XDS_CLUSTER } }],
+                "set_node_on_first_message_only": true,
+            },
+            "lds_config": ads,
+            "cds_config": ads,
+        },
+        "static_resources": {
+            "clusters": [{
+                "name": XDS_CLUSTER,
+                "type": "STATIC",
+                "connect_timeout": "1s",
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": { "http2_protocol_options": {} },
+                    },
+                },
+                "load_assignment": {
+                    "cluster_name": XDS_CLUSTER,
+                    "endpoints": [{
+                        "lb_endpoints": [{ "endpoint": { "address": socket_address(xds) } }],
+                    }],
+                },
+            }],
+        },
+    })
+}
+
+fn socket_address(addr: SocketAddr) -> Value {
+    json!({ "socket_address": { "address": addr.ip().to_string(), "port_value": addr.port() } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_node_carries_the_workload_and_ads_points_at_the_control_plane() {
+        let meta = NodeMeta {
+            service: "web".into(),
+            namespace: "shop".into(),
+            app_port: 8080,
+            inbound_port: 15006,
+            ip: "127.0.0.1".into(),
+            locality: Some("eu/eu-1a".into()),
+            ..NodeMeta::default()
+        };
+        let xds = SocketAddr::from(([127, 0, 0, 1], 15010));
+        let admin = SocketAddr::from(([127, 0, 0, 1], 15000));
+        let b = envoy(&meta, "web-1", xds, admin);
+        assert_eq!(b["node"]["id"], "web-1");
+        assert_eq!(b["node"]["cluster"], "web");
+        assert_eq!(b["node"]["locality"]["zone"], "eu-1a");
+        let registered: NodeMeta =
+            serde_json::from_value(b["node"]["metadata"][METADATA_KEY].clone()).unwrap();
+        assert_eq!(registered, meta);
+        assert_eq!(
+            b["admin"]["address"]["socket_address"],
+            json!({ "address": "127.0.0.1", "port_value": 15000 })
+        );
+        let xds_cluster = &b["static_resources"]["clusters"][0];
+        assert_eq!(
+            xds_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                ["socket_address"]["port_value"],
+            15010
+        );
+        assert_eq!(
+            b["dynamic_resources"]["ads_config"]["grpc_services"][0]["envoy_grpc"]["cluster_name"],
+            xds_cluster["name"]
+        );
+    }
+}
