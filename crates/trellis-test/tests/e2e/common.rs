@@ -87,6 +87,19 @@ impl KeepAlive {
     }
 }
 
+/// The share of `n` sequential `GET /` through `client` that `server` answered (all must be 200).
+pub(crate) async fn share_served_by(client: &KeepAlive, server: &str, n: usize) -> f64 {
+    let mut hits = 0;
+    for _ in 0..n {
+        let (status, served_by) = client.get("/").await.unwrap();
+        assert_eq!(status, 200);
+        if served_by == server {
+            hits += 1;
+        }
+    }
+    hits as f64 / n as f64
+}
+
 /// GET a JSON document from the control plane's admin API.
 pub(crate) async fn admin_json(admin: SocketAddr, path: &str) -> serde_json::Value {
     let reply = trellis_test::http1_get(admin, path, &[])

@@ -1,16 +1,18 @@
 //! A stock Envoy as a workload's sidecar, bootstrapped by Trellis and configured over ADS by
 //! the control plane, beside Trellis proxies.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use trellis_test::{
-    Deadline, EchoReply, Envoy, Sidecar, TestMesh, free_loopback_addr, http1_get, spawn_http_echo,
+    Deadline, EchoReply, Envoy, Sidecar, TestMesh, assert_eventually, free_loopback_addr,
+    http1_get, spawn_http_echo,
 };
 use trellis_xds::node::{NodeMeta, UpstreamPort};
 
-use crate::common::service;
+use crate::common::{KeepAlive, config_dump, service, split, versioned};
 
 /// What the echo saw of `GET /through` sent to `addr` with `Host: host`, once that answers 200
 /// (within 10 s; `log` explains a failure).
@@ -31,6 +33,33 @@ async fn echoed(addr: SocketAddr, host: &str, log: impl Fn() -> String) -> EchoR
     }
 }
 
+/// Starts Envoy as the sidecar (node id `id`) of a `service` workload whose app listens on
+/// `app_port`, with an outbound listener for `upstream`; returns it and that listener.
+async fn envoy_sidecar(
+    mesh: &TestMesh,
+    id: &str,
+    service: &str,
+    app_port: u16,
+    upstream: &str,
+) -> (Envoy, SocketAddr) {
+    let [inbound, outbound, admin] = [(); 3].map(|()| free_loopback_addr().unwrap());
+    let meta = NodeMeta {
+        service: service.into(),
+        namespace: "default".into(),
+        app_port,
+        inbound_port: inbound.port(),
+        ip: "127.0.0.1".into(),
+        upstreams: vec![UpstreamPort {
+            service: upstream.into(),
+            port: outbound.port(),
+        }],
+        admin: Some(admin.to_string()),
+        ..NodeMeta::default()
+    };
+    let bootstrap = trellis_xds::bootstrap::envoy(&meta, id, mesh.xds_addr(), admin);
+    (Envoy::start(&bootstrap, admin).await.unwrap(), outbound)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_acks_the_control_planes_config_and_talks_to_trellis_proxies_both_ways() {
     trellis_test::init_tracing();
@@ -44,22 +73,8 @@ async fn envoy_acks_the_control_planes_config_and_talks_to_trellis_proxies_both_
         .unwrap();
 
     // web's sidecar is Envoy, with an outbound listener for api.
-    let [inbound, outbound, admin] = [(); 3].map(|()| free_loopback_addr().unwrap());
-    let meta = NodeMeta {
-        service: "web".into(),
-        namespace: "default".into(),
-        app_port: web_app.addr().port(),
-        inbound_port: inbound.port(),
-        ip: "127.0.0.1".into(),
-        upstreams: vec![UpstreamPort {
-            service: "api".into(),
-            port: outbound.port(),
-        }],
-        admin: Some(admin.to_string()),
-        ..NodeMeta::default()
-    };
-    let bootstrap = trellis_xds::bootstrap::envoy(&meta, "web-envoy", mesh.xds_addr(), admin);
-    let envoy = Envoy::start(&bootstrap, admin).await.unwrap();
+    let (envoy, outbound) =
+        envoy_sidecar(&mesh, "web-envoy", "web", web_app.addr().port(), "api").await;
 
     // Envoy → Trellis proxy: web's app calls api through Envoy.
     let seen = echoed(outbound, "api", || envoy.log()).await;
@@ -108,5 +123,131 @@ async fn envoy_acks_the_control_planes_config_and_talks_to_trellis_proxies_both_
             .unwrap(),
         Some(2),
         "inbound and the outbound listener for api"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_routes_with_the_trellis_proxys_weights_and_sees_a_new_endpoint_within_a_second() {
+    trellis_test::init_tracing();
+    let config = [
+        service("api", "HTTP"),
+        versioned("api-v1", "api", "v1"),
+        versioned("api-v2", "api", "v2"),
+        service("web", "HTTP"),
+        split("api", ("api-v1", 80), ("api-v2", 20)),
+    ]
+    .concat();
+    let mesh = TestMesh::start(&[("mesh.yaml", &config)]).await.unwrap();
+    let v1 = spawn_http_echo("api-v1").await.unwrap();
+    let v2 = spawn_http_echo("api-v2").await.unwrap();
+    let _v1 = mesh
+        .sidecar(Sidecar::new("api", v1.addr().port()).label("version", "v1"))
+        .await
+        .unwrap();
+    let _v2 = mesh
+        .sidecar(Sidecar::new("api", v2.addr().port()).label("version", "v2"))
+        .await
+        .unwrap();
+    let web_app = spawn_http_echo("web").await.unwrap();
+    let (envoy, through_envoy) =
+        envoy_sidecar(&mesh, "web-envoy", "web", web_app.addr().port(), "api").await;
+    let client = mesh
+        .sidecar(Sidecar::new("client", 0).upstream("api"))
+        .await
+        .unwrap();
+    let through_trellis = client.upstream_addr("api").unwrap();
+
+    // Both reach both versions, and Envoy applied the same weights as the Trellis proxy.
+    for addr in [through_envoy, through_trellis] {
+        let http = KeepAlive::new(addr);
+        let mut seen = BTreeSet::new();
+        assert_eventually!(Duration::from_secs(5), {
+            if let Ok((200, served_by)) = http.get("/").await {
+                seen.insert(served_by);
+            }
+            seen.len() == 2
+        });
+    }
+    let routes = http1_get(
+        envoy.admin_addr(),
+        "/config_dump?resource=dynamic_route_configs",
+        &[],
+    )
+    .await
+    .unwrap()
+    .json::<Value>()
+    .unwrap();
+    let envoy_weights: Vec<(String, u64)> = routes["configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| &c["route_config"])
+        .filter(|rc| rc["name"] == "outbound|api.default")
+        .flat_map(|rc| {
+            rc["virtual_hosts"][0]["routes"][0]["route"]["weighted_clusters"]["clusters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or_default().to_owned(),
+                c["weight"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let trellis_weights: Vec<(String, u64)> =
+        config_dump(client.admin_addr()).await["route_configs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|rc| rc["name"] == "outbound|api.default")
+            .flat_map(|rc| {
+                rc["virtual_hosts"][0]["routes"][0]["clusters"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap_or_default().to_owned(),
+                    c["weight"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect();
+    let expected = [
+        ("outbound|api-v1.default", 80),
+        ("outbound|api-v2.default", 20),
+    ]
+    .map(|(name, weight)| (name.to_owned(), weight));
+    assert_eq!(envoy_weights, expected, "Envoy's route");
+    assert_eq!(trellis_weights, expected, "the Trellis proxy's route");
+
+    // One more api-v2 replica: Envoy has its endpoint within a second of the replica's start.
+    let v2b = spawn_http_echo("api-v2b").await.unwrap();
+    let started = Instant::now();
+    let replica = mesh
+        .sidecar(Sidecar::new("api", v2b.addr().port()).label("version", "v2"))
+        .await
+        .unwrap();
+    let member = format!("outbound|api-v2.default::{}::", replica.inbound_addr());
+    let deadline = started + Duration::from_secs(1);
+    while !http1_get(envoy.admin_addr(), "/clusters", &[])
+        .await
+        .is_ok_and(|r| r.text().contains(&member))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{member} not in Envoy's clusters {:?} after the replica started",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let http = KeepAlive::new(through_envoy);
+    assert_eventually!(
+        Duration::from_secs(5),
+        http.get("/")
+            .await
+            .is_ok_and(|r| r == (200, "api-v2b".to_owned()))
     );
 }

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use trellis_test::{Sidecar, TestMesh, assert_eventually, http1_get, spawn_http_echo};
 
-use crate::common::{EchoMesh, KeepAlive, config_dump, echo_mesh, service, split, versioned};
+use crate::common::{
+    EchoMesh, KeepAlive, config_dump, echo_mesh, service, share_served_by, split, versioned,
+};
 
 /// Requests per measurement.
 const SAMPLES: usize = 2000;
@@ -26,18 +28,6 @@ async fn route_weights(admin: std::net::SocketAddr) -> Vec<u64> {
         })
         .map(|c| c["weight"].as_u64().unwrap_or_default())
         .collect()
-}
-
-async fn share_of_v1(client: &KeepAlive, n: usize) -> f64 {
-    let mut v1 = 0;
-    for _ in 0..n {
-        let (status, served_by) = client.get("/").await.unwrap();
-        assert_eq!(status, 200);
-        if served_by == "web-v1" {
-            v1 += 1;
-        }
-    }
-    v1 as f64 / n as f64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,7 +65,7 @@ async fn weighted_split_holds_and_edits_apply_live_without_errors() {
         http.get("/").await.is_ok_and(|r| r.0 == 200)
     );
 
-    let share = share_of_v1(&http, SAMPLES).await;
+    let share = share_served_by(&http, "web-v1", SAMPLES).await;
     assert!(
         (0.87..=0.93).contains(&share),
         "90/10 split gave {share:.3} to v1"
@@ -110,7 +100,7 @@ async fn weighted_split_holds_and_edits_apply_live_without_errors() {
         "the 50/50 edit did not apply within 1 s"
     );
     let applied_after = edited.elapsed();
-    let share = share_of_v1(&http, SAMPLES).await;
+    let share = share_served_by(&http, "web-v1", SAMPLES).await;
     running.store(false, Ordering::Relaxed);
     load.await.unwrap();
     assert!(
@@ -149,7 +139,7 @@ async fn weighted_split_holds_and_edits_apply_live_without_errors() {
     mesh.restart_control().await.unwrap();
     assert_eventually!(
         Duration::from_secs(10),
-        share_of_v1(&http, 20).await == 0.0,
+        share_served_by(&http, "web-v1", 20).await == 0.0,
         "proxies did not converge after the restart"
     );
 }
