@@ -4,11 +4,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::{Deadline, http1_get};
+use crate::child::until_ready;
+use crate::http1_get;
 
 /// An Envoy process started by a test; killed (by its PID) when dropped.
 pub struct Envoy {
@@ -58,21 +58,10 @@ impl Envoy {
             .spawn()
             .context("starting envoy")?;
         let mut envoy = Envoy { child, admin, dir };
-        let deadline = Deadline::after(Duration::from_secs(30));
-        loop {
-            if let Ok(reply) = http1_get(admin, "/server_info", &[]).await
-                && reply.status == 200
-            {
-                return Ok(envoy);
-            }
-            if let Some(status) = envoy.child.try_wait()? {
-                bail!("envoy exited ({status}): {}", envoy.log());
-            }
-            if deadline.passed() {
-                bail!("envoy's admin not answering after 30 s: {}", envoy.log());
-            }
-            deadline.pause().await;
-        }
+        let log = envoy.dir.path().join("envoy.log");
+        let log = || std::fs::read_to_string(&log).unwrap_or_default();
+        until_ready(&mut envoy.child, admin, "/server_info", "envoy", log).await?;
+        Ok(envoy)
     }
 
     /// Its admin address.

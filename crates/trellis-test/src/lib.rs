@@ -5,6 +5,7 @@
 //! Everything binds `127.0.0.1:0` and stops when its handle drops. [`TestMesh`] runs the real
 //! control plane and sidecars in-process. This crate is never a dependency of production code.
 
+mod child;
 mod config_dir;
 mod envoy;
 mod eventually;

@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use trellis_control::percent_encode;
 
-use crate::{Deadline, http1_get};
+use crate::child::until_ready;
+use crate::http1_get;
 
 /// A Prometheus process started by a test; killed (by its PID) when dropped.
 pub struct Prometheus {
@@ -78,21 +78,10 @@ impl Prometheus {
                 "starting `prometheus` (Debian package prometheus; scripts/test.sh installs it)",
             )?;
         let mut prometheus = Prometheus { child, addr, dir };
-        let deadline = Deadline::after(Duration::from_secs(30));
-        loop {
-            if let Ok(reply) = http1_get(addr, "/-/ready", &[]).await
-                && reply.status == 200
-            {
-                return Ok(prometheus);
-            }
-            if let Some(status) = prometheus.child.try_wait()? {
-                bail!("prometheus exited ({status}): {}", prometheus.log());
-            }
-            if deadline.passed() {
-                bail!("prometheus not ready after 30 s: {}", prometheus.log());
-            }
-            deadline.pause().await;
-        }
+        let log = prometheus.dir.path().join("prometheus.log");
+        let log = || std::fs::read_to_string(&log).unwrap_or_default();
+        until_ready(&mut prometheus.child, addr, "/-/ready", "prometheus", log).await?;
+        Ok(prometheus)
     }
 
     /// Prometheus' own log, for failure messages.

@@ -33,6 +33,19 @@ async fn echoed(addr: SocketAddr, host: &str, log: impl Fn() -> String) -> EchoR
     }
 }
 
+/// `(name, weight)` of each weighted cluster in a JSON array of them.
+fn weights(clusters: &Value) -> Vec<(String, u64)> {
+    clusters
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let name = c["name"].as_str().unwrap_or_default().to_owned();
+            (name, c["weight"].as_u64().unwrap_or_default())
+        })
+        .collect()
+}
+
 /// Starts Envoy as the sidecar (node id `id`) of a `service` workload whose app listens on
 /// `app_port`, with an outbound listener for `upstream`; returns it and that listener.
 async fn envoy_sidecar(
@@ -177,44 +190,24 @@ async fn envoy_routes_with_the_trellis_proxys_weights_and_sees_a_new_endpoint_wi
     .unwrap()
     .json::<Value>()
     .unwrap();
-    let envoy_weights: Vec<(String, u64)> = routes["configs"]
+    let route = "outbound|api.default";
+    let envoy_route = routes["configs"]
         .as_array()
         .into_iter()
         .flatten()
         .map(|c| &c["route_config"])
-        .filter(|rc| rc["name"] == "outbound|api.default")
-        .flat_map(|rc| {
-            rc["virtual_hosts"][0]["routes"][0]["route"]["weighted_clusters"]["clusters"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap_or_default().to_owned(),
-                c["weight"].as_u64().unwrap_or_default(),
-            )
-        })
-        .collect();
-    let trellis_weights: Vec<(String, u64)> =
-        config_dump(client.admin_addr()).await["route_configs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|rc| rc["name"] == "outbound|api.default")
-            .flat_map(|rc| {
-                rc["virtual_hosts"][0]["routes"][0]["clusters"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-            })
-            .map(|c| {
-                (
-                    c["name"].as_str().unwrap_or_default().to_owned(),
-                    c["weight"].as_u64().unwrap_or_default(),
-                )
-            })
-            .collect();
+        .find(|rc| rc["name"] == route)
+        .unwrap_or_else(|| panic!("Envoy has no {route}: {routes}"));
+    let trellis_dump = config_dump(client.admin_addr()).await;
+    let trellis_route = trellis_dump["route_configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|rc| rc["name"] == route)
+        .unwrap_or_else(|| panic!("the Trellis proxy has no {route}: {trellis_dump}"));
+    let first_rule = |rc: &Value| rc["virtual_hosts"][0]["routes"][0].clone();
+    let envoy_weights = weights(&first_rule(envoy_route)["route"]["weighted_clusters"]["clusters"]);
+    let trellis_weights = weights(&first_rule(trellis_route)["clusters"]);
     let expected = [
         ("outbound|api-v1.default", 80),
         ("outbound|api-v2.default", 20),
