@@ -41,6 +41,10 @@ pub struct ServiceModel {
     pub protocol: Protocol,
     /// Declared by a `Service` resource (false when implied).
     pub declared: bool,
+    /// Whether `protocol` is declared (the Service resource lists ports) rather than assumed.
+    /// Listeners for a declared HTTP protocol wait for the client's first bytes however long
+    /// it stays silent; undeclared ones fall back to TCP after a bounded wait.
+    pub protocol_declared: bool,
     /// Endpoints: proxies of selected workloads, then static endpoints.
     pub endpoints: Vec<EndpointModel>,
     /// Names of routes (`kind/namespace/name`) attached to it as their parent.
@@ -107,6 +111,7 @@ impl MeshModel {
                     .map(|p| p.protocol)
                     .unwrap_or_default(),
                 declared: true,
+                protocol_declared: !svc.spec.ports.is_empty(),
                 endpoints,
                 routes: Vec::new(),
             };
@@ -122,6 +127,7 @@ impl MeshModel {
                 namespace: meta.namespace.clone(),
                 protocol: Protocol::Http,
                 declared: false,
+                protocol_declared: false,
                 endpoints: Vec::new(),
                 routes: Vec::new(),
             });
@@ -192,6 +198,7 @@ fn attach_routes(config: &ConfigSet, services: &mut BTreeMap<String, ServiceMode
                 namespace: namespace.to_owned(),
                 protocol: Protocol::Http,
                 declared: false,
+                protocol_declared: false,
                 endpoints: Vec::new(),
                 routes: Vec::new(),
             });

@@ -24,4 +24,7 @@ pub enum DemoError {
     /// A sidecar did not receive its config in time.
     #[error("sidecar of {0} not ready after {1:?}: is the control plane reachable?")]
     NotReady(String, std::time::Duration),
+    /// Some sidecar had not applied the config that knows every workload in time.
+    #[error("sidecars did not all apply the mesh's config within {0:?}")]
+    NotSynced(std::time::Duration),
 }

@@ -31,6 +31,8 @@ pub struct DemoSummary {
     pub failures: u64,
     /// Requests served by catalog v1 and v2, as their sidecars counted them.
     pub catalog_split: (u64, u64),
+    /// Why the first failed request failed, if one did.
+    pub first_failure: Option<String>,
 }
 
 /// Inbound request statistics of one workload, summed over its routes.
@@ -159,6 +161,7 @@ pub async fn run_demo(
         successes: stats.successes(),
         failures: stats.failures(),
         catalog_split: (split("v1"), split("v2")),
+        first_failure: stats.first_failure().map(str::to_owned),
     };
     let (v1, v2) = summary.catalog_split;
     let share = |n: u64| 100.0 * n as f64 / (v1 + v2).max(1) as f64;
@@ -170,6 +173,9 @@ pub async fn run_demo(
         share(v1),
         share(v2)
     )?;
+    if let Some(error) = &summary.first_failure {
+        writeln!(out, "first failure: {error}")?;
+    }
     mesh.stop().await;
     Ok(summary)
 }

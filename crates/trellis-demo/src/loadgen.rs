@@ -2,6 +2,7 @@
 //! deadline or a shutdown signal, counting successes, failures and latency.
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -45,6 +46,7 @@ pub struct LoadStats {
     successes: AtomicU64,
     failures: AtomicU64,
     success_latency_micros: AtomicU64,
+    first_failure: OnceLock<String>,
 }
 
 impl LoadGen {
@@ -112,6 +114,11 @@ impl LoadStats {
         self.failures.load(Ordering::Relaxed)
     }
 
+    /// Why the first failed request failed, `None` while none has.
+    pub fn first_failure(&self) -> Option<&str> {
+        self.first_failure.get().map(String::as_str)
+    }
+
     /// Mean latency of the successful requests, `None` before the first success.
     pub fn mean_latency(&self) -> Option<Duration> {
         let successes = self.successes();
@@ -130,6 +137,7 @@ impl LoadStats {
             }
             Err(error) => {
                 tracing::debug!(%error, "load request failed");
+                self.first_failure.get_or_init(|| error.to_string());
                 self.failures.fetch_add(1, Ordering::Relaxed);
             }
         }

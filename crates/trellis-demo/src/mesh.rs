@@ -18,6 +18,9 @@ pub const MESH_YAML: &str = include_str!("../../../examples/demo/mesh.yaml");
 /// How long sidecars may take to receive their first config.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// How often start-up checks whether every sidecar applied the latest config.
+const SYNC_POLL: Duration = Duration::from_millis(10);
+
 /// One application and its sidecar.
 pub struct Workload {
     /// Service name.
@@ -107,6 +110,20 @@ impl DemoMesh {
                 .await
                 .map_err(|_| DemoError::NotReady(w.service.to_owned(), READY_TIMEOUT))?;
         }
+        // A sidecar's first config can predate the registration of the services it calls
+        // (they connect concurrently): wait until every sidecar applied one that knows every
+        // workload, so the first requests find their endpoints.
+        let all_synced = || {
+            let proxies = control.control().proxies();
+            proxies.len() == workloads.len() && proxies.iter().all(|p| p.synced)
+        };
+        tokio::time::timeout(READY_TIMEOUT, async {
+            while !all_synced() {
+                tokio::time::sleep(SYNC_POLL).await;
+            }
+        })
+        .await
+        .map_err(|_| DemoError::NotSynced(READY_TIMEOUT))?;
         Ok(DemoMesh {
             control,
             workloads,

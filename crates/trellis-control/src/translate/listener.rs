@@ -1,8 +1,11 @@
 //! Listeners: the inbound listener in front of the app, one outbound listener per declared
 //! upstream, and the HTTP-proxy-mode listener. HTTP is detected with Envoy's http_inspector and
-//! anything else falls back to a TCP proxy; opaque (TCP) services skip detection. Outbound HTTP
+//! anything else falls back to a TCP proxy (so does silence, where the service does not declare
+//! its protocol); opaque (TCP) services skip detection. Outbound HTTP
 //! goes through the `fault` and `local_ratelimit` filters (configured per route); inbound HTTP
 //! through RBAC and the workload's own rate limit, when it has one.
+
+use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::{
     Address, Http1ProtocolOptions, SocketAddress, TypedExtensionConfig,
@@ -33,7 +36,7 @@ use super::{
     DETECTION_TIMEOUT, HTTP_PROXY, ads, any, authz, duration, inbound_cluster, outbound_cluster,
     outbound_route_config, route, tls, traffic,
 };
-use crate::model::MeshModel;
+use crate::model::{MeshModel, ServiceModel};
 
 /// Application protocols http_inspector reports for HTTP.
 const HTTP_PROTOCOLS: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
@@ -51,7 +54,7 @@ pub(super) fn listeners(model: &MeshModel, node: &NodeMeta) -> Vec<Listener> {
         "inbound",
         &node.ip,
         node.inbound_port,
-        own_protocol,
+        (own_protocol, detection_timeout(own)),
         inbound_hcm,
         &inbound,
     );
@@ -67,7 +70,8 @@ pub(super) fn listeners(model: &MeshModel, node: &NodeMeta) -> Vec<Listener> {
     out.push(inbound_listener);
     for upstream in &node.upstreams {
         let name = format!("outbound|{}|{}", upstream.service, upstream.port);
-        let (protocol, key) = match model.resolve(&upstream.service, &node.namespace) {
+        let svc = model.resolve(&upstream.service, &node.namespace);
+        let (protocol, key) = match svc {
             Some(svc) => (svc.protocol, svc.key()),
             // Not known (yet): route to the cluster it will have; requests fail fast with 503.
             None => (
@@ -83,7 +87,7 @@ pub(super) fn listeners(model: &MeshModel, node: &NodeMeta) -> Vec<Listener> {
             &name,
             "127.0.0.1",
             upstream.port,
-            protocol,
+            (protocol, detection_timeout(svc)),
             hcm,
             &outbound_cluster(&key),
         ));
@@ -119,11 +123,27 @@ enum Routes {
     Inline(Box<RouteConfiguration>),
 }
 
+/// How long HTTP detection on a listener for `svc` waits for the client's first bytes before
+/// treating the connection as TCP. Zero (no limit) where the service declares its protocol:
+/// clients that open connections ahead of use (HTTP pools) stay silent for any length of time,
+/// and a bounded wait would pin such a connection to one endpoint as opaque TCP, losing routing,
+/// splits, retries and metrics. Undeclared services keep the bounded wait, so
+/// server-speaks-first protocols are not stalled.
+fn detection_timeout(svc: Option<&ServiceModel>) -> Duration {
+    if svc.is_some_and(|s| s.protocol_declared) {
+        Duration::ZERO
+    } else {
+        DETECTION_TIMEOUT
+    }
+}
+
+/// A listener serving `protocol`: TCP only for opaque services; otherwise HTTP detected within
+/// `detect` (zero: no limit), with TCP to `tcp_cluster` for anything else.
 fn listener(
     name: &str,
     ip: &str,
     port: u16,
-    protocol: Protocol,
+    (protocol, detect): (Protocol, Duration),
     hcm: Hcm,
     tcp_cluster: &str,
 ) -> Listener {
@@ -147,8 +167,8 @@ fn listener(
         config_type: Some(ListenerFilterConfig::TypedConfig(any(&HttpInspector {}))),
         ..ListenerFilter::default()
     }];
-    l.listener_filters_timeout = Some(duration(DETECTION_TIMEOUT));
-    l.continue_on_listener_filters_timeout = true;
+    l.listener_filters_timeout = Some(duration(detect));
+    l.continue_on_listener_filters_timeout = !detect.is_zero();
     l.filter_chains = vec![FilterChain {
         name: "http".to_owned(),
         filter_chain_match: Some(FilterChainMatch {

@@ -229,6 +229,41 @@ fn listeners_detect_http_except_on_opaque_services() {
 }
 
 #[test]
+fn declared_http_waits_for_the_client_and_undeclared_gives_up_after_a_bounded_wait() {
+    let timeout = |l: &Listener| {
+        let d = l.listener_filters_timeout.unwrap_or_default();
+        (d.seconds, d.nanos, l.continue_on_listener_filters_timeout)
+    };
+    // catalog is only a route's parent in CONFIG: its protocol is assumed, not declared.
+    let nodes = [node("web", "v1", 41003)];
+    let snapshot = translate(&model(&nodes), &nodes[0]);
+    let undeclared: Listener = decode(&snapshot, TypeUrl::Listener, "outbound|catalog|15101");
+    assert_eq!(timeout(&undeclared), (0, 200_000_000, true));
+
+    // Declared with ports: no limit on the client's silence (an idle pooled connection stays
+    // HTTP), non-HTTP bytes still go to the TCP chain. Inbound too, TLS inspection included.
+    let declared = "apiVersion: trellis.dev/v1alpha1\nkind: Service\nmetadata: {name: catalog}\nspec: {ports: [{port: 80}]}\n---\n";
+    let config = trellis_api::load_str("t.yaml", &format!("{declared}{CONFIG}")).unwrap();
+    let node = node("catalog", "v1", 41003);
+    let mut model = MeshModel::build(Arc::new(config), [("n", &node)].into_iter());
+    model.trust_bundle = Some("bundle".into());
+    let snapshot = translate(&model, &node);
+    let outbound: Listener = decode(&snapshot, TypeUrl::Listener, "outbound|catalog|15101");
+    assert_eq!(timeout(&outbound), (0, 0, false));
+    assert!(
+        outbound.default_filter_chain.is_some(),
+        "non-HTTP bytes: TCP"
+    );
+    let inbound: Listener = decode(&snapshot, TypeUrl::Listener, "inbound");
+    assert_eq!(
+        inbound.listener_filters.len(),
+        2,
+        "tls_inspector, http_inspector"
+    );
+    assert_eq!(timeout(&inbound), (0, 0, false));
+}
+
+#[test]
 fn versions_move_only_for_what_changed() {
     let web = node("web", "v1", 41003);
     let one = translate(&model(std::slice::from_ref(&web)), &web);

@@ -1,12 +1,13 @@
 //! Shared pieces: service YAML, a keep-alive HTTP client, admin API reads.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use trellis_proxy::ProxyHandle;
 use trellis_test::{Server, Sidecar, TestMesh, spawn_http_echo};
 
@@ -75,16 +76,53 @@ impl KeepAlive {
         let uri: http::Uri = format!("{}{path}", self.base).parse()?;
         let response =
             tokio::time::timeout(trellis_test::CLIENT_TIMEOUT, self.client.get(uri)).await??;
-        let status = response.status().as_u16();
-        let served_by = response
-            .headers()
-            .get("x-served-by")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        response.into_body().collect().await?;
-        Ok((status, served_by))
+        status_and_server(response).await
     }
+}
+
+/// The status and `x-served-by` header of a response, once its body has been read.
+async fn status_and_server(
+    response: http::Response<hyper::body::Incoming>,
+) -> anyhow::Result<(u16, String)> {
+    let status = response.status().as_u16();
+    let served_by = response
+        .headers()
+        .get("x-served-by")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    response.into_body().collect().await?;
+    Ok((status, served_by))
+}
+
+/// The servers that answered `n` sequential `GET /` sent over one HTTP/1.1 connection to
+/// `addr` that stayed silent for twice the detection timeout after connecting, as connections
+/// a client pool opens ahead of its requests do. Routed per request, a split shows every
+/// version; a connection the proxy took for opaque TCP would show one.
+pub(crate) async fn servers_on_an_early_connection(addr: SocketAddr, n: usize) -> BTreeSet<String> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tokio::time::sleep(trellis_control::translate::DETECTION_TIMEOUT * 2).await;
+    let mut servers = BTreeSet::new();
+    for _ in 0..n {
+        send.ready().await.unwrap();
+        let request = http::Request::get("/")
+            .header(http::header::HOST, addr.to_string())
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response =
+            tokio::time::timeout(trellis_test::CLIENT_TIMEOUT, send.send_request(request))
+                .await
+                .unwrap()
+                .unwrap();
+        let (status, served_by) = status_and_server(response).await.unwrap();
+        assert_eq!(status, 200);
+        servers.insert(served_by);
+    }
+    servers
 }
 
 /// The share of `n` sequential `GET /` through `client` that `server` answered (all must be 200).

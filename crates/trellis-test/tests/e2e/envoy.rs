@@ -12,7 +12,13 @@ use trellis_test::{
 };
 use trellis_xds::node::{NodeMeta, UpstreamPort};
 
-use crate::common::{KeepAlive, config_dump, service, split, versioned};
+use crate::common::{
+    KeepAlive, config_dump, servers_on_an_early_connection, service, share_served_by, split,
+    versioned,
+};
+
+/// Requests per measured share: 80/20 within ±5 points is about four standard deviations.
+const SAMPLES: usize = 1000;
 
 /// What the echo saw of `GET /through` sent to `addr` with `Host: host`, once that answers 200
 /// (within 10 s; `log` explains a failure).
@@ -170,8 +176,9 @@ async fn envoy_routes_with_the_trellis_proxys_weights_and_sees_a_new_endpoint_wi
         .unwrap();
     let through_trellis = client.upstream_addr("api").unwrap();
 
-    // Both reach both versions, and Envoy applied the same weights as the Trellis proxy.
-    for addr in [through_envoy, through_trellis] {
+    // Both split 80/20 as measured, also on a connection that stayed silent after connecting,
+    // and Envoy applied the same weights as the Trellis proxy.
+    for (proxy, addr) in [("Envoy", through_envoy), ("Trellis", through_trellis)] {
         let http = KeepAlive::new(addr);
         let mut seen = BTreeSet::new();
         assert_eventually!(Duration::from_secs(5), {
@@ -180,6 +187,17 @@ async fn envoy_routes_with_the_trellis_proxys_weights_and_sees_a_new_endpoint_wi
             }
             seen.len() == 2
         });
+        let share = share_served_by(&http, "api-v2", SAMPLES).await;
+        assert!(
+            (0.15..=0.25).contains(&share),
+            "{proxy}: 80/20 split gave {share:.3} to v2"
+        );
+        let servers = servers_on_an_early_connection(addr, 50).await;
+        assert_eq!(
+            servers.len(),
+            2,
+            "{proxy}: an idle connection pinned to {servers:?}"
+        );
     }
     let routes = http1_get(
         envoy.admin_addr(),

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use trellis_test::{Sidecar, TestMesh, assert_eventually, http1_get, spawn_http_echo};
 
 use crate::common::{
-    EchoMesh, KeepAlive, config_dump, echo_mesh, service, share_served_by, split, versioned,
+    EchoMesh, KeepAlive, config_dump, echo_mesh, servers_on_an_early_connection, service,
+    share_served_by, split, versioned,
 };
 
 /// Requests per measurement.
@@ -69,6 +70,14 @@ async fn weighted_split_holds_and_edits_apply_live_without_errors() {
     assert!(
         (0.87..=0.93).contains(&share),
         "90/10 split gave {share:.3} to v1"
+    );
+    // A connection opened ahead of use, silent past the detection timeout, is still HTTP:
+    // its requests are split too (web declares its protocol).
+    let servers = servers_on_an_early_connection(addr, 100).await;
+    assert_eq!(
+        servers.len(),
+        2,
+        "one idle connection pinned to {servers:?}"
     );
 
     // Load runs while the file changes to 50/50: no request may fail.

@@ -149,5 +149,14 @@ fn dashboard_shows_the_demo_in_headless_chromium() {
     // The demo stops cleanly on Ctrl-C, with every request answered.
     kill(Pid::from_raw(demo.0.id() as i32), Signal::SIGINT).unwrap();
     let status = wait_with_deadline(&mut demo.0, Duration::from_secs(30));
-    assert!(status.success(), "the demo failed requests or did not stop");
+    let mut tail = Vec::new();
+    while let Ok(line) = printed.recv_timeout(Duration::from_secs(5)) {
+        tail.push(line);
+    }
+    let tail = &tail[tail.len().saturating_sub(8)..];
+    assert!(
+        status.success(),
+        "the demo failed requests or did not stop ({status}):\n{}",
+        tail.join("\n")
+    );
 }
