@@ -166,6 +166,20 @@ impl Svid {
             .unwrap_or_default()
     }
 
+    /// The chain as PEM, leaf first.
+    pub fn chain_pem(&self) -> String {
+        self.chain.iter().map(|c| cert_pem(c)).collect()
+    }
+
+    /// The private key as PKCS#8 PEM, for an agent to hand to a proxy on the same host over a
+    /// local socket (SDS) only: never log it or send it over the network.
+    pub fn key_pem(&self) -> String {
+        pem::encode(&pem::Pem::new(
+            "PRIVATE KEY",
+            self.key.secret_pkcs8_der().to_vec(),
+        ))
+    }
+
     /// The key, for building TLS configs inside this crate only.
     pub(crate) fn key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(self.key.clone_key())

@@ -23,6 +23,7 @@ mod io;
 mod listener;
 mod options;
 mod proxy;
+mod sds_agent;
 mod table;
 mod tcp;
 mod telemetry;
@@ -31,6 +32,7 @@ mod tls;
 pub use handler::ConfigHandler;
 pub use options::ProxyOptions;
 pub use proxy::{ProxyError, ProxyHandle, start};
+pub use sds_agent::{SdsAgentHandle, SdsAgentOptions, start_sds_agent};
 pub use telemetry::{
     AccessLogFormat, Direction, RequestEvent, RouteStats, StatusClass, TracingOptions,
 };

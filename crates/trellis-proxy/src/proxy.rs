@@ -48,6 +48,14 @@ pub enum ProxyError {
     /// Service, namespace or trust domain do not form a SPIFFE ID.
     #[error("workload identity: {0}")]
     Identity(#[from] SpiffeIdError),
+    /// Agent mode's SDS socket could not be created.
+    #[error("cannot serve SDS on {}: {source} (does the directory exist and is it writable?)", path.display())]
+    SdsSocket {
+        /// The socket path.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
     /// The trace collector is not a valid `http://host:port` URL.
     #[error("trace collector {0:?} is not a valid http:// URL: {1}")]
     Tracing(String, tonic::transport::Error),
@@ -70,7 +78,7 @@ pub struct ProxyHandle {
 
 /// The certificate agent's task; it stops with the handle, however that goes.
 #[derive(Debug)]
-struct AgentTask(JoinHandle<()>);
+pub(crate) struct AgentTask(pub(crate) JoinHandle<()>);
 
 impl Drop for AgentTask {
     fn drop(&mut self) {

@@ -195,6 +195,11 @@ impl IdentityState {
         self.installed.send_replace(true);
     }
 
+    /// Sees every installation of an identity (new SVID or new bundle).
+    pub(crate) fn installs(&self) -> watch::Receiver<bool> {
+        self.installed.subscribe()
+    }
+
     /// Resolves once an SVID is installed.
     pub(crate) async fn wait_installed(&self) {
         let mut rx = self.installed.subscribe();

@@ -4,17 +4,27 @@
 //! same stream), and the admin interface on the given (loopback) address.
 
 use std::net::SocketAddr;
+use std::path::Path;
 
 use serde_json::{Value, json};
 
 use crate::node::{METADATA_KEY, NodeMeta, parse_locality};
+use crate::sds::SDS_CLUSTER;
 
 /// Name of the bootstrap's static cluster that reaches the control plane.
 const XDS_CLUSTER: &str = "xds";
 
 /// Envoy's bootstrap (JSON, which `envoy -c` reads like YAML) for the workload `meta` with
-/// node id `id`, the control plane's ADS server at `xds` and Envoy's admin at `admin`.
-pub fn envoy(meta: &NodeMeta, id: &str, xds: SocketAddr, admin: SocketAddr) -> Value {
+/// node id `id`, the control plane's ADS server at `xds` and Envoy's admin at `admin`. With
+/// `sds`, the Unix socket of the local agent serving the workload certificate (static cluster
+/// `sds-grpc`, which the control plane's TLS contexts name); `meta.mtls` should then be set.
+pub fn envoy(
+    meta: &NodeMeta,
+    id: &str,
+    xds: SocketAddr,
+    admin: SocketAddr,
+    sds: Option<&Path>,
+) -> Value {
     let mut node = json!({
         "id": id,
         "cluster": meta.service,
@@ -25,6 +35,11 @@ pub fn envoy(meta: &NodeMeta, id: &str, xds: SocketAddr, admin: SocketAddr) -> V
         node["locality"] = json!({ "region": l.region, "zone": l.zone, "sub_zone": l.sub_zone });
     }
     let ads = json!({ "ads": {}, "resource_api_version": "V3" });
+    let mut clusters = vec![grpc_cluster(XDS_CLUSTER, socket_address(xds))];
+    if let Some(path) = sds {
+        let pipe = json!({ "pipe": { "path": path.to_string_lossy() } });
+        clusters.push(grpc_cluster(SDS_CLUSTER, pipe));
+    }
     json!({
         "node": node,
         "admin": { "address": socket_address(admin) },
@@ -38,24 +53,25 @@ pub fn envoy(meta: &NodeMeta, id: &str, xds: SocketAddr, admin: SocketAddr) -> V
             "lds_config": ads,
             "cds_config": ads,
         },
-        "static_resources": {
-            "clusters": [{
-                "name": XDS_CLUSTER,
-                "type": "STATIC",
-                "connect_timeout": "1s",
-                "typed_extension_protocol_options": {
-                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                        "explicit_http_config": { "http2_protocol_options": {} },
-                    },
-                },
-                "load_assignment": {
-                    "cluster_name": XDS_CLUSTER,
-                    "endpoints": [{
-                        "lb_endpoints": [{ "endpoint": { "address": socket_address(xds) } }],
-                    }],
-                },
-            }],
+        "static_resources": { "clusters": clusters },
+    })
+}
+
+/// A static cluster speaking gRPC (HTTP/2) to the one endpoint at `address`.
+fn grpc_cluster(name: &str, address: Value) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": { "http2_protocol_options": {} },
+            },
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": address } }] }],
         },
     })
 }
@@ -81,7 +97,7 @@ mod tests {
         };
         let xds = SocketAddr::from(([127, 0, 0, 1], 15010));
         let admin = SocketAddr::from(([127, 0, 0, 1], 15000));
-        let b = envoy(&meta, "web-1", xds, admin);
+        let b = envoy(&meta, "web-1", xds, admin, None);
         assert_eq!(b["node"]["id"], "web-1");
         assert_eq!(b["node"]["cluster"], "web");
         assert_eq!(b["node"]["locality"]["zone"], "eu-1a");
@@ -101,6 +117,36 @@ mod tests {
         assert_eq!(
             b["dynamic_resources"]["ads_config"]["grpc_services"][0]["envoy_grpc"]["cluster_name"],
             xds_cluster["name"]
+        );
+    }
+
+    #[test]
+    fn with_an_sds_socket_envoy_reaches_the_local_agent_over_it() {
+        let meta = NodeMeta {
+            mtls: true,
+            ..NodeMeta::default()
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], 15010));
+        let b = envoy(
+            &meta,
+            "w",
+            addr,
+            addr,
+            Some(Path::new("/run/trellis/sds.sock")),
+        );
+        let clusters = b["static_resources"]["clusters"].as_array().unwrap();
+        assert_eq!(clusters.len(), 2);
+        assert_eq!(clusters[1]["name"], SDS_CLUSTER);
+        assert_eq!(
+            clusters[1]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                ["pipe"]["path"],
+            "/run/trellis/sds.sock"
+        );
+        assert!(
+            clusters[1]["typed_extension_protocol_options"]
+                .to_string()
+                .contains("http2"),
+            "SDS is gRPC"
         );
     }
 }

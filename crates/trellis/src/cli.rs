@@ -242,6 +242,10 @@ pub(crate) struct EnvoyBootstrapArgs {
     /// xDS node id (default: `<service>-envoy-<inbound port>`).
     #[arg(long)]
     pub(crate) node_id: Option<String>,
+    /// Unix socket of the local SDS agent (`trellis-proxy --sds-socket`) that hands Envoy the
+    /// workload certificate: Envoy then speaks mTLS. Without it Envoy is plaintext.
+    #[arg(long)]
+    pub(crate) sds_socket: Option<PathBuf>,
 }
 
 /// `trellis run` flags.

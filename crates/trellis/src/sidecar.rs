@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use trellis_proxy::{AccessLogFormat, ProxyOptions, TracingOptions};
+use trellis_proxy::{AccessLogFormat, ProxyOptions, SdsAgentOptions, TracingOptions};
 
 use crate::args::{
     default_data_dir, parse_access_log, parse_addr, parse_duration, parse_pair, parse_percent,
@@ -76,24 +76,63 @@ pub struct ProxyArgs {
     #[command(flatten)]
     pub sidecar: SidecarArgs,
     /// Port of the local application (127.0.0.1).
-    #[arg(long)]
-    pub app_port: u16,
+    #[arg(long, required_unless_present = "sds_socket")]
+    pub app_port: Option<u16>,
     /// Admin listen address (/ready, /metrics, /config_dump).
     #[arg(long, default_value = "127.0.0.1:15000", value_parser = parse_addr)]
     pub admin: SocketAddr,
+    /// Agent mode, for a workload whose sidecar is Envoy (see `trellis envoy-bootstrap
+    /// --sds-socket`): get the workload certificate from the control plane's CA and serve it
+    /// over SDS on this Unix socket, instead of proxying.
+    #[arg(long, conflicts_with = "app_port")]
+    pub sds_socket: Option<PathBuf>,
 }
 
-/// Runs the proxy until SIGINT or SIGTERM, then drains it.
+/// Runs the proxy (or, with `--sds-socket`, the SDS agent) until SIGINT or SIGTERM, then
+/// drains it.
 pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     let mut signals = Signals::new().context("installing signal handlers")?;
+    if let Some(socket) = args.sds_socket {
+        return run_sds_agent(args.sidecar, socket, &mut signals).await;
+    }
     let upstreams: Vec<String> = args.sidecar.upstreams.iter().map(|u| u.0.clone()).collect();
-    let proxy = trellis_proxy::start(options(args.sidecar, args.app_port, args.admin))
+    let app_port = args.app_port.unwrap_or_default();
+    let proxy = trellis_proxy::start(options(args.sidecar, app_port, args.admin))
         .await
         .context("starting the proxy")?;
     print_listeners(&proxy, &upstreams);
     let signal = signals.next().await;
     tracing::info!(?signal, "shutting down");
     proxy.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_sds_agent(
+    args: SidecarArgs,
+    socket: PathBuf,
+    signals: &mut Signals,
+) -> anyhow::Result<ExitCode> {
+    let token = read_token(&args.token_file).with_context(|| {
+        format!(
+            "agent mode needs the join token: cannot read --token-file {}",
+            args.token_file.display()
+        )
+    })?;
+    let agent = trellis_proxy::start_sds_agent(SdsAgentOptions {
+        control_plane: args.control_plane,
+        ca_token: token,
+        trust_domain: args.trust_domain,
+        namespace: args.namespace,
+        service: args.service,
+        svid_ttl: args.svid_ttl,
+        socket: socket.clone(),
+    })
+    .await
+    .context("starting the SDS agent")?;
+    println!("trellis proxy: sds agent on {}", socket.display());
+    let signal = signals.next().await;
+    tracing::info!(?signal, "shutting down");
+    drop(agent);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -415,6 +415,63 @@ fn identity_shows_lists_and_rotates_and_keys_stay_private() {
 }
 
 #[test]
+fn trellis_proxy_in_agent_mode_serves_the_workload_certificate_on_an_owner_only_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    let control = start_control();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sds.sock");
+    let mut agent = KillOnDrop(
+        command(env!("CARGO_BIN_EXE_trellis-proxy"))
+            .arg("--sds-socket")
+            .arg(&socket)
+            .args(["--service", "web"])
+            .args(control.sidecar_args())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first = String::new();
+    BufReader::new(agent.0.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(
+        first.trim_end(),
+        format!("trellis proxy: sds agent on {}", socket.display())
+    );
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "owner-only SDS socket");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let web = "spiffe://cluster.local/ns/default/sa/web";
+    loop {
+        let (ok, list, _) = control.cli(&["identity", "list"]);
+        if ok && list.contains(web) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no SVID for {web}:\n{list}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Agent mode proxies nothing, so it takes no app port.
+    let both = command(env!("CARGO_BIN_EXE_trellis-proxy"))
+        .args([
+            "--sds-socket",
+            "x.sock",
+            "--app-port",
+            "1",
+            "--service",
+            "web",
+        ])
+        .output()
+        .unwrap();
+    assert!(!both.status.success());
+    let stderr = String::from_utf8_lossy(&both.stderr);
+    assert!(
+        stderr.contains("'--sds-socket <SDS_SOCKET>' cannot be used with '--app-port <APP_PORT>'"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn stat_prints_a_table_and_names_an_unreachable_control_plane() {
     let control = start_control();
     let out = trellis()

@@ -31,7 +31,7 @@ use super::{ads, any};
 use crate::model::{MeshModel, ServiceModel};
 
 /// SDS name of the proxy's own certificate, provided locally by its certificate agent.
-pub const WORKLOAD_SECRET: &str = "default";
+pub use trellis_xds::sds::WORKLOAD_SECRET;
 /// SDS name of the trust bundle the control plane serves.
 pub const BUNDLE_SECRET: &str = "ROOTCA";
 /// Endpoint metadata key (under `envoy.transport_socket_match`) marking sidecar endpoints.
@@ -210,7 +210,7 @@ fn workload_secret() -> SdsSecretConfig {
                         as i32,
                     grpc_services: vec![GrpcService {
                         target_specifier: Some(TargetSpecifier::EnvoyGrpc(EnvoyGrpc {
-                            cluster_name: "sds-grpc".to_owned(),
+                            cluster_name: trellis_xds::sds::SDS_CLUSTER.to_owned(),
                             ..EnvoyGrpc::default()
                         })),
                         ..GrpcService::default()

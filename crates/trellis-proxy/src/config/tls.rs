@@ -21,8 +21,7 @@ use prost::Name;
 
 use super::{ConfigError, FieldError, decode_any};
 
-/// SDS name of the proxy's own certificate.
-pub(crate) const WORKLOAD_SECRET: &str = "default";
+use trellis_xds::sds::WORKLOAD_SECRET;
 /// Envoy's name for the TLS transport socket.
 const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
 

@@ -3,9 +3,12 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use trellis_proxy::SdsAgentOptions;
 use trellis_test::{
     Deadline, EchoReply, Envoy, Sidecar, TestMesh, assert_eventually, free_loopback_addr,
     http1_get, spawn_http_echo,
@@ -52,15 +55,23 @@ fn weights(clusters: &Value) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Envoy as a workload's sidecar, with the addresses it listens on.
+struct EnvoySidecar {
+    envoy: Envoy,
+    inbound: SocketAddr,
+    outbound: SocketAddr,
+}
+
 /// Starts Envoy as the sidecar (node id `id`) of a `service` workload whose app listens on
-/// `app_port`, with an outbound listener for `upstream`; returns it and that listener.
+/// `app_port`, with an outbound listener for `upstream`; with `sds`, the socket of the agent
+/// serving its certificate (mTLS), else plaintext.
 async fn envoy_sidecar(
     mesh: &TestMesh,
     id: &str,
-    service: &str,
-    app_port: u16,
+    (service, app_port): (&str, u16),
     upstream: &str,
-) -> (Envoy, SocketAddr) {
+    sds: Option<&Path>,
+) -> EnvoySidecar {
     let [inbound, outbound, admin] = [(); 3].map(|()| free_loopback_addr().unwrap());
     let meta = NodeMeta {
         service: service.into(),
@@ -73,10 +84,15 @@ async fn envoy_sidecar(
             port: outbound.port(),
         }],
         admin: Some(admin.to_string()),
+        mtls: sds.is_some(),
         ..NodeMeta::default()
     };
-    let bootstrap = trellis_xds::bootstrap::envoy(&meta, id, mesh.xds_addr(), admin);
-    (Envoy::start(&bootstrap, admin).await.unwrap(), outbound)
+    let bootstrap = trellis_xds::bootstrap::envoy(&meta, id, mesh.xds_addr(), admin, sds);
+    EnvoySidecar {
+        envoy: Envoy::start(&bootstrap, admin).await.unwrap(),
+        inbound,
+        outbound,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,8 +108,10 @@ async fn envoy_acks_the_control_planes_config_and_talks_to_trellis_proxies_both_
         .unwrap();
 
     // web's sidecar is Envoy, with an outbound listener for api.
-    let (envoy, outbound) =
-        envoy_sidecar(&mesh, "web-envoy", "web", web_app.addr().port(), "api").await;
+    let web = ("web", web_app.addr().port());
+    let EnvoySidecar {
+        envoy, outbound, ..
+    } = envoy_sidecar(&mesh, "web-envoy", web, "api", None).await;
 
     // Envoy → Trellis proxy: web's app calls api through Envoy.
     let seen = echoed(outbound, "api", || envoy.log()).await;
@@ -168,8 +186,12 @@ async fn envoy_routes_with_the_trellis_proxys_weights_and_sees_a_new_endpoint_wi
         .await
         .unwrap();
     let web_app = spawn_http_echo("web").await.unwrap();
-    let (envoy, through_envoy) =
-        envoy_sidecar(&mesh, "web-envoy", "web", web_app.addr().port(), "api").await;
+    let web = ("web", web_app.addr().port());
+    let EnvoySidecar {
+        envoy,
+        outbound: through_envoy,
+        ..
+    } = envoy_sidecar(&mesh, "web-envoy", web, "api", None).await;
     let client = mesh
         .sidecar(Sidecar::new("client", 0).upstream("api"))
         .await
@@ -261,4 +283,103 @@ async fn envoy_routes_with_the_trellis_proxys_weights_and_sees_a_new_endpoint_wi
             .await
             .is_ok_and(|r| r == (200, "api-v2b".to_owned()))
     );
+}
+
+/// Policies for the mTLS test: STRICT everywhere; api admits only web (behind Envoy), web
+/// admits only client: each side can only pass them by verifying its peer's certificate.
+const STRICT_POLICIES: &str = "\
+apiVersion: trellis.dev/v1alpha1
+kind: MeshConfig
+metadata: {name: mesh}
+spec:
+  mtls: {mode: STRICT}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: api-from-web}
+spec:
+  targetRefs: [{kind: Service, name: api}]
+  rules:
+  - from: [{identities: [\"spiffe://cluster.local/ns/default/sa/web\"]}]
+---
+apiVersion: trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: web-from-client}
+spec:
+  targetRefs: [{kind: Service, name: web}]
+  rules:
+  - from: [{identities: [\"spiffe://cluster.local/ns/default/sa/client\"]}]
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_with_a_local_sds_agent_and_trellis_proxies_talk_mtls_both_ways() {
+    trellis_test::init_tracing();
+    let config = [service("api", "HTTP"), service("web", "HTTP")].concat() + STRICT_POLICIES;
+    let mesh = TestMesh::start(&[("mesh.yaml", &config)]).await.unwrap();
+    let api_app = spawn_http_echo("api").await.unwrap();
+    let _api = mesh
+        .sidecar(Sidecar::new("api", api_app.addr().port()))
+        .await
+        .unwrap();
+
+    // web's sidecar is Envoy; its certificate comes from the SDS agent on a local socket.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("sds.sock");
+    let agent = trellis_proxy::start_sds_agent(SdsAgentOptions {
+        control_plane: format!("http://{}", mesh.xds_addr()),
+        ca_token: mesh.join_token().to_owned(),
+        trust_domain: "cluster.local".into(),
+        namespace: "default".into(),
+        service: "web".into(),
+        svid_ttl: None,
+        socket: socket.clone(),
+    })
+    .await
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), agent.ready())
+        .await
+        .expect("the agent got web's certificate");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the SDS socket is owner-only");
+    let web_app = spawn_http_echo("web").await.unwrap();
+    let web = ("web", web_app.addr().port());
+    let envoy = envoy_sidecar(&mesh, "web-envoy", web, "api", Some(&socket)).await;
+
+    // Envoy → Trellis proxy: api's sidecar admits only web's verified identity.
+    let seen = echoed(envoy.outbound, "api", || envoy.envoy.log()).await;
+    assert_eq!(seen.server, "api");
+
+    // Trellis proxy → Envoy: Envoy admits client's verified identity and refuses another.
+    let client = mesh
+        .sidecar(Sidecar::new("client", 0).upstream("web"))
+        .await
+        .unwrap();
+    let seen = echoed(client.upstream_addr("web").unwrap(), "web", || {
+        envoy.envoy.log()
+    })
+    .await;
+    assert_eq!(seen.server, "web");
+    let other = mesh
+        .sidecar(Sidecar::new("other", 0).upstream("web"))
+        .await
+        .unwrap();
+    let denied = http1_get(other.upstream_addr("web").unwrap(), "/", &[("host", "web")])
+        .await
+        .unwrap();
+    assert_eq!(denied.status, 403, "Envoy's RBAC saw other's identity");
+
+    // STRICT: Envoy's inbound takes no plaintext.
+    let plaintext = http1_get(envoy.inbound, "/", &[("host", "web")]).await;
+    assert!(
+        plaintext.is_err(),
+        "plaintext answered: {:?}",
+        plaintext.map(|r| r.status)
+    );
+    for stat in [
+        "cluster_manager.cds.update_rejected",
+        "listener_manager.lds.update_rejected",
+    ] {
+        assert_eq!(envoy.envoy.stat(stat).await.unwrap(), Some(0), "{stat}");
+    }
+    drop(agent);
 }

@@ -10,7 +10,8 @@ use crate::cli::EnvoyBootstrapArgs;
 
 pub(crate) async fn run(args: EnvoyBootstrapArgs) -> anyhow::Result<ExitCode> {
     let (id, meta) = workload(&args)?;
-    let bootstrap = trellis_xds::bootstrap::envoy(&meta, &id, args.xds_addr, args.admin);
+    let sds = args.sds_socket.as_deref();
+    let bootstrap = trellis_xds::bootstrap::envoy(&meta, &id, args.xds_addr, args.admin, sds);
     println!("{}", serde_json::to_string_pretty(&bootstrap)?);
     Ok(ExitCode::SUCCESS)
 }
@@ -48,8 +49,9 @@ fn workload(args: &EnvoyBootstrapArgs) -> anyhow::Result<(String, NodeMeta)> {
         upstreams,
         http_proxy_port: None,
         locality: args.locality.clone(),
-        // Envoy gets no workload certificate yet: plaintext, which PERMISSIVE ports accept.
-        mtls: false,
+        // A certificate only through a local SDS agent; without one, plaintext (which
+        // PERMISSIVE ports accept).
+        mtls: args.sds_socket.is_some(),
         admin: Some(args.admin.to_string()),
     };
     let id = args
@@ -81,6 +83,7 @@ mod tests {
             xds_addr: addr("127.0.0.1:15010"),
             locality: None,
             node_id: None,
+            sds_socket: None,
         }
     }
 
@@ -94,6 +97,14 @@ mod tests {
         assert_eq!(meta.labels["version"], "v2");
         assert!(!meta.mtls);
         assert_eq!(meta.admin.as_deref(), Some("127.0.0.1:15000"));
+    }
+
+    #[test]
+    fn with_an_sds_agent_envoy_is_registered_for_mtls() {
+        let mut args = args("127.0.0.1:15006", &[]);
+        args.sds_socket = Some("/run/trellis/sds.sock".into());
+        let (_, meta) = workload(&args).unwrap();
+        assert!(meta.mtls);
     }
 
     #[test]
