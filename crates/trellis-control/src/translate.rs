@@ -6,11 +6,13 @@
 //! and `http_proxy`; load assignments `outbound|<name.namespace>`, and for services with
 //! locality failover `outbound|<name.namespace>|<region>/<zone>` per client zone. Every cluster
 //! and route config of the mesh is offered; a proxy asks by name for the route configs and
-//! endpoints it needs.
+//! endpoints it needs. Proxyless gRPC clients get API listeners named by their `xds:///`
+//! targets instead of port listeners (`translate/grpc.rs`).
 
 mod authz;
 mod cluster;
 mod endpoint;
+mod grpc;
 mod listener;
 mod route;
 mod tls;
@@ -28,7 +30,7 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 use prost::{Message, Name};
-use trellis_xds::node::NodeMeta;
+use trellis_xds::node::{ClientKind, NodeMeta};
 use trellis_xds::snapshot::{Resource, Resources};
 use trellis_xds::{Snapshot, TypeUrl};
 
@@ -147,6 +149,9 @@ pub fn translate(model: &MeshModel, node: &NodeMeta) -> Snapshot {
 
 /// Builds the snapshot for `node` around resources already built for `model`.
 pub fn translate_shared(shared: &SharedResources, model: &MeshModel, node: &NodeMeta) -> Snapshot {
+    if node.client == ClientKind::Grpc {
+        return grpc_snapshot(shared, model, node);
+    }
     let mut snapshot = Snapshot::builder();
     for l in listener::listeners(model, node) {
         snapshot.insert(TypeUrl::Listener, &l.name.clone(), &l);
@@ -162,6 +167,21 @@ pub fn translate_shared(shared: &SharedResources, model: &MeshModel, node: &Node
     snapshot.insert(TypeUrl::Cluster, &local.name.clone(), &local);
     snapshot.share(TypeUrl::ClusterLoadAssignment, shared.endpoints.clone());
     snapshot.share(TypeUrl::Secret, shared.secrets.clone());
+    snapshot.seal()
+}
+
+/// A proxyless gRPC client's snapshot (see [`grpc`]): its API listeners and clusters, the shared
+/// route configs and endpoints.
+fn grpc_snapshot(shared: &SharedResources, model: &MeshModel, node: &NodeMeta) -> Snapshot {
+    let mut snapshot = Snapshot::builder();
+    for l in grpc::listeners(model, node) {
+        snapshot.insert(TypeUrl::Listener, &l.name.clone(), &l);
+    }
+    for c in grpc::clusters(model) {
+        snapshot.insert(TypeUrl::Cluster, &c.name.clone(), &c);
+    }
+    snapshot.share(TypeUrl::RouteConfiguration, shared.routes.clone());
+    snapshot.share(TypeUrl::ClusterLoadAssignment, shared.endpoints.clone());
     snapshot.seal()
 }
 

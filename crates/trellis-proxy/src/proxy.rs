@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use trellis_identity::{SpiffeId, SpiffeIdError};
 use trellis_xds::client::ClientOptions;
-use trellis_xds::node::{NodeMeta, UpstreamPort};
+use trellis_xds::node::{ClientKind, NodeMeta, UpstreamPort};
 
 use crate::drain::Drain;
 use crate::handler::ConfigHandler;
@@ -143,6 +143,7 @@ pub async fn start(opts: ProxyOptions) -> Result<ProxyHandle, ProxyError> {
             .collect(),
         http_proxy_port: http_proxy_addr.map(|a| a.port()),
         locality: opts.locality.clone(),
+        client: ClientKind::TrellisProxy,
         mtls: opts.ca_token.is_some(),
         admin: Some(admin_addr.to_string()),
     };

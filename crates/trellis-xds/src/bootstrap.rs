@@ -1,7 +1,8 @@
 //! The bootstrap that makes a stock Envoy a Trellis data plane: the workload's node id and
 //! [`NodeMeta`] (so the control plane registers it as it does a Trellis proxy), ADS over gRPC
 //! to the control plane for listeners and clusters (routes, endpoints and secrets follow on the
-//! same stream), and the admin interface on the given (loopback) address.
+//! same stream), and the admin interface on the given (loopback) address; and the bootstrap
+//! file of a proxyless gRPC client.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -25,15 +26,6 @@ pub fn envoy(
     admin: SocketAddr,
     sds: Option<&Path>,
 ) -> Value {
-    let mut node = json!({
-        "id": id,
-        "cluster": meta.service,
-        "metadata": { METADATA_KEY: meta },
-    });
-    if let Some(locality) = &meta.locality {
-        let l = parse_locality(locality);
-        node["locality"] = json!({ "region": l.region, "zone": l.zone, "sub_zone": l.sub_zone });
-    }
     let ads = json!({ "ads": {}, "resource_api_version": "V3" });
     let mut clusters = vec![grpc_cluster(XDS_CLUSTER, socket_address(xds))];
     if let Some(path) = sds {
@@ -41,7 +33,7 @@ pub fn envoy(
         clusters.push(grpc_cluster(SDS_CLUSTER, pipe));
     }
     json!({
-        "node": node,
+        "node": node(meta, id),
         "admin": { "address": socket_address(admin) },
         "dynamic_resources": {
             "ads_config": {
@@ -55,6 +47,35 @@ pub fn envoy(
         },
         "static_resources": { "clusters": clusters },
     })
+}
+
+/// gRPC's xDS bootstrap (the file `GRPC_XDS_BOOTSTRAP` names) for a proxyless client of the
+/// workload `meta` with node id `id`: the control plane's ADS server at `xds` (plaintext, xDS
+/// v3). The client then resolves `xds:///name.namespace` (or `xds:///name` in its own
+/// namespace) through the control plane.
+pub fn grpc(meta: &NodeMeta, id: &str, xds: SocketAddr) -> Value {
+    json!({
+        "xds_servers": [{
+            "server_uri": xds.to_string(),
+            "channel_creds": [{ "type": "insecure" }],
+            "server_features": ["xds_v3"],
+        }],
+        "node": node(meta, id),
+    })
+}
+
+/// The xDS node of `meta`: id, cluster, `metadata.trellis` and locality.
+fn node(meta: &NodeMeta, id: &str) -> Value {
+    let mut node = json!({
+        "id": id,
+        "cluster": meta.service,
+        "metadata": { METADATA_KEY: meta },
+    });
+    if let Some(locality) = &meta.locality {
+        let l = parse_locality(locality);
+        node["locality"] = json!({ "region": l.region, "zone": l.zone, "sub_zone": l.sub_zone });
+    }
+    node
 }
 
 /// A static cluster speaking gRPC (HTTP/2) to the one endpoint at `address`.
@@ -118,6 +139,27 @@ mod tests {
             b["dynamic_resources"]["ads_config"]["grpc_services"][0]["envoy_grpc"]["cluster_name"],
             xds_cluster["name"]
         );
+    }
+
+    #[test]
+    fn a_grpc_client_reaches_the_control_plane_in_plaintext_xds_v3() {
+        let meta = NodeMeta {
+            service: "client".into(),
+            ..NodeMeta::default()
+        };
+        let b = grpc(&meta, "client-1", SocketAddr::from(([127, 0, 0, 1], 15010)));
+        assert_eq!(
+            b["xds_servers"],
+            json!([{
+                "server_uri": "127.0.0.1:15010",
+                "channel_creds": [{ "type": "insecure" }],
+                "server_features": ["xds_v3"],
+            }])
+        );
+        assert_eq!(b["node"]["id"], "client-1");
+        let registered: NodeMeta =
+            serde_json::from_value(b["node"]["metadata"][METADATA_KEY].clone()).unwrap();
+        assert_eq!(registered, meta);
     }
 
     #[test]

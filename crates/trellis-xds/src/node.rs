@@ -53,6 +53,35 @@ pub struct NodeMeta {
     /// default, so only a control plane on the same host can read it.
     #[serde(default)]
     pub admin: Option<String>,
+    /// What kind of client presented it: not part of the metadata, but read from the node's
+    /// user agent by [`NodeMeta::from_node`].
+    #[serde(skip)]
+    pub client: ClientKind,
+}
+
+/// The kind of xDS client behind a node, which decides what the control plane may send it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientKind {
+    /// A Trellis proxy (user agent [`USER_AGENT`]).
+    #[default]
+    TrellisProxy,
+    /// Envoy, and any other client that is not recognised: the full Envoy API.
+    Envoy,
+    /// A proxyless gRPC client (user agent `gRPC ...`): API listeners instead of ports, only
+    /// the resources and fields gRPC implements.
+    Grpc,
+}
+
+impl ClientKind {
+    /// The kind a node's user agent names.
+    pub fn of(node: &Node) -> ClientKind {
+        match node.user_agent_name.as_str() {
+            USER_AGENT => ClientKind::TrellisProxy,
+            name if name.starts_with("gRPC") => ClientKind::Grpc,
+            _ => ClientKind::Envoy,
+        }
+    }
 }
 
 /// An outbound listener for one upstream service.
@@ -106,17 +135,23 @@ impl NodeMeta {
         }
     }
 
-    /// Reads the metadata back from a `Node` sent by a Trellis proxy.
+    /// Reads the metadata back from a `Node` sent by a Trellis proxy (or an Envoy or gRPC
+    /// client bootstrapped by Trellis), with the client kind its user agent names.
     pub fn from_node(node: &Node) -> Result<NodeMeta, NodeMetaError> {
         let value = node
             .metadata
             .as_ref()
             .and_then(|m| m.fields.get(METADATA_KEY))
             .ok_or_else(|| NodeMetaError::Missing(node.id.clone()))?;
-        serde_json::from_value(value_to_json(value)).map_err(|source| NodeMetaError::Invalid {
-            node: node.id.clone(),
-            source,
-        })
+        let mut meta: NodeMeta =
+            serde_json::from_value(value_to_json(value)).map_err(|source| {
+                NodeMetaError::Invalid {
+                    node: node.id.clone(),
+                    source,
+                }
+            })?;
+        meta.client = ClientKind::of(node);
+        Ok(meta)
     }
 }
 
@@ -195,6 +230,7 @@ mod tests {
             locality: Some("eu/zone-a".into()),
             mtls: true,
             admin: Some("127.0.0.1:15000".into()),
+            client: ClientKind::TrellisProxy,
         };
         let node = meta.to_node("reviews-1");
         assert_eq!(node.id, "reviews-1");

@@ -50,6 +50,9 @@ enum Command {
     /// Print the bootstrap that runs Envoy as a workload's sidecar (`envoy -c FILE`),
     /// configured over ADS by the control plane.
     EnvoyBootstrap(EnvoyBootstrapArgs),
+    /// Print the xDS bootstrap of a proxyless gRPC client (`GRPC_XDS_BOOTSTRAP=FILE`), which
+    /// then calls `xds:///SERVICE.NAMESPACE` with no sidecar.
+    GrpcBootstrap(GrpcBootstrapArgs),
 }
 
 /// Flags of the commands that only read the control plane's admin API.
@@ -209,6 +212,29 @@ pub(crate) struct ControlArgs {
     pub(crate) ca_key: Option<PathBuf>,
 }
 
+/// `trellis grpc-bootstrap` flags.
+#[derive(Debug, Args)]
+pub(crate) struct GrpcBootstrapArgs {
+    /// Service the client workload belongs to (its identity in the mesh's views).
+    #[arg(long)]
+    pub(crate) service: String,
+    /// Namespace of the client; services in it can also be called as `xds:///NAME`.
+    #[arg(long, default_value = "default")]
+    pub(crate) namespace: String,
+    /// Workload label `KEY=VALUE` (repeatable).
+    #[arg(long = "label", value_parser = parse_pair)]
+    pub(crate) labels: Vec<(String, String)>,
+    /// The control plane's xDS (ADS) address.
+    #[arg(long, default_value = "127.0.0.1:15010", value_parser = parse_addr)]
+    pub(crate) xds_addr: SocketAddr,
+    /// Locality `region/zone/subzone`.
+    #[arg(long)]
+    pub(crate) locality: Option<String>,
+    /// xDS node id (default: `<service>-grpc-<process id>`).
+    #[arg(long)]
+    pub(crate) node_id: Option<String>,
+}
+
 /// `trellis envoy-bootstrap` flags.
 #[derive(Debug, Args)]
 pub(crate) struct EnvoyBootstrapArgs {
@@ -299,6 +325,7 @@ pub(crate) fn main() -> ExitCode {
             Command::Tap(args) => cmd::tap::run(args).await,
             Command::Top(args) => cmd::top::run(args).await,
             Command::EnvoyBootstrap(args) => cmd::envoy_bootstrap::run(args).await,
+            Command::GrpcBootstrap(args) => cmd::grpc_bootstrap::run(&args),
         }
     })
 }

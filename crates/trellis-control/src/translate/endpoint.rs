@@ -116,10 +116,17 @@ pub(super) fn load_assignment(
         .into_iter()
         .map(|(locality, lb_endpoints)| {
             let locality = locality.map(parse_locality).unwrap_or_default();
+            // Proxyless gRPC drops localities without a weight; Envoy and our proxy weigh
+            // endpoints only (no locality-weighted balancing), so the sum changes nothing there.
+            let weight = lb_endpoints
+                .iter()
+                .map(|e| e.load_balancing_weight.as_ref().map_or(1, |w| w.value))
+                .fold(0u32, u32::saturating_add);
             LocalityLbEndpoints {
                 priority: client.map_or(SAME_ZONE, |c| c.priority(&locality)),
                 locality: Some(locality),
                 lb_endpoints,
+                load_balancing_weight: Some(UInt32Value { value: weight }),
                 ..LocalityLbEndpoints::default()
             }
         })

@@ -7,7 +7,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     RouteConfiguration, route::Action, route_action::ClusterSpecifier, route_match::PathSpecifier,
 };
 use prost::Message;
-use trellis_xds::node::{NodeMeta, UpstreamPort};
+use trellis_xds::node::{ClientKind, NodeMeta, UpstreamPort};
 use trellis_xds::{Snapshot, TypeUrl};
 
 use super::{SharedResources, translate, translate_shared};
@@ -78,6 +78,7 @@ fn node(service: &str, version: &str, inbound: u16) -> NodeMeta {
         locality: None,
         mtls: true,
         admin: None,
+        client: ClientKind::TrellisProxy,
     }
 }
 
@@ -261,6 +262,57 @@ fn declared_http_waits_for_the_client_and_undeclared_gives_up_after_a_bounded_wa
         "tls_inspector, http_inspector"
     );
     assert_eq!(timeout(&inbound), (0, 0, false));
+}
+
+#[test]
+fn a_proxyless_grpc_client_gets_api_listeners_named_by_target_and_round_robin_clusters() {
+    let grpc = NodeMeta {
+        client: ClientKind::Grpc,
+        inbound_port: 0,
+        app_port: 0,
+        upstreams: Vec::new(),
+        http_proxy_port: None,
+        mtls: false,
+        ..node("shop", "v1", 41003)
+    };
+    let model = model(std::slice::from_ref(&grpc));
+    let cat = |k: &str| model.services.get(k).map(|s| s.endpoints.len());
+    assert_eq!(
+        cat("shop.default"),
+        None,
+        "a gRPC client is nobody's endpoint"
+    );
+    let snapshot = translate(&model, &grpc);
+    let names: Vec<&str> = snapshot.iter(TypeUrl::Listener).map(|(n, _)| n).collect();
+    assert!(
+        names.contains(&"catalog") && names.contains(&"catalog.default"),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.starts_with("legacy-db")),
+        "TCP: {names:?}"
+    );
+    let l: Listener = decode(&snapshot, TypeUrl::Listener, "catalog.default");
+    assert!(l.address.is_none() && l.api_listener.is_some());
+    let c: Cluster = decode(&snapshot, TypeUrl::Cluster, "outbound|catalog.default");
+    assert_eq!(c.lb_policy, 0, "ROUND_ROBIN");
+    assert!(c.transport_socket_matches.is_empty() && c.transport_socket.is_none());
+    assert_eq!(snapshot.iter(TypeUrl::Secret).count(), 0);
+    let cla: ClusterLoadAssignment = decode(
+        &snapshot,
+        TypeUrl::ClusterLoadAssignment,
+        "outbound|legacy-db.default",
+    );
+    let weights: Vec<u32> = cla
+        .endpoints
+        .iter()
+        .map(|l| l.load_balancing_weight.as_ref().map_or(0, |w| w.value))
+        .collect();
+    assert_eq!(
+        weights,
+        [3, 1],
+        "locality weights are the sums of endpoint weights"
+    );
 }
 
 #[test]

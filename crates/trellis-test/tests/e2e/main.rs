@@ -7,6 +7,7 @@ mod config;
 mod endpoints;
 mod envoy;
 mod faults;
+mod grpc_xds;
 mod metrics;
 mod mtls;
 mod nack;

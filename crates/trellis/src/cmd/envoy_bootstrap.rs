@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::bail;
-use trellis_xds::node::{NodeMeta, UpstreamPort};
+use trellis_xds::node::{ClientKind, NodeMeta, UpstreamPort};
 
 use crate::cli::EnvoyBootstrapArgs;
 
@@ -53,6 +53,7 @@ fn workload(args: &EnvoyBootstrapArgs) -> anyhow::Result<(String, NodeMeta)> {
         // PERMISSIVE ports accept).
         mtls: args.sds_socket.is_some(),
         admin: Some(args.admin.to_string()),
+        client: ClientKind::Envoy,
     };
     let id = args
         .node_id
