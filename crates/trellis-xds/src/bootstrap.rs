@@ -15,17 +15,30 @@ use crate::sds::SDS_CLUSTER;
 /// Name of the bootstrap's static cluster that reaches the control plane.
 const XDS_CLUSTER: &str = "xds";
 
+/// Where an Envoy sidecar finds the mesh, and how it talks to it.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvoyOptions<'a> {
+    /// The control plane's ADS server.
+    pub xds: SocketAddr,
+    /// Envoy's admin address (loopback).
+    pub admin: SocketAddr,
+    /// The Unix socket of the local agent serving the workload certificate over SDS (static
+    /// cluster `sds-grpc`, which the control plane's TLS contexts name); the node's
+    /// `meta.mtls` should then be set. `None`: plaintext.
+    pub sds: Option<&'a Path>,
+    /// Incremental (delta) ADS instead of state of the world.
+    pub delta: bool,
+}
+
 /// Envoy's bootstrap (JSON, which `envoy -c` reads like YAML) for the workload `meta` with
-/// node id `id`, the control plane's ADS server at `xds` and Envoy's admin at `admin`. With
-/// `sds`, the Unix socket of the local agent serving the workload certificate (static cluster
-/// `sds-grpc`, which the control plane's TLS contexts name); `meta.mtls` should then be set.
-pub fn envoy(
-    meta: &NodeMeta,
-    id: &str,
-    xds: SocketAddr,
-    admin: SocketAddr,
-    sds: Option<&Path>,
-) -> Value {
+/// node id `id`.
+pub fn envoy(meta: &NodeMeta, id: &str, opts: EnvoyOptions<'_>) -> Value {
+    let EnvoyOptions {
+        xds,
+        admin,
+        sds,
+        delta,
+    } = opts;
     let ads = json!({ "ads": {}, "resource_api_version": "V3" });
     let mut clusters = vec![grpc_cluster(XDS_CLUSTER, socket_address(xds))];
     if let Some(path) = sds {
@@ -37,7 +50,7 @@ pub fn envoy(
         "admin": { "address": socket_address(admin) },
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                "api_type": if delta { "DELTA_GRPC" } else { "GRPC" },
                 "transport_api_version": "V3",
                 "grpc_services": [{ "envoy_grpc": { "cluster_name": XDS_CLUSTER } }],
                 "set_node_on_first_message_only": true,
@@ -105,6 +118,35 @@ fn socket_address(addr: SocketAddr) -> Value {
 mod tests {
     use super::*;
 
+    fn options(xds: SocketAddr, admin: SocketAddr, sds: Option<&Path>) -> EnvoyOptions<'_> {
+        EnvoyOptions {
+            xds,
+            admin,
+            sds,
+            delta: false,
+        }
+    }
+
+    #[test]
+    fn delta_ads_is_asked_for_by_api_type() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 15010));
+        let meta = NodeMeta::default();
+        let sotw = envoy(&meta, "w", options(addr, addr, None));
+        assert_eq!(sotw["dynamic_resources"]["ads_config"]["api_type"], "GRPC");
+        let delta = envoy(
+            &meta,
+            "w",
+            EnvoyOptions {
+                delta: true,
+                ..options(addr, addr, None)
+            },
+        );
+        assert_eq!(
+            delta["dynamic_resources"]["ads_config"]["api_type"],
+            "DELTA_GRPC"
+        );
+    }
+
     #[test]
     fn the_node_carries_the_workload_and_ads_points_at_the_control_plane() {
         let meta = NodeMeta {
@@ -118,7 +160,7 @@ mod tests {
         };
         let xds = SocketAddr::from(([127, 0, 0, 1], 15010));
         let admin = SocketAddr::from(([127, 0, 0, 1], 15000));
-        let b = envoy(&meta, "web-1", xds, admin, None);
+        let b = envoy(&meta, "web-1", options(xds, admin, None));
         assert_eq!(b["node"]["id"], "web-1");
         assert_eq!(b["node"]["cluster"], "web");
         assert_eq!(b["node"]["locality"]["zone"], "eu-1a");
@@ -169,13 +211,8 @@ mod tests {
             ..NodeMeta::default()
         };
         let addr = SocketAddr::from(([127, 0, 0, 1], 15010));
-        let b = envoy(
-            &meta,
-            "w",
-            addr,
-            addr,
-            Some(Path::new("/run/trellis/sds.sock")),
-        );
+        let sds = Some(Path::new("/run/trellis/sds.sock"));
+        let b = envoy(&meta, "w", options(addr, addr, sds));
         let clusters = b["static_resources"]["clusters"].as_array().unwrap();
         assert_eq!(clusters.len(), 2);
         assert_eq!(clusters[1]["name"], SDS_CLUSTER);

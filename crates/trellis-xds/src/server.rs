@@ -1,6 +1,6 @@
-//! ADS server, state of the world: one task per stream tracks what each type's subscriber asked
-//! for and was last sent, classifies each request as ACK, NACK or stale by its nonce, and pushes
-//! a type again only when its version changed. Listeners and clusters go out complete, as the
+//! ADS server. State of the world here (incremental in `delta`): one task per stream tracks
+//! what each type's subscriber asked for and was last sent, classifies each request as ACK,
+//! NACK or stale by its nonce, and pushes a type again only when its version changed. Listeners and clusters go out complete, as the
 //! protocol requires; route configs, endpoints and secrets go out one changed resource at a
 //! time (the xDS spec lets SotW clients keep the named resources a response leaves out).
 
@@ -23,6 +23,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{Snapshot, TypeUrl};
+use delta::DeltaSession;
+
+mod delta;
 
 /// Identifies one ADS stream; a node that reconnects gets a new one.
 pub type StreamId = u64;
@@ -137,11 +140,27 @@ impl<H: Hooks> AggregatedDiscoveryService for AdsServer<H> {
 
     async fn delta_aggregated_resources(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<DeltaStream>, Status> {
-        Err(Status::unimplemented(
-            "incremental xDS is not served yet: use state-of-the-world ADS",
-        ))
+        if *self.stop.borrow() {
+            return Err(Status::unavailable("control plane is shutting down"));
+        }
+        let mut requests = request.into_inner();
+        let first = match requests.message().await? {
+            Some(first) => first,
+            None => return Err(Status::cancelled("stream closed before its first request")),
+        };
+        let node = first
+            .node
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("the first request must carry a node"))?;
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let snapshots = self.hooks.connect(id, &node)?;
+        tracing::info!(node = %node.id, stream = id, "delta ads stream opened");
+        let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
+        let session = DeltaSession::new(id, node.id, self.hooks.clone(), tx);
+        tokio::spawn(session.run(first, requests, snapshots, self.stop.clone()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 

@@ -495,3 +495,126 @@ async fn named_types_one_change_at_a_time(make: MakeSnapshot) {
     .await;
     client.abort();
 }
+
+mod delta {
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    use envoy_types::pb::envoy::service::discovery::v3::{
+        DeltaDiscoveryRequest, DeltaDiscoveryResponse,
+    };
+    use tokio::sync::mpsc;
+    use tokio_stream::wrappers::ReceiverStream;
+
+    use super::*;
+
+    fn request(type_url: TypeUrl, subscribe: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            type_url: type_url.as_str().to_owned(),
+            resource_names_subscribe: subscribe.iter().map(|n| (*n).to_owned()).collect(),
+            response_nonce: nonce.to_owned(),
+            ..DeltaDiscoveryRequest::default()
+        }
+    }
+
+    /// (names sent, names removed) of a response.
+    fn names(r: &DeltaDiscoveryResponse) -> (Vec<&str>, Vec<&str>) {
+        (
+            r.resources.iter().map(|r| r.name.as_str()).collect(),
+            r.removed_resources.iter().map(String::as_str).collect(),
+        )
+    }
+
+    async fn next(
+        responses: &mut tonic::Streaming<DeltaDiscoveryResponse>,
+    ) -> DeltaDiscoveryResponse {
+        tokio::time::timeout(Duration::from_secs(5), responses.message())
+            .await
+            .expect("a response")
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn quiet(responses: &mut tonic::Streaming<DeltaDiscoveryResponse>) {
+        let got = tokio::time::timeout(Duration::from_millis(300), responses.message()).await;
+        assert!(got.is_err(), "sent {got:?}");
+    }
+
+    #[tokio::test]
+    async fn only_what_changed_for_each_subscriber_with_removals_and_per_response_acks() {
+        let events = Arc::new(Events::default());
+        let (snapshots, _) = watch::channel(snapshot_with(&["a", "b"], &[("a", 0), ("b", 0)]));
+        let hooks = TestHooks {
+            snapshots: snapshots.clone(),
+            events: events.clone(),
+        };
+        let (endpoint, _server) = serve(hooks).await;
+        let mut client = AggregatedDiscoveryServiceClient::connect(endpoint)
+            .await
+            .unwrap();
+        let (tx, rx) = mpsc::channel(8);
+        let mut first = request(TypeUrl::Cluster, &[], "");
+        first.node = Some(Node {
+            id: "envoy-1".into(),
+            ..Node::default()
+        });
+        tx.send(first).await.unwrap();
+        let mut responses = client
+            .delta_aggregated_resources(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+
+        // Wildcard CDS: every cluster; named EDS: only the one asked for.
+        let cds = next(&mut responses).await;
+        assert_eq!(names(&cds), (vec!["a", "b"], vec![]));
+        tx.send(request(TypeUrl::Cluster, &[], &cds.nonce))
+            .await
+            .unwrap();
+        tx.send(request(TypeUrl::ClusterLoadAssignment, &["a"], ""))
+            .await
+            .unwrap();
+        let eds = next(&mut responses).await;
+        assert_eq!(names(&eds), (vec!["a"], vec![]));
+        tx.send(request(TypeUrl::ClusterLoadAssignment, &[], &eds.nonce))
+            .await
+            .unwrap();
+        eventually("both ACKs", || {
+            events.has("ack eds") && events.has("ack cds")
+        })
+        .await;
+
+        // b's endpoints change: nobody holds them, nothing is sent.
+        snapshots.send_replace(snapshot_with(&["a", "b"], &[("a", 0), ("b", 1)]));
+        quiet(&mut responses).await;
+        // b goes away: CDS names it removed, and sends nothing else.
+        snapshots.send_replace(snapshot_with(&["a"], &[("a", 0)]));
+        let cds = next(&mut responses).await;
+        assert_eq!(names(&cds), (vec![], vec!["b"]));
+        assert_eq!(cds.type_url, TypeUrl::Cluster.as_str());
+        // a's endpoints change: only that assignment; a NACK of it is reported, and the same
+        // content is sent again with the next change.
+        snapshots.send_replace(snapshot_with(&["a"], &[("a", 2)]));
+        let eds = next(&mut responses).await;
+        assert_eq!(names(&eds), (vec!["a"], vec![]));
+        let mut nack = request(TypeUrl::ClusterLoadAssignment, &[], &eds.nonce);
+        nack.error_detail = Some(envoy_types::pb::google::rpc::Status {
+            message: "bad endpoint".into(),
+            ..Default::default()
+        });
+        tx.send(nack).await.unwrap();
+        eventually("the NACK", || events.has("nack eds bad endpoint")).await;
+        snapshots.send_replace(snapshot_with(&["a", "c"], &[("a", 2)]));
+        let mut got = vec![next(&mut responses).await, next(&mut responses).await];
+        got.sort_by(|x, y| x.type_url.cmp(&y.type_url));
+        assert_eq!(
+            names(&got[0]),
+            (vec!["c"], vec![]),
+            "CDS: the new cluster only"
+        );
+        assert_eq!(
+            names(&got[1]),
+            (vec!["a"], vec![]),
+            "EDS: the NACKed one again"
+        );
+        quiet(&mut responses).await;
+    }
+}

@@ -272,6 +272,9 @@ pub(crate) struct EnvoyBootstrapArgs {
     /// workload certificate: Envoy then speaks mTLS. Without it Envoy is plaintext.
     #[arg(long)]
     pub(crate) sds_socket: Option<PathBuf>,
+    /// Incremental (delta) ADS: Envoy is sent only what changed for it.
+    #[arg(long)]
+    pub(crate) delta: bool,
 }
 
 /// `trellis run` flags.

@@ -13,11 +13,12 @@ use trellis_test::{
     Deadline, EchoReply, Envoy, Sidecar, TestMesh, assert_eventually, free_loopback_addr,
     http1_get, spawn_http_echo,
 };
+use trellis_xds::bootstrap::EnvoyOptions;
 use trellis_xds::node::{NodeMeta, UpstreamPort};
 
 use crate::common::{
-    KeepAlive, config_dump, servers_on_an_early_connection, service, share_served_by, split,
-    versioned,
+    KeepAlive, admin_json, config_dump, servers_on_an_early_connection, service, share_served_by,
+    split, versioned,
 };
 
 /// Requests per measured share: 80/20 within ±5 points is about four standard deviations.
@@ -64,13 +65,13 @@ struct EnvoySidecar {
 
 /// Starts Envoy as the sidecar (node id `id`) of a `service` workload whose app listens on
 /// `app_port`, with an outbound listener for `upstream`; with `sds`, the socket of the agent
-/// serving its certificate (mTLS), else plaintext.
+/// serving its certificate (mTLS), else plaintext; over delta ADS with `delta`.
 async fn envoy_sidecar(
     mesh: &TestMesh,
     id: &str,
     (service, app_port): (&str, u16),
     upstream: &str,
-    sds: Option<&Path>,
+    (sds, delta): (Option<&Path>, bool),
 ) -> EnvoySidecar {
     let [inbound, outbound, admin] = [(); 3].map(|()| free_loopback_addr().unwrap());
     let meta = NodeMeta {
@@ -87,7 +88,13 @@ async fn envoy_sidecar(
         mtls: sds.is_some(),
         ..NodeMeta::default()
     };
-    let bootstrap = trellis_xds::bootstrap::envoy(&meta, id, mesh.xds_addr(), admin, sds);
+    let opts = EnvoyOptions {
+        xds: mesh.xds_addr(),
+        admin,
+        sds,
+        delta,
+    };
+    let bootstrap = trellis_xds::bootstrap::envoy(&meta, id, opts);
     EnvoySidecar {
         envoy: Envoy::start(&bootstrap, admin).await.unwrap(),
         inbound,
@@ -111,7 +118,7 @@ async fn envoy_acks_the_control_planes_config_and_talks_to_trellis_proxies_both_
     let web = ("web", web_app.addr().port());
     let EnvoySidecar {
         envoy, outbound, ..
-    } = envoy_sidecar(&mesh, "web-envoy", web, "api", None).await;
+    } = envoy_sidecar(&mesh, "web-envoy", web, "api", (None, false)).await;
 
     // Envoy → Trellis proxy: web's app calls api through Envoy.
     let seen = echoed(outbound, "api", || envoy.log()).await;
@@ -191,7 +198,7 @@ async fn envoy_routes_with_the_trellis_proxys_weights_and_sees_a_new_endpoint_wi
         envoy,
         outbound: through_envoy,
         ..
-    } = envoy_sidecar(&mesh, "web-envoy", web, "api", None).await;
+    } = envoy_sidecar(&mesh, "web-envoy", web, "api", (None, false)).await;
     let client = mesh
         .sidecar(Sidecar::new("client", 0).upstream("api"))
         .await
@@ -343,7 +350,7 @@ async fn envoy_with_a_local_sds_agent_and_trellis_proxies_talk_mtls_both_ways() 
     assert_eq!(mode & 0o777, 0o600, "the SDS socket is owner-only");
     let web_app = spawn_http_echo("web").await.unwrap();
     let web = ("web", web_app.addr().port());
-    let envoy = envoy_sidecar(&mesh, "web-envoy", web, "api", Some(&socket)).await;
+    let envoy = envoy_sidecar(&mesh, "web-envoy", web, "api", (Some(&socket), false)).await;
 
     // Envoy → Trellis proxy: api's sidecar admits only web's verified identity.
     let seen = echoed(envoy.outbound, "api", || envoy.envoy.log()).await;
@@ -382,4 +389,107 @@ async fn envoy_with_a_local_sds_agent_and_trellis_proxies_talk_mtls_both_ways() 
         assert_eq!(envoy.envoy.stat(stat).await.unwrap(), Some(0), "{stat}");
     }
     drop(agent);
+}
+
+/// The sum of Envoy's xDS `update_attempt` counters (listeners, clusters, routes, endpoints):
+/// it moves with every response Envoy receives.
+async fn updates_received(envoy: &Envoy) -> u64 {
+    let stats = http1_get(envoy.admin_addr(), "/stats?filter=update_attempt", &[])
+        .await
+        .unwrap()
+        .text();
+    stats
+        .lines()
+        .filter_map(|l| l.rsplit_once(": ")?.1.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_over_delta_ads_gets_the_same_config_and_nothing_while_idle_on_one_stream() {
+    trellis_test::init_tracing();
+    let config = [service("api", "HTTP"), service("web", "HTTP")].concat();
+    let mesh = TestMesh::start(&[("mesh.yaml", &config)]).await.unwrap();
+    let api_app = spawn_http_echo("api").await.unwrap();
+    let _api = mesh
+        .sidecar(Sidecar::new("api", api_app.addr().port()))
+        .await
+        .unwrap();
+    let web_app = spawn_http_echo("web").await.unwrap();
+    let web = ("web", web_app.addr().port());
+    let envoy = envoy_sidecar(&mesh, "web-envoy", web, "api", (None, true)).await;
+
+    // Both ways, as over state of the world.
+    let seen = echoed(envoy.outbound, "api", || envoy.envoy.log()).await;
+    assert_eq!(seen.server, "api");
+    let client = mesh
+        .sidecar(Sidecar::new("client", 0).upstream("web"))
+        .await
+        .unwrap();
+    let seen = echoed(client.upstream_addr("web").unwrap(), "web", || {
+        envoy.envoy.log()
+    })
+    .await;
+    assert_eq!(seen.server, "web");
+
+    // An endpoint change reaches Envoy within a second.
+    let api_b = spawn_http_echo("api-b").await.unwrap();
+    let started = Instant::now();
+    let replica = mesh
+        .sidecar(Sidecar::new("api", api_b.addr().port()))
+        .await
+        .unwrap();
+    let member = format!("outbound|api.default::{}::", replica.inbound_addr());
+    while !http1_get(envoy.envoy.admin_addr(), "/clusters", &[])
+        .await
+        .is_ok_and(|r| r.text().contains(&member))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{member} not in Envoy's clusters"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Envoy ACKed everything; then for 10 s it receives nothing, while a route it does not
+    // use changes (the client's sidecar gets that one).
+    assert_eventually!(Duration::from_secs(5), {
+        let proxies = admin_json(mesh.admin_addr(), "/api/proxies").await;
+        proxies
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["node_id"] == "web-envoy" && p["synced"] == true && p["nacks"] == 0)
+    });
+    let before = updates_received(&envoy.envoy).await;
+    mesh.config
+        .write("route.yaml", &split("web", ("web", 1), ("web", 1)))
+        .unwrap();
+    assert_eventually!(
+        Duration::from_secs(5),
+        config_dump(client.admin_addr()).await["route_configs"]
+            .to_string()
+            .contains("web-split"),
+        "the client's sidecar never got the new route"
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        updates_received(&envoy.envoy).await,
+        before,
+        "an idle Envoy received updates"
+    );
+    // One ADS stream (one request on the xds cluster) for the whole run.
+    assert_eq!(
+        envoy
+            .envoy
+            .stat("cluster.xds.upstream_rq_total")
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    for stat in [
+        "cluster_manager.cds.update_rejected",
+        "listener_manager.lds.update_rejected",
+    ] {
+        assert_eq!(envoy.envoy.stat(stat).await.unwrap(), Some(0), "{stat}");
+    }
 }

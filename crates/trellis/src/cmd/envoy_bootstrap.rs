@@ -4,14 +4,20 @@
 use std::process::ExitCode;
 
 use anyhow::bail;
+use trellis_xds::bootstrap::EnvoyOptions;
 use trellis_xds::node::{ClientKind, NodeMeta, UpstreamPort};
 
 use crate::cli::EnvoyBootstrapArgs;
 
 pub(crate) async fn run(args: EnvoyBootstrapArgs) -> anyhow::Result<ExitCode> {
     let (id, meta) = workload(&args)?;
-    let sds = args.sds_socket.as_deref();
-    let bootstrap = trellis_xds::bootstrap::envoy(&meta, &id, args.xds_addr, args.admin, sds);
+    let opts = EnvoyOptions {
+        xds: args.xds_addr,
+        admin: args.admin,
+        sds: args.sds_socket.as_deref(),
+        delta: args.delta,
+    };
+    let bootstrap = trellis_xds::bootstrap::envoy(&meta, &id, opts);
     println!("{}", serde_json::to_string_pretty(&bootstrap)?);
     Ok(ExitCode::SUCCESS)
 }
@@ -85,6 +91,7 @@ mod tests {
             locality: None,
             node_id: None,
             sds_socket: None,
+            delta: false,
         }
     }
 

@@ -1,0 +1,256 @@
+//! ADS server, incremental (delta) protocol: per type, the names a client subscribes to (or the
+//! wildcard), and the content hash of every resource it holds. A request or a snapshot change
+//! sends exactly the subscribed resources whose content the client does not hold, and names the
+//! ones that disappeared; nothing else, so an idle stream receives nothing. Each response is
+//! ACKed or NACKed by its nonce; a NACK forgets what that response carried, so the next change
+//! sends it again.
+
+use std::collections::{BTreeSet, HashMap};
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
+};
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, watch};
+use tonic::{Status, Streaming};
+
+use super::{Answer, Hooks, SnapshotWatch, StreamId, stopped};
+use crate::{Snapshot, TypeUrl};
+
+/// What one type's subscriber asked for and holds.
+#[derive(Default)]
+struct DeltaSub {
+    /// Every resource of the type, besides `names`.
+    wildcard: bool,
+    /// Names subscribed to explicitly.
+    names: BTreeSet<String>,
+    /// The content hash of each resource the client holds, by name.
+    held: HashMap<String, u64>,
+    /// The nonce and type version of the last response, and what it carried.
+    last_nonce: String,
+    last_version: String,
+    last_names: Vec<String>,
+    answer: Answer,
+}
+
+impl DeltaSub {
+    fn wants(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+}
+
+/// A resource version as the delta protocol carries it: the content hash, in hex.
+fn version_of(hash: u64) -> String {
+    format!("{hash:016x}")
+}
+
+pub(super) struct DeltaSession<H> {
+    pub(super) id: StreamId,
+    pub(super) node_id: String,
+    pub(super) hooks: std::sync::Arc<H>,
+    subs: std::collections::BTreeMap<TypeUrl, DeltaSub>,
+    nonce: u64,
+    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+}
+
+impl<H: Hooks> DeltaSession<H> {
+    pub(super) fn new(
+        id: StreamId,
+        node_id: String,
+        hooks: std::sync::Arc<H>,
+        tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    ) -> Self {
+        DeltaSession {
+            id,
+            node_id,
+            hooks,
+            subs: std::collections::BTreeMap::new(),
+            nonce: 0,
+            tx,
+        }
+    }
+
+    pub(super) async fn run(
+        mut self,
+        first: DeltaDiscoveryRequest,
+        mut requests: Streaming<DeltaDiscoveryRequest>,
+        mut snapshots: SnapshotWatch,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut snapshot = snapshots.borrow_and_update().clone();
+        let mut open = self.on_request(first, snapshot.as_deref()).await;
+        while open {
+            open = tokio::select! {
+                biased;
+                () = stopped(&mut stop) => false,
+                request = requests.next() => match request {
+                    Some(Ok(request)) => self.on_request(request, snapshot.as_deref()).await,
+                    Some(Err(status)) => {
+                        tracing::debug!(node = %self.node_id, %status, "delta ads stream error");
+                        false
+                    }
+                    None => false,
+                },
+                changed = snapshots.changed() => match changed {
+                    Ok(()) => {
+                        snapshot = snapshots.borrow_and_update().clone();
+                        match &snapshot {
+                            Some(s) => self.push_changed(s).await,
+                            None => true,
+                        }
+                    }
+                    Err(_) => false,
+                },
+            };
+        }
+        tracing::info!(node = %self.node_id, stream = self.id, "delta ads stream closed");
+        self.hooks.disconnect(self.id);
+    }
+
+    /// Handles one request: its ACK or NACK, then its subscription changes, answered with
+    /// what the client lacks. False when the stream should end.
+    async fn on_request(
+        &mut self,
+        request: DeltaDiscoveryRequest,
+        snapshot: Option<&Snapshot>,
+    ) -> bool {
+        let Some(type_url) = TypeUrl::parse(&request.type_url) else {
+            tracing::debug!(node = %self.node_id, type_url = %request.type_url, "ignoring unserved type");
+            return true;
+        };
+        let first = !self.subs.contains_key(&type_url);
+        let sub = self.subs.entry(type_url).or_default();
+        if !request.response_nonce.is_empty() {
+            if request.response_nonce != sub.last_nonce {
+                tracing::trace!(node = %self.node_id, %type_url, "stale nonce ignored");
+            } else if let Some(status) = &request.error_detail {
+                // The client kept none of that response: the next change sends it again.
+                sub.answer = Answer::Nacked;
+                for name in &sub.last_names {
+                    sub.held.remove(name);
+                }
+                let version = sub.last_version.clone();
+                self.hooks
+                    .nack(self.id, type_url, &version, &status.message);
+            } else {
+                sub.answer = Answer::Acked;
+                self.hooks.ack(self.id, type_url, &sub.last_version);
+            }
+        }
+        // A wildcard type's first request without names is the legacy wildcard.
+        if first && type_url.is_wildcard() && request.resource_names_subscribe.is_empty() {
+            sub.wildcard = true;
+        }
+        for name in request.resource_names_subscribe {
+            if name == "*" {
+                sub.wildcard = true;
+            } else {
+                sub.names.insert(name);
+            }
+        }
+        for name in &request.resource_names_unsubscribe {
+            if name == "*" {
+                sub.wildcard = false;
+            } else {
+                sub.names.remove(name);
+            }
+        }
+        // What a reconnecting client already holds is not sent again.
+        for (name, version) in request.initial_resource_versions {
+            if let Ok(hash) = u64::from_str_radix(&version, 16) {
+                sub.held.insert(name, hash);
+            }
+        }
+        let held_unwanted: Vec<String> =
+            sub.held.keys().filter(|n| !sub.wants(n)).cloned().collect();
+        for name in held_unwanted {
+            sub.held.remove(&name);
+        }
+        match snapshot {
+            Some(snapshot) => self.send(type_url, snapshot).await,
+            None => true,
+        }
+    }
+
+    /// Sends every subscribed type something changed for; false when the client is gone.
+    async fn push_changed(&mut self, snapshot: &Snapshot) -> bool {
+        let types: Vec<TypeUrl> = self.subs.keys().copied().collect();
+        for type_url in types {
+            if !self.send(type_url, snapshot).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Sends the subscribed resources of `type_url` the client does not hold, and the names
+    /// of held ones that are gone; nothing when there are none (the client then holds the
+    /// current version).
+    async fn send(&mut self, type_url: TypeUrl, snapshot: &Snapshot) -> bool {
+        let Some(sub) = self.subs.get_mut(&type_url) else {
+            return true;
+        };
+        let version = snapshot.version(type_url).to_owned();
+        let mut resources = Vec::new();
+        let mut sent = Vec::new();
+        let wildcard = sub
+            .wildcard
+            .then(|| snapshot.iter(type_url).map(|(n, _)| n));
+        let candidates: BTreeSet<&str> = wildcard
+            .into_iter()
+            .flatten()
+            .chain(sub.names.iter().map(String::as_str))
+            .collect();
+        for name in candidates {
+            let Some(r) = snapshot.get(type_url, name) else {
+                continue;
+            };
+            if sub.held.get(name) != Some(&r.hash) {
+                sub.held.insert(name.to_owned(), r.hash);
+                sent.push(name.to_owned());
+                resources.push(DeltaResource {
+                    name: name.to_owned(),
+                    version: version_of(r.hash),
+                    resource: Some(r.any.clone()),
+                    ..DeltaResource::default()
+                });
+            }
+        }
+        let removed: Vec<String> = sub
+            .held
+            .keys()
+            .filter(|n| snapshot.get(type_url, n).is_none())
+            .cloned()
+            .collect();
+        for name in &removed {
+            sub.held.remove(name);
+        }
+        if resources.is_empty() && removed.is_empty() {
+            if sub.answer == Answer::Acked {
+                self.hooks.ack(self.id, type_url, &version);
+            }
+            sub.last_version = version;
+            return true;
+        }
+        self.nonce += 1;
+        let nonce = self.nonce.to_string();
+        sub.last_nonce.clone_from(&nonce);
+        sub.last_version.clone_from(&version);
+        sub.last_names = sent;
+        sub.answer = Answer::Pending;
+        tracing::debug!(node = %self.node_id, %type_url, %version, count = resources.len(), removed = removed.len(), "delta push");
+        let response = DeltaDiscoveryResponse {
+            system_version_info: version.clone(),
+            resources,
+            type_url: type_url.as_str().to_owned(),
+            removed_resources: removed,
+            nonce,
+            ..DeltaDiscoveryResponse::default()
+        };
+        if self.tx.send(Ok(response)).await.is_err() {
+            return false;
+        }
+        self.hooks.sent(self.id, type_url, &version);
+        true
+    }
+}
