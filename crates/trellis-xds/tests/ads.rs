@@ -602,6 +602,7 @@ mod delta {
         });
         tx.send(nack).await.unwrap();
         eventually("the NACK", || events.has("nack eds bad endpoint")).await;
+        quiet(&mut responses).await;
         snapshots.send_replace(snapshot_with(&["a", "c"], &[("a", 2)]));
         let mut got = [next(&mut responses).await, next(&mut responses).await];
         got.sort_by(|x, y| x.type_url.cmp(&y.type_url));

@@ -57,33 +57,50 @@ fn weights(clusters: &Value) -> Vec<(String, u64)> {
 }
 
 /// Envoy as a workload's sidecar, with the addresses it listens on.
-struct EnvoySidecar {
-    envoy: Envoy,
-    inbound: SocketAddr,
-    outbound: SocketAddr,
+pub(crate) struct EnvoySidecar {
+    pub(crate) envoy: Envoy,
+    pub(crate) inbound: SocketAddr,
+    outbounds: Vec<(String, SocketAddr)>,
+}
+
+impl EnvoySidecar {
+    /// The outbound listener for `service`.
+    pub(crate) fn outbound(&self, service: &str) -> SocketAddr {
+        let found = self.outbounds.iter().find(|(s, _)| s == service);
+        found
+            .map(|(_, addr)| *addr)
+            .expect("an outbound listener for it")
+    }
 }
 
 /// Starts Envoy as the sidecar (node id `id`) of a `service` workload whose app listens on
-/// `app_port`, with an outbound listener for `upstream`; with `sds`, the socket of the agent
-/// serving its certificate (mTLS), else plaintext; over delta ADS with `delta`.
-async fn envoy_sidecar(
+/// `app_port`, with an outbound listener for each of `upstreams`; with `sds`, the socket of
+/// the agent serving its certificate (mTLS), else plaintext; over delta ADS with `delta`.
+pub(crate) async fn envoy_sidecar(
     mesh: &TestMesh,
     id: &str,
     (service, app_port): (&str, u16),
-    upstream: &str,
+    upstreams: &[&str],
     (sds, delta): (Option<&Path>, bool),
 ) -> EnvoySidecar {
-    let [inbound, outbound, admin] = [(); 3].map(|()| free_loopback_addr().unwrap());
+    let [inbound, admin] = [(); 2].map(|()| free_loopback_addr().unwrap());
+    let outbounds: Vec<(String, SocketAddr)> = upstreams
+        .iter()
+        .map(|u| ((*u).to_owned(), free_loopback_addr().unwrap()))
+        .collect();
     let meta = NodeMeta {
         service: service.into(),
         namespace: "default".into(),
         app_port,
         inbound_port: inbound.port(),
         ip: "127.0.0.1".into(),
-        upstreams: vec![UpstreamPort {
-            service: upstream.into(),
-            port: outbound.port(),
-        }],
+        upstreams: outbounds
+            .iter()
+            .map(|(service, addr)| UpstreamPort {
+                service: service.clone(),
+                port: addr.port(),
+            })
+            .collect(),
         admin: Some(admin.to_string()),
         mtls: sds.is_some(),
         ..NodeMeta::default()
@@ -98,7 +115,7 @@ async fn envoy_sidecar(
     EnvoySidecar {
         envoy: Envoy::start(&bootstrap, admin).await.unwrap(),
         inbound,
-        outbound,
+        outbounds,
     }
 }
 
@@ -116,9 +133,8 @@ async fn envoy_acks_the_control_planes_config_and_talks_to_trellis_proxies_both_
 
     // web's sidecar is Envoy, with an outbound listener for api.
     let web = ("web", web_app.addr().port());
-    let EnvoySidecar {
-        envoy, outbound, ..
-    } = envoy_sidecar(&mesh, "web-envoy", web, "api", (None, false)).await;
+    let sidecar = envoy_sidecar(&mesh, "web-envoy", web, &["api"], (None, false)).await;
+    let (envoy, outbound) = (&sidecar.envoy, sidecar.outbound("api"));
 
     // Envoy → Trellis proxy: web's app calls api through Envoy.
     let seen = echoed(outbound, "api", || envoy.log()).await;
@@ -194,11 +210,8 @@ async fn envoy_routes_with_the_trellis_proxys_weights_and_sees_a_new_endpoint_wi
         .unwrap();
     let web_app = spawn_http_echo("web").await.unwrap();
     let web = ("web", web_app.addr().port());
-    let EnvoySidecar {
-        envoy,
-        outbound: through_envoy,
-        ..
-    } = envoy_sidecar(&mesh, "web-envoy", web, "api", (None, false)).await;
+    let sidecar = envoy_sidecar(&mesh, "web-envoy", web, &["api"], (None, false)).await;
+    let (envoy, through_envoy) = (&sidecar.envoy, sidecar.outbound("api"));
     let client = mesh
         .sidecar(Sidecar::new("client", 0).upstream("api"))
         .await
@@ -350,10 +363,10 @@ async fn envoy_with_a_local_sds_agent_and_trellis_proxies_talk_mtls_both_ways() 
     assert_eq!(mode & 0o777, 0o600, "the SDS socket is owner-only");
     let web_app = spawn_http_echo("web").await.unwrap();
     let web = ("web", web_app.addr().port());
-    let envoy = envoy_sidecar(&mesh, "web-envoy", web, "api", (Some(&socket), false)).await;
+    let envoy = envoy_sidecar(&mesh, "web-envoy", web, &["api"], (Some(&socket), false)).await;
 
     // Envoy → Trellis proxy: api's sidecar admits only web's verified identity.
-    let seen = echoed(envoy.outbound, "api", || envoy.envoy.log()).await;
+    let seen = echoed(envoy.outbound("api"), "api", || envoy.envoy.log()).await;
     assert_eq!(seen.server, "api");
 
     // Trellis proxy → Envoy: Envoy admits client's verified identity and refuses another.
@@ -416,10 +429,10 @@ async fn envoy_over_delta_ads_gets_the_same_config_and_nothing_while_idle_on_one
         .unwrap();
     let web_app = spawn_http_echo("web").await.unwrap();
     let web = ("web", web_app.addr().port());
-    let envoy = envoy_sidecar(&mesh, "web-envoy", web, "api", (None, true)).await;
+    let envoy = envoy_sidecar(&mesh, "web-envoy", web, &["api"], (None, true)).await;
 
     // Both ways, as over state of the world.
-    let seen = echoed(envoy.outbound, "api", || envoy.envoy.log()).await;
+    let seen = echoed(envoy.outbound("api"), "api", || envoy.envoy.log()).await;
     assert_eq!(seen.server, "api");
     let client = mesh
         .sidecar(Sidecar::new("client", 0).upstream("web"))

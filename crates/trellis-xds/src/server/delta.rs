@@ -2,10 +2,10 @@
 //! wildcard), and the content hash of every resource it holds. A request or a snapshot change
 //! sends exactly the subscribed resources whose content the client does not hold, and names the
 //! ones that disappeared; nothing else, so an idle stream receives nothing. Each response is
-//! ACKed or NACKed by its nonce; a NACK forgets what that response carried, so the next change
-//! sends it again.
+//! ACKed or NACKed by its own nonce (several may be unanswered at once); a NACK forgets what
+//! that response carried, so the next change sends it again.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
@@ -26,12 +26,26 @@ struct DeltaSub {
     names: BTreeSet<String>,
     /// The content hash of each resource the client holds, by name.
     held: HashMap<String, u64>,
-    /// The nonce and type version of the last response, and what it carried.
-    last_nonce: String,
-    last_version: String,
-    last_names: Vec<String>,
+    /// Responses not answered yet, by nonce (oldest first, at most [`MAX_UNANSWERED`]).
+    unanswered: BTreeMap<u64, Sent>,
+    /// The type version the client holds once it ACKs everything sent.
+    version: String,
     answer: Answer,
 }
+
+/// What one response carried, to undo if the client rejects it.
+struct Sent {
+    version: String,
+    names: Vec<String>,
+    removed: Vec<String>,
+}
+
+/// Responses kept for their ACK or NACK per type; a client that answers none of them loses
+/// the oldest records (its NACK of those is then only logged).
+const MAX_UNANSWERED: usize = 64;
+
+/// Stands for "held, content unknown": a NACKed removal is sent again while it holds it.
+const UNKNOWN_CONTENT: u64 = 0;
 
 impl DeltaSub {
     fn wants(&self, name: &str) -> bool {
@@ -48,7 +62,7 @@ pub(super) struct DeltaSession<H> {
     pub(super) id: StreamId,
     pub(super) node_id: String,
     pub(super) hooks: std::sync::Arc<H>,
-    subs: std::collections::BTreeMap<TypeUrl, DeltaSub>,
+    subs: BTreeMap<TypeUrl, DeltaSub>,
     nonce: u64,
     tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
 }
@@ -64,7 +78,7 @@ impl<H: Hooks> DeltaSession<H> {
             id,
             node_id,
             hooks,
-            subs: std::collections::BTreeMap::new(),
+            subs: BTreeMap::new(),
             nonce: 0,
             tx,
         }
@@ -120,23 +134,45 @@ impl<H: Hooks> DeltaSession<H> {
         };
         let first = !self.subs.contains_key(&type_url);
         let sub = self.subs.entry(type_url).or_default();
-        if !request.response_nonce.is_empty() {
-            if request.response_nonce != sub.last_nonce {
-                tracing::trace!(node = %self.node_id, %type_url, "stale nonce ignored");
-            } else if let Some(status) = &request.error_detail {
-                // The client kept none of that response: the next change sends it again.
+        let answered = request
+            .response_nonce
+            .parse::<u64>()
+            .ok()
+            .and_then(|nonce| sub.unanswered.remove(&nonce));
+        match (answered, &request.error_detail) {
+            (None, _) if !request.response_nonce.is_empty() => {
+                tracing::debug!(node = %self.node_id, %type_url, nonce = %request.response_nonce, "answer to an unknown response ignored");
+            }
+            (None, _) => {}
+            (Some(sent), Some(status)) => {
+                // The client kept none of that response: the next change sends its resources
+                // and removals again (not at once, which would loop on a bad resource).
                 sub.answer = Answer::Nacked;
-                for name in &sub.last_names {
+                for name in &sent.names {
                     sub.held.remove(name);
                 }
-                let version = sub.last_version.clone();
+                for name in sent.removed {
+                    sub.held.insert(name, UNKNOWN_CONTENT);
+                }
                 self.hooks
-                    .nack(self.id, type_url, &version, &status.message);
-            } else {
+                    .nack(self.id, type_url, &sent.version, &status.message);
+            }
+            (Some(sent), None) => {
                 sub.answer = Answer::Acked;
-                self.hooks.ack(self.id, type_url, &sub.last_version);
+                // With nothing else outstanding the client holds the latest version (later
+                // changes may have had nothing for it).
+                let held = if sub.unanswered.is_empty() {
+                    &sub.version
+                } else {
+                    &sent.version
+                };
+                self.hooks.ack(self.id, type_url, held);
             }
         }
+        let subscribing = first
+            || !request.resource_names_subscribe.is_empty()
+            || !request.resource_names_unsubscribe.is_empty()
+            || !request.initial_resource_versions.is_empty();
         // A wildcard type's first request without names is the legacy wildcard.
         if first && type_url.is_wildcard() && request.resource_names_subscribe.is_empty() {
             sub.wildcard = true;
@@ -166,15 +202,20 @@ impl<H: Hooks> DeltaSession<H> {
         for name in held_unwanted {
             sub.held.remove(&name);
         }
+        // An ACK or NACK alone is answered by nothing; a subscription change by what it adds.
         match snapshot {
-            Some(snapshot) => self.send(type_url, snapshot).await,
-            None => true,
+            Some(snapshot) if subscribing => self.send(type_url, snapshot).await,
+            _ => true,
         }
     }
 
     /// Sends every subscribed type something changed for; false when the client is gone.
     async fn push_changed(&mut self, snapshot: &Snapshot) -> bool {
-        let types: Vec<TypeUrl> = self.subs.keys().copied().collect();
+        // Clusters before their endpoints, listeners before their routes, as Envoy expects.
+        let types: Vec<TypeUrl> = TypeUrl::ALL
+            .into_iter()
+            .filter(|t| self.subs.contains_key(t))
+            .collect();
         for type_url in types {
             if !self.send(type_url, snapshot).await {
                 return false;
@@ -226,17 +267,28 @@ impl<H: Hooks> DeltaSession<H> {
             sub.held.remove(name);
         }
         if resources.is_empty() && removed.is_empty() {
-            if sub.answer == Answer::Acked {
+            // Nothing new for this client: once it has answered everything, it holds this
+            // version too.
+            if sub.answer == Answer::Acked && sub.unanswered.is_empty() {
                 self.hooks.ack(self.id, type_url, &version);
             }
-            sub.last_version = version;
+            sub.version = version;
             return true;
         }
         self.nonce += 1;
         let nonce = self.nonce.to_string();
-        sub.last_nonce.clone_from(&nonce);
-        sub.last_version.clone_from(&version);
-        sub.last_names = sent;
+        sub.unanswered.insert(
+            self.nonce,
+            Sent {
+                version: version.clone(),
+                names: sent,
+                removed: removed.clone(),
+            },
+        );
+        if sub.unanswered.len() > MAX_UNANSWERED {
+            sub.unanswered.pop_first();
+        }
+        sub.version.clone_from(&version);
         sub.answer = Answer::Pending;
         tracing::debug!(node = %self.node_id, %type_url, %version, count = resources.len(), removed = removed.len(), "delta push");
         let response = DeltaDiscoveryResponse {
