@@ -52,9 +52,16 @@ pub struct ServicePort {
     /// The port number, 1 to 65535.
     #[serde(deserialize_with = "bounded::port")]
     pub port: u16,
-    /// The application protocol; `HTTP` when not given.
-    #[serde(default)]
-    pub protocol: Protocol,
+    /// The application protocol as written; see [`ServicePort::protocol`] for the effective one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+}
+
+impl ServicePort {
+    /// The effective protocol: as written, else `HTTP` (then detected, not declared).
+    pub fn protocol(&self) -> Protocol {
+        self.protocol.unwrap_or_default()
+    }
 }
 
 /// The application protocol of a port.
@@ -186,7 +193,7 @@ impl fmt::Display for Locality {
 impl Service {
     /// The protocol of `port`, or `None` when the service does not declare that port.
     pub fn protocol_of_port(&self, port: u16) -> Option<Protocol> {
-        self.port(port).map(|p| p.protocol)
+        self.port(port).map(ServicePort::protocol)
     }
 
     /// The declared port with number `port`.

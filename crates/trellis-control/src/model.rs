@@ -41,7 +41,8 @@ pub struct ServiceModel {
     pub protocol: Protocol,
     /// Declared by a `Service` resource (false when implied).
     pub declared: bool,
-    /// Whether `protocol` is declared (the Service resource lists ports) rather than assumed.
+    /// Whether `protocol` is declared (the Service resource writes its port's protocol) rather
+    /// than assumed.
     /// Listeners for a declared HTTP protocol wait for the client's first bytes however long
     /// it stays silent; undeclared ones fall back to TCP after a bounded wait.
     pub protocol_declared: bool,
@@ -110,10 +111,10 @@ impl MeshModel {
                     .spec
                     .ports
                     .first()
-                    .map(|p| p.protocol)
+                    .map(trellis_api::ServicePort::protocol)
                     .unwrap_or_default(),
                 declared: true,
-                protocol_declared: !svc.spec.ports.is_empty(),
+                protocol_declared: svc.spec.ports.first().is_some_and(|p| p.protocol.is_some()),
                 endpoints,
                 routes: Vec::new(),
             };

@@ -40,9 +40,15 @@ use endpoint::ClientZone;
 /// Name of the HTTP-proxy-mode listener and its route config.
 pub const HTTP_PROXY: &str = "http_proxy";
 
-/// How long inbound and outbound listeners wait for the first bytes to detect HTTP before
-/// falling back to TCP (so server-speaks-first protocols are not stalled for long).
+/// How long listeners of services that do not declare their protocol wait for the first bytes
+/// to detect HTTP before falling back to TCP (so server-speaks-first protocols are not stalled
+/// for long).
 pub const DETECTION_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// How long listeners for a declared HTTP protocol wait for a client's first bytes before
+/// closing the connection, as an HTTP server closes an idle one: long enough for connections a
+/// client pool opens ahead of use, bounded so silent peers cannot hold connections forever.
+pub const DECLARED_DETECTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The parts of the snapshots that depend on the model only: built once per change and
 /// shared by every proxy's snapshot instead of being encoded per proxy.

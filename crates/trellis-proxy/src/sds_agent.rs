@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use trellis_identity::SpiffeId;
-use trellis_xds::sds::{self, WorkloadCertificate};
+use trellis_xds::sds::{self, CertificateWatch, WorkloadCertificate};
 
 use crate::proxy::{AgentTask, ProxyError};
 use crate::tls::IdentityState;
 use crate::tls::agent::{self, AgentMetrics, AgentOptions};
 
 /// What agent mode needs: where the CA is, the join token, who the workload is, and the socket.
-#[derive(Debug, Clone)]
+/// Its `Debug` leaves the join token out.
+#[derive(Clone)]
 pub struct SdsAgentOptions {
     /// The control plane's gRPC address (`http://host:port`), which serves the CA.
     pub control_plane: String,
@@ -34,11 +35,24 @@ pub struct SdsAgentOptions {
     pub socket: PathBuf,
 }
 
+impl std::fmt::Debug for SdsAgentOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SdsAgentOptions")
+            .field("control_plane", &self.control_plane)
+            .field("trust_domain", &self.trust_domain)
+            .field("namespace", &self.namespace)
+            .field("service", &self.service)
+            .field("svid_ttl", &self.svid_ttl)
+            .field("socket", &self.socket)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A running agent. Dropping it stops the agent and its SDS streams (Envoy keeps the last
 /// certificate); the socket file stays until the next start replaces it.
 #[derive(Debug)]
 pub struct SdsAgentHandle {
-    state: Arc<IdentityState>,
+    served: CertificateWatch,
     _agent: AgentTask,
     _publisher: AgentTask,
     _server: AgentTask,
@@ -53,6 +67,7 @@ pub async fn start_sds_agent(opts: SdsAgentOptions) -> Result<SdsAgentHandle, Pr
         source,
     })?;
     let (certificates, served) = watch::channel(None);
+    let watched = served.clone();
     // Subscribed before the agent runs, so its first installation is seen.
     let installs = state.installs();
     let publisher = AgentTask(tokio::spawn(publish(state.clone(), installs, certificates)));
@@ -67,13 +82,13 @@ pub async fn start_sds_agent(opts: SdsAgentOptions) -> Result<SdsAgentHandle, Pr
         AgentMetrics::default(),
     )));
     let server = AgentTask(tokio::spawn(async move {
-        if let Err(e) = sds::serve(listener, served).await {
+        if let Err(e) = sds::serve(listener, watched).await {
             tracing::error!(error = %e, "sds server failed; Envoy gets no certificate updates");
         }
     }));
     tracing::info!(socket = %opts.socket.display(), "sds agent started");
     Ok(SdsAgentHandle {
-        state,
+        served,
         _agent: agent,
         _publisher: publisher,
         _server: server,
@@ -81,9 +96,11 @@ pub async fn start_sds_agent(opts: SdsAgentOptions) -> Result<SdsAgentHandle, Pr
 }
 
 impl SdsAgentHandle {
-    /// Resolves once the first certificate is issued (and so served).
+    /// Resolves once the first certificate is issued and offered to SDS subscribers.
     pub async fn ready(&self) {
-        self.state.wait_installed().await;
+        let mut served = self.served.clone();
+        // The sender lives in the publisher task as long as the handle does.
+        let _ = served.wait_for(Option::is_some).await;
     }
 }
 

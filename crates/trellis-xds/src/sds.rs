@@ -4,7 +4,7 @@
 //! (created owner-only), never the network.
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -45,23 +45,58 @@ pub struct WorkloadCertificate {
     pub version: String,
     /// Certificate chain, PEM, leaf first.
     pub chain_pem: String,
-    /// The private key, PEM. Never logged: this type has no `Debug`.
+    /// The private key, PEM. Never logged: this type's `Debug` shows the version only.
     pub key_pem: String,
+}
+
+impl std::fmt::Debug for WorkloadCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkloadCertificate")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the server hands out: the latest certificate, `None` before the first issuance.
 pub type CertificateWatch = watch::Receiver<Option<Arc<WorkloadCertificate>>>;
 
-/// Binds the Unix socket at `path` (replacing a stale socket file) and makes it owner-only.
+/// Binds the Unix socket at `path`, owner-only (0600) from the start: it is bound in a private
+/// directory beside `path`, restricted, then moved into place, so no other user can connect in
+/// between. A stale socket at `path` is replaced; any other file there is an error.
 pub fn bind_unix(path: &Path) -> io::Result<UnixListener> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the socket path has no file name",
+        )
+    })?;
+    let mut private = path.to_path_buf();
+    private.set_file_name(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let staged = private.join("sds.sock");
+    let bound = UnixListener::bind(&staged).and_then(|listener| {
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&staged, path)?;
+        Ok(listener)
+    });
+    let _ = std::fs::remove_file(&staged);
+    std::fs::remove_dir(&private)?;
+    bound
 }
 
 /// Serves SDS on `listener` until the task is dropped (its streams never end on their own).

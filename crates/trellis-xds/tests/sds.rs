@@ -81,8 +81,18 @@ async fn connect(path: std::path::PathBuf) -> Channel {
 async fn envoy_gets_the_certificate_it_names_and_every_renewal() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sds.sock");
-    std::fs::write(&path, "stale").unwrap();
+    // A regular file is not replaced; a stale socket (a previous run's) is.
+    std::fs::write(&path, "not a socket").unwrap();
+    let refused = sds::bind_unix(&path).unwrap_err();
+    assert!(
+        refused.to_string().ends_with("exists and is not a socket"),
+        "{refused}"
+    );
+    std::fs::remove_file(&path).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
     let listener = sds::bind_unix(&path).unwrap();
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "only the socket is left: {left:?}");
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "owner-only socket");
     let (certs, served) = watch::channel(cert("1"));

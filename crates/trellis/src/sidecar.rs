@@ -96,7 +96,9 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         return run_sds_agent(args.sidecar, socket, &mut signals).await;
     }
     let upstreams: Vec<String> = args.sidecar.upstreams.iter().map(|u| u.0.clone()).collect();
-    let app_port = args.app_port.unwrap_or_default();
+    let Some(app_port) = args.app_port else {
+        anyhow::bail!("--app-port is required (unless --sds-socket runs agent mode)");
+    };
     let proxy = trellis_proxy::start(options(args.sidecar, app_port, args.admin))
         .await
         .context("starting the proxy")?;

@@ -558,7 +558,7 @@ fn examples_load() {
 
     let stat = load_dir(&root.join("static-endpoints")).unwrap_or_else(|e| panic!("{e}"));
     let db = stat.service("default", "legacy-db").expect("legacy-db");
-    assert_eq!(db.spec.ports[0].protocol, Protocol::Tcp);
+    assert_eq!(db.spec.ports[0].protocol(), Protocol::Tcp);
     assert_eq!(db.spec.endpoints.len(), 2);
     assert!(db.spec.endpoints.iter().all(|e| e.locality.is_some()));
     // The admin API dumps the set as JSON, in the same shape and spelling as the YAML.

@@ -1,7 +1,8 @@
 //! Listeners: the inbound listener in front of the app, one outbound listener per declared
 //! upstream, and the HTTP-proxy-mode listener. HTTP is detected with Envoy's http_inspector and
 //! anything else falls back to a TCP proxy (so does silence, where the service does not declare
-//! its protocol); opaque (TCP) services skip detection. Outbound HTTP
+//! its protocol; where it does, a long silence closes the connection); opaque (TCP) services
+//! skip detection. Outbound HTTP
 //! goes through the `fault` and `local_ratelimit` filters (configured per route); inbound HTTP
 //! through RBAC and the workload's own rate limit, when it has one.
 
@@ -33,8 +34,8 @@ use trellis_api::{MtlsMode, Protocol};
 use trellis_xds::node::NodeMeta;
 
 use super::{
-    DETECTION_TIMEOUT, HTTP_PROXY, ads, any, authz, duration, inbound_cluster, outbound_cluster,
-    outbound_route_config, route, tls, traffic,
+    DECLARED_DETECTION_TIMEOUT, DETECTION_TIMEOUT, HTTP_PROXY, ads, any, authz, duration,
+    inbound_cluster, outbound_cluster, outbound_route_config, route, tls, traffic,
 };
 use crate::model::{MeshModel, ServiceModel};
 
@@ -54,7 +55,7 @@ pub(super) fn listeners(model: &MeshModel, node: &NodeMeta) -> Vec<Listener> {
         "inbound",
         &node.ip,
         node.inbound_port,
-        (own_protocol, detection_timeout(own)),
+        (own_protocol, detection(own)),
         inbound_hcm,
         &inbound,
     );
@@ -87,7 +88,7 @@ pub(super) fn listeners(model: &MeshModel, node: &NodeMeta) -> Vec<Listener> {
             &name,
             "127.0.0.1",
             upstream.port,
-            (protocol, detection_timeout(svc)),
+            (protocol, detection(svc)),
             hcm,
             &outbound_cluster(&key),
         ));
@@ -123,27 +124,41 @@ enum Routes {
     Inline(Box<RouteConfiguration>),
 }
 
-/// How long HTTP detection on a listener for `svc` waits for the client's first bytes before
-/// treating the connection as TCP. Zero (no limit) where the service declares its protocol:
-/// clients that open connections ahead of use (HTTP pools) stay silent for any length of time,
-/// and a bounded wait would pin such a connection to one endpoint as opaque TCP, losing routing,
-/// splits, retries and metrics. Undeclared services keep the bounded wait, so
-/// server-speaks-first protocols are not stalled.
-fn detection_timeout(svc: Option<&ServiceModel>) -> Duration {
+/// How HTTP detection on a listener for `svc` ends when the client stays silent: where the
+/// service declares its protocol, after [`DECLARED_DETECTION_TIMEOUT`] by closing the
+/// connection (clients that open connections ahead of use, like HTTP pools, stay silent for a
+/// while, and falling back to TCP would pin such a connection to one endpoint as opaque bytes,
+/// losing routing, splits, retries and metrics); elsewhere after [`DETECTION_TIMEOUT`] by
+/// falling back to TCP, so server-speaks-first protocols are not stalled.
+fn detection(svc: Option<&ServiceModel>) -> Detection {
     if svc.is_some_and(|s| s.protocol_declared) {
-        Duration::ZERO
+        Detection {
+            timeout: DECLARED_DETECTION_TIMEOUT,
+            tcp_on_timeout: false,
+        }
     } else {
-        DETECTION_TIMEOUT
+        Detection {
+            timeout: DETECTION_TIMEOUT,
+            tcp_on_timeout: true,
+        }
     }
 }
 
-/// A listener serving `protocol`: TCP only for opaque services; otherwise HTTP detected within
-/// `detect` (zero: no limit), with TCP to `tcp_cluster` for anything else.
+/// When a listener gives up detecting HTTP, and what it does then.
+#[derive(Clone, Copy)]
+struct Detection {
+    timeout: Duration,
+    /// Fall back to the TCP chain (else close the connection).
+    tcp_on_timeout: bool,
+}
+
+/// A listener serving `protocol`: TCP only for opaque services; otherwise HTTP detected as
+/// `detect` says, with TCP to `tcp_cluster` for bytes that are not HTTP.
 fn listener(
     name: &str,
     ip: &str,
     port: u16,
-    (protocol, detect): (Protocol, Duration),
+    (protocol, detect): (Protocol, Detection),
     hcm: Hcm,
     tcp_cluster: &str,
 ) -> Listener {
@@ -167,8 +182,8 @@ fn listener(
         config_type: Some(ListenerFilterConfig::TypedConfig(any(&HttpInspector {}))),
         ..ListenerFilter::default()
     }];
-    l.listener_filters_timeout = Some(duration(detect));
-    l.continue_on_listener_filters_timeout = !detect.is_zero();
+    l.listener_filters_timeout = Some(duration(detect.timeout));
+    l.continue_on_listener_filters_timeout = detect.tcp_on_timeout;
     l.filter_chains = vec![FilterChain {
         name: "http".to_owned(),
         filter_chain_match: Some(FilterChainMatch {

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster::LbPolicy};
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::{
@@ -230,7 +230,7 @@ fn listeners_detect_http_except_on_opaque_services() {
 }
 
 #[test]
-fn declared_http_waits_for_the_client_and_undeclared_gives_up_after_a_bounded_wait() {
+fn declared_http_waits_long_for_the_client_and_undeclared_falls_back_to_tcp_soon() {
     let timeout = |l: &Listener| {
         let d = l.listener_filters_timeout.unwrap_or_default();
         (d.seconds, d.nanos, l.continue_on_listener_filters_timeout)
@@ -241,16 +241,27 @@ fn declared_http_waits_for_the_client_and_undeclared_gives_up_after_a_bounded_wa
     let undeclared: Listener = decode(&snapshot, TypeUrl::Listener, "outbound|catalog|15101");
     assert_eq!(timeout(&undeclared), (0, 200_000_000, true));
 
-    // Declared with ports: no limit on the client's silence (an idle pooled connection stays
-    // HTTP), non-HTTP bytes still go to the TCP chain. Inbound too, TLS inspection included.
-    let declared = "apiVersion: trellis.dev/v1alpha1\nkind: Service\nmetadata: {name: catalog}\nspec: {ports: [{port: 80}]}\n---\n";
+    // A port without a written protocol is HTTP by default, but not declared.
+    let port_only = "apiVersion: trellis.dev/v1alpha1\nkind: Service\nmetadata: {name: catalog}\nspec: {ports: [{port: 80}]}\n---\n";
+    let config = trellis_api::load_str("t.yaml", &format!("{port_only}{CONFIG}")).unwrap();
+    let snapshot = translate(
+        &MeshModel::build(Arc::new(config), std::iter::empty()),
+        &nodes[0],
+    );
+    let assumed: Listener = decode(&snapshot, TypeUrl::Listener, "outbound|catalog|15101");
+    assert_eq!(timeout(&assumed), (0, 200_000_000, true));
+
+    // Declared: a minute of silence (an idle pooled connection stays HTTP), then the
+    // connection is closed, not turned into TCP; non-HTTP bytes still go to the TCP chain.
+    // Inbound too, TLS inspection included.
+    let declared = "apiVersion: trellis.dev/v1alpha1\nkind: Service\nmetadata: {name: catalog}\nspec: {ports: [{port: 80, protocol: HTTP}]}\n---\n";
     let config = trellis_api::load_str("t.yaml", &format!("{declared}{CONFIG}")).unwrap();
     let node = node("catalog", "v1", 41003);
     let mut model = MeshModel::build(Arc::new(config), [("n", &node)].into_iter());
     model.trust_bundle = Some("bundle".into());
     let snapshot = translate(&model, &node);
     let outbound: Listener = decode(&snapshot, TypeUrl::Listener, "outbound|catalog|15101");
-    assert_eq!(timeout(&outbound), (0, 0, false));
+    assert_eq!(timeout(&outbound), (60, 0, false));
     assert!(
         outbound.default_filter_chain.is_some(),
         "non-HTTP bytes: TCP"
@@ -261,7 +272,7 @@ fn declared_http_waits_for_the_client_and_undeclared_gives_up_after_a_bounded_wa
         2,
         "tls_inspector, http_inspector"
     );
-    assert_eq!(timeout(&inbound), (0, 0, false));
+    assert_eq!(timeout(&inbound), (60, 0, false));
 }
 
 #[test]
@@ -295,7 +306,16 @@ fn a_proxyless_grpc_client_gets_api_listeners_named_by_target_and_round_robin_cl
     let l: Listener = decode(&snapshot, TypeUrl::Listener, "catalog.default");
     assert!(l.address.is_none() && l.api_listener.is_some());
     let c: Cluster = decode(&snapshot, TypeUrl::Cluster, "outbound|catalog.default");
-    assert_eq!(c.lb_policy, 0, "ROUND_ROBIN");
+    let sidecar = node("web", "v1", 41003);
+    let proxy_cluster: Cluster = decode(
+        &translate(&model, &sidecar),
+        TypeUrl::Cluster,
+        "outbound|catalog.default",
+    );
+    // gRPC's own round robin, where a sidecar's cluster asks for least request (P2C).
+    assert_eq!(c.lb_policy, LbPolicy::RoundRobin as i32);
+    assert_ne!(proxy_cluster.lb_policy, c.lb_policy);
+    assert!(c.typed_extension_protocol_options.is_empty());
     assert!(c.transport_socket_matches.is_empty() && c.transport_socket.is_none());
     assert_eq!(snapshot.iter(TypeUrl::Secret).count(), 0);
     let cla: ClusterLoadAssignment = decode(

@@ -474,6 +474,7 @@ async fn envoy_over_delta_ads_gets_the_same_config_and_nothing_while_idle_on_one
             .any(|p| p["node_id"] == "web-envoy" && p["synced"] == true && p["nacks"] == 0)
     });
     let before = updates_received(&envoy.envoy).await;
+    assert!(before > 0, "Envoy's update counters are read");
     mesh.config
         .write("route.yaml", &split("web", ("web", 1), ("web", 1)))
         .unwrap();
