@@ -217,7 +217,9 @@ async fn handle(conn: &HttpConnection, mut req: Request<Incoming>) -> Response<R
         }
     };
     let local_stats = route.local_stats(conn.direction);
-    if let Some(reply) = faults::check(conn, route, &req).await {
+    if let Some(mut reply) = faults::check(conn, route, &req).await {
+        // As Envoy, the route's response header changes apply to its local replies too.
+        route.response_headers.apply(reply.headers_mut());
         tracing::trace!(
             path = req.uri().path(),
             route = %route.name,

@@ -4,6 +4,7 @@ mod authz;
 mod balancing;
 mod common;
 mod config;
+mod differential;
 mod endpoints;
 mod envoy;
 mod faults;

@@ -11,7 +11,7 @@ use trellis_test::{
 
 use crate::common::{service, versioned};
 
-const ROUTE: &str = r#"
+pub(crate) const ROUTE: &str = r#"
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: web-table}
