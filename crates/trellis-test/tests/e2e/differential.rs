@@ -1,7 +1,7 @@
 //! Differential tests: the same control-plane config drives a stock Envoy and a Trellis proxy
 //! as two clients' sidecars, and every case of a corpus (route matches, rewrites, redirects,
 //! header filters, weights, missing backends, timeouts, faults, rate limits, retries) is sent
-//! through both. Status, the response headers that carry meaning, and what the backend saw must
+//! through both; authorization cases go to two workloads of a guarded service, one behind each. Status, the response headers that carry meaning, and what the backend saw must
 //! be the same; a difference is a bug in one of us (fixed here) or an Envoy quirk (normalised
 //! below, with its reason).
 
@@ -79,10 +79,41 @@ spec:
     filters:
     - {type: ResponseHeaderModifier, responseHeaderModifier: {set: [{name: x-rule, value: get-only}]}}
     backendRefs: [{name: api}]
+  - matches: [{path: {value: /weighted}}]
+    backendRefs: [{name: web-v1, weight: 0}, {name: web-v2, weight: 1}]
   - filters:
     - {type: ResponseHeaderModifier, responseHeaderModifier: {set: [{name: x-rule, value: default}], add: [{name: x-added, value: "1"}]}}
     backendRefs: [{name: api}]
+---
+apiVersion: trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: public-reads}
+spec:
+  targetRefs: [{kind: Service, name: guarded-envoy}, {kind: Service, name: guarded-trellis}]
+  rules:
+  - to: [{paths: ["/public*"], methods: [GET]}]
+---
+apiVersion: trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: no-secrets}
+spec:
+  targetRefs: [{kind: Service, name: guarded-envoy}, {kind: Service, name: guarded-trellis}]
+  action: DENY
+  rules:
+  - to: [{paths: ["/public/secret"]}]
 "#;
+
+/// Requests to a service whose inbound sidecar enforces AuthorizationPolicies: sent to one
+/// behind Envoy and one behind a Trellis proxy, under the same policies (`upstream` is set
+/// per side).
+const GUARDED: &[Case] = &[
+    web("GET", "/public/x"),
+    web("GET", "/public"),
+    web("POST", "/public/x"),
+    web("GET", "/private"),
+    web("GET", "/public/secret"),
+    web("GET", "/PUBLIC/x"),
+];
 
 /// One request of the corpus.
 struct Case {
@@ -169,6 +200,7 @@ const CORPUS: &[Case] = &[
     api("GET", "/v?v=x"),
     api("GET", "/get-only"),
     api("PUT", "/get-only"),
+    api("GET", "/weighted"),
     api("GET", "/anything/else"),
 ];
 
@@ -244,6 +276,8 @@ async fn envoy_and_the_trellis_proxy_agree_on_every_case_of_the_corpus() {
         service("shadow", "HTTP"),
         service("api", "HTTP"),
         service("client", "HTTP"),
+        service("guarded-envoy", "HTTP"),
+        service("guarded-trellis", "HTTP"),
     ]
     .concat();
     let mesh = TestMesh::start(&[
@@ -267,9 +301,31 @@ async fn envoy_and_the_trellis_proxy_agree_on_every_case_of_the_corpus() {
         sidecars.push(mesh.sidecar(spec).await.unwrap());
     }
     let trellis = mesh
-        .sidecar(Sidecar::new("client", 0).upstream("web").upstream("api"))
+        .sidecar(
+            Sidecar::new("client", 0)
+                .upstream("web")
+                .upstream("api")
+                .upstream("guarded-envoy")
+                .upstream("guarded-trellis"),
+        )
         .await
         .unwrap();
+    // The guarded service's two workloads: one behind Envoy, one behind a Trellis proxy.
+    let guarded = spawn_http_echo("guarded").await.unwrap();
+    let guarded_port = guarded.addr().port();
+    let guard = envoy_sidecar(
+        &mesh,
+        "guarded-envoy",
+        ("guarded-envoy", guarded_port),
+        &[],
+        (None, false),
+    )
+    .await;
+    sidecars.push(
+        mesh.sidecar(Sidecar::new("guarded-trellis", guarded_port))
+            .await
+            .unwrap(),
+    );
     let client_app = spawn_http_echo("client").await.unwrap();
     let envoy = envoy_sidecar(
         &mesh,
@@ -307,14 +363,46 @@ async fn envoy_and_the_trellis_proxy_agree_on_every_case_of_the_corpus() {
             ));
         }
     }
+    // The same requests to the guarded service's two inbound sidecars.
+    for upstream in ["guarded-envoy", "guarded-trellis"] {
+        let addr = trellis.upstream_addr(upstream).unwrap();
+        assert_eventually!(
+            std::time::Duration::from_secs(10),
+            http1_request(addr, "GET", "/public/ready", &[("host", upstream)], b"")
+                .await
+                .is_ok_and(|r| r.status == 200)
+        );
+    }
+    for case in GUARDED {
+        let [by_envoy, by_trellis] = ["guarded-envoy", "guarded-trellis"].map(|upstream| Case {
+            upstream,
+            method: case.method,
+            path: case.path,
+            headers: case.headers,
+        });
+        let by_envoy_addr = trellis.upstream_addr(by_envoy.upstream).unwrap();
+        let by_trellis_addr = trellis.upstream_addr(by_trellis.upstream).unwrap();
+        let mut envoy_side = outcome(by_envoy_addr, &by_envoy, &api_log).await;
+        let trellis_side = outcome(by_trellis_addr, &by_trellis, &api_log).await;
+        // The host names the service called, which differs by design.
+        envoy_side.seen = envoy_side
+            .seen
+            .map(|s| s.replace("guarded-envoy", "guarded-trellis"));
+        if envoy_side != trellis_side {
+            differences.push(format!(
+                "inbound {} {}\n  envoy:   {envoy_side:?}\n  trellis: {trellis_side:?}",
+                case.method, case.path
+            ));
+        }
+    }
+    let cases = CORPUS.len() + GUARDED.len();
     assert!(
         differences.is_empty(),
-        "{} of {} cases differ:\n{}",
+        "{} of {cases} cases differ:\n{}",
         differences.len(),
-        CORPUS.len(),
         differences.join("\n")
     );
-    assert!(CORPUS.len() >= 40);
+    assert!(cases >= 40);
 
     // Neither rejected any of the config.
     let proxies = admin_json(mesh.admin_addr(), "/api/proxies").await;
@@ -325,6 +413,8 @@ async fn envoy_and_the_trellis_proxy_agree_on_every_case_of_the_corpus() {
         "cluster_manager.cds.update_rejected",
         "listener_manager.lds.update_rejected",
     ] {
-        assert_eq!(envoy.envoy.stat(stat).await.unwrap(), Some(0), "{stat}");
+        for proxy in [&envoy.envoy, &guard.envoy] {
+            assert_eq!(proxy.stat(stat).await.unwrap(), Some(0), "{stat}");
+        }
     }
 }
