@@ -16,6 +16,7 @@ use trellis_xds::TypeUrl;
 use trellis_xds::node::NodeMeta;
 use trellis_xds::server::{Hooks, SnapshotWatch, StreamId};
 
+use crate::capability;
 use crate::metrics::{Metrics, ReloadLabels, ReloadResult, TypeLabels};
 use crate::model::MeshModel;
 use crate::registry::{Nack, Proxy, ProxyView, Registry, WorkloadView, unix};
@@ -171,6 +172,7 @@ impl ControlPlane {
         let shared = SharedResources::build(&model, state.shared.as_ref());
         let now = Instant::now();
         for proxy in state.registry.values_mut() {
+            proxy.gaps = capability::gaps(&model, proxy.meta.client);
             let snapshot = Arc::new(translate_shared(&shared, &model, &proxy.meta));
             if proxy.publish(&snapshot, now) {
                 self.metrics.snapshot_updates.inc();
@@ -279,6 +281,7 @@ impl Hooks for ControlPlane {
                 last_nack: None,
                 nacks: 0,
                 unacked: BTreeMap::new(),
+                gaps: Vec::new(),
             },
         );
         self.metrics.proxies_connected.inc();

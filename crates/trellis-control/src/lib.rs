@@ -7,6 +7,7 @@
 
 mod admin;
 pub mod ca;
+mod capability;
 mod control;
 mod dashboard;
 mod files;

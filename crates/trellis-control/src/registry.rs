@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use trellis_identity::SpiffeId;
-use trellis_xds::node::NodeMeta;
+use trellis_xds::node::{ClientKind, NodeMeta};
 use trellis_xds::server::StreamId;
 use trellis_xds::{Snapshot, TypeUrl};
 
@@ -31,6 +31,8 @@ pub(crate) struct Proxy {
     pub(crate) nacks: u64,
     /// Per type, the version last published to this proxy until the proxy holds it.
     pub(crate) unacked: BTreeMap<TypeUrl, Unacked>,
+    /// The user policies this kind of client cannot honour (see `capability`).
+    pub(crate) gaps: Vec<String>,
 }
 
 /// A version of one type published to a proxy that has not ACKed it yet.
@@ -96,6 +98,10 @@ pub struct ProxyView {
     pub last_nack: Option<Nack>,
     /// NACKs on this stream.
     pub nacks: u64,
+    /// What kind of client it is (`trellis_proxy`, `envoy`, `grpc`).
+    pub client: ClientKind,
+    /// The user policies it cannot honour, one line each (resource, rule, effect).
+    pub unsupported: Vec<String>,
 }
 
 pub(crate) fn unix(t: SystemTime) -> u64 {
@@ -210,6 +216,8 @@ impl Proxy {
             synced,
             last_nack: self.last_nack.clone(),
             nacks: self.nacks,
+            client: self.meta.client,
+            unsupported: self.gaps.clone(),
         }
     }
 }

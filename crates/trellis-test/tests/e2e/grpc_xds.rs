@@ -1,6 +1,7 @@
 //! Proxyless gRPC: a Python grpcio client with only a bootstrap file from Trellis resolves an
 //! `xds:///` target through the control plane and balances over the service's endpoints
-//! itself (the Trellis sidecars in front of grpcio servers), following endpoint changes.
+//! itself (the Trellis sidecars in front of grpcio servers), following endpoint changes; what
+//! it cannot honour of the route is reported by the control plane.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -78,9 +79,14 @@ impl GrpcClient {
 async fn a_grpcio_client_resolves_an_xds_target_spreads_over_every_endpoint_and_follows_a_new_one()
 {
     trellis_test::init_tracing();
-    let mesh = TestMesh::start(&[("mesh.yaml", &service("greeter", "GRPC"))])
-        .await
-        .unwrap();
+    // A route with a filter gRPC does not implement: sent all the same, and reported.
+    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: greeter}\nspec:\n  parentRefs: [{kind: Service, name: greeter}]\n  rules:\n  - filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-a, value: b}]}}]\n    backendRefs: [{name: greeter}]\n";
+    let mesh = TestMesh::start(&[
+        ("mesh.yaml", &service("greeter", "GRPC")),
+        ("route.yaml", route),
+    ])
+    .await
+    .unwrap();
     let ports = [(); 3].map(|()| free_loopback_addr().unwrap().port());
     let dir = tempfile::tempdir().unwrap();
     let bootstrap = dir.path().join("bootstrap.json");
@@ -136,6 +142,14 @@ async fn a_grpcio_client_resolves_an_xds_target_spreads_over_every_endpoint_and_
         .unwrap_or_else(|| panic!("the gRPC client is not registered: {proxies}"));
     assert_eq!(row["synced"], true, "{row}");
     assert_eq!(row["nacks"], 0, "{row}");
+    assert_eq!(row["client"], "grpc", "{row}");
+    assert_eq!(
+        row["unsupported"],
+        serde_json::json!([
+            "HTTPRoute/greeter.default rule 1: RequestHeaderModifier is not applied"
+        ]),
+        "{row}"
+    );
     let services = admin_json(mesh.admin_addr(), "/api/services").await;
     assert!(!services.to_string().contains("\"shop\""), "{services}");
 }

@@ -29,6 +29,8 @@ pub(crate) struct Check {
     pub(crate) group: &'static str,
     /// Passed.
     pub(crate) ok: bool,
+    /// Passed with a warning: printed `‼`, does not fail the verdict.
+    pub(crate) warning: bool,
     /// What holds (or does not).
     pub(crate) text: String,
     /// The offending items, one line each.
@@ -42,9 +44,21 @@ impl Check {
         Check {
             group,
             ok: true,
+            warning: false,
             text,
             details: Vec::new(),
             hint: None,
+        }
+    }
+
+    fn warn(group: &'static str, text: String, details: Vec<String>, hint: &'static str) -> Check {
+        Check {
+            group,
+            ok: true,
+            warning: true,
+            text,
+            details,
+            hint: Some(hint),
         }
     }
 
@@ -52,6 +66,7 @@ impl Check {
         Check {
             group,
             ok: false,
+            warning: false,
             text,
             details,
             hint: Some(hint),
@@ -126,6 +141,7 @@ pub(crate) fn evaluate(answers: &Answers, now: SystemTime) -> Vec<Check> {
         root(&answers.identity, now),
         svids(&answers.identity, &answers.workloads, now),
         proxies(&answers.proxies),
+        capabilities(&answers.proxies),
         endpoints(&answers.services),
         routes(&answers.routes),
     ]
@@ -323,6 +339,40 @@ fn proxies(proxies: &Result<Value, String>) -> Check {
     )
 }
 
+/// Passes when every proxy can honour the policies that reach it; warns (without failing the
+/// verdict) with what each client kind cannot honour, as the control plane lists it.
+fn capabilities(proxies: &Result<Value, String>) -> Check {
+    let text = "every connected proxy can honour the policies that reach it";
+    let proxies = match proxies {
+        Ok(p) => p,
+        Err(e) => return unreadable(PROXIES, text, e),
+    };
+    let mut gaps = Vec::new();
+    let mut clients = 0;
+    for p in items(proxies) {
+        let unsupported = p["unsupported"].as_array().into_iter().flatten();
+        let before = gaps.len();
+        for gap in unsupported {
+            gaps.push(format!(
+                "{} ({}): {}",
+                str_of(&p["node_id"]),
+                str_of(&p["client"]),
+                str_of(gap)
+            ));
+        }
+        clients += usize::from(gaps.len() > before);
+    }
+    if gaps.is_empty() {
+        return Check::pass(PROXIES, text.to_owned());
+    }
+    Check::warn(
+        PROXIES,
+        format!("{text}: {} cannot", count(clients, "proxy", "proxies")),
+        gaps,
+        "proxyless gRPC implements part of Envoy's API: send such calls through a sidecar, or keep these policies off the services it calls",
+    )
+}
+
 fn endpoints(services: &Result<Value, String>) -> Check {
     let text = "every Service has at least one endpoint";
     let services = match services {
@@ -406,7 +456,12 @@ pub(crate) fn render(checks: &[Check]) -> String {
             group = c.group;
             out.push_str(&format!("{group}\n{}\n", "-".repeat(group.chars().count())));
         }
-        out.push_str(&format!("{} {}\n", if c.ok { '√' } else { '×' }, c.text));
+        let mark = match (c.ok, c.warning) {
+            (false, _) => '×',
+            (true, true) => '‼',
+            (true, false) => '√',
+        };
+        out.push_str(&format!("{mark} {}\n", c.text));
         for d in &c.details {
             out.push_str(&format!("    {d}\n"));
         }

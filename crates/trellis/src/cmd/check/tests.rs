@@ -73,6 +73,7 @@ identity
 proxies
 -------
 √ every connected proxy runs the current config (2 proxies connected)
+√ every connected proxy can honour the policies that reach it
 
 services and routes
 -------------------
@@ -101,6 +102,9 @@ fn each_problem_fails_its_check_with_the_offenders_and_a_hint() {
          "last_nack": {"type": "cds", "version": "2", "error": "cluster \"x\": unsupported"}},
         {"node_id": "api-1", "service": "api", "synced": false,
          "acked": {"cds": "1", "eds": "4"}, "current": {"cds": "2", "eds": "5"}, "last_nack": null},
+        {"node_id": "shop-grpc", "service": "shop", "synced": true, "client": "grpc",
+         "acked": {}, "current": {}, "last_nack": null,
+         "unsupported": ["HTTPRoute/split.default rule 1: RequestMirror is not applied"]},
     ]));
     answers.services = Ok(json!([
         {"name": "web", "namespace": "default", "endpoints": [{"address": "127.0.0.1:1"}]},
@@ -116,7 +120,7 @@ fn each_problem_fails_its_check_with_the_offenders_and_a_hint() {
         ]},
     ]));
     let checks = evaluate(&answers, now());
-    assert!(checks.iter().all(|c| !c.ok), "{checks:#?}");
+    assert!(checks.iter().all(|c| !c.ok || c.warning), "{checks:#?}");
     assert!(checks.iter().all(|c| c.hint.is_some()));
     let details: Vec<&[String]> = checks.iter().map(|c| c.details.as_slice()).collect();
     assert_eq!(
@@ -130,12 +134,19 @@ fn each_problem_fails_its_check_with_the_offenders_and_a_hint() {
                 "web-1 (web) rejected the current cds: cluster \"x\": unsupported".to_owned(),
                 "api-1 (api) has not acknowledged the current cds, eds".to_owned(),
             ],
+            &["shop-grpc (grpc): HTTPRoute/split.default rule 1: RequestMirror is not applied".to_owned()],
             &["lonely.default has no endpoints".to_owned()],
             &["HTTPRoute default/split: ResolvedRefs BackendNotFound: Services not found: ghost.default (spec.rules[0].backendRefs[0])".to_owned()],
         ]
     );
     let text = render(&checks);
     assert!(text.contains("\n× every Service has at least one endpoint\n    lonely.default has no endpoints\n    hint: start a workload"), "{text}");
+    assert!(
+        text.contains(
+            "\n‼ every connected proxy can honour the policies that reach it: 1 proxy cannot\n"
+        ),
+        "{text}"
+    );
     assert!(text.ends_with("\nStatus check results are ×\n"), "{text}");
 }
 
