@@ -1,6 +1,7 @@
-//! ADS client, state of the world: subscribes to every type, hands each response to a
-//! [`Handler`], ACKs or NACKs it, follows the handler's named subscriptions, and reconnects
-//! with jittered exponential backoff. The handler keeps its config across reconnects.
+//! ADS client: subscribes to every type, hands each response to a [`Handler`], ACKs or NACKs
+//! it, follows the handler's named subscriptions, and reconnects with jittered exponential
+//! backoff. The handler keeps its config across reconnects. It speaks the incremental (delta)
+//! protocol (`delta`), and state of the world (here) with a server that has no delta.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -16,6 +17,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::TypeUrl;
+use delta::DeltaState;
+
+mod delta;
 
 /// What consumes configuration: the proxy's config compiler.
 pub trait Handler: Send + 'static {
@@ -52,6 +56,7 @@ pub async fn run(opts: ClientOptions, handler: impl Handler, shutdown: impl Futu
         acked: BTreeMap::new(),
         subscribed: BTreeMap::new(),
         nonces: BTreeMap::new(),
+        delta: Some(DeltaState::default()),
     };
     tokio::select! {
         () = state.reconnect_forever(&opts) => {}
@@ -67,15 +72,26 @@ struct ClientState<H> {
     subscribed: BTreeMap<TypeUrl, Vec<String>>,
     /// Nonce of the last response per type on the current stream.
     nonces: BTreeMap<TypeUrl, String>,
+    /// The delta protocol's state, until a server turns out not to serve it.
+    delta: Option<DeltaState>,
 }
 
 impl<H: Handler> ClientState<H> {
     async fn reconnect_forever(&mut self, opts: &ClientOptions) {
         let mut backoff = opts.backoff_min;
         loop {
-            match self.stream_once(opts).await {
+            let result = match &mut self.delta {
+                Some(delta) => delta.stream_once(&mut self.handler, opts).await,
+                None => self.stream_once(opts).await,
+            };
+            match result {
                 Ok(true) => backoff = opts.backoff_min,
                 Ok(false) => {}
+                Err(e) if e.code() == tonic::Code::Unimplemented && self.delta.is_some() => {
+                    tracing::info!(endpoint = %opts.endpoint, "no delta ADS there: using state of the world");
+                    self.delta = None;
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(endpoint = %opts.endpoint, error = %e, "ads stream failed")
                 }

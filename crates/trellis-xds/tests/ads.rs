@@ -7,6 +7,10 @@ use std::time::{Duration, Instant};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LocalityLbEndpoints};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 use tokio::sync::watch;
@@ -243,15 +247,75 @@ fn options(endpoint: String) -> ClientOptions {
     }
 }
 
+/// The server as one without the delta protocol: it refuses delta streams (and notes it).
+struct SotwOnly {
+    inner: AdsServer<TestHooks>,
+    events: Arc<Events>,
+}
+
+type Ads = AdsServer<TestHooks>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for SotwOnly {
+    type StreamAggregatedResourcesStream =
+        <Ads as AggregatedDiscoveryService>::StreamAggregatedResourcesStream;
+    type DeltaAggregatedResourcesStream =
+        <Ads as AggregatedDiscoveryService>::DeltaAggregatedResourcesStream;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: tonic::Request<tonic::Streaming<DiscoveryRequest>>,
+    ) -> Result<tonic::Response<Self::StreamAggregatedResourcesStream>, tonic::Status> {
+        self.inner.stream_aggregated_resources(request).await
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        _request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<tonic::Response<Self::DeltaAggregatedResourcesStream>, tonic::Status> {
+        self.events.push("delta refused".to_owned());
+        Err(tonic::Status::unimplemented("no delta here"))
+    }
+}
+
+async fn serve_sotw_only(hooks: TestHooks) -> (String, Running) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let events = hooks.events.clone();
+    let (inner, stop) = AdsServer::new(Arc::new(hooks));
+    let service = AggregatedDiscoveryServiceServer::new(SotwOnly { inner, events });
+    let task = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    (format!("http://{addr}"), Running { _stop: stop, task })
+}
+
 #[tokio::test]
-async fn pushes_acks_nacks_and_named_subscriptions() {
+async fn pushes_acks_nacks_and_named_subscriptions_over_delta() {
+    pushes_acks_nacks_and_named_subscriptions(false).await;
+}
+
+#[tokio::test]
+async fn a_server_without_delta_gets_the_same_over_state_of_the_world() {
+    pushes_acks_nacks_and_named_subscriptions(true).await;
+}
+
+async fn pushes_acks_nacks_and_named_subscriptions(sotw_only: bool) {
     let (snapshots, _) = watch::channel(snapshot(&["a"]));
     let events = Arc::new(Events::default());
     let hooks = TestHooks {
         snapshots: snapshots.clone(),
         events: events.clone(),
     };
-    let (endpoint, server) = serve(hooks).await;
+    let (endpoint, server) = if sotw_only {
+        serve_sotw_only(hooks).await
+    } else {
+        serve(hooks).await
+    };
     let handler = TestHandler::default();
     let applied = handler.applied.clone();
     let client = tokio::spawn(client::run(
@@ -301,6 +365,11 @@ async fn pushes_acks_nacks_and_named_subscriptions() {
         "a NACKed set is not applied"
     );
 
+    assert_eq!(
+        events.has("delta refused"),
+        sotw_only,
+        "delta is tried first"
+    );
     client.abort();
     eventually("disconnect", || events.has("disconnect")).await;
     drop(server);
