@@ -89,6 +89,27 @@ impl<H: Hooks> AdsServer<H> {
         (server, StopHandle(tx))
     }
 
+    /// Reads a new stream's first request, which must carry the node, and registers the
+    /// stream: the request, the node, the stream's id and the node's snapshots.
+    async fn open<R: prost::Message + Default + 'static>(
+        &self,
+        requests: &mut Streaming<R>,
+        node_of: impl Fn(&R) -> Option<Node>,
+    ) -> Result<(R, Node, StreamId, SnapshotWatch), Status> {
+        if *self.stop.borrow() {
+            return Err(Status::unavailable("control plane is shutting down"));
+        }
+        let first = match requests.message().await? {
+            Some(first) => first,
+            None => return Err(Status::cancelled("stream closed before its first request")),
+        };
+        let node = node_of(&first)
+            .ok_or_else(|| Status::invalid_argument("the first request must carry a node"))?;
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let snapshots = self.hooks.connect(id, &node)?;
+        Ok((first, node, id, snapshots))
+    }
+
     /// Wraps the service for a tonic router.
     pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
         AggregatedDiscoveryServiceServer::new(self)
@@ -110,20 +131,8 @@ impl<H: Hooks> AggregatedDiscoveryService for AdsServer<H> {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
-        if *self.stop.borrow() {
-            return Err(Status::unavailable("control plane is shutting down"));
-        }
         let mut requests = request.into_inner();
-        let first = match requests.message().await? {
-            Some(first) => first,
-            None => return Err(Status::cancelled("stream closed before its first request")),
-        };
-        let node = first
-            .node
-            .clone()
-            .ok_or_else(|| Status::invalid_argument("the first request must carry a node"))?;
-        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
-        let snapshots = self.hooks.connect(id, &node)?;
+        let (first, node, id, snapshots) = self.open(&mut requests, |r| r.node.clone()).await?;
         tracing::info!(node = %node.id, stream = id, "ads stream opened");
         let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
         let session = Session {
@@ -142,20 +151,8 @@ impl<H: Hooks> AggregatedDiscoveryService for AdsServer<H> {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<DeltaStream>, Status> {
-        if *self.stop.borrow() {
-            return Err(Status::unavailable("control plane is shutting down"));
-        }
         let mut requests = request.into_inner();
-        let first = match requests.message().await? {
-            Some(first) => first,
-            None => return Err(Status::cancelled("stream closed before its first request")),
-        };
-        let node = first
-            .node
-            .clone()
-            .ok_or_else(|| Status::invalid_argument("the first request must carry a node"))?;
-        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
-        let snapshots = self.hooks.connect(id, &node)?;
+        let (first, node, id, snapshots) = self.open(&mut requests, |r| r.node.clone()).await?;
         tracing::info!(node = %node.id, stream = id, "delta ads stream opened");
         let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
         let session = DeltaSession::new(id, node.id, self.hooks.clone(), tx);

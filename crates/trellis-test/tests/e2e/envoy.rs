@@ -8,9 +8,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use trellis_proxy::SdsAgentOptions;
+use trellis_proxy::{ProxyHandle, SdsAgentOptions};
 use trellis_test::{
-    Deadline, EchoReply, Envoy, Sidecar, TestMesh, assert_eventually, free_loopback_addr,
+    Deadline, EchoReply, Envoy, Server, Sidecar, TestMesh, assert_eventually, free_loopback_addr,
     http1_get, spawn_http_echo,
 };
 use trellis_xds::bootstrap::EnvoyOptions;
@@ -119,6 +119,55 @@ pub(crate) async fn envoy_sidecar(
     }
 }
 
+/// Starts one more `api` workload (labels `labels`) and requires Envoy to list its endpoint
+/// in `cluster` within a second of the start; returns the replica's sidecar and app.
+async fn replica_reaches_envoy_within_a_second(
+    mesh: &TestMesh,
+    envoy: &Envoy,
+    (name, labels): (&str, &[(&str, &str)]),
+    cluster: &str,
+) -> (ProxyHandle, Server) {
+    let app = spawn_http_echo(name).await.unwrap();
+    let started = Instant::now();
+    let spec = labels
+        .iter()
+        .fold(Sidecar::new("api", app.addr().port()), |s, (k, v)| {
+            s.label(k, v)
+        });
+    let replica = mesh.sidecar(spec).await.unwrap();
+    let member = format!("{cluster}::{}::", replica.inbound_addr());
+    while !http1_get(envoy.admin_addr(), "/clusters", &[])
+        .await
+        .is_ok_and(|r| r.text().contains(&member))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{member} not in Envoy's clusters {:?} after the replica started",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (replica, app)
+}
+
+/// Envoy (web's sidecar) → Trellis proxy → api's app, then a Trellis client sidecar → Envoy →
+/// web's app; returns that client's sidecar.
+async fn both_ways(mesh: &TestMesh, envoy: &EnvoySidecar) -> ProxyHandle {
+    let seen = echoed(envoy.outbound("api"), "api", || envoy.envoy.log()).await;
+    assert_eq!(
+        (seen.server.as_str(), seen.path.as_str()),
+        ("api", "/through")
+    );
+    let client = mesh
+        .sidecar(Sidecar::new("client", 0).upstream("web"))
+        .await
+        .unwrap();
+    let to_web = client.upstream_addr("web").unwrap();
+    let seen = echoed(to_web, "web", || envoy.envoy.log()).await;
+    assert_eq!(seen.server, "web");
+    client
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_acks_the_control_planes_config_and_talks_to_trellis_proxies_both_ways() {
     trellis_test::init_tracing();
@@ -134,21 +183,8 @@ async fn envoy_acks_the_control_planes_config_and_talks_to_trellis_proxies_both_
     // web's sidecar is Envoy, with an outbound listener for api.
     let web = ("web", web_app.addr().port());
     let sidecar = envoy_sidecar(&mesh, "web-envoy", web, &["api"], (None, false)).await;
-    let (envoy, outbound) = (&sidecar.envoy, sidecar.outbound("api"));
-
-    // Envoy → Trellis proxy: web's app calls api through Envoy.
-    let seen = echoed(outbound, "api", || envoy.log()).await;
-    assert_eq!(seen.server, "api");
-    assert_eq!(seen.path, "/through");
-
-    // Trellis proxy → Envoy: a client's sidecar reaches web's app through Envoy's inbound.
-    let client = mesh
-        .sidecar(Sidecar::new("client", 0).upstream("web"))
-        .await
-        .unwrap();
-    let to_web = client.upstream_addr("web").unwrap();
-    let seen = echoed(to_web, "web", || envoy.log()).await;
-    assert_eq!(seen.server, "web");
+    let envoy = &sidecar.envoy;
+    let _client = both_ways(&mesh, &sidecar).await;
 
     // Envoy ACKed every type the control plane sent it, and rejected nothing.
     let proxies: Value = http1_get(mesh.admin_addr(), "/api/proxies", &[])
@@ -277,25 +313,10 @@ async fn envoy_routes_with_the_trellis_proxys_weights_and_sees_a_new_endpoint_wi
     assert_eq!(trellis_weights, expected, "the Trellis proxy's route");
 
     // One more api-v2 replica: Envoy has its endpoint within a second of the replica's start.
-    let v2b = spawn_http_echo("api-v2b").await.unwrap();
-    let started = Instant::now();
-    let replica = mesh
-        .sidecar(Sidecar::new("api", v2b.addr().port()).label("version", "v2"))
-        .await
-        .unwrap();
-    let member = format!("outbound|api-v2.default::{}::", replica.inbound_addr());
-    let deadline = started + Duration::from_secs(1);
-    while !http1_get(envoy.admin_addr(), "/clusters", &[])
-        .await
-        .is_ok_and(|r| r.text().contains(&member))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "{member} not in Envoy's clusters {:?} after the replica started",
-            started.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let replica = ("api-v2b", &[("version", "v2")][..]);
+    let _replica =
+        replica_reaches_envoy_within_a_second(&mesh, envoy, replica, "outbound|api-v2.default")
+            .await;
     let http = KeepAlive::new(through_envoy);
     assert_eventually!(
         Duration::from_secs(5),
@@ -365,20 +386,9 @@ async fn envoy_with_a_local_sds_agent_and_trellis_proxies_talk_mtls_both_ways() 
     let web = ("web", web_app.addr().port());
     let envoy = envoy_sidecar(&mesh, "web-envoy", web, &["api"], (Some(&socket), false)).await;
 
-    // Envoy → Trellis proxy: api's sidecar admits only web's verified identity.
-    let seen = echoed(envoy.outbound("api"), "api", || envoy.envoy.log()).await;
-    assert_eq!(seen.server, "api");
-
-    // Trellis proxy → Envoy: Envoy admits client's verified identity and refuses another.
-    let client = mesh
-        .sidecar(Sidecar::new("client", 0).upstream("web"))
-        .await
-        .unwrap();
-    let seen = echoed(client.upstream_addr("web").unwrap(), "web", || {
-        envoy.envoy.log()
-    })
-    .await;
-    assert_eq!(seen.server, "web");
+    // Envoy → Trellis proxy: api's sidecar admits only web's verified identity; Trellis
+    // proxy → Envoy: Envoy admits client's verified identity, and refuses another.
+    let _client = both_ways(&mesh, &envoy).await;
     let other = mesh
         .sidecar(Sidecar::new("other", 0).upstream("web"))
         .await
@@ -431,37 +441,15 @@ async fn envoy_over_delta_ads_gets_the_same_config_and_nothing_while_idle_on_one
     let web = ("web", web_app.addr().port());
     let envoy = envoy_sidecar(&mesh, "web-envoy", web, &["api"], (None, true)).await;
 
-    // Both ways, as over state of the world.
-    let seen = echoed(envoy.outbound("api"), "api", || envoy.envoy.log()).await;
-    assert_eq!(seen.server, "api");
-    let client = mesh
-        .sidecar(Sidecar::new("client", 0).upstream("web"))
-        .await
-        .unwrap();
-    let seen = echoed(client.upstream_addr("web").unwrap(), "web", || {
-        envoy.envoy.log()
-    })
+    // Both ways, as over state of the world; an endpoint change within a second.
+    let client = both_ways(&mesh, &envoy).await;
+    let _replica = replica_reaches_envoy_within_a_second(
+        &mesh,
+        &envoy.envoy,
+        ("api-b", &[]),
+        "outbound|api.default",
+    )
     .await;
-    assert_eq!(seen.server, "web");
-
-    // An endpoint change reaches Envoy within a second.
-    let api_b = spawn_http_echo("api-b").await.unwrap();
-    let started = Instant::now();
-    let replica = mesh
-        .sidecar(Sidecar::new("api", api_b.addr().port()))
-        .await
-        .unwrap();
-    let member = format!("outbound|api.default::{}::", replica.inbound_addr());
-    while !http1_get(envoy.envoy.admin_addr(), "/clusters", &[])
-        .await
-        .is_ok_and(|r| r.text().contains(&member))
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "{member} not in Envoy's clusters"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 
     // Envoy ACKed everything; then for 10 s it receives nothing, while a route it does not
     // use changes (the client's sidecar gets that one).
