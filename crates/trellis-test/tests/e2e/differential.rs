@@ -208,9 +208,10 @@ const CORPUS: &[Case] = &[
 const RESPONSE_HEADERS: [&str; 5] = ["x-served-by", "location", "x-resp", "x-rule", "retry-after"];
 
 /// Request headers not compared: those Envoy adds on its own and a Trellis proxy does not
-/// (Envoy quirks, not routing decisions: request ids, the original scheme, its retry and
-/// timeout hints), and `content-length`, which is framing each hop recomputes (Envoy passes a
-/// bodiless POST's `content-length: 0` on, our HTTP stack leaves it out; both mean no body).
+/// (Envoy quirks, not routing decisions): request ids, the original scheme, its retry and
+/// timeout hints, and a `content-length: 0` on bodiless POST, PUT and DELETE requests whose
+/// client sent none (a Trellis proxy forwards the request as the client sent it; both mean no
+/// body).
 fn not_compared(header: &str) -> bool {
     matches!(
         header,
