@@ -143,7 +143,13 @@ impl<H: Hooks> AggregatedDiscoveryService for AdsServer<H> {
             nonce: 0,
             tx,
         };
-        tokio::spawn(session.run(first, requests, snapshots, self.stop.clone()));
+        tokio::spawn(serve_stream(
+            session,
+            first,
+            requests,
+            snapshots,
+            self.stop.clone(),
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -156,7 +162,13 @@ impl<H: Hooks> AggregatedDiscoveryService for AdsServer<H> {
         tracing::info!(node = %node.id, stream = id, "delta ads stream opened");
         let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
         let session = DeltaSession::new(id, node.id, self.hooks.clone(), tx);
-        tokio::spawn(session.run(first, requests, snapshots, self.stop.clone()));
+        tokio::spawn(serve_stream(
+            session,
+            first,
+            requests,
+            snapshots,
+            self.stop.clone(),
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -204,46 +216,85 @@ struct Session<H> {
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
 }
 
-impl<H: Hooks> Session<H> {
-    async fn run(
-        mut self,
-        first: DiscoveryRequest,
-        mut requests: Streaming<DiscoveryRequest>,
-        mut snapshots: SnapshotWatch,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        let mut snapshot = snapshots.borrow_and_update().clone();
-        let mut open = self.on_request(first, snapshot.as_deref()).await;
-        while open {
-            open = tokio::select! {
-                // A stopping server sends nothing more: its last pushes would be the removals of
-                // workloads whose streams it is closing, which a real exit never sends.
-                biased;
-                () = stopped(&mut stop) => false,
-                request = requests.next() => match request {
-                    Some(Ok(request)) => self.on_request(request, snapshot.as_deref()).await,
-                    Some(Err(status)) => {
-                        tracing::debug!(node = %self.node_id, %status, "ads stream error");
-                        false
+/// One stream's protocol, as the shared loop ([`serve_stream`]) drives it.
+trait StreamSession: Send {
+    /// The client's request type.
+    type Request: Send;
+    /// For logs.
+    const NAME: &'static str;
+    /// Handles one request; false when the stream should end.
+    async fn on_request(&mut self, request: Self::Request, snapshot: Option<&Snapshot>) -> bool;
+    /// Sends what a new snapshot changed for the client; false when the client is gone.
+    async fn push_changed(&mut self, snapshot: &Snapshot) -> bool;
+    /// The node, for logs.
+    fn node_id(&self) -> &str;
+    /// The stream ended: tells the hooks.
+    fn closed(&self);
+}
+
+/// Runs a stream: its first request, then each request and each new snapshot in turn, until
+/// the client goes, an error, or the server stops.
+async fn serve_stream<S: StreamSession>(
+    mut session: S,
+    first: S::Request,
+    mut requests: Streaming<S::Request>,
+    mut snapshots: SnapshotWatch,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut snapshot = snapshots.borrow_and_update().clone();
+    let mut open = session.on_request(first, snapshot.as_deref()).await;
+    while open {
+        open = tokio::select! {
+            // A stopping server sends nothing more: its last pushes would be the removals of
+            // workloads whose streams it is closing, which a real exit never sends.
+            biased;
+            () = stopped(&mut stop) => false,
+            request = requests.next() => match request {
+                Some(Ok(request)) => session.on_request(request, snapshot.as_deref()).await,
+                Some(Err(status)) => {
+                    tracing::debug!(node = %session.node_id(), %status, "{} stream error", S::NAME);
+                    false
+                }
+                None => false,
+            },
+            changed = snapshots.changed() => match changed {
+                Ok(()) => {
+                    snapshot = snapshots.borrow_and_update().clone();
+                    match &snapshot {
+                        Some(s) => session.push_changed(s).await,
+                        None => true,
                     }
-                    None => false,
-                },
-                changed = snapshots.changed() => match changed {
-                    Ok(()) => {
-                        snapshot = snapshots.borrow_and_update().clone();
-                        match &snapshot {
-                            Some(s) => self.push_changed(s).await,
-                            None => true,
-                        }
-                    }
-                    Err(_) => false,
-                },
-            };
-        }
+                }
+                Err(_) => false,
+            },
+        };
+    }
+    session.closed();
+}
+
+impl<H: Hooks> StreamSession for Session<H> {
+    type Request = DiscoveryRequest;
+    const NAME: &'static str = "ads";
+
+    async fn on_request(&mut self, request: DiscoveryRequest, snapshot: Option<&Snapshot>) -> bool {
+        Session::on_request(self, request, snapshot).await
+    }
+
+    async fn push_changed(&mut self, snapshot: &Snapshot) -> bool {
+        Session::push_changed(self, snapshot).await
+    }
+
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    fn closed(&self) {
         tracing::info!(node = %self.node_id, stream = self.id, "ads stream closed");
         self.hooks.disconnect(self.id);
     }
+}
 
+impl<H: Hooks> Session<H> {
     /// Handles one request; false when the stream should end. Without a snapshot it only
     /// records the subscription.
     async fn on_request(&mut self, request: DiscoveryRequest, snapshot: Option<&Snapshot>) -> bool {

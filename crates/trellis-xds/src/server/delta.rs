@@ -10,11 +10,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
 };
-use futures_util::StreamExt;
-use tokio::sync::{mpsc, watch};
-use tonic::{Status, Streaming};
+use tokio::sync::mpsc;
+use tonic::Status;
 
-use super::{Answer, Hooks, SnapshotWatch, StreamId, stopped};
+use super::{Answer, Hooks, StreamId, StreamSession};
 use crate::{Snapshot, TypeUrl};
 
 /// What one type's subscriber asked for and holds.
@@ -67,6 +66,32 @@ pub(super) struct DeltaSession<H> {
     tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
 }
 
+impl<H: Hooks> StreamSession for DeltaSession<H> {
+    type Request = DeltaDiscoveryRequest;
+    const NAME: &'static str = "delta ads";
+
+    async fn on_request(
+        &mut self,
+        request: DeltaDiscoveryRequest,
+        snapshot: Option<&Snapshot>,
+    ) -> bool {
+        DeltaSession::on_request(self, request, snapshot).await
+    }
+
+    async fn push_changed(&mut self, snapshot: &Snapshot) -> bool {
+        DeltaSession::push_changed(self, snapshot).await
+    }
+
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    fn closed(&self) {
+        tracing::info!(node = %self.node_id, stream = self.id, "delta ads stream closed");
+        self.hooks.disconnect(self.id);
+    }
+}
+
 impl<H: Hooks> DeltaSession<H> {
     pub(super) fn new(
         id: StreamId,
@@ -82,43 +107,6 @@ impl<H: Hooks> DeltaSession<H> {
             nonce: 0,
             tx,
         }
-    }
-
-    pub(super) async fn run(
-        mut self,
-        first: DeltaDiscoveryRequest,
-        mut requests: Streaming<DeltaDiscoveryRequest>,
-        mut snapshots: SnapshotWatch,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        let mut snapshot = snapshots.borrow_and_update().clone();
-        let mut open = self.on_request(first, snapshot.as_deref()).await;
-        while open {
-            open = tokio::select! {
-                biased;
-                () = stopped(&mut stop) => false,
-                request = requests.next() => match request {
-                    Some(Ok(request)) => self.on_request(request, snapshot.as_deref()).await,
-                    Some(Err(status)) => {
-                        tracing::debug!(node = %self.node_id, %status, "delta ads stream error");
-                        false
-                    }
-                    None => false,
-                },
-                changed = snapshots.changed() => match changed {
-                    Ok(()) => {
-                        snapshot = snapshots.borrow_and_update().clone();
-                        match &snapshot {
-                            Some(s) => self.push_changed(s).await,
-                            None => true,
-                        }
-                    }
-                    Err(_) => false,
-                },
-            };
-        }
-        tracing::info!(node = %self.node_id, stream = self.id, "delta ads stream closed");
-        self.hooks.disconnect(self.id);
     }
 
     /// Handles one request: its ACK or NACK, then its subscription changes, answered with
