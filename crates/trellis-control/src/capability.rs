@@ -1,38 +1,76 @@
-//! What a client cannot honour of the policies that reach it. Proxyless gRPC implements only
-//! part of Envoy's API: the control plane still sends it what it can use, and lists every
-//! user policy it cannot honour, by resource and rule, on the admin API (`/api/proxies`) and in
-//! `trellis check`, instead of letting it be silently ignored.
+//! What a client cannot honour of the policies that reach it. Envoy lacks peak-EWMA balancing;
+//! proxyless gRPC implements only part of Envoy's API: the control plane sends it only what it can use (`translate/grpc.rs`),
+//! and lists every user policy it cannot honour, by resource and rule, on the admin API
+//! (`/api/proxies`) and in `trellis check`, instead of letting it be silently dropped.
 
-use trellis_api::{ExtensionKind, HttpRouteFilter, HttpRouteFilterType};
+use trellis_api::{
+    BackendRef, ExtensionKind, HttpRouteFilter, HttpRouteFilterType, LoadBalancerType,
+};
 use trellis_xds::node::ClientKind;
 
 use crate::model::MeshModel;
 
 /// The policies of `model` a `client` cannot honour, one line each.
 pub(crate) fn gaps(model: &MeshModel, client: ClientKind) -> Vec<String> {
-    if client != ClientKind::Grpc {
-        return Vec::new();
+    match client {
+        ClientKind::TrellisProxy => Vec::new(),
+        ClientKind::Envoy => envoy_gaps(model),
+        ClientKind::Grpc => grpc_gaps(model),
     }
+}
+
+/// Envoy implements everything the translator sends but the peak-EWMA mark on clusters: it
+/// balances them by its least request, which follows requests in flight, not latency.
+fn envoy_gaps(model: &MeshModel) -> Vec<String> {
+    model
+        .config
+        .backend_policies
+        .iter()
+        .filter(|p| {
+            p.spec
+                .load_balancer
+                .as_ref()
+                .is_some_and(|lb| lb.lb_type == LoadBalancerType::P2cPeakEwma)
+        })
+        .map(|p| {
+            format!(
+                "BackendPolicy/{}: loadBalancer P2CPeakEWMA runs as Envoy's LeastRequest (requests in flight, not latency)",
+                p.metadata.key()
+            )
+        })
+        .collect()
+}
+
+fn grpc_gaps(model: &MeshModel) -> Vec<String> {
     let config = &model.config;
     let mut out = Vec::new();
     for route in &config.http_routes {
         let name = format!("HTTPRoute/{}", route.metadata.key());
         for (i, rule) in route.spec.rules.iter().enumerate() {
             let at = format!("{name} rule {}", i + 1);
-            let backend_filters = rule.backend_refs.iter().flat_map(|b| &b.filters);
-            for filter in rule.filters.iter().chain(backend_filters) {
-                if let Some(effect) = grpc_filter_gap(filter) {
-                    out.push(format!("{at}: {effect}"));
-                }
-            }
+            filter_gaps(&at, &rule.filters, &rule.backend_refs, &mut out);
             if rule.matches.iter().any(|m| !m.query_params.is_empty()) {
                 out.push(format!(
                     "{at}: query parameter matches are not supported, so gRPC skips the rule"
                 ));
             }
-            if rule.timeouts.request.is_some() || rule.timeouts.backend_request.is_some() {
-                out.push(format!("{at}: timeouts are not applied"));
+            if rule.timeouts.backend_request.is_some() {
+                out.push(format!(
+                    "{at}: timeouts.backendRequest (each try's timeout) is not applied"
+                ));
             }
+            if rule.retry.is_some() {
+                out.push(format!(
+                    "{at}: retry is not applied (gRPC retries on gRPC statuses, as a GRPCRoute's retry sets)"
+                ));
+            }
+        }
+    }
+    for route in &config.grpc_routes {
+        let name = format!("GRPCRoute/{}", route.metadata.key());
+        for (i, rule) in route.spec.rules.iter().enumerate() {
+            let at = format!("{name} rule {}", i + 1);
+            filter_gaps(&at, &rule.filters, &rule.backend_refs, &mut out);
         }
     }
     for policy in &config.backend_policies {
@@ -58,6 +96,21 @@ pub(crate) fn gaps(model: &MeshModel, client: ClientKind) -> Vec<String> {
         }
     }
     out
+}
+
+/// One line for each of a rule's and its backends' filters gRPC lacks.
+fn filter_gaps(
+    at: &str,
+    filters: &[HttpRouteFilter],
+    backends: &[BackendRef],
+    out: &mut Vec<String>,
+) {
+    let backend_filters = backends.iter().flat_map(|b| &b.filters);
+    for filter in filters.iter().chain(backend_filters) {
+        if let Some(effect) = grpc_filter_gap(filter) {
+            out.push(format!("{at}: {effect}"));
+        }
+    }
 }
 
 /// What proxyless gRPC does with a route filter it lacks; `None` for those it applies.
@@ -106,6 +159,21 @@ spec:
         requestHeaderModifier: {set: [{name: x-a, value: b}]}
   - timeouts: {request: 1s}
     backendRefs: [{name: web}]
+  - timeouts: {backendRequest: 1s}
+    retry: {attempts: 2}
+    backendRefs: [{name: web}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: greeter}
+spec:
+  parentRefs: [{kind: Service, name: greeter}]
+  rules:
+  - filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: greeter-shadow}}
+    backendRefs: [{name: greeter}]
+    retry: {codes: [UNAVAILABLE]}
 ---
 apiVersion: trellis.dev/v1alpha1
 kind: BackendPolicy
@@ -122,11 +190,37 @@ spec:
                 "HTTPRoute/web.default rule 1: RequestRedirect: gRPC does not follow redirects, so matching calls fail",
                 "HTTPRoute/web.default rule 2: RequestHeaderModifier is not applied",
                 "HTTPRoute/web.default rule 2: query parameter matches are not supported, so gRPC skips the rule",
-                "HTTPRoute/web.default rule 3: timeouts are not applied",
+                "HTTPRoute/web.default rule 4: timeouts.backendRequest (each try's timeout) is not applied",
+                "HTTPRoute/web.default rule 4: retry is not applied (gRPC retries on gRPC statuses, as a GRPCRoute's retry sets)",
+                "GRPCRoute/greeter.default rule 1: RequestMirror is not applied",
                 "BackendPolicy/web.default: outlierDetection is not applied",
             ]
         );
         assert!(gaps(&model, ClientKind::TrellisProxy).is_empty());
         assert!(gaps(&model, ClientKind::Envoy).is_empty());
+    }
+
+    #[test]
+    fn envoy_is_told_it_balances_peak_ewma_policies_by_least_request() {
+        let policy = |name: &str, lb: &str| {
+            format!(
+                "apiVersion: trellis.dev/v1alpha1\nkind: BackendPolicy\nmetadata: {{name: {name}}}\nspec:\n  targetRefs: [{{kind: Service, name: {name}}}]\n{lb}---\n"
+            )
+        };
+        let yaml = [
+            policy("ewma", "  loadBalancer: {type: P2CPeakEWMA}\n"),
+            policy("rr", "  loadBalancer: {type: RoundRobin}\n"),
+            policy("plain", "  outlierDetection: {consecutive5xx: 3}\n"),
+        ]
+        .concat();
+        let config = trellis_api::load_str("t.yaml", &yaml).unwrap();
+        let model = MeshModel::build(Arc::new(config), std::iter::empty());
+        assert_eq!(
+            gaps(&model, ClientKind::Envoy),
+            [
+                "BackendPolicy/ewma.default: loadBalancer P2CPeakEWMA runs as Envoy's LeastRequest (requests in flight, not latency)"
+            ]
+        );
+        assert!(gaps(&model, ClientKind::TrellisProxy).is_empty());
     }
 }

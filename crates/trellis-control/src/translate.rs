@@ -22,7 +22,7 @@ pub use tls::{BUNDLE_SECRET, TLS_MATCH_KEY, WORKLOAD_SECRET};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::RandomState;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::{
@@ -55,6 +55,10 @@ pub const DECLARED_DETECTION_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct SharedResources {
     routes: Arc<Resources>,
+    /// The route configs in the form proxyless gRPC clients take, built for the first one.
+    grpc_routes: OnceLock<Arc<Resources>>,
+    /// Those of the previous model, which `grpc_routes` lists its changes against.
+    previous_grpc_routes: Option<Arc<Resources>>,
     /// Every service's load assignment, and the per-zone ones of services with locality
     /// failover.
     endpoints: Arc<Resources>,
@@ -104,6 +108,8 @@ impl SharedResources {
         };
         SharedResources {
             routes: named(routes, previous.map(|p| &p.routes)),
+            grpc_routes: OnceLock::new(),
+            previous_grpc_routes: previous.and_then(|p| p.grpc_routes.get().cloned()),
             endpoints: named(endpoints, previous.map(|p| &p.endpoints)),
             secrets: named(secrets, previous.map(|p| &p.secrets)),
             clusters,
@@ -176,8 +182,8 @@ pub fn translate_shared(shared: &SharedResources, model: &MeshModel, node: &Node
     snapshot.seal()
 }
 
-/// A proxyless gRPC client's snapshot (see [`grpc`]): its API listeners and clusters, the shared
-/// route configs and endpoints.
+/// A proxyless gRPC client's snapshot (see [`grpc`]): its API listeners and clusters, the route
+/// configs in gRPC's form and the shared endpoints.
 fn grpc_snapshot(shared: &SharedResources, model: &MeshModel, node: &NodeMeta) -> Snapshot {
     let mut snapshot = Snapshot::builder();
     for l in grpc::listeners(model, node) {
@@ -186,7 +192,17 @@ fn grpc_snapshot(shared: &SharedResources, model: &MeshModel, node: &NodeMeta) -
     for c in grpc::clusters(model) {
         snapshot.insert(TypeUrl::Cluster, &c.name.clone(), &c);
     }
-    snapshot.share(TypeUrl::RouteConfiguration, shared.routes.clone());
+    let routes = shared.grpc_routes.get_or_init(|| {
+        let items = route::route_configs(model)
+            .iter()
+            .map(|r| (r.name.clone(), Resource::encode(&grpc::route_config(r))))
+            .collect();
+        Arc::new(match &shared.previous_grpc_routes {
+            Some(previous) => Resources::following(items, previous),
+            None => Resources::new(items),
+        })
+    });
+    snapshot.share(TypeUrl::RouteConfiguration, routes.clone());
     snapshot.share(TypeUrl::ClusterLoadAssignment, shared.endpoints.clone());
     snapshot.seal()
 }

@@ -311,14 +311,14 @@ fn exact(value: &str) -> StringMatcher {
     }
 }
 
-fn regex(value: &str) -> RegexMatcher {
+pub(super) fn regex(value: &str) -> RegexMatcher {
     RegexMatcher {
         regex: value.to_owned(),
         ..RegexMatcher::default()
     }
 }
 
-fn regex_escape(s: &str) -> String {
+pub(super) fn regex_escape(s: &str) -> String {
     s.chars()
         .flat_map(|c| {
             let special = "\\.+*?()|[]{}^$#&-~".contains(c);

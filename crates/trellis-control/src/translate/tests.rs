@@ -17,6 +17,7 @@ mod backend_policy;
 mod failover;
 mod faults;
 mod filters;
+mod grpc;
 mod retries;
 
 const CONFIG: &str = r#"

@@ -45,10 +45,12 @@ pub(super) fn outbound_filters() -> Vec<HttpFilter> {
         stat_prefix: STAT_PREFIX.to_owned(),
         ..LocalRateLimit::default()
     };
-    vec![
-        http_filter(FAULT, &HttpFault::default()),
-        http_filter(LOCAL_RATELIMIT, &limit),
-    ]
+    vec![fault_filter(), http_filter(LOCAL_RATELIMIT, &limit)]
+}
+
+/// The `fault` filter with no fault of its own: routes that carry a per-route config get theirs.
+pub(super) fn fault_filter() -> HttpFilter {
+    http_filter(FAULT, &HttpFault::default())
 }
 
 /// The `local_ratelimit` filter of the inbound connection manager of `node`'s workload,

@@ -1,14 +1,16 @@
 """A proxyless gRPC client of the Trellis control plane, and the servers it calls.
 
-Serves `trellis.test.Who/Name` on each port of --ports (each answers with its port), prints
-`serving`, then for every `calls N` line on stdin makes N unary calls to the xds:/// --target
-(GRPC_XDS_BOOTSTRAP names the bootstrap) and prints one JSON line: how many calls each port
-answered, and the first errors.
+Serves `trellis.test.Who/Name` (which answers with the server's port) and `trellis.test.Who/Slow`
+(the same, after 2 s) on each port of --ports, prints `serving`, then for every
+`calls N METHOD [KEY=VALUE ...]` line on stdin makes N unary calls of METHOD, with those metadata,
+to the xds:/// --target (GRPC_XDS_BOOTSTRAP names the bootstrap) and prints one JSON line: how
+many calls each port answered, how many failed, and the first errors.
 """
 
 import argparse
 import json
 import sys
+import time
 from concurrent import futures
 
 import grpc
@@ -18,8 +20,16 @@ def serve(port):
     def name(_request, _context):
         return port.encode()
 
+    def slow(request, context):
+        time.sleep(2)
+        return name(request, context)
+
     handler = grpc.method_handlers_generic_handler(
-        "trellis.test.Who", {"Name": grpc.unary_unary_rpc_method_handler(name)}
+        "trellis.test.Who",
+        {
+            "Name": grpc.unary_unary_rpc_method_handler(name),
+            "Slow": grpc.unary_unary_rpc_method_handler(slow),
+        },
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     server.add_generic_rpc_handlers((handler,))
@@ -36,16 +46,21 @@ def main():
     servers = [serve(port) for port in args.ports.split(",")]
     print("serving", flush=True)
     channel = grpc.insecure_channel(args.target)
-    call = channel.unary_unary("/trellis.test.Who/Name")
     for line in sys.stdin:
+        _, n, method, *pairs = line.split()
+        call = channel.unary_unary(f"/trellis.test.Who/{method}")
+        metadata = tuple(tuple(pair.split("=", 1)) for pair in pairs)
         counts, errors = {}, []
-        for _ in range(int(line.split()[1])):
+        for _ in range(int(n)):
             try:
-                port = call(b"", timeout=5).decode()
+                port = call(b"", timeout=5, metadata=metadata).decode()
                 counts[port] = counts.get(port, 0) + 1
             except grpc.RpcError as e:
                 errors.append(f"{e.code()}: {e.details()}")
-        print(json.dumps({"counts": counts, "errors": errors[:3]}), flush=True)
+        print(
+            json.dumps({"counts": counts, "failed": len(errors), "errors": errors[:3]}),
+            flush=True,
+        )
     for server in servers:
         server.stop(None)
 

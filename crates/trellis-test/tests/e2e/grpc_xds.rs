@@ -21,6 +21,8 @@ use crate::common::{admin_json, service};
 struct Round {
     /// Calls answered, by the port of the server that answered.
     counts: BTreeMap<String, u32>,
+    /// Calls that failed.
+    failed: usize,
     /// The first errors, if calls failed.
     errors: Vec<String>,
 }
@@ -60,10 +62,15 @@ impl GrpcClient {
         }
     }
 
-    /// Makes `n` calls; returns who answered.
+    /// Makes `n` calls of `Name`; returns who answered.
     async fn calls(&mut self, n: usize) -> Round {
+        self.calls_of(n, "Name", "").await
+    }
+
+    /// Makes `n` calls of `method` with `metadata` (`key=value ...`); returns who answered.
+    async fn calls_of(&mut self, n: usize, method: &str, metadata: &str) -> Round {
         self.stdin
-            .write_all(format!("calls {n}\n").as_bytes())
+            .write_all(format!("calls {n} {method} {metadata}\n").as_bytes())
             .await
             .unwrap();
         let line = tokio::time::timeout(Duration::from_secs(60), self.lines.next_line())
@@ -75,15 +82,47 @@ impl GrpcClient {
     }
 }
 
+/// A route with what gRPC honours (a fault for calls with `x-fault: abort`, a timeout for
+/// `Slow`), and filters it does not implement (a header modifier and a rate limit): those are
+/// left out of what it is sent, and reported.
+const ROUTE: &str = r#"
+apiVersion: trellis.dev/v1alpha1
+kind: FaultInjection
+metadata: {name: abort-on-header}
+spec:
+  abort: {grpcStatus: ABORTED, percent: 100}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: RateLimit
+metadata: {name: plenty}
+spec: {requests: 1000, per: 1s}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: greeter}
+spec:
+  parentRefs: [{kind: Service, name: greeter}]
+  rules:
+  - matches: [{headers: [{name: x-fault, value: abort}]}]
+    filters:
+    - {type: ExtensionRef, extensionRef: {group: trellis.dev, kind: FaultInjection, name: abort-on-header}}
+    backendRefs: [{name: greeter}]
+  - matches: [{path: {type: Exact, value: /trellis.test.Who/Slow}}]
+    timeouts: {request: 300ms}
+    backendRefs: [{name: greeter}]
+  - filters:
+    - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-a, value: b}]}}
+    - {type: ExtensionRef, extensionRef: {group: trellis.dev, kind: RateLimit, name: plenty}}
+    backendRefs: [{name: greeter}]
+"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpcio_client_resolves_an_xds_target_spreads_over_every_endpoint_and_follows_a_new_one()
 {
     trellis_test::init_tracing();
-    // A route with a filter gRPC does not implement: sent all the same, and reported.
-    let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: greeter}\nspec:\n  parentRefs: [{kind: Service, name: greeter}]\n  rules:\n  - filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-a, value: b}]}}]\n    backendRefs: [{name: greeter}]\n";
     let mesh = TestMesh::start(&[
         ("mesh.yaml", &service("greeter", "GRPC")),
-        ("route.yaml", route),
+        ("route.yaml", ROUTE),
     ])
     .await
     .unwrap();
@@ -131,6 +170,28 @@ async fn a_grpcio_client_resolves_an_xds_target_spreads_over_every_endpoint_and_
         );
     }
 
+    // The fault and the timeout hold for the client's calls.
+    let round = client.calls_of(10, "Name", "x-fault=abort").await;
+    assert_eq!(round.failed, 10, "{round:?}");
+    assert!(
+        round
+            .errors
+            .iter()
+            .all(|e| e.starts_with("StatusCode.ABORTED")),
+        "{round:?}"
+    );
+    // (How soon gRPC gives up is its own affair: grpcio 1.85 ends calls under a 4 s
+    // service-config timeout after about 2.3 s on this machine, with or without xDS.)
+    let round = client.calls_of(2, "Slow", "").await;
+    assert_eq!(round.failed, 2, "{round:?}");
+    assert!(
+        round
+            .errors
+            .iter()
+            .all(|e| e.starts_with("StatusCode.DEADLINE_EXCEEDED")),
+        "the server answers after 2 s, the client waits 5 s, the route allows 300 ms: {round:?}"
+    );
+
     // The control plane registered the client (it ACKs everything it was sent) and did not
     // make it anybody's endpoint.
     let proxies = admin_json(mesh.admin_addr(), "/api/proxies").await;
@@ -146,7 +207,8 @@ async fn a_grpcio_client_resolves_an_xds_target_spreads_over_every_endpoint_and_
     assert_eq!(
         row["unsupported"],
         serde_json::json!([
-            "HTTPRoute/greeter.default rule 1: RequestHeaderModifier is not applied"
+            "HTTPRoute/greeter.default rule 3: RequestHeaderModifier is not applied",
+            "HTTPRoute/greeter.default rule 3: RateLimit is not enforced",
         ]),
         "{row}"
     );
