@@ -9,6 +9,7 @@ use trellis_api::{
 use trellis_xds::node::ClientKind;
 
 use crate::model::MeshModel;
+use crate::translate::GRPC_MAX_RETRIES;
 
 /// The policies of `model` a `client` cannot honour, one line each.
 pub(crate) fn gaps(model: &MeshModel, client: ClientKind) -> Vec<String> {
@@ -71,6 +72,15 @@ fn grpc_gaps(model: &MeshModel) -> Vec<String> {
         for (i, rule) in route.spec.rules.iter().enumerate() {
             let at = format!("{name} rule {}", i + 1);
             filter_gaps(&at, &rule.filters, &rule.backend_refs, &mut out);
+            match &rule.retry {
+                Some(retry) if retry.codes.is_empty() => out.push(format!(
+                    "{at}: retry without codes is not applied (gRPC retries on gRPC statuses only)"
+                )),
+                Some(retry) if retry.attempts > GRPC_MAX_RETRIES => out.push(format!(
+                    "{at}: retry attempts are capped at {GRPC_MAX_RETRIES}, gRPC's limit"
+                )),
+                _ => {}
+            }
         }
     }
     for policy in &config.backend_policies {
@@ -78,7 +88,9 @@ fn grpc_gaps(model: &MeshModel) -> Vec<String> {
         let unhonoured = [
             (
                 "loadBalancer (gRPC balances round robin)",
-                spec.load_balancer.is_some(),
+                spec.load_balancer
+                    .as_ref()
+                    .is_some_and(|lb| lb.lb_type != LoadBalancerType::RoundRobin),
             ),
             ("connectionPool", spec.connection_pool.is_some()),
             ("outlierDetection", spec.outlier_detection.is_some()),
@@ -174,6 +186,12 @@ spec:
       requestMirror: {backendRef: {name: greeter-shadow}}
     backendRefs: [{name: greeter}]
     retry: {codes: [UNAVAILABLE]}
+  - matches: [{method: {service: a.B}}]
+    backendRefs: [{name: greeter}]
+    retry: {codes: []}
+  - matches: [{method: {service: a.C}}]
+    backendRefs: [{name: greeter}]
+    retry: {codes: [UNAVAILABLE], attempts: 7}
 ---
 apiVersion: trellis.dev/v1alpha1
 kind: BackendPolicy
@@ -181,6 +199,13 @@ metadata: {name: web}
 spec:
   targetRefs: [{kind: Service, name: web}]
   outlierDetection: {consecutive5xx: 3}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: BackendPolicy
+metadata: {name: greeter}
+spec:
+  targetRefs: [{kind: Service, name: greeter}]
+  loadBalancer: {type: RoundRobin}
 "#;
         let config = trellis_api::load_str("t.yaml", yaml).unwrap();
         let model = MeshModel::build(Arc::new(config), std::iter::empty());
@@ -193,6 +218,8 @@ spec:
                 "HTTPRoute/web.default rule 4: timeouts.backendRequest (each try's timeout) is not applied",
                 "HTTPRoute/web.default rule 4: retry is not applied (gRPC retries on gRPC statuses, as a GRPCRoute's retry sets)",
                 "GRPCRoute/greeter.default rule 1: RequestMirror is not applied",
+                "GRPCRoute/greeter.default rule 2: retry without codes is not applied (gRPC retries on gRPC statuses only)",
+                "GRPCRoute/greeter.default rule 3: retry attempts are capped at 4, gRPC's limit",
                 "BackendPolicy/web.default: outlierDetection is not applied",
             ]
         );

@@ -18,6 +18,7 @@ mod route;
 mod tls;
 mod traffic;
 
+pub(crate) use grpc::GRPC_MAX_RETRIES;
 pub use tls::{BUNDLE_SECRET, TLS_MATCH_KEY, WORKLOAD_SECRET};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -193,10 +194,7 @@ fn grpc_snapshot(shared: &SharedResources, model: &MeshModel, node: &NodeMeta) -
         snapshot.insert(TypeUrl::Cluster, &c.name.clone(), &c);
     }
     let routes = shared.grpc_routes.get_or_init(|| {
-        let items = route::route_configs(model)
-            .iter()
-            .map(|r| (r.name.clone(), Resource::encode(&grpc::route_config(r))))
-            .collect();
+        let items = grpc::route_configs(&shared.routes);
         Arc::new(match &shared.previous_grpc_routes {
             Some(previous) => Resources::following(items, previous),
             None => Resources::new(items),

@@ -231,7 +231,7 @@ fn http_match(m: &HttpRouteMatch) -> RouteMatch {
     };
     let mut headers: Vec<HeaderMatcher> = m.headers.iter().map(header_matcher).collect();
     if let Some(method) = m.method {
-        headers.push(string_header(":method", exact(method.as_str())));
+        headers.push(method_matcher(method.as_str()));
     }
     RouteMatch {
         path_specifier: Some(path),
@@ -279,6 +279,11 @@ fn grpc_match(method: Option<&GrpcMethodMatch>, headers: &[HeaderMatch]) -> Rout
         headers: headers.iter().map(header_matcher).collect(),
         ..RouteMatch::default()
     }
+}
+
+/// The header matcher of a rule's `method`.
+pub(super) fn method_matcher(method: &str) -> HeaderMatcher {
+    string_header(":method", exact(method))
 }
 
 /// A Gateway API header match as an Envoy header matcher (also a fault's `headers`).

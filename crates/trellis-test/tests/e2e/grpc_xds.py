@@ -50,15 +50,24 @@ def main():
         _, n, method, *pairs = line.split()
         call = channel.unary_unary(f"/trellis.test.Who/{method}")
         metadata = tuple(tuple(pair.split("=", 1)) for pair in pairs)
-        counts, errors = {}, []
+        counts, errors, slowest = {}, [], 0.0
         for _ in range(int(n)):
+            start = time.monotonic()
             try:
                 port = call(b"", timeout=5, metadata=metadata).decode()
                 counts[port] = counts.get(port, 0) + 1
             except grpc.RpcError as e:
                 errors.append(f"{e.code()}: {e.details()}")
+            slowest = max(slowest, time.monotonic() - start)
         print(
-            json.dumps({"counts": counts, "failed": len(errors), "errors": errors[:3]}),
+            json.dumps(
+                {
+                    "counts": counts,
+                    "failed": len(errors),
+                    "errors": errors[:3],
+                    "slowest_ms": round(slowest * 1000),
+                }
+            ),
             flush=True,
         )
     for server in servers:

@@ -25,6 +25,8 @@ struct Round {
     failed: usize,
     /// The first errors, if calls failed.
     errors: Vec<String>,
+    /// How long the slowest call took, in milliseconds.
+    slowest_ms: u64,
 }
 
 /// The Python client (and the servers it calls), driven over its stdin and stdout.
@@ -180,8 +182,9 @@ async fn a_grpcio_client_resolves_an_xds_target_spreads_over_every_endpoint_and_
             .all(|e| e.starts_with("StatusCode.ABORTED")),
         "{round:?}"
     );
-    // (How soon gRPC gives up is its own affair: grpcio 1.85 ends calls under a 4 s
-    // service-config timeout after about 2.3 s on this machine, with or without xDS.)
+    // The server answers after 2 s and the client waits 5 s: the route's 300 ms ends the
+    // calls. (gRPC may end them sooner than the bound: grpcio 1.85 was seen ending calls under
+    // a 4 s service-config timeout after 2.3 s, with or without xDS.)
     let round = client.calls_of(2, "Slow", "").await;
     assert_eq!(round.failed, 2, "{round:?}");
     assert!(
@@ -189,8 +192,9 @@ async fn a_grpcio_client_resolves_an_xds_target_spreads_over_every_endpoint_and_
             .errors
             .iter()
             .all(|e| e.starts_with("StatusCode.DEADLINE_EXCEEDED")),
-        "the server answers after 2 s, the client waits 5 s, the route allows 300 ms: {round:?}"
+        "{round:?}"
     );
+    assert!(round.slowest_ms < 1000, "{round:?}");
 
     // The control plane registered the client (it ACKs everything it was sent) and did not
     // make it anybody's endpoint.

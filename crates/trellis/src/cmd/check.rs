@@ -369,7 +369,7 @@ fn capabilities(proxies: &Result<Value, String>) -> Check {
         PROXIES,
         format!("{text}: {} cannot", count(clients, "proxy", "proxies")),
         gaps,
-        "proxyless gRPC implements part of Envoy's API: send such calls through a sidecar, or keep these policies off the services it calls",
+        "these clients implement part of what Trellis proxies do: send such calls through a Trellis sidecar, or keep these policies off the services they call",
     )
 }
 
