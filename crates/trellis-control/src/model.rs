@@ -66,6 +66,9 @@ pub struct EndpointModel {
     /// The SPIFFE ID the endpoint's sidecar proves over mutual TLS; `None` for static
     /// endpoints and sidecars without a workload certificate (plaintext).
     pub identity: Option<String>,
+    /// Peers may carry HTTP/1.1 to it over HTTP/2: its proxy says it takes that
+    /// ([`NodeMeta::h2_upgrade`]) and speaks mutual TLS, whose ALPN negotiates HTTP/2.
+    pub h2_upgrade: bool,
 }
 
 impl ServiceModel {
@@ -103,6 +106,7 @@ impl MeshModel {
                 locality: e.locality.as_ref().map(ToString::to_string),
                 node_id: None,
                 identity: None,
+                h2_upgrade: false,
             }));
             let model = ServiceModel {
                 name: svc.metadata.name.clone(),
@@ -179,6 +183,7 @@ fn workload_endpoint(node_id: &str, meta: &NodeMeta) -> Option<EndpointModel> {
         locality: meta.locality.clone(),
         node_id: Some(node_id.to_owned()),
         identity: meta.mtls.then(|| workload_identity(meta)),
+        h2_upgrade: meta.mtls && meta.h2_upgrade,
     })
 }
 

@@ -199,6 +199,15 @@ struct Level {
     maglev: Option<hash::Maglev>,
 }
 
+/// How the proxy speaks to one endpoint.
+#[derive(Debug, Clone, Default)]
+struct Transport {
+    /// mTLS settings; `None` for plaintext.
+    tls: Option<Arc<UpstreamTls>>,
+    /// Its proxy takes HTTP/1.1 requests carried over HTTP/2.
+    h2_upgrade: bool,
+}
+
 /// The serving endpoints of a cluster and how to choose among them. Immutable; a config update
 /// builds a new one that shares per-endpoint state with the old.
 #[derive(Debug)]
@@ -206,8 +215,8 @@ pub(crate) struct EndpointSet {
     policy: LbPolicy,
     /// Serving endpoints with weights, by priority (highest first).
     endpoints: Vec<(Arc<EndpointState>, u32)>,
-    /// mTLS settings per endpoint, parallel to `endpoints` (`None`: plaintext).
-    tls: Vec<Option<Arc<UpstreamTls>>>,
+    /// How to speak to each endpoint, parallel to `endpoints`.
+    transports: Vec<Transport>,
     levels: Vec<Level>,
     /// Whether availability can vary (outlier detection or health checks).
     checked: bool,
@@ -232,7 +241,7 @@ impl EndpointSet {
         serving.sort_by_key(|e| e.priority);
         let mut kept = HashMap::new();
         let mut endpoints = Vec::with_capacity(serving.len());
-        let mut tls = Vec::with_capacity(serving.len());
+        let mut transports = Vec::with_capacity(serving.len());
         let mut levels = Vec::new();
         for (i, e) in serving.iter().enumerate() {
             let s = state
@@ -242,7 +251,10 @@ impl EndpointSet {
                 .unwrap_or_else(|| Arc::new(EndpointState::new(e.addr, now, true)));
             kept.insert(e.addr, s.clone());
             endpoints.push((s, e.weight));
-            tls.push(balancing.tls.for_endpoint(&e.tls_match));
+            transports.push(Transport {
+                tls: balancing.tls.for_endpoint(&e.tls_match),
+                h2_upgrade: e.h2_upgrade,
+            });
             if i == 0 || serving[i - 1].priority != e.priority {
                 levels.push(i..i + 1);
             } else if let Some(last) = levels.last_mut() {
@@ -257,7 +269,7 @@ impl EndpointSet {
         Self {
             policy: balancing.policy,
             endpoints,
-            tls,
+            transports,
             levels,
             checked: balancing.outlier.is_some() || balancing.health_checked,
             outlier: balancing.outlier.copied(),
@@ -277,8 +289,8 @@ impl EndpointSet {
     ) -> impl Iterator<Item = (&Arc<EndpointState>, Option<&Arc<UpstreamTls>>)> {
         self.endpoints
             .iter()
-            .zip(&self.tls)
-            .map(|((e, _), tls)| (e, tls.as_ref()))
+            .zip(&self.transports)
+            .map(|((e, _), t)| (e, t.tls.as_ref()))
     }
 
     /// The cluster's requests and retries in flight.
@@ -412,7 +424,7 @@ impl EndpointSet {
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
         Some(InFlight {
             endpoint,
-            tls: self.tls.get(index).cloned().flatten(),
+            transport: self.transports.get(index).cloned().unwrap_or_default(),
             started: now,
         })
     }
@@ -494,7 +506,7 @@ fn gcd(a: u32, b: u32) -> u32 {
 #[derive(Debug)]
 pub(crate) struct InFlight {
     endpoint: Arc<EndpointState>,
-    tls: Option<Arc<UpstreamTls>>,
+    transport: Transport,
     started: Instant,
 }
 
@@ -506,7 +518,12 @@ impl InFlight {
 
     /// The mTLS settings towards it; `None` for plaintext.
     pub(crate) fn tls(&self) -> Option<&Arc<UpstreamTls>> {
-        self.tls.as_ref()
+        self.transport.tls.as_ref()
+    }
+
+    /// Whether its proxy takes HTTP/1.1 requests carried over HTTP/2.
+    pub(crate) fn h2_upgrade(&self) -> bool {
+        self.transport.h2_upgrade
     }
 
     /// Records the response latency (time to response headers, or to connect for TCP).

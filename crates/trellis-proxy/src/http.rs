@@ -177,6 +177,10 @@ async fn handle(conn: &HttpConnection, mut req: Request<Incoming>) -> Response<R
             span,
         )
     });
+    // After the event: logs and taps show the protocol the request arrived in, as Envoy's do.
+    if conn.direction == Direction::Inbound {
+        client::restore_orig_proto(&mut req);
+    }
     let grpc = RequestView::new(&req).is_grpc();
     let accounting = Accounting {
         conn,

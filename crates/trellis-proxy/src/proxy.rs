@@ -145,6 +145,7 @@ pub async fn start(opts: ProxyOptions) -> Result<ProxyHandle, ProxyError> {
         locality: opts.locality.clone(),
         client: ClientKind::TrellisProxy,
         mtls: opts.ca_token.is_some(),
+        h2_upgrade: true,
         admin: Some(admin_addr.to_string()),
     };
     let node_id = opts

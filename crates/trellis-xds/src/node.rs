@@ -57,6 +57,11 @@ pub struct NodeMeta {
     /// user agent by [`NodeMeta::from_node`].
     #[serde(skip)]
     pub client: ClientKind,
+    /// Whether the proxy's inbound side takes HTTP/1.1 requests carried over HTTP/2 between
+    /// proxies (marked `trellis-orig-proto`) and hands them to its app as HTTP/1.1. Peers then
+    /// multiplex their HTTP/1.1 traffic to it on one mutual TLS connection.
+    #[serde(default)]
+    pub h2_upgrade: bool,
 }
 
 /// The kind of xDS client behind a node, which decides what the control plane may send it.
@@ -231,6 +236,7 @@ mod tests {
             mtls: true,
             admin: Some("127.0.0.1:15000".into()),
             client: ClientKind::TrellisProxy,
+            h2_upgrade: true,
         };
         let node = meta.to_node("reviews-1");
         assert_eq!(node.id, "reviews-1");

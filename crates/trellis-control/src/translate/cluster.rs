@@ -71,6 +71,7 @@ pub(super) fn local_cluster(node: &NodeMeta) -> Cluster {
             locality: None,
             node_id: None,
             identity: None,
+            h2_upgrade: false,
         }],
         None,
     ));

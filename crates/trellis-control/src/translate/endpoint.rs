@@ -17,6 +17,12 @@ use trellis_xds::node::parse_locality;
 use super::{outbound_cluster, outbound_zone_assignment, tls};
 use crate::model::{EndpointModel, MeshModel, ServiceModel};
 
+/// Endpoint metadata namespace of Trellis's own endpoint settings.
+const ENDPOINT_METADATA: &str = "trellis.dev";
+/// Key (under [`ENDPOINT_METADATA`]) marking an endpoint whose proxy takes HTTP/1.1 carried
+/// over HTTP/2 (see [`EndpointModel::h2_upgrade`]). Envoy ignores it.
+const H2_UPGRADE_KEY: &str = "h2Upgrade";
+
 /// Priorities relative to a client: its own zone, the rest of its region, everywhere else.
 const SAME_ZONE: u32 = 0;
 const SAME_REGION: u32 = 1;
@@ -152,13 +158,22 @@ fn lb_endpoint(e: &EndpointModel) -> LbEndpoint {
             ..Endpoint::default()
         })),
         load_balancing_weight: Some(UInt32Value { value: e.weight }),
-        metadata: e.identity.is_some().then(|| Metadata {
-            filter_metadata: [(
+        metadata: e.identity.is_some().then(|| {
+            let mut filter_metadata: std::collections::HashMap<_, _> = [(
                 "envoy.transport_socket_match".to_owned(),
                 tls::tls_match_struct(),
             )]
-            .into(),
-            ..Metadata::default()
+            .into();
+            if e.h2_upgrade {
+                filter_metadata.insert(
+                    ENDPOINT_METADATA.to_owned(),
+                    tls::true_struct(H2_UPGRADE_KEY),
+                );
+            }
+            Metadata {
+                filter_metadata,
+                ..Metadata::default()
+            }
         }),
         ..LbEndpoint::default()
     }

@@ -1,11 +1,15 @@
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster::LbPolicy};
-use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
+use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
+use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, LbEndpoint};
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::{
     RouteConfiguration, route::Action, route_action::ClusterSpecifier, route_match::PathSpecifier,
 };
+use envoy_types::pb::google::protobuf::value::Kind;
 use prost::Message;
 use trellis_xds::node::{ClientKind, NodeMeta, UpstreamPort};
 use trellis_xds::{Snapshot, TypeUrl};
@@ -80,6 +84,7 @@ fn node(service: &str, version: &str, inbound: u16) -> NodeMeta {
         mtls: true,
         admin: None,
         client: ClientKind::TrellisProxy,
+        h2_upgrade: true,
     }
 }
 
@@ -103,30 +108,25 @@ fn endpoints(snapshot: &Snapshot, cluster: &str) -> Vec<(String, u32)> {
         .iter()
         .flat_map(|l| l.lb_endpoints.iter())
         .map(|e| {
-            let Some(
-                envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier::Endpoint(
-                    ep,
-                ),
-            ) = &e.host_identifier
-            else {
-                panic!("endpoint without address")
-            };
-            let Some(envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(sa)) =
-                ep.address.as_ref().and_then(|a| a.address.as_ref())
-            else {
-                panic!("not a socket address")
-            };
-            let Some(envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(port)) =
-                sa.port_specifier
-            else {
-                panic!("no port")
-            };
-            (
-                format!("{}:{port}", sa.address),
-                e.load_balancing_weight.as_ref().map_or(1, |w| w.value),
-            )
+            let weight = e.load_balancing_weight.as_ref().map_or(1, |w| w.value);
+            (address(e), weight)
         })
         .collect()
+}
+
+/// `ip:port` of an endpoint.
+fn address(e: &LbEndpoint) -> String {
+    let Some(HostIdentifier::Endpoint(ep)) = &e.host_identifier else {
+        panic!("endpoint without address")
+    };
+    let Some(AddressKind::SocketAddress(sa)) = ep.address.as_ref().and_then(|a| a.address.as_ref())
+    else {
+        panic!("not a socket address")
+    };
+    let Some(PortSpecifier::PortValue(port)) = sa.port_specifier else {
+        panic!("no port")
+    };
+    format!("{}:{port}", sa.address)
 }
 
 #[test]
@@ -545,6 +545,47 @@ fn workloads_without_a_certificate_get_and_are_reached_in_plaintext() {
         tls_marked,
         [true, false],
         "only the certified endpoint is marked for mTLS"
+    );
+}
+
+#[test]
+fn endpoints_whose_proxy_takes_http1_over_http2_with_mtls_are_marked() {
+    let plain = NodeMeta {
+        mtls: false,
+        ..node("catalog", "v2", 41002)
+    };
+    let other_proxy = NodeMeta {
+        h2_upgrade: false,
+        ..node("catalog", "v3", 41003)
+    };
+    let client = node("catalog", "v1", 41001);
+    let mut model = model(&[client.clone(), plain, other_proxy]);
+    model.trust_bundle = Some("bundle".into());
+    let snapshot = translate_shared(&SharedResources::build(&model, None), &model, &client);
+    let cla: ClusterLoadAssignment = decode(
+        &snapshot,
+        TypeUrl::ClusterLoadAssignment,
+        "outbound|catalog.default",
+    );
+    let marked: Vec<(String, bool)> = cla
+        .endpoints
+        .iter()
+        .flat_map(|l| l.lb_endpoints.iter())
+        .map(|e| {
+            let mark = e
+                .metadata
+                .as_ref()
+                .and_then(|m| m.filter_metadata.get("trellis.dev"))
+                .and_then(|s| s.fields.get("h2Upgrade"))
+                .and_then(|v| v.kind.clone());
+            (address(e), mark == Some(Kind::BoolValue(true)))
+        })
+        .collect();
+    let expected = [(41001, true), (41002, false), (41003, false)]
+        .map(|(port, mark)| (format!("127.0.0.1:{port}"), mark));
+    assert_eq!(
+        marked, expected,
+        "only mTLS endpoints of proxies that say they take it"
     );
 }
 

@@ -166,9 +166,14 @@ pub(super) fn secure_cluster(cluster: &mut Cluster, svc: &ServiceModel, identiti
 
 /// `{trellis.dev/tls: true}`: the metadata sidecar endpoints carry, and the match selecting TLS.
 pub(super) fn tls_match_struct() -> Struct {
+    true_struct(TLS_MATCH_KEY)
+}
+
+/// A struct with one field, `key: true`.
+pub(super) fn true_struct(key: &str) -> Struct {
     let mut s = Struct::default();
     s.fields.insert(
-        TLS_MATCH_KEY.to_owned(),
+        key.to_owned(),
         envoy_types::pb::google::protobuf::Value {
             kind: Some(envoy_types::pb::google::protobuf::value::Kind::BoolValue(
                 true,

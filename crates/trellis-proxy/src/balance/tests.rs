@@ -31,6 +31,7 @@ fn assignment(ports: &[(u16, u32)]) -> Assignment {
                 healthy: true,
                 priority: 0,
                 tls_match: Default::default(),
+                h2_upgrade: false,
             })
             .collect(),
     }

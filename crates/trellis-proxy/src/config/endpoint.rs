@@ -13,6 +13,10 @@ use super::{ConfigError, FieldError, reject_set, socket_addr};
 
 /// Filter-metadata namespace Envoy reads transport socket matches from.
 const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
+/// Filter-metadata namespace of Trellis's own endpoint settings.
+const ENDPOINT_METADATA: &str = "trellis.dev";
+/// Key (under [`ENDPOINT_METADATA`]): the endpoint's proxy takes HTTP/1.1 over HTTP/2.
+const H2_UPGRADE_KEY: &str = "h2Upgrade";
 
 /// A compiled `ClusterLoadAssignment`.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +40,8 @@ pub(crate) struct EndpointConfig {
     pub(crate) priority: u32,
     /// Its `envoy.transport_socket_match` metadata, which selects the cluster's TLS settings.
     pub(crate) tls_match: BTreeMap<String, MetaValue>,
+    /// Its proxy takes HTTP/1.1 requests carried over HTTP/2 (`trellis.dev/h2Upgrade`).
+    pub(crate) h2_upgrade: bool,
 }
 
 impl Assignment {
@@ -102,18 +108,22 @@ fn compile_lb_endpoint(lb: &LbEndpoint) -> Result<EndpointConfig, FieldError> {
         HealthStatus::try_from(lb.health_status),
         Ok(HealthStatus::Unhealthy | HealthStatus::Draining | HealthStatus::Timeout)
     );
-    let tls_match = lb
-        .metadata
-        .as_ref()
-        .and_then(|m| m.filter_metadata.get(TRANSPORT_SOCKET_MATCH))
-        .map(meta_values)
-        .unwrap_or_default();
+    let metadata = |namespace| {
+        lb.metadata
+            .as_ref()
+            .and_then(|m| m.filter_metadata.get(namespace))
+            .map(meta_values)
+            .unwrap_or_default()
+    };
+    let h2_upgrade =
+        metadata(ENDPOINT_METADATA).get(H2_UPGRADE_KEY) == Some(&MetaValue::Bool(true));
     Ok(EndpointConfig {
         addr,
         weight,
         healthy,
         priority: 0,
-        tls_match,
+        tls_match: metadata(TRANSPORT_SOCKET_MATCH),
+        h2_upgrade,
     })
 }
 
@@ -167,6 +177,32 @@ mod tests {
             .map(|e| (e.addr.port(), e.priority))
             .collect();
         assert_eq!(healthy, vec![(1, 0), (3, 1)], "draining is not healthy");
+    }
+
+    #[test]
+    fn the_h2_upgrade_mark_is_read_from_trellis_metadata() {
+        use envoy_types::pb::envoy::config::core::v3::Metadata;
+        use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+        let marked = |namespace: &str, value: Kind| {
+            let mut e = lb(1, HealthStatus::Healthy);
+            let mark = Struct {
+                fields: [(H2_UPGRADE_KEY.to_owned(), Value { kind: Some(value) })].into(),
+            };
+            e.metadata = Some(Metadata {
+                filter_metadata: [(namespace.to_owned(), mark)].into(),
+                ..Default::default()
+            });
+            compile_lb_endpoint(&e).unwrap().h2_upgrade
+        };
+        assert!(marked("trellis.dev", Kind::BoolValue(true)));
+        assert!(!marked("trellis.dev", Kind::BoolValue(false)));
+        assert!(!marked("trellis.dev", Kind::StringValue("true".into())));
+        assert!(!marked("other", Kind::BoolValue(true)));
+        assert!(
+            !compile_lb_endpoint(&lb(1, HealthStatus::Healthy))
+                .unwrap()
+                .h2_upgrade
+        );
     }
 
     #[test]

@@ -24,6 +24,12 @@ use crate::config::tls::UpstreamTls;
 use crate::tls::connect::MeshConnector;
 use crate::tls::{Alpn, IdentityState};
 
+/// Marks an HTTP/1.1 request carried over HTTP/2 between two Trellis proxies. Reserved: the
+/// proxies set and remove it, so neither app sees it.
+const ORIG_PROTO: HeaderName = HeaderName::from_static("trellis-orig-proto");
+/// [`ORIG_PROTO`]'s one value.
+const HTTP_11: HeaderValue = HeaderValue::from_static("HTTP/1.1");
+
 /// How long an idle pooled connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(90);
 
@@ -251,6 +257,25 @@ pub(crate) fn to_upstream<B>(
     strip_hop_by_hop(req.headers_mut(), upgrade);
 }
 
+/// Marks a request `carried` over HTTP/2 for the peer proxy to restore; any other request
+/// loses a mark its app may have set.
+pub(crate) fn mark_orig_proto(headers: &mut HeaderMap, carried: bool) {
+    if carried {
+        headers.insert(ORIG_PROTO, HTTP_11);
+    } else {
+        headers.remove(ORIG_PROTO);
+    }
+}
+
+/// On the inbound side: a request a peer proxy carried over HTTP/2 goes on as the HTTP/1.1
+/// request it was (to the app, in routing and retries). The mark is removed either way.
+pub(crate) fn restore_orig_proto<B>(req: &mut Request<B>) {
+    let marked = req.headers_mut().remove(ORIG_PROTO);
+    if marked.is_some_and(|v| v == HTTP_11) && req.version() == Version::HTTP_2 {
+        *req.version_mut() = Version::HTTP_11;
+    }
+}
+
 /// Removes connection-specific headers (RFC 9110 §7.6.1), keeping `te: trailers` for gRPC and,
 /// for upgrades, `Connection: upgrade` with `Upgrade`.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
@@ -354,6 +379,47 @@ mod tests {
             "http://10.0.0.7:8080/",
             "no authority: the endpoint's"
         );
+    }
+
+    #[test]
+    fn http1_carried_over_http2_is_marked_and_restored() {
+        let endpoint = Authority::from_static("10.0.0.7:8080");
+        let mut req = Request::post("/items")
+            .header(header::HOST, "catalog")
+            .body(())
+            .unwrap();
+        to_upstream(&mut req, &endpoint, Version::HTTP_2, false);
+        mark_orig_proto(req.headers_mut(), true);
+        assert_eq!(req.headers()["trellis-orig-proto"], "HTTP/1.1");
+
+        // The peer proxy receives it as HTTP/2 and hands it on as HTTP/1.1 with its Host.
+        *req.version_mut() = Version::HTTP_2;
+        restore_orig_proto(&mut req);
+        assert_eq!(req.version(), Version::HTTP_11);
+        assert!(!req.headers().contains_key("trellis-orig-proto"));
+        to_upstream(&mut req, &endpoint, Version::HTTP_11, false);
+        assert_eq!(req.uri(), "http://10.0.0.7:8080/items");
+        assert_eq!(req.headers()[header::HOST], "catalog");
+    }
+
+    #[test]
+    fn a_mark_from_an_app_never_passes() {
+        let mut sent = Request::get("/")
+            .header("trellis-orig-proto", "HTTP/1.1")
+            .body(())
+            .unwrap();
+        mark_orig_proto(sent.headers_mut(), false);
+        assert!(!sent.headers().contains_key("trellis-orig-proto"));
+
+        // An HTTP/2 request with a mark it should not carry stays HTTP/2 (gRPC to an h2 app).
+        let mut h2 = Request::get("/")
+            .version(Version::HTTP_2)
+            .header("trellis-orig-proto", "HTTP/3")
+            .body(())
+            .unwrap();
+        restore_orig_proto(&mut h2);
+        assert_eq!(h2.version(), Version::HTTP_2);
+        assert!(!h2.headers().contains_key("trellis-orig-proto"));
     }
 
     #[test]

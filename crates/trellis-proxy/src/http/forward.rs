@@ -16,6 +16,13 @@ use crate::config::route::{HashInput, PathRewrite, Route, RouteAction, RouteTarg
 use crate::error::{ForwardError, ResponseBody, Side};
 use crate::table::{Cluster, Table};
 
+/// HTTP/1.1 requests to a peer proxy that takes them over HTTP/2 go that way only while more
+/// than this many requests (this one included) are in flight to the endpoint. Below it each
+/// has a pooled HTTP/1.1 connection of its own, which answers sooner than a shared HTTP/2
+/// connection's task; above it, one multiplexed connection costs less CPU per request than
+/// many HTTP/1.1 ones.
+const CARRY_ABOVE_IN_FLIGHT: u64 = 4;
+
 /// Forwards `req` along `route` to `target`, one of the action's clusters.
 pub(super) async fn forward(
     conn: &HttpConnection,
@@ -132,7 +139,24 @@ pub(super) async fn exchange_on(
         Some(max) => load.request_within(max).ok_or_else(overflow)?,
         None => load.request(),
     };
-    let version = client::upstream_version(cluster.config.protocol, req.version(), upgrade);
+    // A cluster has mTLS clients exactly when it has TLS settings, which is also when its
+    // endpoints can be marked for TLS.
+    let mesh = cluster
+        .tls_clients
+        .as_ref()
+        .filter(|_| in_flight.tls().is_some());
+    let mut version = client::upstream_version(cluster.config.protocol, req.version(), upgrade);
+    // HTTP/1.1 to a peer proxy that takes it over HTTP/2 (as Linkerd's proxies do) while the
+    // endpoint is busy: its requests then share one multiplexed connection instead of one
+    // connection each.
+    let carried = mesh.is_some()
+        && in_flight.h2_upgrade()
+        && version == Version::HTTP_11
+        && !upgrade
+        && in_flight.endpoint().in_flight() > CARRY_ABOVE_IN_FLIGHT;
+    if carried {
+        version = Version::HTTP_2;
+    }
     // An HTTP/1.1 request holds a connection while in flight; past the cap it waits (pending).
     let _connection = match limits.max_connections {
         Some(max) if version != Version::HTTP_2 => Some(
@@ -145,12 +169,7 @@ pub(super) async fn exchange_on(
     let endpoint = &in_flight.endpoint().authority;
     let want_upstream = req.extensions().get::<WantUpstream>().is_some();
     client::to_upstream(&mut req, endpoint, version, upgrade);
-    // A cluster has mTLS clients exactly when it has TLS settings, which is also when its
-    // endpoints can be marked for TLS.
-    let mesh = cluster
-        .tls_clients
-        .as_ref()
-        .filter(|_| in_flight.tls().is_some());
+    client::mark_orig_proto(req.headers_mut(), carried);
     let sent = async {
         match mesh {
             Some(mesh) => mesh.send(version, endpoint, req).await,

@@ -10,17 +10,22 @@ use tokio::net::{TcpListener, TcpStream};
 use trellis_identity::SpiffeId;
 use trellis_identity::ca::{Authority, CaOptions};
 use trellis_identity::workload::{Svid, TrustBundle, WorkloadKey};
-use trellis_test::{Sidecar, TestMesh, assert_eventually, http1_get, raw_http1, spawn_http_echo};
+use trellis_test::{
+    EchoReply, Sidecar, TestMesh, assert_eventually, http1_get, http1_request, raw_http1,
+    spawn_http_echo,
+};
 
 use crate::common::{metric, service};
 
 const STRICT: &str = "apiVersion: trellis.dev/v1alpha1\nkind: MeshConfig\nmetadata: {name: mesh}\nspec:\n  mtls: {mode: STRICT}\n---\n";
 const MARKER: &str = "trellis-secret-marker-7f3a";
 
-/// A TCP relay that records every byte it forwards, both ways.
+/// A TCP relay that records every byte it forwards, both ways, and the first bytes of each
+/// connection's client (between sidecars, its TLS ClientHello).
 struct Relay {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<u8>>>,
+    hellos: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl Relay {
@@ -30,21 +35,33 @@ impl Relay {
         let relay = Relay {
             addr: listener.local_addr().unwrap(),
             seen: Arc::default(),
+            hellos: Arc::default(),
         };
         (relay, listener)
     }
 
     fn start(&self, listener: TcpListener, target: SocketAddr) {
         let seen = self.seen.clone();
+        let hellos = self.hellos.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let seen = seen.clone();
+                let (seen, hellos) = (seen.clone(), hellos.clone());
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(target).await else {
                         return;
                     };
                     let (mut cr, mut cw) = client.into_split();
                     let (mut sr, mut sw) = server.into_split();
+                    let mut hello = vec![0u8; 16 * 1024];
+                    let Ok(n) = cr.read(&mut hello).await else {
+                        return;
+                    };
+                    hello.truncate(n);
+                    seen.lock().unwrap().extend_from_slice(&hello);
+                    if sw.write_all(&hello).await.is_err() {
+                        return;
+                    }
+                    hellos.lock().unwrap().push(hello);
                     let up = copy_recording(&mut cr, &mut sw, seen.clone());
                     let down = copy_recording(&mut sr, &mut cw, seen);
                     let _ = tokio::join!(up, down);
@@ -55,6 +72,24 @@ impl Relay {
 
     fn captured(&self) -> Vec<u8> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// The ALPN protocol each connection's client offered in its ClientHello, in order.
+    fn offers(&self) -> Vec<&'static str> {
+        let hellos = self.hellos.lock().unwrap();
+        hellos
+            .iter()
+            .map(|hello| {
+                let has = |p: &[u8]| hello.windows(p.len()).any(|w| w == p);
+                if has(b"\x02h2") {
+                    "h2"
+                } else if has(b"\x08http/1.1") {
+                    "http/1.1"
+                } else {
+                    "none"
+                }
+            })
+            .collect()
     }
 }
 
@@ -144,6 +179,75 @@ async fn mesh_traffic_is_encrypted_and_strict_refuses_plaintext() {
         let body = http1_get(addr, path, &[]).await.unwrap().text();
         assert!(!body.contains("PRIVATE KEY"), "{path} shows a private key");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_between_busy_sidecars_shares_an_http2_connection_and_reaches_the_app_as_http1() {
+    trellis_test::init_tracing();
+    let config = [STRICT, &service("web", "HTTP")].concat();
+    let mesh = TestMesh::start(&[("mesh.yaml", &config)]).await.unwrap();
+    let echo = spawn_http_echo("web").await.unwrap();
+    let (relay, relay_socket) = Relay::bind().await;
+    let mut spec = Sidecar::new("web", echo.addr().port());
+    spec.advertise = Some(relay.addr);
+    let web = mesh.sidecar(spec).await.unwrap();
+    relay.start(relay_socket, web.inbound_addr());
+    let client = mesh
+        .sidecar(Sidecar::new("client", 0).upstream("web"))
+        .await
+        .unwrap();
+    let upstream = client.upstream_addr("web").unwrap();
+
+    // One request at a time: HTTP/1.1 on one pooled connection.
+    for _ in 0..5 {
+        let reply = http1_get(upstream, "/", &[]).await.unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    assert_eq!(relay.offers(), ["http/1.1"]);
+
+    // Sixteen HTTP/1.1 clients at once, each on its own connection to the outbound sidecar and
+    // held 300 ms by the app, one with a mark of its own that must not pass: past four in
+    // flight, the sidecars carry them over HTTP/2.
+    let burst = || {
+        futures_util::future::join_all((0..16).map(|i| async move {
+            let headers = [
+                ("host", "web.shop:8080"),
+                ("trellis-orig-proto", "HTTP/1.1"),
+            ];
+            let headers = if i == 0 { &headers[..] } else { &headers[..1] };
+            http1_request(upstream, "POST", "/delay/300", headers, b"twelve bytes")
+                .await
+                .unwrap()
+        }))
+    };
+    let mut h2_connections = Vec::new();
+    for _ in 0..2 {
+        for reply in burst().await {
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            let seen: EchoReply = reply.json().unwrap();
+            assert_eq!(seen.version, "HTTP/1.1", "the app speaks HTTP/1.1");
+            assert_eq!(seen.authority, "web.shop:8080", "its Host arrives as sent");
+            assert_eq!(seen.path, "/delay/300");
+            assert_eq!(seen.body_len, 12);
+            assert_eq!(
+                seen.header("trellis-orig-proto"),
+                None,
+                "the mark is the proxies'"
+            );
+        }
+        let offers = relay.offers();
+        let count = |p| offers.iter().filter(|o| **o == p).count();
+        assert!(
+            count("http/1.1") <= 5,
+            "at most four HTTP/1.1 requests in flight, and a spare: {offers:?}"
+        );
+        h2_connections.push(count("h2"));
+    }
+    assert!(h2_connections[0] >= 1, "{h2_connections:?}");
+    assert_eq!(
+        h2_connections[0], h2_connections[1],
+        "the second burst reuses the multiplexed connection"
+    );
 }
 
 async fn issue(authority: &mut Authority, id: &SpiffeId, ttl: Duration, now: SystemTime) -> Svid {

@@ -60,6 +60,8 @@ fn workload(args: &EnvoyBootstrapArgs) -> anyhow::Result<(String, NodeMeta)> {
         mtls: args.sds_socket.is_some(),
         admin: Some(args.admin.to_string()),
         client: ClientKind::Envoy,
+        // Envoy's inbound side does not restore HTTP/1.1 carried over HTTP/2.
+        h2_upgrade: false,
     };
     let id = args
         .node_id
