@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 use envoy_types::pb::google::protobuf::UInt32Value;
 use trellis_xds::node::parse_locality;
 
-use super::{outbound_cluster, outbound_zone_assignment, tls};
+use super::{outbound_cluster, outbound_zone_assignment, stable_map, tls};
 use crate::model::{EndpointModel, MeshModel, ServiceModel};
 
 /// Endpoint metadata namespace of Trellis's own endpoint settings.
@@ -159,11 +159,12 @@ fn lb_endpoint(e: &EndpointModel) -> LbEndpoint {
         })),
         load_balancing_weight: Some(UInt32Value { value: e.weight }),
         metadata: e.identity.is_some().then(|| {
-            let mut filter_metadata: std::collections::HashMap<_, _> = [(
+            // Two entries: encoded in a stable order, so that versions follow content.
+            let mut filter_metadata = stable_map();
+            filter_metadata.insert(
                 "envoy.transport_socket_match".to_owned(),
                 tls::tls_match_struct(),
-            )]
-            .into();
+            );
             if e.h2_upgrade {
                 filter_metadata.insert(
                     ENDPOINT_METADATA.to_owned(),
