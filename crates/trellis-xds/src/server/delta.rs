@@ -29,6 +29,10 @@ struct DeltaSub {
     unanswered: BTreeMap<u64, Sent>,
     /// The type version the client holds once it ACKs everything sent.
     version: String,
+    /// The snapshot version `held` was last brought up to date with: a push for the same
+    /// version has nothing to look at, and one whose snapshot lists its changes since this
+    /// version looks at those only. `None` after a NACK, which forgets held resources.
+    synced: Option<String>,
     answer: Answer,
 }
 
@@ -136,6 +140,7 @@ impl<H: Hooks> DeltaSession<H> {
                 // The client kept none of that response: the next change sends its resources
                 // and removals again (not at once, which would loop on a bad resource).
                 sub.answer = Answer::Nacked;
+                sub.synced = None;
                 for name in &sent.names {
                     sub.held.remove(name);
                 }
@@ -192,7 +197,7 @@ impl<H: Hooks> DeltaSession<H> {
         }
         // An ACK or NACK alone is answered by nothing; a subscription change by what it adds.
         match snapshot {
-            Some(snapshot) if subscribing => self.send(type_url, snapshot).await,
+            Some(snapshot) if subscribing => self.send(type_url, snapshot, false).await,
             _ => true,
         }
     }
@@ -205,7 +210,7 @@ impl<H: Hooks> DeltaSession<H> {
             .filter(|t| self.subs.contains_key(t))
             .collect();
         for type_url in types {
-            if !self.send(type_url, snapshot).await {
+            if !self.send(type_url, snapshot, true).await {
                 return false;
             }
         }
@@ -214,46 +219,68 @@ impl<H: Hooks> DeltaSession<H> {
 
     /// Sends the subscribed resources of `type_url` the client does not hold, and the names
     /// of held ones that are gone; nothing when there are none (the client then holds the
-    /// current version).
-    async fn send(&mut self, type_url: TypeUrl, snapshot: &Snapshot) -> bool {
+    /// current version). A `push` of a new snapshot looks only at what changed since the
+    /// version the client was last brought up to date with, when the snapshot lists that.
+    async fn send(&mut self, type_url: TypeUrl, snapshot: &Snapshot, push: bool) -> bool {
         let Some(sub) = self.subs.get_mut(&type_url) else {
             return true;
         };
         let version = snapshot.version(type_url).to_owned();
+        if push && sub.synced.as_ref() == Some(&version) {
+            return true;
+        }
+        let changed = snapshot
+            .changes(type_url)
+            .filter(|c| push && sub.synced.as_ref() == Some(&c.since))
+            .map(|c| &c.names);
         let mut resources = Vec::new();
         let mut sent = Vec::new();
-        let wildcard = sub
-            .wildcard
-            .then(|| snapshot.iter(type_url).map(|(n, _)| n));
-        let candidates: BTreeSet<&str> = wildcard
-            .into_iter()
-            .flatten()
-            .chain(sub.names.iter().map(String::as_str))
-            .collect();
-        for name in candidates {
+        let candidates: BTreeSet<&str> = match changed {
+            Some(names) => names
+                .iter()
+                .map(String::as_str)
+                .filter(|n| sub.wants(n))
+                .collect(),
+            None => {
+                let wildcard = sub
+                    .wildcard
+                    .then(|| snapshot.iter(type_url).map(|(n, _)| n));
+                wildcard
+                    .into_iter()
+                    .flatten()
+                    .chain(sub.names.iter().map(String::as_str))
+                    .collect()
+            }
+        };
+        for name in &candidates {
             let Some(r) = snapshot.get(type_url, name) else {
                 continue;
             };
-            if sub.held.get(name) != Some(&r.hash) {
-                sub.held.insert(name.to_owned(), r.hash);
-                sent.push(name.to_owned());
+            if sub.held.get(*name) != Some(&r.hash) {
+                sub.held.insert((*name).to_owned(), r.hash);
+                sent.push((*name).to_owned());
                 resources.push(DeltaResource {
-                    name: name.to_owned(),
+                    name: (*name).to_owned(),
                     version: version_of(r.hash),
                     resource: Some(r.any.clone()),
                     ..DeltaResource::default()
                 });
             }
         }
-        let removed: Vec<String> = sub
-            .held
-            .keys()
-            .filter(|n| snapshot.get(type_url, n).is_none())
-            .cloned()
-            .collect();
+        let gone = |n: &&String| snapshot.get(type_url, n).is_none();
+        let removed: Vec<String> = match changed {
+            Some(names) => names
+                .iter()
+                .filter(|n| sub.held.contains_key(*n))
+                .filter(gone)
+                .cloned()
+                .collect(),
+            None => sub.held.keys().filter(gone).cloned().collect(),
+        };
         for name in &removed {
             sub.held.remove(name);
         }
+        sub.synced = Some(version.clone());
         if resources.is_empty() && removed.is_empty() {
             // Nothing new for this client: once it has answered everything, it holds this
             // version too.
