@@ -124,7 +124,7 @@ impl MeshModel {
             };
             services.insert(model.key(), model);
         }
-        for (id, meta) in workloads {
+        for (id, meta) in workloads.clone() {
             let key = format!("{}.{}", meta.service, meta.namespace);
             if services.get(&key).is_some_and(|s| s.declared) {
                 continue;
@@ -140,8 +140,22 @@ impl MeshModel {
             });
             implied.endpoints.extend(workload_endpoint(id, meta));
         }
+        // A workload whose own Service is opaque TCP has a TCP inbound listener: HTTP/2 carrying
+        // HTTP/1.1 would reach its app as it is.
+        let opaque: BTreeSet<&str> = workloads
+            .filter(|(_, meta)| {
+                let own = format!("{}.{}", meta.service, meta.namespace);
+                services.get(&own).is_some_and(|s| !s.protocol.is_http())
+            })
+            .map(|(id, _)| id)
+            .collect();
         for svc in services.values_mut() {
             svc.endpoints.sort_by_key(|e| e.address);
+            for e in &mut svc.endpoints {
+                if e.node_id.as_deref().is_some_and(|id| opaque.contains(id)) {
+                    e.h2_upgrade = false;
+                }
+            }
         }
         attach_routes(&config, &mut services);
         MeshModel {
@@ -183,7 +197,7 @@ fn workload_endpoint(node_id: &str, meta: &NodeMeta) -> Option<EndpointModel> {
         locality: meta.locality.clone(),
         node_id: Some(node_id.to_owned()),
         identity: meta.mtls.then(|| workload_identity(meta)),
-        h2_upgrade: meta.mtls && meta.h2_upgrade,
+        h2_upgrade: meta.mtls && meta.h2_upgrade && meta.client == ClientKind::TrellisProxy,
     })
 }
 

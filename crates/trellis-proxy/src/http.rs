@@ -179,7 +179,7 @@ async fn handle(conn: &HttpConnection, mut req: Request<Incoming>) -> Response<R
     });
     // After the event: logs and taps show the protocol the request arrived in, as Envoy's do.
     if conn.direction == Direction::Inbound {
-        client::restore_orig_proto(&mut req);
+        client::restore_orig_proto(&mut req, conn.peer_identity.is_some());
     }
     let grpc = RequestView::new(&req).is_grpc();
     let accounting = Accounting {

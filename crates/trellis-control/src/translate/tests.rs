@@ -567,8 +567,18 @@ fn endpoints_whose_proxy_takes_http1_over_http2_with_mtls_are_marked() {
         TypeUrl::ClusterLoadAssignment,
         "outbound|catalog.default",
     );
-    let marked: Vec<(String, bool)> = cla
-        .endpoints
+    let expected = [(41001, true), (41002, false), (41003, false)]
+        .map(|(port, mark)| (format!("127.0.0.1:{port}"), mark));
+    assert_eq!(
+        h2_marks(&cla),
+        expected,
+        "only mTLS endpoints of proxies that say they take it"
+    );
+}
+
+/// Each endpoint's address and whether it carries the `trellis.dev/h2Upgrade` mark.
+fn h2_marks(cla: &ClusterLoadAssignment) -> Vec<(String, bool)> {
+    cla.endpoints
         .iter()
         .flat_map(|l| l.lb_endpoints.iter())
         .map(|e| {
@@ -580,12 +590,41 @@ fn endpoints_whose_proxy_takes_http1_over_http2_with_mtls_are_marked() {
                 .and_then(|v| v.kind.clone());
             (address(e), mark == Some(Kind::BoolValue(true)))
         })
-        .collect();
-    let expected = [(41001, true), (41002, false), (41003, false)]
-        .map(|(port, mark)| (format!("127.0.0.1:{port}"), mark));
+        .collect()
+}
+
+#[test]
+fn envoy_and_workloads_of_opaque_services_are_never_marked_for_http2() {
+    let client = node("catalog", "v1", 41001);
+    let envoy = NodeMeta {
+        client: ClientKind::Envoy,
+        ..node("catalog", "v2", 41002)
+    };
+    let db = node("legacy-db", "v1", 41005);
+    let mut model = model(&[client.clone(), envoy, db]);
+    model.trust_bundle = Some("bundle".into());
+    let snapshot = translate_shared(&SharedResources::build(&model, None), &model, &client);
+    let catalog: ClusterLoadAssignment = decode(
+        &snapshot,
+        TypeUrl::ClusterLoadAssignment,
+        "outbound|catalog.default",
+    );
+    let expected =
+        [(41001, true), (41002, false)].map(|(port, mark)| (format!("127.0.0.1:{port}"), mark));
     assert_eq!(
-        marked, expected,
-        "only mTLS endpoints of proxies that say they take it"
+        h2_marks(&catalog),
+        expected,
+        "Envoy does not restore HTTP/1.1"
+    );
+    let db: ClusterLoadAssignment = decode(
+        &snapshot,
+        TypeUrl::ClusterLoadAssignment,
+        "outbound|legacy-db.default",
+    );
+    let marks = h2_marks(&db);
+    assert!(
+        marks.contains(&("127.0.0.1:41005".to_owned(), false)),
+        "a TCP Service's workload has a TCP inbound listener: {marks:?}"
     );
 }
 

@@ -268,10 +268,11 @@ pub(crate) fn mark_orig_proto(headers: &mut HeaderMap, carried: bool) {
 }
 
 /// On the inbound side: a request a peer proxy carried over HTTP/2 goes on as the HTTP/1.1
-/// request it was (to the app, in routing and retries). The mark is removed either way.
-pub(crate) fn restore_orig_proto<B>(req: &mut Request<B>) {
+/// request it was (to the app, in routing and retries). Only a `mesh_peer` (one that proved a
+/// mesh identity over mutual TLS) is believed; the mark is removed either way.
+pub(crate) fn restore_orig_proto<B>(req: &mut Request<B>, mesh_peer: bool) {
     let marked = req.headers_mut().remove(ORIG_PROTO);
-    if marked.is_some_and(|v| v == HTTP_11) && req.version() == Version::HTTP_2 {
+    if mesh_peer && marked.is_some_and(|v| v == HTTP_11) && req.version() == Version::HTTP_2 {
         *req.version_mut() = Version::HTTP_11;
     }
 }
@@ -394,7 +395,7 @@ mod tests {
 
         // The peer proxy receives it as HTTP/2 and hands it on as HTTP/1.1 with its Host.
         *req.version_mut() = Version::HTTP_2;
-        restore_orig_proto(&mut req);
+        restore_orig_proto(&mut req, true);
         assert_eq!(req.version(), Version::HTTP_11);
         assert!(!req.headers().contains_key("trellis-orig-proto"));
         to_upstream(&mut req, &endpoint, Version::HTTP_11, false);
@@ -417,9 +418,19 @@ mod tests {
             .header("trellis-orig-proto", "HTTP/3")
             .body(())
             .unwrap();
-        restore_orig_proto(&mut h2);
+        restore_orig_proto(&mut h2, true);
         assert_eq!(h2.version(), Version::HTTP_2);
         assert!(!h2.headers().contains_key("trellis-orig-proto"));
+
+        // A peer without a mesh identity (plaintext, PERMISSIVE) is not believed.
+        let mut spoofed = Request::get("/")
+            .version(Version::HTTP_2)
+            .header("trellis-orig-proto", "HTTP/1.1")
+            .body(())
+            .unwrap();
+        restore_orig_proto(&mut spoofed, false);
+        assert_eq!(spoofed.version(), Version::HTTP_2);
+        assert!(!spoofed.headers().contains_key("trellis-orig-proto"));
     }
 
     #[test]

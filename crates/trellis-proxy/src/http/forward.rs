@@ -149,10 +149,14 @@ pub(super) async fn exchange_on(
     // HTTP/1.1 to a peer proxy that takes it over HTTP/2 (as Linkerd's proxies do) while the
     // endpoint is busy: its requests then share one multiplexed connection instead of one
     // connection each.
+    // Not where `max_connections` bounds the HTTP/1.1 requests in flight: carried requests
+    // would pass the circuit breaker's queue.
     let carried = mesh.is_some()
         && in_flight.h2_upgrade()
         && version == Version::HTTP_11
         && !upgrade
+        && limits.max_connections.is_none()
+        && req.method() != http::Method::CONNECT
         && in_flight.endpoint().in_flight() > CARRY_ABOVE_IN_FLIGHT;
     if carried {
         version = Version::HTTP_2;
