@@ -10,8 +10,9 @@ use tokio::net::{TcpListener, TcpStream};
 use trellis_identity::SpiffeId;
 use trellis_identity::ca::{Authority, CaOptions};
 use trellis_identity::workload::{Svid, TrustBundle, WorkloadKey};
+use trellis_proxy::ProxyHandle;
 use trellis_test::{
-    EchoReply, Sidecar, TestMesh, assert_eventually, http1_get, http1_request, raw_http1,
+    EchoReply, Server, Sidecar, TestMesh, assert_eventually, http1_get, http1_request, raw_http1,
     spawn_http_echo,
 };
 
@@ -112,14 +113,9 @@ async fn copy_recording(
     let _ = to.shutdown().await;
 }
 
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mesh_traffic_is_encrypted_and_strict_refuses_plaintext() {
+/// A STRICT mesh whose `client` sidecar calls `web` (an echo app behind its sidecar) through a
+/// [`Relay`] between the two sidecars: the mesh, the app, the relay, web's and client's sidecars.
+async fn relayed_pair() -> (TestMesh, Server, Relay, ProxyHandle, ProxyHandle) {
     trellis_test::init_tracing();
     let config = [STRICT, &service("web", "HTTP")].concat();
     let mesh = TestMesh::start(&[("mesh.yaml", &config)]).await.unwrap();
@@ -133,6 +129,18 @@ async fn mesh_traffic_is_encrypted_and_strict_refuses_plaintext() {
         .sidecar(Sidecar::new("client", 0).upstream("web"))
         .await
         .unwrap();
+    (mesh, echo, relay, web, client)
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_traffic_is_encrypted_and_strict_refuses_plaintext() {
+    let (mesh, _echo, relay, web, client) = relayed_pair().await;
 
     let reply = http1_get(
         client.upstream_addr("web").unwrap(),
@@ -183,19 +191,7 @@ async fn mesh_traffic_is_encrypted_and_strict_refuses_plaintext() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_between_busy_sidecars_shares_an_http2_connection_and_reaches_the_app_as_http1() {
-    trellis_test::init_tracing();
-    let config = [STRICT, &service("web", "HTTP")].concat();
-    let mesh = TestMesh::start(&[("mesh.yaml", &config)]).await.unwrap();
-    let echo = spawn_http_echo("web").await.unwrap();
-    let (relay, relay_socket) = Relay::bind().await;
-    let mut spec = Sidecar::new("web", echo.addr().port());
-    spec.advertise = Some(relay.addr);
-    let web = mesh.sidecar(spec).await.unwrap();
-    relay.start(relay_socket, web.inbound_addr());
-    let client = mesh
-        .sidecar(Sidecar::new("client", 0).upstream("web"))
-        .await
-        .unwrap();
+    let (_mesh, _echo, relay, _web, client) = relayed_pair().await;
     let upstream = client.upstream_addr("web").unwrap();
 
     // One request at a time: HTTP/1.1 on pooled connections (one, unless a connection is
