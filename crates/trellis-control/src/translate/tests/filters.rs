@@ -24,7 +24,7 @@ use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
 use crate::model::MeshModel;
 use crate::translate::route::route_configs;
 
-const SERVICES: &str = "\
+pub(super) const SERVICES: &str = "\
 apiVersion: trellis.dev/v1alpha1
 kind: Service
 metadata: {name: shop}

@@ -15,23 +15,13 @@ use prost::Message;
 use trellis_xds::TypeUrl;
 use trellis_xds::node::{ClientKind, NodeMeta};
 
+use super::filters::SERVICES;
 use super::{decode, node};
 use crate::model::MeshModel;
 use crate::translate::{SharedResources, translate, translate_shared};
 
+/// The resources besides the Services (`shop`, `shop-v1`, `shop-v2`, see [`SERVICES`]).
 const CONFIG: &str = r#"
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata: {name: shop}
----
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata: {name: shop-v1}
----
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata: {name: shop-v2}
----
 apiVersion: trellis.dev/v1alpha1
 kind: FaultInjection
 metadata: {name: abort}
@@ -151,7 +141,8 @@ fn grpc_client() -> NodeMeta {
 }
 
 fn model_of(yaml: &str, nodes: &[(&str, &NodeMeta)]) -> MeshModel {
-    let config = trellis_api::load_str("t.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
+    let config = trellis_api::load_str("t.yaml", &format!("{SERVICES}{yaml}"))
+        .unwrap_or_else(|e| panic!("{e}"));
     MeshModel::build(Arc::new(config), nodes.iter().copied())
 }
 
