@@ -26,6 +26,10 @@ pub struct MeshModel {
     /// locality failover orders endpoints for.
     #[serde(skip)]
     pub client_localities: BTreeSet<String>,
+    /// The keys of the services with a sidecar endpoint at each address, in key order: the
+    /// services a workload's proxy serves, looked up once per proxy per change.
+    #[serde(skip)]
+    sidecars: BTreeMap<SocketAddr, Vec<String>>,
 }
 
 /// One logical service.
@@ -90,15 +94,20 @@ impl MeshModel {
             .collect();
         // Proxyless gRPC clients only call: they are nobody's endpoint.
         let workloads = workloads.filter(|(_, meta)| meta.client != ClientKind::Grpc);
+        // Each workload's labels once, not once per Service.
+        let labelled: Vec<(&str, &NodeMeta, BTreeMap<String, String>)> = workloads
+            .clone()
+            .map(|(id, meta)| (id, meta, workload_labels(meta)))
+            .collect();
         let mut services = BTreeMap::new();
         for svc in &config.services {
             let ns = svc.metadata.namespace.as_str();
-            let mut endpoints: Vec<EndpointModel> = workloads
-                .clone()
-                .filter(|(_, meta)| {
-                    meta.namespace == ns && svc.selects(&meta.service, &workload_labels(meta))
+            let mut endpoints: Vec<EndpointModel> = labelled
+                .iter()
+                .filter(|(_, meta, labels)| {
+                    meta.namespace == ns && svc.selects(&meta.service, labels)
                 })
-                .filter_map(|(id, meta)| workload_endpoint(id, meta))
+                .filter_map(|(id, meta, _)| workload_endpoint(id, meta))
                 .collect();
             endpoints.extend(svc.spec.endpoints.iter().map(|e| EndpointModel {
                 address: e.address,
@@ -158,12 +167,35 @@ impl MeshModel {
             }
         }
         attach_routes(&config, &mut services);
+        let mut sidecars: BTreeMap<SocketAddr, Vec<String>> = BTreeMap::new();
+        for (key, svc) in &services {
+            let addresses: BTreeSet<SocketAddr> = svc
+                .endpoints
+                .iter()
+                .filter(|e| e.node_id.is_some())
+                .map(|e| e.address)
+                .collect();
+            for address in addresses {
+                sidecars.entry(address).or_default().push(key.clone());
+            }
+        }
         MeshModel {
             services,
             config,
             trust_bundle: None,
             client_localities,
+            sidecars,
         }
+    }
+
+    /// The services with a sidecar endpoint at `address`, in key order.
+    pub fn sidecar_services(&self, address: SocketAddr) -> Vec<&ServiceModel> {
+        self.sidecars
+            .get(&address)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.services.get(key))
+            .collect()
     }
 
     /// The distinct identities of a service's sidecar endpoints, sorted.

@@ -607,15 +607,20 @@ mod delta {
         assert!(got.is_err(), "sent {got:?}");
     }
 
-    #[tokio::test]
-    async fn only_what_changed_for_each_subscriber_with_removals_and_per_response_acks() {
-        let events = Arc::new(Events::default());
-        let (snapshots, _) = watch::channel(snapshot_with(&["a", "b"], &[("a", 0), ("b", 0)]));
+    /// A raw delta ADS stream to a server of `snapshots`, opened with a wildcard CDS request.
+    async fn open(
+        snapshots: &watch::Sender<Option<Arc<Snapshot>>>,
+        events: &Arc<Events>,
+    ) -> (
+        mpsc::Sender<DeltaDiscoveryRequest>,
+        tonic::Streaming<DeltaDiscoveryResponse>,
+        Running,
+    ) {
         let hooks = TestHooks {
             snapshots: snapshots.clone(),
             events: events.clone(),
         };
-        let (endpoint, _server) = serve(hooks).await;
+        let (endpoint, server) = serve(hooks).await;
         let mut client = AggregatedDiscoveryServiceClient::connect(endpoint)
             .await
             .unwrap();
@@ -626,11 +631,19 @@ mod delta {
             ..Node::default()
         });
         tx.send(first).await.unwrap();
-        let mut responses = client
+        let responses = client
             .delta_aggregated_resources(ReceiverStream::new(rx))
             .await
             .unwrap()
             .into_inner();
+        (tx, responses, server)
+    }
+
+    #[tokio::test]
+    async fn only_what_changed_for_each_subscriber_with_removals_and_per_response_acks() {
+        let events = Arc::new(Events::default());
+        let (snapshots, _) = watch::channel(snapshot_with(&["a", "b"], &[("a", 0), ("b", 0)]));
+        let (tx, mut responses, _server) = open(&snapshots, &events).await;
 
         // Wildcard CDS: every cluster; named EDS: only the one asked for.
         let cds = next(&mut responses).await;
@@ -685,6 +698,43 @@ mod delta {
             (vec!["a"], vec![]),
             "EDS: the NACKed one again"
         );
+        quiet(&mut responses).await;
+    }
+
+    /// The client drops what it unsubscribes from: subscribing again sends it again, however
+    /// many plain ACKs came in between.
+    #[tokio::test]
+    async fn a_resource_subscribed_again_is_sent_again() {
+        let events = Arc::new(Events::default());
+        let (snapshots, _) = watch::channel(snapshot_with(&["a", "b"], &[("a", 0), ("b", 0)]));
+        let (tx, mut responses, _server) = open(&snapshots, &events).await;
+        let cds = next(&mut responses).await;
+        tx.send(request(TypeUrl::Cluster, &[], &cds.nonce))
+            .await
+            .unwrap();
+        tx.send(request(TypeUrl::ClusterLoadAssignment, &["a", "b"], ""))
+            .await
+            .unwrap();
+        let eds = next(&mut responses).await;
+        assert_eq!(names(&eds), (vec!["a", "b"], vec![]));
+        let mut drop_b = request(TypeUrl::ClusterLoadAssignment, &[], &eds.nonce);
+        drop_b.resource_names_unsubscribe = vec!["b".into()];
+        tx.send(drop_b).await.unwrap();
+        quiet(&mut responses).await;
+
+        // a changes and is ACKed; b, unchanged, is then asked for again.
+        snapshots.send_replace(snapshot_with(&["a", "b"], &[("a", 1), ("b", 0)]));
+        let eds = next(&mut responses).await;
+        assert_eq!(names(&eds), (vec!["a"], vec![]));
+        tx.send(request(TypeUrl::ClusterLoadAssignment, &[], &eds.nonce))
+            .await
+            .unwrap();
+        quiet(&mut responses).await;
+        tx.send(request(TypeUrl::ClusterLoadAssignment, &["b"], ""))
+            .await
+            .unwrap();
+        let eds = next(&mut responses).await;
+        assert_eq!(names(&eds), (vec!["b"], vec![]));
         quiet(&mut responses).await;
     }
 }

@@ -39,15 +39,9 @@ pub(super) fn services_of<'m>(model: &'m MeshModel, node: &NodeMeta) -> Vec<&'m 
             .ok()
             .map(|ip| SocketAddr::new(ip, node.inbound_port)),
     };
-    model
-        .services
-        .values()
-        .filter(|s| {
-            s.endpoints
-                .iter()
-                .any(|e| e.node_id.is_some() && Some(e.address) == address)
-        })
-        .collect()
+    address
+        .map(|a| model.sidecar_services(a))
+        .unwrap_or_default()
 }
 
 /// The RBAC configs (DENY first) for a workload of `services`; empty when nothing applies.

@@ -131,6 +131,7 @@ impl<H: Hooks> DeltaSession<H> {
             .parse::<u64>()
             .ok()
             .and_then(|nonce| sub.unanswered.remove(&nonce));
+        let nacked = answered.is_some() && request.error_detail.is_some();
         match (answered, &request.error_detail) {
             (None, _) if !request.response_nonce.is_empty() => {
                 tracing::debug!(node = %self.node_id, %type_url, nonce = %request.response_nonce, "answer to an unknown response ignored");
@@ -190,10 +191,12 @@ impl<H: Hooks> DeltaSession<H> {
                 sub.held.insert(name, hash);
             }
         }
-        let held_unwanted: Vec<String> =
-            sub.held.keys().filter(|n| !sub.wants(n)).cloned().collect();
-        for name in held_unwanted {
-            sub.held.remove(&name);
+        // Only a subscription change or a NACK can leave unwanted names held: a plain ACK
+        // (one per stream per push) skips the look over every held name.
+        if subscribing || nacked {
+            let (wildcard, names) = (sub.wildcard, &sub.names);
+            sub.held
+                .retain(|name, _| wildcard || names.contains(name.as_str()));
         }
         // An ACK or NACK alone is answered by nothing; a subscription change by what it adds.
         match snapshot {
