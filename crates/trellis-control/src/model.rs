@@ -14,7 +14,8 @@ use crate::registry::{workload_identity, workload_labels};
 /// Services by `name.namespace`, with the config they came from.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct MeshModel {
-    /// Every service: declared in config or implied by a registered workload.
+    /// Every service: declared in config or implied by a registered workload. Not to be
+    /// changed after [`MeshModel::build`], which indexes it (`sidecar_services`).
     pub services: BTreeMap<String, ServiceModel>,
     /// The accepted config.
     #[serde(skip)]
@@ -189,7 +190,7 @@ impl MeshModel {
     }
 
     /// The services with a sidecar endpoint at `address`, in key order.
-    pub fn sidecar_services(&self, address: SocketAddr) -> Vec<&ServiceModel> {
+    pub(crate) fn sidecar_services(&self, address: SocketAddr) -> Vec<&ServiceModel> {
         self.sidecars
             .get(&address)
             .into_iter()

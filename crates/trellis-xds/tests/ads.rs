@@ -737,4 +737,44 @@ mod delta {
         assert_eq!(names(&eds), (vec!["b"], vec![]));
         quiet(&mut responses).await;
     }
+
+    /// A NACKed removal is sent again only while the client still wants the name.
+    #[tokio::test]
+    async fn a_nacked_removal_of_an_unsubscribed_name_is_not_sent_again() {
+        let events = Arc::new(Events::default());
+        let (snapshots, _) = watch::channel(snapshot_with(&["a", "b"], &[("a", 0), ("b", 0)]));
+        let (tx, mut responses, _server) = open(&snapshots, &events).await;
+        let cds = next(&mut responses).await;
+        tx.send(request(TypeUrl::Cluster, &[], &cds.nonce))
+            .await
+            .unwrap();
+        tx.send(request(TypeUrl::ClusterLoadAssignment, &["a", "b"], ""))
+            .await
+            .unwrap();
+        let eds = next(&mut responses).await;
+        tx.send(request(TypeUrl::ClusterLoadAssignment, &[], &eds.nonce))
+            .await
+            .unwrap();
+
+        // b's endpoints go; the client unsubscribes from b, then NACKs the removal.
+        snapshots.send_replace(snapshot_with(&["a", "b"], &[("a", 0)]));
+        let removal = next(&mut responses).await;
+        assert_eq!(names(&removal), (vec![], vec!["b"]));
+        let mut drop_b = request(TypeUrl::ClusterLoadAssignment, &[], "");
+        drop_b.resource_names_unsubscribe = vec!["b".into()];
+        tx.send(drop_b).await.unwrap();
+        let mut nack = request(TypeUrl::ClusterLoadAssignment, &[], &removal.nonce);
+        nack.error_detail = Some(envoy_types::pb::google::rpc::Status {
+            message: "bad removal".into(),
+            ..Default::default()
+        });
+        tx.send(nack).await.unwrap();
+        eventually("the NACK", || events.has("nack eds bad removal")).await;
+
+        // The next change sends a's endpoints, and no removal of b.
+        snapshots.send_replace(snapshot_with(&["a", "b"], &[("a", 1)]));
+        let eds = next(&mut responses).await;
+        assert_eq!(names(&eds), (vec!["a"], vec![]));
+        quiet(&mut responses).await;
+    }
 }

@@ -54,6 +54,17 @@ impl DeltaSub {
     fn wants(&self, name: &str) -> bool {
         self.wildcard || self.names.contains(name)
     }
+
+    /// Forgets held names the client no longer wants.
+    fn prune_unwanted(&mut self) {
+        let DeltaSub {
+            wildcard,
+            names,
+            held,
+            ..
+        } = self;
+        held.retain(|name, _| *wildcard || names.contains(name.as_str()));
+    }
 }
 
 /// A resource version as the delta protocol carries it: the content hash, in hex.
@@ -131,7 +142,7 @@ impl<H: Hooks> DeltaSession<H> {
             .parse::<u64>()
             .ok()
             .and_then(|nonce| sub.unanswered.remove(&nonce));
-        let nacked = answered.is_some() && request.error_detail.is_some();
+        let mut nacked = false;
         match (answered, &request.error_detail) {
             (None, _) if !request.response_nonce.is_empty() => {
                 tracing::debug!(node = %self.node_id, %type_url, nonce = %request.response_nonce, "answer to an unknown response ignored");
@@ -142,6 +153,7 @@ impl<H: Hooks> DeltaSession<H> {
                 // and removals again (not at once, which would loop on a bad resource).
                 sub.answer = Answer::Nacked;
                 sub.synced = None;
+                nacked = true;
                 for name in &sent.names {
                     sub.held.remove(name);
                 }
@@ -194,9 +206,7 @@ impl<H: Hooks> DeltaSession<H> {
         // Only a subscription change or a NACK can leave unwanted names held: a plain ACK
         // (one per stream per push) skips the look over every held name.
         if subscribing || nacked {
-            let (wildcard, names) = (sub.wildcard, &sub.names);
-            sub.held
-                .retain(|name, _| wildcard || names.contains(name.as_str()));
+            sub.prune_unwanted();
         }
         // An ACK or NACK alone is answered by nothing; a subscription change by what it adds.
         match snapshot {
