@@ -11,6 +11,7 @@ set -euo pipefail
 shopt -s nullglob
 cd "$(dirname "$0")/.."
 root=$(pwd -P)
+binary="$root/target/release/trellis-proxy"
 
 if ! command -v valgrind >/dev/null || ! command -v nginx >/dev/null; then
     apt-get update -q && apt-get install -y -q valgrind nginx-light
@@ -23,7 +24,7 @@ trap 'kill "${dumper:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
 cat > "$work/trellis-proxy" <<WRAPPER
 #!/bin/sh
 exec valgrind --tool=callgrind --demangle=no --dump-instr=no \
-    --callgrind-out-file="$work/callgrind.%p" "$root/target/release/trellis-proxy" "\$@"
+    --callgrind-out-file="$work/callgrind.%p" "$binary" "\$@"
 WRAPPER
 chmod +x "$work/trellis-proxy"
 # The bench kills its hops with SIGKILL, which callgrind cannot dump on: take dumps as it goes.
@@ -42,7 +43,7 @@ if [ "${#dumps[@]}" -eq 0 ]; then
 fi
 {
     echo "# Written by bench/layout.sh with $(rustc -V); lld skips lines starting with #."
-    python3 bench/layout.py "$root/target/release/trellis-proxy" "${dumps[@]}"
+    python3 bench/layout.py "$(realpath "$binary")" "${dumps[@]}"
 } > "$work/proxy.order"
 mv "$work/proxy.order" crates/trellis/proxy.order
 echo "crates/trellis/proxy.order: $(grep -vc '^#' crates/trellis/proxy.order) functions"

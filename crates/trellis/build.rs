@@ -13,6 +13,8 @@ fn main() {
     // sidecar. Names the binary no longer has are skipped. The flag is lld's, the default
     // linker of x86_64-unknown-linux-gnu since Rust 1.90; other targets link without it.
     println!("cargo:rerun-if-changed=proxy.order");
+    println!("cargo:rerun-if-env-changed=RUSTFLAGS");
+    println!("cargo:rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
     let var = |name: &str| std::env::var(name).unwrap_or_default();
     let lld = var("CARGO_CFG_TARGET_ARCH") == "x86_64"
         && var("CARGO_CFG_TARGET_OS") == "linux"

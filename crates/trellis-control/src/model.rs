@@ -15,7 +15,7 @@ use crate::registry::{workload_identity, workload_labels};
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct MeshModel {
     /// Every service: declared in config or implied by a registered workload. Not to be
-    /// changed after [`MeshModel::build`], which indexes it (`sidecar_services`).
+    /// changed after [`MeshModel::build`], which indexes it.
     pub services: BTreeMap<String, ServiceModel>,
     /// The accepted config.
     #[serde(skip)]

@@ -57,13 +57,8 @@ impl DeltaSub {
 
     /// Forgets held names the client no longer wants.
     fn prune_unwanted(&mut self) {
-        let DeltaSub {
-            wildcard,
-            names,
-            held,
-            ..
-        } = self;
-        held.retain(|name, _| *wildcard || names.contains(name.as_str()));
+        self.held
+            .retain(|name, _| self.wildcard || self.names.contains(name.as_str()));
     }
 }
 
