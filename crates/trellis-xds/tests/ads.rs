@@ -701,13 +701,18 @@ mod delta {
         quiet(&mut responses).await;
     }
 
-    /// The client drops what it unsubscribes from: subscribing again sends it again, however
-    /// many plain ACKs came in between.
-    #[tokio::test]
-    async fn a_resource_subscribed_again_is_sent_again() {
-        let events = Arc::new(Events::default());
-        let (snapshots, _) = watch::channel(snapshot_with(&["a", "b"], &[("a", 0), ("b", 0)]));
-        let (tx, mut responses, _server) = open(&snapshots, &events).await;
+    /// A stream that ACKed its CDS and was sent the endpoints of `a` and `b` it asked for:
+    /// that EDS response, not yet answered.
+    async fn holding_a_and_b(
+        snapshots: &watch::Sender<Option<Arc<Snapshot>>>,
+        events: &Arc<Events>,
+    ) -> (
+        mpsc::Sender<DeltaDiscoveryRequest>,
+        tonic::Streaming<DeltaDiscoveryResponse>,
+        Running,
+        DeltaDiscoveryResponse,
+    ) {
+        let (tx, mut responses, server) = open(snapshots, events).await;
         let cds = next(&mut responses).await;
         tx.send(request(TypeUrl::Cluster, &[], &cds.nonce))
             .await
@@ -717,6 +722,16 @@ mod delta {
             .unwrap();
         let eds = next(&mut responses).await;
         assert_eq!(names(&eds), (vec!["a", "b"], vec![]));
+        (tx, responses, server, eds)
+    }
+
+    /// The client drops what it unsubscribes from: subscribing again sends it again, however
+    /// many plain ACKs came in between.
+    #[tokio::test]
+    async fn a_resource_subscribed_again_is_sent_again() {
+        let events = Arc::new(Events::default());
+        let (snapshots, _) = watch::channel(snapshot_with(&["a", "b"], &[("a", 0), ("b", 0)]));
+        let (tx, mut responses, _server, eds) = holding_a_and_b(&snapshots, &events).await;
         let mut drop_b = request(TypeUrl::ClusterLoadAssignment, &[], &eds.nonce);
         drop_b.resource_names_unsubscribe = vec!["b".into()];
         tx.send(drop_b).await.unwrap();
@@ -743,15 +758,7 @@ mod delta {
     async fn a_nacked_removal_of_an_unsubscribed_name_is_not_sent_again() {
         let events = Arc::new(Events::default());
         let (snapshots, _) = watch::channel(snapshot_with(&["a", "b"], &[("a", 0), ("b", 0)]));
-        let (tx, mut responses, _server) = open(&snapshots, &events).await;
-        let cds = next(&mut responses).await;
-        tx.send(request(TypeUrl::Cluster, &[], &cds.nonce))
-            .await
-            .unwrap();
-        tx.send(request(TypeUrl::ClusterLoadAssignment, &["a", "b"], ""))
-            .await
-            .unwrap();
-        let eds = next(&mut responses).await;
+        let (tx, mut responses, _server, eds) = holding_a_and_b(&snapshots, &events).await;
         tx.send(request(TypeUrl::ClusterLoadAssignment, &[], &eds.nonce))
             .await
             .unwrap();
