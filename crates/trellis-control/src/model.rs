@@ -189,10 +189,11 @@ impl MeshModel {
         }
     }
 
-    /// The services with a sidecar endpoint at `address`, in key order.
-    pub(crate) fn sidecar_services(&self, address: SocketAddr) -> Vec<&ServiceModel> {
-        self.sidecars
-            .get(&address)
+    /// The services a workload belongs to: those with a sidecar endpoint at its address, in
+    /// key order.
+    pub(crate) fn workload_services(&self, meta: &NodeMeta) -> Vec<&ServiceModel> {
+        workload_address(meta)
+            .and_then(|address| self.sidecars.get(&address))
             .into_iter()
             .flatten()
             .filter_map(|key| self.services.get(key))
@@ -219,13 +220,20 @@ impl MeshModel {
     }
 }
 
+/// The address a workload's sidecar takes inbound traffic on.
+fn workload_address(meta: &NodeMeta) -> Option<SocketAddr> {
+    match &meta.advertise {
+        Some(addr) => addr.parse().ok(),
+        None => Some(SocketAddr::new(
+            meta.ip.parse::<IpAddr>().ok()?,
+            meta.inbound_port,
+        )),
+    }
+}
+
 fn workload_endpoint(node_id: &str, meta: &NodeMeta) -> Option<EndpointModel> {
-    let address = match &meta.advertise {
-        Some(addr) => addr.parse().ok()?,
-        None => SocketAddr::new(meta.ip.parse::<IpAddr>().ok()?, meta.inbound_port),
-    };
     Some(EndpointModel {
-        address,
+        address: workload_address(meta)?,
         weight: 1,
         locality: meta.locality.clone(),
         node_id: Some(node_id.to_owned()),

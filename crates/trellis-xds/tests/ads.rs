@@ -607,15 +607,18 @@ mod delta {
         assert!(got.is_err(), "sent {got:?}");
     }
 
+    /// A raw delta ADS stream: its requests, its responses, and the server it is open to.
+    type RawStream = (
+        mpsc::Sender<DeltaDiscoveryRequest>,
+        tonic::Streaming<DeltaDiscoveryResponse>,
+        Running,
+    );
+
     /// A raw delta ADS stream to a server of `snapshots`, opened with a wildcard CDS request.
     async fn open(
         snapshots: &watch::Sender<Option<Arc<Snapshot>>>,
         events: &Arc<Events>,
-    ) -> (
-        mpsc::Sender<DeltaDiscoveryRequest>,
-        tonic::Streaming<DeltaDiscoveryResponse>,
-        Running,
-    ) {
+    ) -> RawStream {
         let hooks = TestHooks {
             snapshots: snapshots.clone(),
             events: events.clone(),
@@ -706,12 +709,7 @@ mod delta {
     async fn holding_a_and_b(
         snapshots: &watch::Sender<Option<Arc<Snapshot>>>,
         events: &Arc<Events>,
-    ) -> (
-        mpsc::Sender<DeltaDiscoveryRequest>,
-        tonic::Streaming<DeltaDiscoveryResponse>,
-        Running,
-        DeltaDiscoveryResponse,
-    ) {
+    ) -> (RawStream, DeltaDiscoveryResponse) {
         let (tx, mut responses, server) = open(snapshots, events).await;
         let cds = next(&mut responses).await;
         tx.send(request(TypeUrl::Cluster, &[], &cds.nonce))
@@ -722,7 +720,7 @@ mod delta {
             .unwrap();
         let eds = next(&mut responses).await;
         assert_eq!(names(&eds), (vec!["a", "b"], vec![]));
-        (tx, responses, server, eds)
+        ((tx, responses, server), eds)
     }
 
     /// The client drops what it unsubscribes from: subscribing again sends it again, however
@@ -731,7 +729,7 @@ mod delta {
     async fn a_resource_subscribed_again_is_sent_again() {
         let events = Arc::new(Events::default());
         let (snapshots, _) = watch::channel(snapshot_with(&["a", "b"], &[("a", 0), ("b", 0)]));
-        let (tx, mut responses, _server, eds) = holding_a_and_b(&snapshots, &events).await;
+        let ((tx, mut responses, _server), eds) = holding_a_and_b(&snapshots, &events).await;
         let mut drop_b = request(TypeUrl::ClusterLoadAssignment, &[], &eds.nonce);
         drop_b.resource_names_unsubscribe = vec!["b".into()];
         tx.send(drop_b).await.unwrap();
@@ -758,7 +756,7 @@ mod delta {
     async fn a_nacked_removal_of_an_unsubscribed_name_is_not_sent_again() {
         let events = Arc::new(Events::default());
         let (snapshots, _) = watch::channel(snapshot_with(&["a", "b"], &[("a", 0), ("b", 0)]));
-        let (tx, mut responses, _server, eds) = holding_a_and_b(&snapshots, &events).await;
+        let ((tx, mut responses, _server), eds) = holding_a_and_b(&snapshots, &events).await;
         tx.send(request(TypeUrl::ClusterLoadAssignment, &[], &eds.nonce))
             .await
             .unwrap();

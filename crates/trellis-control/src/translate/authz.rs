@@ -5,8 +5,6 @@
 //! endpoint of (its own and selector-based ones such as `catalog-v1`). As in Istio, a rule's `to` (HTTP-only) makes an ALLOW rule
 //! unusable for TCP and a DENY rule deny all of TCP.
 
-use std::net::{IpAddr, SocketAddr};
-
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
 use envoy_types::pb::envoy::config::rbac::v3::{
     Permission, Policy, Principal, Rbac, permission, principal, principal::Authenticated,
@@ -28,21 +26,6 @@ use super::{any, stable_map};
 use trellis_xds::node::NodeMeta;
 
 use crate::model::{MeshModel, ServiceModel};
-
-/// The services a workload belongs to: those listing its endpoint address.
-pub(super) fn services_of<'m>(model: &'m MeshModel, node: &NodeMeta) -> Vec<&'m ServiceModel> {
-    let address = match &node.advertise {
-        Some(a) => a.parse().ok(),
-        None => node
-            .ip
-            .parse::<IpAddr>()
-            .ok()
-            .map(|ip| SocketAddr::new(ip, node.inbound_port)),
-    };
-    address
-        .map(|a| model.sidecar_services(a))
-        .unwrap_or_default()
-}
 
 /// The RBAC configs (DENY first) for a workload of `services`; empty when nothing applies.
 fn rbacs(model: &MeshModel, services: &[&ServiceModel], tcp: bool) -> Vec<Rbac> {
@@ -87,7 +70,7 @@ fn rbacs(model: &MeshModel, services: &[&ServiceModel], tcp: bool) -> Vec<Rbac> 
 
 /// Puts the RBAC filters into every chain of the inbound listener of `node`'s workload.
 pub(super) fn apply(listener: &mut Listener, model: &MeshModel, node: &NodeMeta) {
-    let services = services_of(model, node);
+    let services = model.workload_services(node);
     let http = rbacs(model, &services, false);
     let tcp = rbacs(model, &services, true);
     if http.is_empty() && tcp.is_empty() {

@@ -27,7 +27,7 @@ use prost::{Message, Name};
 use trellis_api::{ConfigSet, ExtensionKind, FaultInjectionSpec, HttpRouteFilter, RateLimitSpec};
 use trellis_xds::node::NodeMeta;
 
-use super::{any, authz, duration, route, stable_map};
+use super::{any, duration, route, stable_map};
 use crate::model::MeshModel;
 
 /// The name of Envoy's fault injection filter, also the key of its per-route configs.
@@ -60,7 +60,7 @@ pub(super) fn fault_filter() -> HttpFilter {
 /// such as `catalog-v1`) takes the first such RateLimit in load order: a connection manager
 /// has one listener-wide bucket.
 pub(super) fn inbound_filter(model: &MeshModel, node: &NodeMeta) -> Option<HttpFilter> {
-    let services = authz::services_of(model, node);
+    let services = model.workload_services(node);
     let limit = model
         .config
         .rate_limits
