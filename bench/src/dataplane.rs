@@ -7,7 +7,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::load::{self, Phases, Proto};
-use crate::pair::{Env, Kind, Pair};
+use crate::pair::{Env, Kind, Pair, Programs};
 use crate::procs::Usage;
 
 /// `trellis-bench dataplane` flags.
@@ -34,15 +34,8 @@ pub(crate) struct Args {
     /// Idle connections held open for the memory figures.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     pub(crate) idle: Vec<usize>,
-    /// The `trellis` binary (a release build), for the control plane.
-    #[arg(long, default_value = "target/release/trellis")]
-    pub(crate) trellis: PathBuf,
-    /// The `trellis-proxy` binary (a release build), for the sidecars.
-    #[arg(long, default_value = "target/release/trellis-proxy")]
-    pub(crate) trellis_proxy: PathBuf,
-    /// The `envoy` binary.
-    #[arg(long, default_value = "envoy")]
-    pub(crate) envoy: PathBuf,
+    #[command(flatten)]
+    pub(crate) programs: Programs,
     /// Where results (`dataplane.json`) and scratch files go.
     #[arg(long, default_value_os_t = crate::default_out_dir())]
     pub(crate) out_dir: PathBuf,
@@ -174,13 +167,7 @@ async fn run(args: &Args) -> anyhow::Result<usize> {
     };
     let scratch = args.out_dir.join("scratch");
     let _ = std::fs::remove_dir_all(&scratch);
-    let env = Env::start(
-        scratch,
-        args.trellis.clone(),
-        args.trellis_proxy.clone(),
-        args.envoy.clone(),
-    )
-    .await?;
+    let env = Env::start(scratch, &args.programs).await?;
     let mut results = Results {
         machine: machine(),
         date: command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
@@ -373,7 +360,7 @@ fn print_pair(r: &PairResult) {
 }
 
 /// Kernel and CPU model.
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {
@@ -390,7 +377,7 @@ fn machine() -> String {
     format!("{}, {cpu}, {cpus} CPUs", command_output("uname", &["-srm"]))
 }
 
-fn command_output(program: &str, args: &[&str]) -> String {
+pub(crate) fn command_output(program: &str, args: &[&str]) -> String {
     std::process::Command::new(program)
         .args(args)
         .output()

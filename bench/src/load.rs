@@ -163,7 +163,7 @@ impl Outcome {
         }
     }
 
-    fn merge(&mut self, other: Outcome) {
+    pub(crate) fn merge(&mut self, other: Outcome) {
         self.ok += other.ok;
         self.errors += other.errors;
         if self.first_error.is_none() {

@@ -5,6 +5,7 @@
 mod certs;
 mod control;
 mod dataplane;
+mod latency;
 mod load;
 mod pair;
 mod peers;
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     /// Data plane: latency, throughput, CPU and memory of each two-hop path.
     Dataplane(dataplane::Args),
+    /// Data plane latency of several paths at fixed rates, interleaved in rounds.
+    Latency(latency::Args),
     /// Write the tables and charts of docs/benchmarks.md from the results.
     Report(report::Args),
     /// Control-plane scale: services/endpoints × simulated proxies on ADS streams.
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dataplane(args) => dataplane::main(args),
+        Command::Latency(args) => latency::main(args),
         Command::Control(args) => control::main(args),
         Command::Report(args) => report::main(args),
     };

@@ -132,12 +132,7 @@ impl Backend {
 
 impl Env {
     /// Writes certificates and starts the backend.
-    pub(crate) async fn start(
-        dir: PathBuf,
-        trellis: PathBuf,
-        trellis_proxy: PathBuf,
-        envoy: PathBuf,
-    ) -> anyhow::Result<Env> {
+    pub(crate) async fn start(dir: PathBuf, programs: &Programs) -> anyhow::Result<Env> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         // Peers resolve relative paths against their own prefix: hand them absolute ones.
         let dir = std::path::absolute(&dir)?;
@@ -160,9 +155,9 @@ impl Env {
         )?;
         let env = Env {
             dir,
-            trellis,
-            trellis_proxy,
-            envoy,
+            trellis: programs.trellis.clone(),
+            trellis_proxy: programs.trellis_proxy.clone(),
+            envoy: programs.envoy.clone(),
             backend,
             certs,
             client_tls,
@@ -180,6 +175,20 @@ impl Env {
         }
         Ok(env)
     }
+}
+
+/// The programs the paths run (`trellis-bench dataplane` and `latency` flags).
+#[derive(Debug, clap::Args)]
+pub(crate) struct Programs {
+    /// The `trellis` binary (a release build), for the control plane.
+    #[arg(long, default_value = "target/release/trellis")]
+    pub(crate) trellis: PathBuf,
+    /// The `trellis-proxy` binary (a release build), for the sidecars.
+    #[arg(long, default_value = "target/release/trellis-proxy")]
+    pub(crate) trellis_proxy: PathBuf,
+    /// The `envoy` binary.
+    #[arg(long, default_value = "envoy")]
+    pub(crate) envoy: PathBuf,
 }
 
 /// A running path.

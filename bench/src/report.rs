@@ -1,5 +1,5 @@
-//! `trellis-bench report`: turns `dataplane.json` (and `control.json`, when there) into the
-//! tables of docs/benchmarks.md and PNG charts beside it.
+//! `trellis-bench report`: turns `dataplane.json` (and `latency.json` and `control.json`, when
+//! there) into the tables of docs/benchmarks.md and PNG charts beside it.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,13 +9,14 @@ use plotters::prelude::*;
 
 use crate::control::ScalePoint;
 use crate::dataplane::{PairResult, Results};
+use crate::latency::{LatencyPoint, LatencyResults};
 use crate::load::Proto;
 use crate::pair::Kind;
 
 /// `trellis-bench report` flags.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Where `dataplane.json` and `control.json` are.
+    /// Where `dataplane.json`, `latency.json` and `control.json` are.
     #[arg(long, default_value_os_t = crate::default_out_dir())]
     pub(crate) out_dir: PathBuf,
     /// The page whose generated sections are replaced.
@@ -42,6 +43,7 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("{} is not a usable font", args.font.display()))?;
     let data: Results = read_json(&args.out_dir.join("dataplane.json"))?;
     let control: Option<Vec<ScalePoint>> = read_json(&args.out_dir.join("control.json")).ok();
+    let interleaved: Option<LatencyResults> = read_json(&args.out_dir.join("latency.json")).ok();
     std::fs::create_dir_all(&args.charts)?;
     let mut md = String::new();
     dataplane_tables(&data, &mut md);
@@ -54,7 +56,14 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     }
     throughput_chart(&data, &args.charts.join("throughput.png"))?;
     let _ = writeln!(md, "![throughput and CPU]({rel}/throughput.png)\n");
-    targets(&data, control.as_deref(), &mut md);
+    if let Some(interleaved) = &interleaved {
+        interleaved_table(interleaved, &mut md);
+    }
+    let latency = match &interleaved {
+        Some(interleaved) if interleaved.proto == Proto::H1 => Latency::Interleaved(interleaved),
+        _ => Latency::Sequential(&data),
+    };
+    targets(&data, &latency, control.as_deref(), &mut md);
     if let Some(points) = &control {
         control_table(points, &mut md);
         control_chart(points, &args.charts.join("control-plane.png"))?;
@@ -116,6 +125,112 @@ fn added(data: &Results, kind: Kind, proto: Proto, rate: u32) -> Option<(i64, i6
     let (p50, p99) = at_rate(find(data, kind, proto)?, rate)?;
     let (d50, d99) = at_rate(find(data, Kind::Direct, proto)?, rate)?;
     Some((p50 as i64 - d50 as i64, p99 as i64 - d99 as i64))
+}
+
+/// Where the targets' HTTP/1.1 latency figures come from: the interleaved rounds when they
+/// were run, else the data-plane run, where each path ran at its own minute.
+enum Latency<'a> {
+    Interleaved(&'a LatencyResults),
+    Sequential(&'a Results),
+}
+
+impl Latency<'_> {
+    /// Added latency of `kind` over direct at `rate` (p50, p99), µs.
+    fn added(&self, kind: Kind, rate: u32) -> Option<(i64, i64)> {
+        match self {
+            Latency::Interleaved(data) => {
+                let point = interleaved_point(data, kind, rate)?;
+                let direct = interleaved_point(data, Kind::Direct, rate)?;
+                Some((
+                    point.p50_us as i64 - direct.p50_us as i64,
+                    point.p99_us as i64 - direct.p99_us as i64,
+                ))
+            }
+            Latency::Sequential(data) => added(data, kind, Proto::H1, rate),
+        }
+    }
+
+    /// In how many rounds `ours` had a p99 no higher than `theirs`, and of how many.
+    fn rounds_no_higher(&self, ours: Kind, theirs: Kind, rate: u32) -> Option<(usize, usize)> {
+        let Latency::Interleaved(data) = self else {
+            return None;
+        };
+        let ours = &interleaved_point(data, ours, rate)?.round_p99_us;
+        let theirs = &interleaved_point(data, theirs, rate)?.round_p99_us;
+        let no_higher = ours.iter().zip(theirs).filter(|(o, t)| o <= t).count();
+        Some((no_higher, ours.len().min(theirs.len())))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Latency::Interleaved(data) => format!(
+                "latency from the interleaved rounds ({} × {} s per path and rate)",
+                data.rounds, data.seconds
+            ),
+            Latency::Sequential(_) => "latency from the run above".to_owned(),
+        }
+    }
+}
+
+fn interleaved_point(data: &LatencyResults, kind: Kind, rate: u32) -> Option<&LatencyPoint> {
+    data.points
+        .iter()
+        .find(|p| p.kind == kind && p.rate == rate)
+}
+
+/// The median of `values` (the upper one of an even count).
+fn median(values: &[u64]) -> Option<u64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    sorted.get(sorted.len() / 2).copied()
+}
+
+fn interleaved_table(data: &LatencyResults, md: &mut String) {
+    let mut rates: Vec<u32> = data.points.iter().map(|p| p.rate).collect();
+    rates.dedup();
+    let mut kinds: Vec<Kind> = data.points.iter().map(|p| p.kind).collect();
+    kinds.sort_by_key(|k| Kind::ALL.iter().position(|a| a == k));
+    kinds.dedup();
+    let _ = writeln!(
+        md,
+        "#### Latency at fixed rates, {}, interleaved (µs: p50 / p99 / p99.9 over all rounds; \
+         added p50 / p99 over direct; median of the rounds' p99)\n\n\
+         Measured {} on {}. Every path was up at once; each of {} rounds gave each path a \
+         {} s slice (after a 0.5 s warm-up) at each rate, over {} connections, in an order \
+         rotated from round to round.\n",
+        data.proto, data.date, data.machine, data.rounds, data.seconds, data.connections
+    );
+    let mut header = "| path |".to_owned();
+    let mut rule = "|---|".to_owned();
+    for rate in &rates {
+        let _ = write!(header, " {rate} rps | added @{rate} | round p99 @{rate} |");
+        rule.push_str("---:|---:|---:|");
+    }
+    let _ = writeln!(md, "{header}\n{rule}");
+    let latency = Latency::Interleaved(data);
+    for kind in kinds {
+        let mut row = format!("| {} |", kind.label());
+        for &rate in &rates {
+            let Some(p) = interleaved_point(data, kind, rate) else {
+                row.push_str(" – | – | – |");
+                continue;
+            };
+            let _ = write!(row, " {} / {} / {} |", p.p50_us, p.p99_us, p.p999_us);
+            match latency.added(kind, rate) {
+                Some((a50, a99)) if kind != Kind::Direct => {
+                    let _ = write!(row, " {a50:+} / {a99:+} |");
+                }
+                _ => row.push_str(" – |"),
+            }
+            let _ = write!(
+                row,
+                " {} |",
+                median(&p.round_p99_us).map_or("–".to_owned(), |m| m.to_string())
+            );
+        }
+        let _ = writeln!(md, "{row}");
+    }
+    let _ = writeln!(md);
 }
 
 fn mib(kib: u64) -> String {
@@ -242,21 +357,28 @@ struct Check {
     holds: Option<bool>,
 }
 
-fn targets(data: &Results, control: Option<&[ScalePoint]>, md: &mut String) {
+fn targets(data: &Results, latency: &Latency, control: Option<&[ScalePoint]>, md: &mut String) {
     let proto = Proto::H1;
     let mut checks = Vec::new();
     for rate in [1000, 2000] {
-        let ours = added(data, Kind::TrellisMtls, proto, rate);
-        let haproxy = added(data, Kind::HaproxyMtls, proto, rate);
-        let envoy = added(data, Kind::EnvoyMtls, proto, rate);
+        let ours = latency.added(Kind::TrellisMtls, rate);
+        let haproxy = latency.added(Kind::HaproxyMtls, rate);
+        let envoy = latency.added(Kind::EnvoyMtls, rate);
         for (q, pick) in [("p50", 0usize), ("p99", 1)] {
             let get = |v: Option<(i64, i64)>| v.map(|(a, b)| if pick == 0 { a } else { b });
             let (o, h, e) = (get(ours), get(haproxy), get(envoy));
+            let rounds = match latency.rounds_no_higher(Kind::TrellisMtls, Kind::HaproxyMtls, rate)
+            {
+                Some((n, of)) if pick == 1 => {
+                    format!("; p99 ≤ HAProxy mTLS's in {n} of {of} rounds")
+                }
+                _ => String::new(),
+            };
             checks.push(Check {
                 what: format!(
                     "mTLS pair, added {q} at {rate} rps ≤ HAProxy mTLS's and ≤ 0.5× Envoy mTLS's"
                 ),
-                measured: format!("{} vs {} and {}", show(o), show(h), show(e)),
+                measured: format!("{} vs {} and {}{rounds}", show(o), show(h), show(e)),
                 holds: o
                     .zip(h)
                     .zip(e)
@@ -342,7 +464,8 @@ fn targets(data: &Results, control: Option<&[ScalePoint]>, md: &mut String) {
     });
     let _ = writeln!(
         md,
-        "#### Against the targets (HTTP/1.1, same run)\n\n| target | measured (Trellis vs peers) | holds |\n|---|---|---|"
+        "#### Against the targets (HTTP/1.1; {})\n\n| target | measured (Trellis vs peers) | holds |\n|---|---|---|",
+        latency.describe()
     );
     for c in checks {
         let verdict = match c.holds {
