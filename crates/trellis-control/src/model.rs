@@ -58,7 +58,7 @@ pub struct ServiceModel {
 }
 
 /// One address traffic for a service can go to.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EndpointModel {
     /// Address: a sidecar's inbound listener or a static endpoint.
     pub address: SocketAddr,

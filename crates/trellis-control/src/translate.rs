@@ -55,6 +55,9 @@ pub const DECLARED_DETECTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// shared by every proxy's snapshot instead of being encoded per proxy.
 #[derive(Debug)]
 pub struct SharedResources {
+    /// The model these were built from: the next model's build keeps the encoded clusters and
+    /// load assignments whose inputs did not change.
+    model: Arc<MeshModel>,
     routes: Arc<Resources>,
     /// The route configs in the form proxyless gRPC clients take, built for the first one.
     grpc_routes: OnceLock<Arc<Resources>>,
@@ -76,8 +79,9 @@ type ClusterSets = [Arc<Resources>; 2];
 impl SharedResources {
     /// Encodes the model-wide resources. With the resources built for the previous model, the
     /// named types (routes, endpoints, secrets) also list what changed, so streams that hold
-    /// the previous ones are updated by looking at those only.
-    pub fn build(model: &MeshModel, previous: Option<&SharedResources>) -> SharedResources {
+    /// the previous ones are updated by looking at those only, and the clusters and load
+    /// assignments of services whose inputs did not change are kept as encoded.
+    pub fn build(model: &Arc<MeshModel>, previous: Option<&SharedResources>) -> SharedResources {
         let routes = route::route_configs(model)
             .iter()
             .map(|r| (r.name.clone(), Resource::encode(r)))
@@ -88,10 +92,12 @@ impl SharedResources {
         } else {
             endpoint::client_zones(model)
         };
-        let endpoints = endpoint::load_assignments(model, &failover, &zones)
-            .iter()
-            .map(|cla| (cla.cluster_name.clone(), Resource::encode(cla)))
-            .collect();
+        let endpoints = endpoint::load_assignments(
+            model,
+            &failover,
+            &zones,
+            previous.map(|p| (&*p.model, &*p.endpoints)),
+        );
         let secrets = model
             .trust_bundle
             .iter()
@@ -100,7 +106,7 @@ impl SharedResources {
                 (BUNDLE_SECRET.to_owned(), secret)
             })
             .collect();
-        let (clusters, zonal_clusters) = cluster_sets(model, &failover, &zones);
+        let (clusters, zonal_clusters) = cluster_sets(model, &failover, &zones, previous);
         let named = |items, previous: Option<&Arc<Resources>>| {
             Arc::new(match previous {
                 Some(previous) => Resources::following(items, previous),
@@ -108,6 +114,7 @@ impl SharedResources {
             })
         };
         SharedResources {
+            model: model.clone(),
             routes: named(routes, previous.map(|p| &p.routes)),
             grpc_routes: OnceLock::new(),
             previous_grpc_routes: previous.and_then(|p| p.grpc_routes.get().cloned()),
@@ -126,26 +133,24 @@ fn cluster_sets(
     model: &MeshModel,
     failover: &[&ServiceModel],
     zones: &BTreeSet<ClientZone>,
+    previous: Option<&SharedResources>,
 ) -> (ClusterSets, BTreeMap<ClientZone, ClusterSets>) {
-    let outbound = [true, false].map(|mtls| cluster::outbound_clusters(model, mtls));
-    let shared = outbound.each_ref().map(|list| {
-        let items = list
-            .iter()
-            .map(|c| (c.name.clone(), Resource::encode(c)))
-            .collect();
-        Arc::new(Resources::new(items))
+    let mtls = [true, false];
+    let shared = mtls.map(|mtls| {
+        let before = previous.map(|p| (&*p.model, &*p.clusters[usize::from(!mtls)]));
+        Arc::new(Resources::new(cluster::outbound_clusters(
+            model, mtls, before,
+        )))
     });
     let zonal = zones
         .iter()
         .map(|zone| {
-            let sets = [0, 1].map(|i| {
-                let mut items = shared[i].items.clone();
+            let sets = mtls.map(|mtls| {
+                let mut items = shared[usize::from(!mtls)].items.clone();
                 for svc in failover {
-                    let name = outbound_cluster(&svc.key());
-                    if let Some(c) = outbound[i].iter().find(|c| c.name == name) {
-                        let c = cluster::with_assignment(c, zone.assignment(&svc.key()));
-                        items.insert(name, Resource::encode(&c));
-                    }
+                    let c = cluster::service_cluster(model, svc, mtls);
+                    let c = cluster::with_assignment(&c, zone.assignment(&svc.key()));
+                    items.insert(c.name.clone(), Resource::encode(&c));
                 }
                 Arc::new(Resources::new(items))
             });
@@ -157,7 +162,8 @@ fn cluster_sets(
 
 /// Builds the snapshot for the proxy that presented `node`.
 pub fn translate(model: &MeshModel, node: &NodeMeta) -> Snapshot {
-    translate_shared(&SharedResources::build(model, None), model, node)
+    let shared = SharedResources::build(&Arc::new(model.clone()), None);
+    translate_shared(&shared, model, node)
 }
 
 /// Builds the snapshot for `node` around resources already built for `model`.

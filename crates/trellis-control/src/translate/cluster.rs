@@ -4,7 +4,7 @@
 
 mod policy;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -17,12 +17,14 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options::UpstreamProtocolOptions,
     http_protocol_options::UseDownstreamHttpConfig,
 };
+use trellis_api::BackendSettings;
 use trellis_xds::node::NodeMeta;
+use trellis_xds::snapshot::{Resource, Resources};
 
 use super::endpoint::load_assignment;
 use super::listener::http1_preserving_case;
 use super::{ads, any, duration, inbound_cluster, outbound_cluster, tls};
-use crate::model::{EndpointModel, MeshModel};
+use crate::model::{EndpointModel, MeshModel, ServiceModel};
 
 /// How long a proxy waits for a TCP connection to an endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -30,31 +32,84 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Key Envoy reads upstream HTTP options from.
 const HTTP_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
-/// An EDS cluster per service, reading the service's shared load assignment, with mutual TLS
-/// to sidecar endpoints when the proxy has a workload certificate (`mtls`) and the mesh a CA,
-/// and the settings of the service's BackendPolicies (see [`policy::apply`]).
-pub(super) fn outbound_clusters(model: &MeshModel, mtls: bool) -> Vec<Cluster> {
+/// Every service's outbound cluster (see [`service_cluster`]), encoded. A cluster whose
+/// [`ClusterInputs`] are the same in `previous` (the model and the clusters encoded for it) is
+/// not built again: its encoded form is kept.
+pub(super) fn outbound_clusters(
+    model: &MeshModel,
+    mtls: bool,
+    previous: Option<(&MeshModel, &Resources)>,
+) -> BTreeMap<String, Resource> {
     model
         .services
-        .values()
-        .map(|svc| {
-            let mut c = base(&outbound_cluster(&svc.key()), svc.protocol.is_http());
-            c.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
-            c.eds_cluster_config = Some(EdsClusterConfig {
-                eds_config: Some(ads()),
-                service_name: String::new(),
+        .iter()
+        .map(|(key, svc)| {
+            let inputs = ClusterInputs::of(model, svc, mtls);
+            let kept = previous.and_then(|(before, encoded)| {
+                let was = ClusterInputs::of(before, before.services.get(key)?, mtls);
+                if was == inputs {
+                    encoded.items.get(&inputs.name).cloned()
+                } else {
+                    None
+                }
             });
-            policy::apply(
-                &mut c,
-                &model.config.backend_settings(&svc.namespace, &svc.name),
-            );
-            // A proxy without a workload certificate cannot originate mutual TLS.
-            if model.trust_bundle.is_some() && mtls {
-                tls::secure_cluster(&mut c, svc, &MeshModel::identities(svc));
-            }
-            c
+            let resource = kept.unwrap_or_else(|| Resource::encode(&inputs.cluster()));
+            (inputs.name, resource)
         })
         .collect()
+}
+
+/// The EDS cluster of `svc`, reading the service's shared load assignment, with mutual TLS to
+/// sidecar endpoints when the proxy has a workload certificate (`mtls`) and the mesh a CA, and
+/// the settings of the service's BackendPolicies (see [`policy::apply`]).
+pub(super) fn service_cluster(model: &MeshModel, svc: &ServiceModel, mtls: bool) -> Cluster {
+    ClusterInputs::of(model, svc, mtls).cluster()
+}
+
+/// Everything a service's outbound cluster is built from, and nothing else: equal inputs build
+/// equal clusters, which is what lets [`outbound_clusters`] keep one.
+#[derive(PartialEq)]
+struct ClusterInputs<'a> {
+    name: String,
+    http: bool,
+    settings: BackendSettings<'a>,
+    /// The identities the endpoints must present, when the cluster originates mutual TLS.
+    identities: Option<Vec<String>>,
+    key: String,
+}
+
+impl<'a> ClusterInputs<'a> {
+    fn of(model: &'a MeshModel, svc: &ServiceModel, mtls: bool) -> ClusterInputs<'a> {
+        let key = svc.key();
+        // A proxy without a workload certificate cannot originate mutual TLS, and static
+        // endpoints (no sidecar) are called in plaintext.
+        let identities = (model.trust_bundle.is_some()
+            && mtls
+            && svc.endpoints.iter().any(|e| e.node_id.is_some()))
+        .then(|| MeshModel::identities(svc))
+        .filter(|ids| !ids.is_empty());
+        ClusterInputs {
+            name: outbound_cluster(&key),
+            http: svc.protocol.is_http(),
+            settings: model.config.backend_settings(&svc.namespace, &svc.name),
+            identities,
+            key,
+        }
+    }
+
+    fn cluster(&self) -> Cluster {
+        let mut c = base(&self.name, self.http);
+        c.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
+        c.eds_cluster_config = Some(EdsClusterConfig {
+            eds_config: Some(ads()),
+            service_name: String::new(),
+        });
+        policy::apply(&mut c, &self.settings);
+        if let Some(identities) = &self.identities {
+            tls::secure_cluster(&mut c, &self.key, identities);
+        }
+        c
+    }
 }
 
 /// The static cluster for the application behind the proxy.

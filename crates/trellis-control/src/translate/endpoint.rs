@@ -2,7 +2,7 @@
 //! locality, and for services with locality failover one more per client zone among the
 //! connected proxies, whose priorities say how far each endpoint is from that zone.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use envoy_types::pb::envoy::config::core::v3::{
     Address, Locality, Metadata, SocketAddress, address::Address as AddressKind,
@@ -13,6 +13,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 use trellis_xds::node::parse_locality;
+use trellis_xds::snapshot::{Resource, Resources};
 
 use super::{outbound_cluster, outbound_zone_assignment, stable_map, tls};
 use crate::model::{EndpointModel, MeshModel, ServiceModel};
@@ -82,23 +83,38 @@ pub(super) fn client_zones(model: &MeshModel) -> BTreeSet<ClientZone> {
     localities.filter_map(|l| ClientZone::of(Some(l))).collect()
 }
 
-/// Every service's load assignment, and one per zone in `zones` for each `failover` service.
+/// Every service's load assignment, and one per zone in `zones` for each `failover` service,
+/// encoded. A service whose endpoints are the same in `previous` (the model and the
+/// assignments encoded for it) keeps its encoded shared assignment.
 pub(super) fn load_assignments(
     model: &MeshModel,
     failover: &[&ServiceModel],
     zones: &BTreeSet<ClientZone>,
-) -> Vec<ClusterLoadAssignment> {
-    let shared = model.services.values().map(|svc| {
-        let name = outbound_cluster(&svc.key());
-        load_assignment(&name, &svc.endpoints, None)
-    });
-    let zonal = failover.iter().flat_map(|svc| {
-        zones.iter().map(|zone| {
+    previous: Option<(&MeshModel, &Resources)>,
+) -> BTreeMap<String, Resource> {
+    let mut items = BTreeMap::new();
+    for (key, svc) in &model.services {
+        let name = outbound_cluster(key);
+        // The shared assignment is built from the endpoints alone: equal ones, equal bytes.
+        let kept = previous.and_then(|(before, encoded)| {
+            if before.services.get(key)?.endpoints == svc.endpoints {
+                encoded.items.get(&name).cloned()
+            } else {
+                None
+            }
+        });
+        let resource =
+            kept.unwrap_or_else(|| Resource::encode(&load_assignment(&name, &svc.endpoints, None)));
+        items.insert(name, resource);
+    }
+    for svc in failover {
+        for zone in zones {
             let name = zone.assignment(&svc.key());
-            load_assignment(&name, &svc.endpoints, Some(zone))
-        })
-    });
-    shared.chain(zonal).collect()
+            let cla = load_assignment(&name, &svc.endpoints, Some(zone));
+            items.insert(name, Resource::encode(&cla));
+        }
+    }
+    items
 }
 
 /// The assignment `name` of `endpoints`, grouped by locality: every group at priority 0, or

@@ -89,7 +89,11 @@ fn node(service: &str, version: &str, inbound: u16) -> NodeMeta {
 }
 
 fn model(nodes: &[NodeMeta]) -> MeshModel {
-    let config = trellis_api::load_str("test.yaml", CONFIG).expect("valid config");
+    model_with(CONFIG, nodes)
+}
+
+fn model_with(config: &str, nodes: &[NodeMeta]) -> MeshModel {
+    let config = trellis_api::load_str("test.yaml", config).expect("valid config");
     let ids: Vec<String> = (0..nodes.len()).map(|i| format!("n{i}")).collect();
     MeshModel::build(
         Arc::new(config),
@@ -518,6 +522,7 @@ fn workloads_without_a_certificate_get_and_are_reached_in_plaintext() {
     };
     let mut model = model(&[secure.clone(), plain.clone()]);
     model.trust_bundle = Some("bundle".into());
+    let model = Arc::new(model);
     let shared = SharedResources::build(&model, None);
     let matches = |snapshot: &Snapshot| {
         let c: Cluster = decode(snapshot, TypeUrl::Cluster, "outbound|catalog.default");
@@ -561,6 +566,7 @@ fn endpoints_whose_proxy_takes_http1_over_http2_with_mtls_are_marked() {
     let client = node("catalog", "v1", 41001);
     let mut model = model(&[client.clone(), plain, other_proxy]);
     model.trust_bundle = Some("bundle".into());
+    let model = Arc::new(model);
     let snapshot = translate_shared(&SharedResources::build(&model, None), &model, &client);
     let cla: ClusterLoadAssignment = decode(
         &snapshot,
@@ -603,6 +609,7 @@ fn envoy_and_workloads_of_opaque_services_are_never_marked_for_http2() {
     let db = node("legacy-db", "v1", 41005);
     let mut model = model(&[client.clone(), envoy, db]);
     model.trust_bundle = Some("bundle".into());
+    let model = Arc::new(model);
     let snapshot = translate_shared(&SharedResources::build(&model, None), &model, &client);
     let catalog: ClusterLoadAssignment = decode(
         &snapshot,
@@ -631,9 +638,9 @@ fn envoy_and_workloads_of_opaque_services_are_never_marked_for_http2() {
 #[test]
 fn shared_resources_list_what_changed_since_the_previous_ones() {
     let first = [node("catalog", "v1", 41001)];
-    let before = SharedResources::build(&model(&first), None);
+    let before = SharedResources::build(&Arc::new(model(&first)), None);
     let both = [node("catalog", "v1", 41001), node("catalog", "v2", 41002)];
-    let model = model(&both);
+    let model = Arc::new(model(&both));
     let after = SharedResources::build(&model, Some(&before));
     let snapshot = translate_shared(&after, &model, &both[0]);
     let previous = translate_shared(&before, &model, &both[0]);
@@ -656,4 +663,48 @@ fn shared_resources_list_what_changed_since_the_previous_ones() {
         None,
         "listeners are the proxy's own and always sent whole"
     );
+}
+
+#[test]
+fn shared_resources_built_on_the_previous_ones_equal_those_built_afresh() {
+    let one = [node("catalog", "v1", 41001)];
+    let two = [node("catalog", "v1", 41001), node("catalog", "v2", 41002)];
+    let budget = format!(
+        "{CONFIG}---
+apiVersion: trellis.dev/v1alpha1
+kind: BackendPolicy
+metadata: {{name: catalog-budget}}
+spec:
+  targetRefs: [{{kind: Service, name: catalog}}]
+  retryBudget: {{budgetPercent: 50}}
+"
+    );
+    let secured = |mut model: MeshModel| {
+        model.trust_bundle = Some("bundle".into());
+        model
+    };
+    // Each step changes what some clusters or load assignments are built from: endpoints
+    // joining, the mesh CA (mutual TLS to sidecars), a BackendPolicy, endpoints leaving.
+    let steps = [
+        model(&one),
+        model(&two),
+        secured(model(&two)),
+        secured(model_with(&budget, &two)),
+        secured(model_with(&budget, &one)),
+        model(&one),
+    ];
+    let mut previous: Option<SharedResources> = None;
+    for (i, model) in steps.into_iter().enumerate() {
+        let model = Arc::new(model);
+        let built = SharedResources::build(&model, previous.as_ref());
+        let fresh = SharedResources::build(&model, None);
+        for (set, (built, fresh)) in built.clusters.iter().zip(&fresh.clusters).enumerate() {
+            assert_eq!(built.items, fresh.items, "step {i}: clusters, set {set}");
+        }
+        assert_eq!(
+            built.endpoints.items, fresh.endpoints.items,
+            "step {i}: endpoints"
+        );
+        previous = Some(built);
+    }
 }

@@ -119,12 +119,10 @@ pub(super) fn secure_inbound(listener: &mut Listener, mode: MtlsMode) {
     }
 }
 
-/// Makes `cluster` originate mTLS to sidecar endpoints, expecting one of the identities of
-/// the service's workloads; static endpoints (no sidecar) stay plaintext.
-pub(super) fn secure_cluster(cluster: &mut Cluster, svc: &ServiceModel, identities: &[String]) {
-    if identities.is_empty() || svc.endpoints.iter().all(|e| e.node_id.is_none()) {
-        return;
-    }
+/// Makes `cluster`, of the service `key` (`name.namespace`), originate mTLS to sidecar
+/// endpoints, expecting one of `identities`, those of the service's workloads; static
+/// endpoints (no sidecar) stay plaintext.
+pub(super) fn secure_cluster(cluster: &mut Cluster, key: &str, identities: &[String]) {
     let context = UpstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
             tls_certificate_sds_secret_configs: vec![workload_secret()],
@@ -151,7 +149,7 @@ pub(super) fn secure_cluster(cluster: &mut Cluster, svc: &ServiceModel, identiti
             )),
             ..CommonTlsContext::default()
         }),
-        sni: format!("outbound_.{}", svc.key()),
+        sni: format!("outbound_.{key}"),
         ..UpstreamTlsContext::default()
     };
     cluster.transport_socket_matches = vec![TransportSocketMatch {

@@ -26,7 +26,7 @@ use envoy_types::pb::google::protobuf::{
 };
 
 use crate::model::MeshModel;
-use crate::translate::cluster::outbound_clusters;
+use crate::translate::cluster::service_cluster;
 use crate::translate::route::route_configs;
 
 const SERVICES: &str = "\
@@ -57,11 +57,9 @@ fn policy(name: &str, service: &str, spec: &str) -> String {
 
 /// The outbound cluster `outbound|<service>.default` (with and without mTLS alike).
 fn cluster(model: &MeshModel, service: &str) -> Cluster {
-    let name = format!("outbound|{service}.default");
-    let [with, without] = [true, false].map(|mtls| {
-        let clusters = outbound_clusters(model, mtls);
-        clusters.into_iter().find(|c| c.name == name).expect(&name)
-    });
+    let key = format!("{service}.default");
+    let svc = model.services.get(&key).expect(&key);
+    let [with, without] = [true, false].map(|mtls| service_cluster(model, svc, mtls));
     assert_eq!(with, without, "no mesh CA: mTLS changes nothing");
     with
 }

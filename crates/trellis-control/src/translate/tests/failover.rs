@@ -112,7 +112,7 @@ fn failover_services_give_each_client_zone_priorities_by_distance() {
     let zone_a = client(41001, Some("r1/z1/rack1"));
     let zone_b = client(41002, Some("r2/z1"));
     let nowhere = client(41003, None);
-    let model = model(&[zone_a.clone(), zone_b.clone(), nowhere.clone()]);
+    let model = Arc::new(model(&[zone_a.clone(), zone_b.clone(), nowhere.clone()]));
     let shared = SharedResources::build(&model, None);
     let a = translate_shared(&shared, &model, &zone_a);
     let b = translate_shared(&shared, &model, &zone_b);
@@ -186,9 +186,9 @@ fn failover_services_give_each_client_zone_priorities_by_distance() {
 fn a_new_client_zone_adds_its_variants_to_the_endpoint_changes() {
     let zone_a = client(41001, Some("r1/z1"));
     let zone_b = client(41002, Some("r2/z1"));
-    let one_zone = model(std::slice::from_ref(&zone_a));
+    let one_zone = Arc::new(model(std::slice::from_ref(&zone_a)));
     let before = SharedResources::build(&one_zone, None);
-    let two_zones = model(&[zone_a.clone(), zone_b]);
+    let two_zones = Arc::new(model(&[zone_a.clone(), zone_b]));
     let after = SharedResources::build(&two_zones, Some(&before));
 
     let old = translate_shared(&before, &one_zone, &zone_a);

@@ -279,10 +279,10 @@ fn grpc_clients_get_routes_with_only_what_grpc_implements() {
 fn grpc_route_configs_list_what_changed_since_the_previous_ones() {
     let grpc = grpc_client();
     let nodes = [("g", &grpc)];
-    let before_model = model_of(CONFIG, &nodes);
+    let before_model = Arc::new(model_of(CONFIG, &nodes));
     let before = SharedResources::build(&before_model, None);
     let previous = translate_shared(&before, &before_model, &grpc);
-    let model = model_of(&CONFIG.replace("value: a}", "value: b}"), &nodes);
+    let model = Arc::new(model_of(&CONFIG.replace("value: a}", "value: b}"), &nodes));
     let after = SharedResources::build(&model, Some(&before));
     let snapshot = translate_shared(&after, &model, &grpc);
     let changes = snapshot

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::{
-    CircuitBreakers, Cluster,
+    CircuitBreakers,
     circuit_breakers::{Thresholds, thresholds::RetryBudget},
     cluster::LbPolicy,
 };
@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration, UInt32Value};
 
 use crate::model::MeshModel;
-use crate::translate::cluster::outbound_clusters;
+use crate::translate::cluster::service_cluster;
 use crate::translate::route::route_configs;
 
 const SERVICES: &str = "\
@@ -215,9 +215,10 @@ fn budget(percent: f64, min: u32) -> Option<CircuitBreakers> {
     })
 }
 
-fn breakers(clusters: &[Cluster], name: &str) -> Option<CircuitBreakers> {
-    let cluster = clusters.iter().find(|c| c.name == name).expect(name);
-    cluster.circuit_breakers.clone()
+/// The circuit breakers of the outbound cluster of the service `key` (`name.namespace`).
+fn breakers(model: &MeshModel, key: &str, mtls: bool) -> Option<CircuitBreakers> {
+    let svc = model.services.get(key).expect(key);
+    service_cluster(model, svc, mtls).circuit_breakers
 }
 
 #[test]
@@ -239,16 +240,9 @@ spec:
 ",
     );
     for mtls in [true, false] {
-        let clusters = outbound_clusters(&model, mtls);
-        assert_eq!(
-            breakers(&clusters, "outbound|shop.default"),
-            budget(12.5, 7)
-        );
+        assert_eq!(breakers(&model, "shop.default", mtls), budget(12.5, 7));
         // A policy in another namespace targets that namespace's shop-v1, not this one.
-        assert_eq!(
-            breakers(&clusters, "outbound|shop-v1.default"),
-            budget(20.0, 3)
-        );
+        assert_eq!(breakers(&model, "shop-v1.default", mtls), budget(20.0, 3));
     }
 }
 
@@ -257,27 +251,17 @@ fn the_resilience_example_translates() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/resilience");
     let config = trellis_api::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
     let model = MeshModel::build(Arc::new(config), std::iter::empty());
-    let clusters = outbound_clusters(&model, true);
     let mut pooled = budget(10.0, 5);
     if let Some(t) = pooled.as_mut().map(|b| &mut b.thresholds[0]) {
         t.max_connections = Some(UInt32Value { value: 50 });
         t.max_pending_requests = Some(UInt32Value { value: 20 });
         t.max_requests = Some(UInt32Value { value: 100 });
     }
-    assert_eq!(breakers(&clusters, "outbound|catalog.default"), pooled);
-    assert_eq!(
-        breakers(&clusters, "outbound|ratings.default"),
-        budget(20.0, 3)
-    );
-    let catalog = clusters
-        .iter()
-        .find(|c| c.name == "outbound|catalog.default")
-        .expect("catalog");
+    assert_eq!(breakers(&model, "catalog.default", true), pooled);
+    assert_eq!(breakers(&model, "ratings.default", true), budget(20.0, 3));
+    let catalog = service_cluster(&model, &model.services["catalog.default"], true);
     assert!(catalog.outlier_detection.is_some() && catalog.health_checks.len() == 1);
-    let ratings = clusters
-        .iter()
-        .find(|c| c.name == "outbound|ratings.default")
-        .expect("ratings");
+    let ratings = service_cluster(&model, &model.services["ratings.default"], true);
     assert_eq!(ratings.lb_policy, LbPolicy::RingHash as i32);
     let configs = route_configs(&model);
     let hashed = configs
