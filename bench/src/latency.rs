@@ -58,7 +58,6 @@ pub(crate) struct LatencyPoint {
     pub(crate) rate: u32,
     /// Quantiles over all slices' requests together, µs.
     pub(crate) p50_us: u64,
-    pub(crate) p90_us: u64,
     pub(crate) p99_us: u64,
     pub(crate) p999_us: u64,
     /// Failed requests.
@@ -167,11 +166,10 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     }
     for point in &results(args, &pairs, &merged, args.rounds).points {
         eprintln!(
-            "{:>16} {:>5} rps: p50 {:>6} µs  p90 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  errors {}",
+            "{:>16} {:>5} rps: p50 {:>6} µs  p99 {:>6} µs  p99.9 {:>6} µs  errors {}",
             point.kind.label(),
             point.rate,
             point.p50_us,
-            point.p90_us,
             point.p99_us,
             point.p999_us,
             point.errors
@@ -192,7 +190,6 @@ fn results(args: &Args, pairs: &[Pair], merged: &[Vec<Merged>], rounds: usize) -
                 kind: pair.kind,
                 rate,
                 p50_us: outcome.quantile_us(0.5),
-                p90_us: outcome.quantile_us(0.9),
                 p99_us: outcome.quantile_us(0.99),
                 p999_us: outcome.quantile_us(0.999),
                 errors: outcome.errors,

@@ -42,8 +42,9 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(font.into()))
         .map_err(|_| anyhow::anyhow!("{} is not a usable font", args.font.display()))?;
     let data: Results = read_json(&args.out_dir.join("dataplane.json"))?;
-    let control: Option<Vec<ScalePoint>> = read_json(&args.out_dir.join("control.json")).ok();
-    let interleaved: Option<LatencyResults> = read_json(&args.out_dir.join("latency.json")).ok();
+    let control: Option<Vec<ScalePoint>> = read_optional_json(&args.out_dir.join("control.json"))?;
+    let interleaved: Option<LatencyResults> =
+        read_optional_json(&args.out_dir.join("latency.json"))?;
     std::fs::create_dir_all(&args.charts)?;
     let mut md = String::new();
     dataplane_tables(&data, &mut md);
@@ -94,6 +95,15 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Like [`read_json`], but a file that is not there is `None` (that benchmark was not run).
+fn read_optional_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {
+    if path.exists() {
+        read_json(path).map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 /// `charts` relative to the page's directory (both given relative to the same root).
