@@ -6,7 +6,9 @@ mod document;
 pub use document::{GATEWAY_API_VERSION, GATEWAY_API_VERSION_BETA, TRELLIS_API_VERSION};
 
 use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -125,15 +127,55 @@ pub fn load_dir(dir: &Path) -> Result<ConfigSet, ConfigErrors> {
 }
 
 /// Loads a directory again and again, as [`load_dir`] does, but parses only the files whose
-/// text changed since its last load: a watched directory of many files reloads in the time it
-/// takes to read them.
+/// text changed since its last load, and reads only those whose [`FileStamp`] changed: a
+/// watched directory of many files reloads in the time it takes to look at them.
 #[derive(Default)]
 pub struct DirLoader {
     files: HashMap<PathBuf, ParsedText>,
 }
 
+/// Files changed this recently are read again on the next load even when their stamp is the
+/// same: the kernel stamps files from a clock that ticks every few milliseconds, so a second
+/// write of the same length within one tick of the first leaves the stamp as it was.
+const RACY: Duration = Duration::from_secs(1);
+
+/// What the file system says of a file: a write changes its change time (which no one can set
+/// back), so an equal stamp means the same text.
+#[derive(Clone, Copy, PartialEq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    ctime: (i64, i64),
+    mtime: (i64, i64),
+}
+
+impl FileStamp {
+    /// The stamp of `meta`, read at `now`; `None` when the file changed too recently for the
+    /// stamp to be trusted (see [`RACY`]).
+    fn of(meta: &std::fs::Metadata, now: SystemTime) -> Option<FileStamp> {
+        let changed = UNIX_EPOCH
+            + Duration::new(
+                u64::try_from(meta.ctime()).ok()?,
+                u32::try_from(meta.ctime_nsec()).ok()?,
+            );
+        if now.duration_since(changed).ok()? < RACY {
+            return None;
+        }
+        Some(FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+        })
+    }
+}
+
 /// One file's text and what it parsed to.
 struct ParsedText {
+    /// The file's stamp when `text` was read, if it could be trusted.
+    stamp: Option<FileStamp>,
     text: String,
     /// Syntax and document errors.
     errors: Vec<ConfigError>,
@@ -142,7 +184,7 @@ struct ParsedText {
 }
 
 impl ParsedText {
-    fn parse(file: &str, text: String) -> ParsedText {
+    fn parse(file: &str, text: String, stamp: Option<FileStamp>) -> ParsedText {
         let parsed = parse_file(&text);
         let mut errors: Vec<ConfigError> = parsed
             .errors
@@ -164,6 +206,7 @@ impl ParsedText {
             })
             .collect();
         ParsedText {
+            stamp,
             text,
             errors,
             documents,
@@ -182,7 +225,8 @@ impl DirLoader {
                 return loader.finish();
             }
         };
-        let mut files: Vec<_> = entries
+        let now = SystemTime::now();
+        let mut files: Vec<(PathBuf, Option<FileStamp>)> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
             .filter(|p| {
@@ -190,14 +234,27 @@ impl DirLoader {
                     && !p
                         .file_name()
                         .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-                    && p.is_file()
+            })
+            .filter_map(|p| {
+                let meta = std::fs::metadata(&p)
+                    .ok()
+                    .filter(std::fs::Metadata::is_file)?;
+                let stamp = FileStamp::of(&meta, now);
+                Some((p, stamp))
             })
             .collect();
-        files.sort();
-        let present: HashSet<&PathBuf> = files.iter().collect();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        let present: HashSet<&PathBuf> = files.iter().map(|(path, _)| path).collect();
         self.files.retain(|path, _| present.contains(path));
-        for path in files {
+        for (path, stamp) in files {
             let name = path.display().to_string();
+            if let Some(cached) = self.files.get(&path)
+                && cached.stamp.is_some()
+                && cached.stamp == stamp
+            {
+                loader.add_parsed(&name, cached);
+                continue;
+            }
             let text = match std::fs::read_to_string(&path) {
                 Ok(text) => text,
                 Err(e) => {
@@ -206,12 +263,15 @@ impl DirLoader {
                     continue;
                 }
             };
-            let parsed = match self.files.get(&path) {
-                Some(cached) if cached.text == text => cached,
+            let parsed = match self.files.get_mut(&path) {
+                Some(cached) if cached.text == text => {
+                    cached.stamp = stamp;
+                    cached
+                }
                 _ => self
                     .files
                     .entry(path)
-                    .insert_entry(ParsedText::parse(&name, text))
+                    .insert_entry(ParsedText::parse(&name, text, stamp))
                     .into_mut(),
             };
             loader.add_parsed(&name, parsed);
@@ -242,7 +302,7 @@ struct Loader {
 
 impl Loader {
     fn add(&mut self, file: &str, text: &str) {
-        self.add_parsed(file, &ParsedText::parse(file, text.to_owned()));
+        self.add_parsed(file, &ParsedText::parse(file, text.to_owned(), None));
     }
 
     fn add_parsed(&mut self, file: &str, parsed: &ParsedText) {

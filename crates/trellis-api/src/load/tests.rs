@@ -664,3 +664,35 @@ fn a_dir_loader_reparses_only_what_changed_and_agrees_with_a_fresh_load() {
     let errors = loader.load(dir.path()).expect_err("syntax");
     assert_eq!(errors, load_dir(dir.path()).expect_err("syntax"));
 }
+
+#[test]
+fn a_dir_loader_sees_a_rewrite_of_the_same_length_however_soon() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("b.yaml");
+    let port = |port: u16| service_with(&format!("  ports: [{{port: {port}}}]\n"));
+    let served = |loader: &mut DirLoader| {
+        loader.load(dir.path()).expect("valid").services[0]
+            .spec
+            .ports[0]
+            .port
+    };
+    let mut loader = DirLoader::default();
+    std::fs::write(&path, port(81)).expect("write");
+    assert_eq!(served(&mut loader), 81);
+    // Within the same tick of the file system's clock, where kernels without fine-grained
+    // change times leave the stamp as it was.
+    std::fs::write(&path, port(82)).expect("write");
+    assert_eq!(served(&mut loader), 82, "a rewrite right after a load");
+    // Once the file is old enough for its stamp to be trusted, it is cached with it, and a
+    // rewrite found only when it too is old (a missed watch event) is told by its stamp.
+    let age = RACY + Duration::from_millis(100);
+    std::thread::sleep(age);
+    assert_eq!(served(&mut loader), 82);
+    assert!(
+        loader.files[&path].stamp.is_some(),
+        "an old file's stamp is kept"
+    );
+    std::fs::write(&path, port(83)).expect("write");
+    std::thread::sleep(age);
+    assert_eq!(served(&mut loader), 83, "a rewrite of a stamped file");
+}
