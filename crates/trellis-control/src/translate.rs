@@ -82,10 +82,26 @@ impl SharedResources {
     /// the previous ones are updated by looking at those only, and the clusters and load
     /// assignments of services whose inputs did not change are kept as encoded.
     pub fn build(model: &Arc<MeshModel>, previous: Option<&SharedResources>) -> SharedResources {
-        let routes = route::route_configs(model)
-            .iter()
-            .map(|r| (r.name.clone(), Resource::encode(r)))
-            .collect();
+        let named = |items, previous: Option<&Arc<Resources>>| {
+            Arc::new(match previous {
+                Some(previous) => Resources::following(items, previous),
+                None => Resources::new(items),
+            })
+        };
+        // Kept whole when only endpoints changed: same bytes, same version.
+        let kept_routes = previous
+            .filter(|p| route::same_routes(&p.model, model))
+            .map(|p| p.routes.clone());
+        let routes = match kept_routes {
+            Some(routes) => routes,
+            None => {
+                let items = route::route_configs(model)
+                    .iter()
+                    .map(|r| (r.name.clone(), Resource::encode(r)))
+                    .collect();
+                named(items, previous.map(|p| &p.routes))
+            }
+        };
         let failover = endpoint::failover_services(model);
         let zones = if failover.is_empty() {
             BTreeSet::new()
@@ -107,15 +123,9 @@ impl SharedResources {
             })
             .collect();
         let (clusters, zonal_clusters) = cluster_sets(model, &failover, &zones, previous);
-        let named = |items, previous: Option<&Arc<Resources>>| {
-            Arc::new(match previous {
-                Some(previous) => Resources::following(items, previous),
-                None => Resources::new(items),
-            })
-        };
         SharedResources {
             model: model.clone(),
-            routes: named(routes, previous.map(|p| &p.routes)),
+            routes,
             grpc_routes: OnceLock::new(),
             previous_grpc_routes: previous.and_then(|p| p.grpc_routes.get().cloned()),
             endpoints: named(endpoints, previous.map(|p| &p.endpoints)),

@@ -15,7 +15,10 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatcher, StringMatcher, string_matcher::MatchPattern,
 };
-use trellis_api::{GrpcMethodMatch, HeaderMatch, HttpRouteMatch, PathMatchType, StringMatchType};
+use trellis_api::{
+    ConfigSet, GrpcMethodMatch, HeaderMatch, HttpRouteMatch, PathMatchType, Service, ServiceSpec,
+    StringMatchType,
+};
 
 use super::{HTTP_PROXY, duration, outbound_cluster, outbound_route_config};
 use crate::model::{MeshModel, ServiceModel};
@@ -56,6 +59,71 @@ pub(super) fn route_configs(model: &MeshModel) -> Vec<RouteConfiguration> {
         ..RouteConfiguration::default()
     });
     out
+}
+
+/// Whether `before` and `now` give the same [`route_configs`]: those read the config and the
+/// services but never an endpoint, so models that differ in endpoints only do. Every field is
+/// named below, so that a field added to what is compared must be placed on one side or the
+/// other.
+pub(super) fn same_routes(before: &MeshModel, now: &MeshModel) -> bool {
+    let ConfigSet {
+        services,
+        http_routes,
+        grpc_routes,
+        mesh_configs,
+        authorization_policies,
+        backend_policies,
+        fault_injections,
+        rate_limits,
+    } = &*before.config;
+    let config = &*now.config;
+    let declared = |a: &Service, b: &Service| {
+        let ServiceSpec {
+            ports,
+            selector,
+            endpoints: _,
+            mtls,
+        } = &a.spec;
+        a.metadata == b.metadata
+            && *ports == b.spec.ports
+            && *selector == b.spec.selector
+            && *mtls == b.spec.mtls
+    };
+    let modelled = |a: &ServiceModel, b: &ServiceModel| {
+        let ServiceModel {
+            name,
+            namespace,
+            protocol,
+            declared,
+            protocol_declared,
+            endpoints: _,
+            routes,
+        } = a;
+        *name == b.name
+            && *namespace == b.namespace
+            && *protocol == b.protocol
+            && *declared == b.declared
+            && *protocol_declared == b.protocol_declared
+            && *routes == b.routes
+    };
+    *http_routes == config.http_routes
+        && *grpc_routes == config.grpc_routes
+        && *mesh_configs == config.mesh_configs
+        && *authorization_policies == config.authorization_policies
+        && *backend_policies == config.backend_policies
+        && *fault_injections == config.fault_injections
+        && *rate_limits == config.rate_limits
+        && services.len() == config.services.len()
+        && services
+            .iter()
+            .zip(&config.services)
+            .all(|(a, b)| declared(a, b))
+        && before.services.len() == now.services.len()
+        && before
+            .services
+            .iter()
+            .zip(&now.services)
+            .all(|((ka, a), (kb, b))| ka == kb && modelled(a, b))
 }
 
 /// A config whose one route sends everything to `cluster`.

@@ -656,8 +656,11 @@ fn shared_resources_list_what_changed_since_the_previous_ones() {
         ["outbound|catalog-v2.default", "outbound|catalog.default"],
         "the service and the new version's subset"
     );
-    let routes = snapshot.changes(TypeUrl::RouteConfiguration).unwrap();
-    assert!(routes.names.is_empty(), "a new endpoint changes no route");
+    assert_eq!(
+        snapshot.version(TypeUrl::RouteConfiguration),
+        previous.version(TypeUrl::RouteConfiguration),
+        "a new endpoint changes no route"
+    );
     assert_eq!(
         snapshot.changes(TypeUrl::Listener),
         None,
@@ -683,8 +686,9 @@ spec:
         model.trust_bundle = Some("bundle".into());
         model
     };
-    // Each step changes what some clusters or load assignments are built from: endpoints
-    // joining, the mesh CA (mutual TLS to sidecars), a BackendPolicy, endpoints leaving.
+    let reweighted = CONFIG.replace("weight: 90", "weight: 80");
+    // Each step changes what some resources are built from: endpoints joining, the mesh CA
+    // (mutual TLS to sidecars), a BackendPolicy, endpoints leaving, an HTTPRoute.
     let steps = [
         model(&one),
         model(&two),
@@ -692,6 +696,7 @@ spec:
         secured(model_with(&budget, &two)),
         secured(model_with(&budget, &one)),
         model(&one),
+        model_with(&reweighted, &one),
     ];
     let mut previous: Option<SharedResources> = None;
     for (i, model) in steps.into_iter().enumerate() {
@@ -705,6 +710,14 @@ spec:
             built.endpoints.items, fresh.endpoints.items,
             "step {i}: endpoints"
         );
+        assert_eq!(built.routes.items, fresh.routes.items, "step {i}: routes");
+        if i == 1 {
+            let before = previous.as_ref().map(|p| &p.routes);
+            assert!(
+                before.is_some_and(|b| Arc::ptr_eq(b, &built.routes)),
+                "endpoints alone changed: the route configs are kept whole"
+            );
+        }
         previous = Some(built);
     }
 }
