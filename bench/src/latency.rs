@@ -1,6 +1,6 @@
 //! `trellis-bench latency`: fixed-rate latency of several paths, interleaved. Every path runs at
 //! once (idle until its turn), and each round gives each path a short slice at each rate, in
-//! an order that rotates from round to round. A burst of noise on a shared machine then lands
+//! an order that changes from round to round. A burst of noise on a shared machine then lands
 //! on every path alike instead of on whichever ran at that minute, and each path's quantiles
 //! come from all its slices together.
 
@@ -36,8 +36,9 @@ pub(crate) struct Args {
     /// Client connections.
     #[arg(long, default_value_t = 16)]
     pub(crate) connections: usize,
-    /// Rounds: each gives every path one slice at every rate.
-    #[arg(long, default_value_t = 10)]
+    /// Rounds: each gives every path one slice at every rate. A multiple of the number of
+    /// paths (twice it, when odd) balances the order (see [`slice_order`]).
+    #[arg(long, default_value_t = 12)]
     pub(crate) rounds: usize,
     /// Measured seconds per slice (after a warm-up of half a second).
     #[arg(long, default_value_t = 3)]
@@ -140,9 +141,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
                 round + 1,
                 args.rounds
             );
-            for i in 0..pairs.len() {
-                // Rotated, so no path always follows the same one.
-                let k = (i + round) % pairs.len();
+            for k in slice_order(pairs.len(), round) {
                 let outcome =
                     load::fixed_rate(&pairs[k].entry, args.connections, rate, phases).await?;
                 let p99 = outcome.quantile_us(0.99);
@@ -154,7 +153,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
                 let slot = &mut merged[r][k];
                 slot.round_p99_us.push(p99);
                 match &mut slot.outcome {
-                    Some(total) => total.merge(outcome),
+                    Some(total) => total.append(outcome),
                     None => slot.outcome = Some(outcome),
                 }
             }
@@ -176,6 +175,26 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The order of the `n` paths' slices in `round`: rows of a Williams design, in which over
+/// `n` rounds (`2n` when `n` is odd) each path opens a round as often as any other and comes
+/// right after each other path as often, so what a path leaves behind (a stall, a cold cache)
+/// does not always land on the same one.
+fn slice_order(n: usize, round: usize) -> Vec<usize> {
+    let first = (0..n).map(|j| {
+        if j % 2 == 1 {
+            j.div_ceil(2)
+        } else {
+            (n - j / 2) % n
+        }
+    });
+    let row = round % n;
+    let mut order: Vec<usize> = first.map(|p| (p + row) % n).collect();
+    if n % 2 == 1 && (round / n) % 2 == 1 {
+        order.reverse();
+    }
+    order
 }
 
 fn results(args: &Args, pairs: &[Pair], merged: &[Vec<Merged>], rounds: usize) -> LatencyResults {
@@ -205,5 +224,38 @@ fn results(args: &Args, pairs: &[Pair], merged: &[Vec<Merged>], rounds: usize) -
         seconds: args.seconds,
         connections: args.connections,
         points,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slice_order;
+
+    /// Over a balanced run, each path opens as many rounds as any other and follows each other
+    /// path equally often.
+    #[test]
+    fn slice_orders_are_balanced() {
+        for n in 1..=5 {
+            let rounds = if n % 2 == 0 { n } else { 2 * n };
+            let mut first = vec![0; n];
+            let mut follows = vec![vec![0; n]; n];
+            for round in 0..rounds {
+                let order = slice_order(n, round);
+                let mut sorted = order.clone();
+                sorted.sort_unstable();
+                assert_eq!(sorted, (0..n).collect::<Vec<_>>(), "n {n}: a permutation");
+                first[order[0]] += 1;
+                for pair in order.windows(2) {
+                    follows[pair[0]][pair[1]] += 1;
+                }
+            }
+            assert!(first.iter().all(|&f| f == rounds / n), "n {n}: {first:?}");
+            for (a, row) in follows.iter().enumerate() {
+                for (b, &count) in row.iter().enumerate() {
+                    let expected = if a == b { 0 } else { rounds / n };
+                    assert_eq!(count, expected, "n {n}: {b} after {a}");
+                }
+            }
+        }
     }
 }

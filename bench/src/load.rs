@@ -163,7 +163,14 @@ impl Outcome {
         }
     }
 
-    pub(crate) fn merge(&mut self, other: Outcome) {
+    /// Adds `other`, measured over a window of its own after this one's.
+    pub(crate) fn append(&mut self, other: Outcome) {
+        self.window += other.window;
+        self.merge(other);
+    }
+
+    /// Adds `other`, measured over the same window (another connection's share).
+    fn merge(&mut self, other: Outcome) {
         self.ok += other.ok;
         self.errors += other.errors;
         if self.first_error.is_none() {

@@ -61,7 +61,7 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         interleaved_table(interleaved, &mut md);
     }
     let latency = match &interleaved {
-        Some(interleaved) if interleaved.proto == Proto::H1 => Latency::Interleaved(interleaved),
+        Some(interleaved) if covers_targets(interleaved) => Latency::Interleaved(interleaved),
         _ => Latency::Sequential(&data),
     };
     targets(&data, &latency, control.as_deref(), &mut md);
@@ -138,7 +138,8 @@ fn added(data: &Results, kind: Kind, proto: Proto, rate: u32) -> Option<(i64, i6
 }
 
 /// Where the targets' HTTP/1.1 latency figures come from: the interleaved rounds when they
-/// were run, else the data-plane run, where each path ran at its own minute.
+/// measured every path and rate the targets name, else the data-plane run, where each path ran
+/// at its own minute.
 enum Latency<'a> {
     Interleaved(&'a LatencyResults),
     Sequential(&'a Results),
@@ -188,11 +189,33 @@ fn interleaved_point(data: &LatencyResults, kind: Kind, rate: u32) -> Option<&La
         .find(|p| p.kind == kind && p.rate == rate)
 }
 
-/// The median of `values` (the upper one of an even count).
+/// The median of `values` (the mean of the middle two of an even count).
 fn median(values: &[u64]) -> Option<u64> {
     let mut sorted = values.to_vec();
     sorted.sort_unstable();
-    sorted.get(sorted.len() / 2).copied()
+    let upper = *sorted.get(sorted.len() / 2)?;
+    Some(if sorted.len().is_multiple_of(2) {
+        (sorted[sorted.len() / 2 - 1] + upper).div_ceil(2)
+    } else {
+        upper
+    })
+}
+
+/// Whether `data` measured every path and rate the latency targets compare.
+fn covers_targets(data: &LatencyResults) -> bool {
+    data.proto == Proto::H1
+        && [
+            Kind::Direct,
+            Kind::TrellisMtls,
+            Kind::HaproxyMtls,
+            Kind::EnvoyMtls,
+        ]
+        .into_iter()
+        .all(|kind| {
+            [1000, 2000]
+                .into_iter()
+                .all(|rate| interleaved_point(data, kind, rate).is_some())
+        })
 }
 
 fn interleaved_table(data: &LatencyResults, md: &mut String) {
@@ -207,7 +230,7 @@ fn interleaved_table(data: &LatencyResults, md: &mut String) {
          added p50 / p99 over direct; median of the rounds' p99)\n\n\
          Measured {} on {}. Every path was up at once; each of {} rounds gave each path a \
          {} s slice (after a 0.5 s warm-up) at each rate, over {} connections, in an order \
-         rotated from round to round.\n",
+         that changes from round to round.\n",
         data.proto, data.date, data.machine, data.rounds, data.seconds, data.connections
     );
     let mut header = "| path |".to_owned();

@@ -140,7 +140,8 @@ pub struct DirLoader {
 const RACY: Duration = Duration::from_secs(1);
 
 /// What the file system says of a file: a write changes its change time (which no one can set
-/// back), so an equal stamp means the same text.
+/// back), so an equal stamp means the same text. The change time is the file system's clock:
+/// one lagging this machine's by more than [`RACY`] (a network file system) can hide a change.
 #[derive(Clone, Copy, PartialEq)]
 struct FileStamp {
     dev: u64,
@@ -152,8 +153,12 @@ struct FileStamp {
 
 impl FileStamp {
     /// The stamp of `meta`, read at `now`; `None` when the file changed too recently for the
-    /// stamp to be trusted (see [`RACY`]).
+    /// stamp to be trusted (see [`RACY`]), or when its file system keeps whole seconds only
+    /// (no nanoseconds), where a second write can keep the stamp for longer than that.
     fn of(meta: &std::fs::Metadata, now: SystemTime) -> Option<FileStamp> {
+        if meta.ctime_nsec() == 0 {
+            return None;
+        }
         let changed = UNIX_EPOCH
             + Duration::new(
                 u64::try_from(meta.ctime()).ok()?,

@@ -30,7 +30,7 @@ pub struct MeshModel {
     /// The keys of the services with a sidecar endpoint at each address, in key order: the
     /// services a workload's proxy serves, looked up once per proxy per change.
     #[serde(skip)]
-    sidecars: BTreeMap<SocketAddr, Vec<String>>,
+    pub(crate) sidecars: BTreeMap<SocketAddr, Vec<String>>,
 }
 
 /// One logical service.

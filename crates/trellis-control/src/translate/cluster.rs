@@ -66,8 +66,8 @@ pub(super) fn service_cluster(model: &MeshModel, svc: &ServiceModel, mtls: bool)
     ClusterInputs::of(model, svc, mtls).cluster()
 }
 
-/// Everything a service's outbound cluster is built from, and nothing else: equal inputs build
-/// equal clusters, which is what lets [`outbound_clusters`] keep one.
+/// Everything a service's outbound cluster is built from: equal inputs build equal clusters,
+/// which is what lets [`outbound_clusters`] keep one.
 #[derive(PartialEq)]
 struct ClusterInputs<'a> {
     name: String,

@@ -66,6 +66,13 @@ pub(super) fn route_configs(model: &MeshModel) -> Vec<RouteConfiguration> {
 /// named below, so that a field added to what is compared must be placed on one side or the
 /// other.
 pub(super) fn same_routes(before: &MeshModel, now: &MeshModel) -> bool {
+    let MeshModel {
+        services: before_services,
+        config: before_config,
+        trust_bundle: _,
+        client_localities: _,
+        sidecars: _,
+    } = before;
     let ConfigSet {
         services,
         http_routes,
@@ -75,16 +82,17 @@ pub(super) fn same_routes(before: &MeshModel, now: &MeshModel) -> bool {
         backend_policies,
         fault_injections,
         rate_limits,
-    } = &*before.config;
+    } = &**before_config;
     let config = &*now.config;
     let declared = |a: &Service, b: &Service| {
+        let Service { metadata, spec } = a;
         let ServiceSpec {
             ports,
             selector,
             endpoints: _,
             mtls,
-        } = &a.spec;
-        a.metadata == b.metadata
+        } = spec;
+        *metadata == b.metadata
             && *ports == b.spec.ports
             && *selector == b.spec.selector
             && *mtls == b.spec.mtls
@@ -118,9 +126,8 @@ pub(super) fn same_routes(before: &MeshModel, now: &MeshModel) -> bool {
             .iter()
             .zip(&config.services)
             .all(|(a, b)| declared(a, b))
-        && before.services.len() == now.services.len()
-        && before
-            .services
+        && before_services.len() == now.services.len()
+        && before_services
             .iter()
             .zip(&now.services)
             .all(|((ka, a), (kb, b))| ka == kb && modelled(a, b))
