@@ -233,13 +233,11 @@ fn interleaved_table(data: &LatencyResults, md: &mut String) {
          that changes from round to round.\n",
         data.proto, data.date, data.machine, data.rounds, data.seconds, data.connections
     );
-    let mut header = "| path |".to_owned();
-    let mut rule = "|---|".to_owned();
-    for rate in &rates {
-        let _ = write!(header, " {rate} rps | added @{rate} | round p99 @{rate} |");
-        rule.push_str("---:|---:|---:|");
-    }
-    let _ = writeln!(md, "{header}\n{rule}");
+    rate_header(
+        md,
+        &rates,
+        &["{rate} rps", "added @{rate}", "round p99 @{rate}"],
+    );
     let latency = Latency::Interleaved(data);
     for kind in kinds {
         let mut row = format!("| {} |", kind.label());
@@ -266,6 +264,19 @@ fn interleaved_table(data: &LatencyResults, md: &mut String) {
     let _ = writeln!(md);
 }
 
+/// A table header: the path, then `columns` for each of `rates` (`{rate}` names the rate).
+fn rate_header(md: &mut String, rates: &[u32], columns: &[&str]) {
+    let mut header = "| path |".to_owned();
+    let mut rule = "|---|".to_owned();
+    for rate in rates {
+        for column in columns {
+            let _ = write!(header, " {} |", column.replace("{rate}", &rate.to_string()));
+            rule.push_str("---:|");
+        }
+    }
+    let _ = writeln!(md, "{header}\n{rule}");
+}
+
 fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
 }
@@ -285,13 +296,7 @@ fn dataplane_tables(data: &Results, md: &mut String) {
             md,
             "#### Latency at fixed rates, {proto} (µs: p50 / p99 / p99.9; added p50 / p99 over direct)\n"
         );
-        let mut header = "| path |".to_owned();
-        let mut rule = "|---|".to_owned();
-        for rate in &rates {
-            let _ = write!(header, " {rate} rps | added @{rate} |");
-            rule.push_str("---:|---:|");
-        }
-        let _ = writeln!(md, "{header}\n{rule}");
+        rate_header(md, &rates, &["{rate} rps", "added @{rate}"]);
         for pair in &pairs {
             let mut row = format!("| {} |", pair.kind.label());
             for rate in &rates {
