@@ -55,8 +55,8 @@ pub const DECLARED_DETECTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// shared by every proxy's snapshot instead of being encoded per proxy.
 #[derive(Debug)]
 pub struct SharedResources {
-    /// The model these were built from: the next model's build keeps the encoded clusters and
-    /// load assignments whose inputs did not change.
+    /// The model these were built from: the next model's build keeps the encoded route
+    /// configs, clusters and load assignments whose inputs did not change.
     model: Arc<MeshModel>,
     routes: Arc<Resources>,
     /// The route configs in the form proxyless gRPC clients take, built for the first one.

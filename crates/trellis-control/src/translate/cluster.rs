@@ -44,17 +44,18 @@ pub(super) fn outbound_clusters(
         .services
         .iter()
         .map(|(key, svc)| {
+            let name = outbound_cluster(key);
             let inputs = ClusterInputs::of(model, svc, mtls);
             let kept = previous.and_then(|(before, encoded)| {
                 let was = ClusterInputs::of(before, before.services.get(key)?, mtls);
                 if was == inputs {
-                    encoded.items.get(&inputs.name).cloned()
+                    encoded.items.get(&name).cloned()
                 } else {
                     None
                 }
             });
             let resource = kept.unwrap_or_else(|| Resource::encode(&inputs.cluster()));
-            (inputs.name, resource)
+            (name, resource)
         })
         .collect()
 }
@@ -70,12 +71,12 @@ pub(super) fn service_cluster(model: &MeshModel, svc: &ServiceModel, mtls: bool)
 /// which is what lets [`outbound_clusters`] keep one.
 #[derive(PartialEq)]
 struct ClusterInputs<'a> {
-    name: String,
+    /// The service's `name.namespace`.
+    key: String,
     http: bool,
     settings: BackendSettings<'a>,
     /// The identities the endpoints must present, when the cluster originates mutual TLS.
     identities: Option<Vec<String>>,
-    key: String,
 }
 
 impl<'a> ClusterInputs<'a> {
@@ -89,16 +90,15 @@ impl<'a> ClusterInputs<'a> {
         .then(|| MeshModel::identities(svc))
         .filter(|ids| !ids.is_empty());
         ClusterInputs {
-            name: outbound_cluster(&key),
+            key,
             http: svc.protocol.is_http(),
             settings: model.config.backend_settings(&svc.namespace, &svc.name),
             identities,
-            key,
         }
     }
 
     fn cluster(&self) -> Cluster {
-        let mut c = base(&self.name, self.http);
+        let mut c = base(&outbound_cluster(&self.key), self.http);
         c.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
         c.eds_cluster_config = Some(EdsClusterConfig {
             eds_config: Some(ads()),
