@@ -280,16 +280,27 @@ pub(crate) fn restore_orig_proto<B>(req: &mut Request<B>, mesh_peer: bool) {
 /// Removes connection-specific headers (RFC 9110 §7.6.1), keeping `te: trailers` for gRPC and,
 /// for upgrades, `Connection: upgrade` with `Upgrade`.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
+    // The usual `Connection: keep-alive` lists only headers removed below anyway: then nothing
+    // is copied.
+    let removed_below = |name: &str| {
+        [
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "upgrade",
+        ]
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .filter(|name| !(upgrade && name == header::UPGRADE))
-        .collect();
-    for name in listed {
-        headers.remove(name);
+        .any(|n| name.eq_ignore_ascii_case(n))
+            || (!upgrade && name.eq_ignore_ascii_case("connection"))
+    };
+    if connection_options(headers).any(|name| !removed_below(name)) {
+        let listed: Vec<HeaderName> = connection_options(headers)
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .filter(|name| !(upgrade && name == header::UPGRADE))
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
     }
     for name in [
         HeaderName::from_static("keep-alive"),
@@ -313,6 +324,16 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+}
+
+/// The header names a `Connection` header lists.
+fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
 }
 
 #[cfg(test)]
@@ -344,6 +365,28 @@ mod tests {
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h[header::UPGRADE], "websocket");
         assert_eq!(h[header::CONNECTION], "Upgrade");
+
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Upgrade, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert!(!h.contains_key("x-private"), "{h:?}");
+    }
+
+    #[test]
+    fn standard_connection_options_are_removed_without_a_listed_copy() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("Keep-Alive"));
+        h.append(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert("x-app", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-app"], "kept");
     }
 
     #[test]

@@ -81,9 +81,9 @@ pub(crate) struct MeshTls(tokio_rustls::client::TlsStream<TcpStream>);
 
 impl Connection for MeshTls {
     fn connected(&self) -> Connected {
-        let (tcp, session) = self.0.get_ref();
-        let connected = tcp.connected();
-        if session.alpn_protocol() == Some(b"h2") {
+        // No `HttpInfo` extra (nothing reads it): it would be one more allocation per response.
+        let connected = Connected::new();
+        if self.0.get_ref().1.alpn_protocol() == Some(b"h2") {
             connected.negotiated_h2()
         } else {
             connected
