@@ -12,6 +12,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::google::protobuf::value::Kind;
 use prost::Message;
 use trellis_xds::node::{ClientKind, NodeMeta, UpstreamPort};
+use trellis_xds::snapshot::Resources;
 use trellis_xds::{Snapshot, TypeUrl};
 
 use super::{SharedResources, translate, translate_shared};
@@ -701,15 +702,24 @@ spec:
     let mut previous: Option<SharedResources> = None;
     for (i, model) in steps.into_iter().enumerate() {
         let model = Arc::new(model);
+        if let Some(p) = previous.as_mut() {
+            p.clusters = p.clusters.each_ref().map(|c| marked(c));
+            p.endpoints = marked(&p.endpoints);
+        }
         let built = SharedResources::build(&model, previous.as_ref());
         let fresh = SharedResources::build(&model, None);
         for (set, (built, fresh)) in built.clusters.iter().zip(&fresh.clusters).enumerate() {
-            assert_eq!(built.items, fresh.items, "step {i}: clusters, set {set}");
+            let before = previous.as_ref().map(|p| &*p.clusters[set]);
+            assert_rebuilt(
+                &format!("step {i}: clusters, set {set}"),
+                before,
+                built,
+                fresh,
+            );
         }
-        assert_eq!(
-            built.endpoints.items, fresh.endpoints.items,
-            "step {i}: endpoints"
-        );
+        let before = previous.as_ref().map(|p| &*p.endpoints);
+        let what = format!("step {i}: endpoints");
+        assert_rebuilt(&what, before, &built.endpoints, &fresh.endpoints);
         assert_eq!(built.routes.items, fresh.routes.items, "step {i}: routes");
         if i == 1 {
             let before = previous.as_ref().map(|p| &p.routes);
@@ -718,6 +728,38 @@ spec:
                 "endpoints alone changed: the route configs are kept whole"
             );
         }
-        previous = Some(built);
+        // The items as built (equal, as asserted) with their hashes unmarked, so that an item
+        // kept twice in a row is not marked twice.
+        previous = Some(SharedResources {
+            clusters: fresh.clusters,
+            endpoints: fresh.endpoints,
+            ..built
+        });
+    }
+}
+
+/// `resources` with every hash inverted: an item of the next build that still carries an
+/// inverted hash was kept from these, not encoded again.
+fn marked(resources: &Resources) -> Arc<Resources> {
+    let mut marked = resources.clone();
+    for item in marked.items.values_mut() {
+        item.hash = !item.hash;
+    }
+    Arc::new(marked)
+}
+
+/// `built` (on `before`, [`marked`]) holds what `fresh` holds, and kept from `before` exactly
+/// the items whose content did not change.
+fn assert_rebuilt(what: &str, before: Option<&Resources>, built: &Resources, fresh: &Resources) {
+    let names = |r: &Resources| r.items.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(built), names(fresh), "{what}");
+    for (name, fresh) in &fresh.items {
+        let built = &built.items[name];
+        assert_eq!(built.any, fresh.any, "{what}: {name}");
+        let kept = built.hash != fresh.hash;
+        let unchanged = before
+            .and_then(|b| b.items.get(name))
+            .is_some_and(|b| b.any == fresh.any);
+        assert_eq!(kept, unchanged, "{what}: {name} kept");
     }
 }

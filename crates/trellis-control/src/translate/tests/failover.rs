@@ -61,7 +61,11 @@ fn client(inbound: u16, locality: Option<&str>) -> NodeMeta {
 }
 
 fn model(clients: &[NodeMeta]) -> MeshModel {
-    let config = trellis_api::load_str("t.yaml", CONFIG).unwrap_or_else(|e| panic!("{e}"));
+    model_of(CONFIG, clients)
+}
+
+fn model_of(yaml: &str, clients: &[NodeMeta]) -> MeshModel {
+    let config = trellis_api::load_str("t.yaml", yaml).unwrap_or_else(|e| panic!("{e}"));
     let ids: Vec<String> = (0..clients.len()).map(|i| format!("n{i}")).collect();
     let workloads = ids.iter().map(String::as_str).zip(clients.iter());
     MeshModel::build(Arc::new(config), workloads)
@@ -222,4 +226,52 @@ fn a_new_client_zone_adds_its_variants_to_the_endpoint_changes() {
         gone.get(TypeUrl::ClusterLoadAssignment, "outbound|geo.default|r2/z1")
             .is_none()
     );
+}
+
+#[test]
+fn failover_resources_built_on_the_previous_ones_equal_those_built_afresh() {
+    let zone_a = client(41001, Some("r1/z1/rack1"));
+    let zone_b = client(41002, Some("r2/z1"));
+    let moved = CONFIG.replace("7003\", locality: r1/z2", "7003\", locality: r2/z1");
+    let off = CONFIG.replace(
+        "localityFailover: {enabled: true}",
+        "localityFailover: {enabled: false}",
+    );
+    let both = [zone_a.clone(), zone_b];
+    // A client zone joins, an endpoint moves to it, failover is turned off, then on again.
+    let steps = [
+        model_of(CONFIG, &[zone_a]),
+        model_of(CONFIG, &both),
+        model_of(&moved, &both),
+        model_of(&off, &both),
+        model_of(CONFIG, &both),
+    ];
+    let mut previous: Option<SharedResources> = None;
+    for (i, model) in steps.into_iter().enumerate() {
+        let model = Arc::new(model);
+        let built = SharedResources::build(&model, previous.as_ref());
+        let fresh = SharedResources::build(&model, None);
+        assert_eq!(
+            built.endpoints.items, fresh.endpoints.items,
+            "step {i}: endpoints"
+        );
+        for (set, (built, fresh)) in built.clusters.iter().zip(&fresh.clusters).enumerate() {
+            assert_eq!(built.items, fresh.items, "step {i}: clusters, set {set}");
+        }
+        let zonal = |r: &SharedResources| {
+            r.zonal_clusters
+                .iter()
+                .map(|(zone, sets)| (zone.clone(), sets.each_ref().map(|s| s.items.clone())))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(zonal(&built), zonal(&fresh), "step {i}: zonal clusters");
+        if let Some(p) = &previous {
+            assert_ne!(
+                (&p.endpoints.items, zonal(p)),
+                (&built.endpoints.items, zonal(&built)),
+                "step {i} changes what failover builds"
+            );
+        }
+        previous = Some(built);
+    }
 }
