@@ -63,6 +63,9 @@ pub(crate) struct LatencyPoint {
     pub(crate) p999_us: u64,
     /// Failed requests.
     pub(crate) errors: u64,
+    /// Each round's p50, µs (none in files from before it was recorded).
+    #[serde(default)]
+    pub(crate) round_p50_us: Vec<u64>,
     /// Each round's p99, µs.
     pub(crate) round_p99_us: Vec<u64>,
 }
@@ -89,6 +92,7 @@ pub(crate) struct LatencyResults {
 /// What the slices of one path at one rate add up to.
 struct Merged {
     outcome: Option<Outcome>,
+    round_p50_us: Vec<u64>,
     round_p99_us: Vec<u64>,
 }
 
@@ -128,6 +132,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
                 .iter()
                 .map(|_| Merged {
                     outcome: None,
+                    round_p50_us: Vec::with_capacity(args.rounds),
                     round_p99_us: Vec::with_capacity(args.rounds),
                 })
                 .collect()
@@ -144,13 +149,10 @@ async fn run(args: &Args) -> anyhow::Result<()> {
             for k in slice_order(pairs.len(), round) {
                 let outcome =
                     load::fixed_rate(&pairs[k].entry, args.connections, rate, phases).await?;
-                let p99 = outcome.quantile_us(0.99);
-                line.push_str(&format!(
-                    " {} {} / {p99} µs;",
-                    pairs[k].kind.label(),
-                    outcome.quantile_us(0.5)
-                ));
+                let (p50, p99) = (outcome.quantile_us(0.5), outcome.quantile_us(0.99));
+                line.push_str(&format!(" {} {p50} / {p99} µs;", pairs[k].kind.label()));
                 let slot = &mut merged[r][k];
+                slot.round_p50_us.push(p50);
                 slot.round_p99_us.push(p99);
                 match &mut slot.outcome {
                     Some(total) => total.append(outcome),
@@ -212,6 +214,7 @@ fn results(args: &Args, pairs: &[Pair], merged: &[Vec<Merged>], rounds: usize) -
                 p99_us: outcome.quantile_us(0.99),
                 p999_us: outcome.quantile_us(0.999),
                 errors: outcome.errors,
+                round_p50_us: slot.round_p50_us.clone(),
                 round_p99_us: slot.round_p99_us.clone(),
             });
         }

@@ -61,6 +61,16 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
         interleaved_table(interleaved, &mut md);
     }
     let latency = match &interleaved {
+        // `bench/run.sh` runs the interleaved rounds after the data plane: earlier ones are
+        // left from another run, perhaps of other code.
+        Some(interleaved) if interleaved.date < data.date => {
+            eprintln!(
+                "note: latency.json ({}) predates dataplane.json ({}): the targets use the \
+                 data-plane run's latency",
+                interleaved.date, data.date
+            );
+            Latency::Sequential(&data)
+        }
         Some(interleaved) if covers_targets(interleaved) => Latency::Interleaved(interleaved),
         _ => Latency::Sequential(&data),
     };
@@ -161,15 +171,23 @@ impl Latency<'_> {
         }
     }
 
-    /// In how many rounds `ours` had a p99 no higher than `theirs`, and of how many.
-    fn rounds_no_higher(&self, ours: Kind, theirs: Kind, rate: u32) -> Option<(usize, usize)> {
+    /// In how many rounds `ours` had a quantile (`rounds` picks each round's) no higher than
+    /// `theirs`, and of how many; `None` without rounds to compare.
+    fn rounds_no_higher(
+        &self,
+        rounds: PerRound,
+        ours: Kind,
+        theirs: Kind,
+        rate: u32,
+    ) -> Option<(usize, usize)> {
         let Latency::Interleaved(data) = self else {
             return None;
         };
-        let ours = &interleaved_point(data, ours, rate)?.round_p99_us;
-        let theirs = &interleaved_point(data, theirs, rate)?.round_p99_us;
+        let ours = rounds(interleaved_point(data, ours, rate)?);
+        let theirs = rounds(interleaved_point(data, theirs, rate)?);
         let no_higher = ours.iter().zip(theirs).filter(|(o, t)| o <= t).count();
-        Some((no_higher, ours.len().min(theirs.len())))
+        let of = ours.len().min(theirs.len());
+        (of > 0).then_some((no_higher, of))
     }
 
     fn describe(&self) -> String {
@@ -182,6 +200,9 @@ impl Latency<'_> {
         }
     }
 }
+
+/// Picks one quantile's per-round figures from a point.
+type PerRound = fn(&LatencyPoint) -> &[u64];
 
 fn interleaved_point(data: &LatencyResults, kind: Kind, rate: u32) -> Option<&LatencyPoint> {
     data.points
@@ -402,15 +423,21 @@ fn targets(data: &Results, latency: &Latency, control: Option<&[ScalePoint]>, md
         let ours = latency.added(Kind::TrellisMtls, rate);
         let haproxy = latency.added(Kind::HaproxyMtls, rate);
         let envoy = latency.added(Kind::EnvoyMtls, rate);
-        for (q, pick) in [("p50", 0usize), ("p99", 1)] {
+        let quantiles: [(&str, usize, PerRound); 2] = [
+            ("p50", 0, |p| &p.round_p50_us),
+            ("p99", 1, |p| &p.round_p99_us),
+        ];
+        for (q, pick, per_round) in quantiles {
             let get = |v: Option<(i64, i64)>| v.map(|(a, b)| if pick == 0 { a } else { b });
             let (o, h, e) = (get(ours), get(haproxy), get(envoy));
-            let rounds = match latency.rounds_no_higher(Kind::TrellisMtls, Kind::HaproxyMtls, rate)
-            {
-                Some((n, of)) if pick == 1 => {
-                    format!("; p99 ≤ HAProxy mTLS's in {n} of {of} rounds")
-                }
-                _ => String::new(),
+            let rounds = match latency.rounds_no_higher(
+                per_round,
+                Kind::TrellisMtls,
+                Kind::HaproxyMtls,
+                rate,
+            ) {
+                Some((n, of)) => format!("; {q} ≤ HAProxy mTLS's in {n} of {of} rounds"),
+                None => String::new(),
             };
             checks.push(Check {
                 what: format!(
