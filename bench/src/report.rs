@@ -57,20 +57,23 @@ pub(crate) fn main(args: Args) -> anyhow::Result<()> {
     }
     throughput_chart(&data, &args.charts.join("throughput.png"))?;
     let _ = writeln!(md, "![throughput and CPU]({rel}/throughput.png)\n");
+    // `bench/run.sh` runs the interleaved rounds after the data plane: earlier ones are left
+    // from another run, perhaps of other code, and are left out.
+    let interleaved = interleaved.filter(|interleaved| {
+        let current = interleaved.date >= data.date;
+        if !current {
+            eprintln!(
+                "note: latency.json ({}) predates dataplane.json ({}): left out, the targets \
+                 use the data-plane run's latency",
+                interleaved.date, data.date
+            );
+        }
+        current
+    });
     if let Some(interleaved) = &interleaved {
         interleaved_table(interleaved, &mut md);
     }
     let latency = match &interleaved {
-        // `bench/run.sh` runs the interleaved rounds after the data plane: earlier ones are
-        // left from another run, perhaps of other code.
-        Some(interleaved) if interleaved.date < data.date => {
-            eprintln!(
-                "note: latency.json ({}) predates dataplane.json ({}): the targets use the \
-                 data-plane run's latency",
-                interleaved.date, data.date
-            );
-            Latency::Sequential(&data)
-        }
         Some(interleaved) if covers_targets(interleaved) => Latency::Interleaved(interleaved),
         _ => Latency::Sequential(&data),
     };
