@@ -277,20 +277,23 @@ pub(crate) fn restore_orig_proto<B>(req: &mut Request<B>, mesh_peer: bool) {
     }
 }
 
+/// Connection-specific headers removed from every message, listed in `Connection` or not.
+const HOP_BY_HOP: [HeaderName; 3] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+];
+
 /// Removes connection-specific headers (RFC 9110 §7.6.1), keeping `te: trailers` for gRPC and,
 /// for upgrades, `Connection: upgrade` with `Upgrade`.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // The usual `Connection: keep-alive` lists only headers removed below anyway: then nothing
     // is copied.
     let removed_below = |name: &str| {
-        [
-            "keep-alive",
-            "proxy-connection",
-            "transfer-encoding",
-            "upgrade",
-        ]
-        .iter()
-        .any(|n| name.eq_ignore_ascii_case(n))
+        HOP_BY_HOP
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n.as_str()))
+            || name.eq_ignore_ascii_case("upgrade")
             || (!upgrade && name.eq_ignore_ascii_case("connection"))
     };
     if connection_options(headers).any(|name| !removed_below(name)) {
@@ -302,11 +305,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             headers.remove(name);
         }
     }
-    for name in [
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::TRANSFER_ENCODING,
-    ] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
     if !upgrade {
@@ -377,7 +376,7 @@ mod tests {
     }
 
     #[test]
-    fn standard_connection_options_are_removed_without_a_listed_copy() {
+    fn standard_connection_options_are_removed() {
         let mut h = HeaderMap::new();
         h.append(header::CONNECTION, HeaderValue::from_static("Keep-Alive"));
         h.append(header::CONNECTION, HeaderValue::from_static("upgrade"));
