@@ -102,6 +102,8 @@ pub(crate) struct Env {
     pub(crate) trellis_proxy: PathBuf,
     /// The `envoy` binary.
     pub(crate) envoy: PathBuf,
+    /// The `haproxy` binary.
+    pub(crate) haproxy: PathBuf,
     /// Backend HTTP/1.1 and h2c addresses.
     pub(crate) backend: Backend,
     /// Certificates for peers that read files.
@@ -158,6 +160,7 @@ impl Env {
             trellis: programs.trellis.clone(),
             trellis_proxy: programs.trellis_proxy.clone(),
             envoy: programs.envoy.clone(),
+            haproxy: programs.haproxy.clone(),
             backend,
             certs,
             client_tls,
@@ -189,6 +192,9 @@ pub(crate) struct Programs {
     /// The `envoy` binary.
     #[arg(long, default_value = "envoy")]
     pub(crate) envoy: PathBuf,
+    /// The `haproxy` binary (e.g. a wrapper that runs it under a profiler).
+    #[arg(long, default_value = "/usr/sbin/haproxy")]
+    pub(crate) haproxy: PathBuf,
 }
 
 /// A running path.

@@ -11,8 +11,6 @@ use crate::pair::{Backend, Env, HopPorts, HopSpec, Kind, Ready};
 
 /// Debian's nginx.
 pub(crate) const NGINX: &str = "/usr/sbin/nginx";
-/// Debian's HAProxy.
-const HAPROXY: &str = "/usr/sbin/haproxy";
 
 const NGINX_BACKEND: &str = include_str!("../peers/nginx-backend.conf");
 const NGINX_HOP: &str = include_str!("../peers/nginx-hop.conf");
@@ -135,7 +133,7 @@ pub(crate) fn hops(
                 let conf = write(&hop_dir, "haproxy.cfg", &conf)?;
                 HopSpec {
                     name: side_name("haproxy", side),
-                    program: HAPROXY.into(),
+                    program: env.haproxy.clone(),
                     args: vec!["-db".into(), "-f".into(), conf.into()],
                     ready: Ready::Listening(listen),
                 }

@@ -1,7 +1,6 @@
 //! Data-path failures: where each came from, whether a retry could help, and — in one place —
 //! the status code, Envoy response flag and local reply each maps to.
 
-use std::error::Error as _;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -66,29 +65,12 @@ pub(crate) enum ForwardError {
 impl ForwardError {
     /// Classifies a failure of the upstream HTTP client.
     pub(crate) fn from_client(e: &UpstreamError) -> Self {
-        let (detail, hyper_error) = match e {
+        match e {
             UpstreamError::Connect(detail) => {
-                return ForwardError::ConnectFailed(format!("client error (Connect): {detail}"));
+                ForwardError::ConnectFailed(format!("client error (Connect): {detail}"))
             }
-            UpstreamError::Pool(e) => {
-                let detail = match e.source() {
-                    Some(source) => format!("{e}: {source}"),
-                    None => e.to_string(),
-                };
-                if e.is_connect() {
-                    return ForwardError::ConnectFailed(detail);
-                }
-                (
-                    detail,
-                    e.source().and_then(|s| s.downcast_ref::<hyper::Error>()),
-                )
-            }
-            UpstreamError::Http(e) => (e.to_string(), Some(e)),
-        };
-        if hyper_error.is_some_and(hyper::Error::is_user) {
-            ForwardError::DownstreamAborted(detail)
-        } else {
-            ForwardError::UpstreamReset(detail)
+            UpstreamError::Http(e) if e.is_user() => ForwardError::DownstreamAborted(e.to_string()),
+            UpstreamError::Http(e) => ForwardError::UpstreamReset(e.to_string()),
         }
     }
 

@@ -3,22 +3,19 @@
 //! one endpoint.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::{Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
-
-use super::body::UpstreamBody;
-use hyper::client::conn::http2;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connection, HttpConnector};
+use hyper::client::conn::{http1, http2};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use std::sync::Arc;
-
+use super::body::UpstreamBody;
 use crate::config::cluster::UpstreamProtocol;
 use crate::config::tls::UpstreamTls;
 use crate::tls::connect::MeshConnector;
@@ -36,7 +33,7 @@ const POOL_IDLE: Duration = Duration::from_secs(90);
 /// Connections towards endpoints, sharing a connect timeout: a keep-alive pool for HTTP/1.1
 /// and one multiplexed connection per endpoint for HTTP/2.
 pub(crate) struct UpstreamClients<C = HttpConnector> {
-    h1: Client<C, UpstreamBody>,
+    h1: H1Connections<C>,
     h2: H2Connections<C>,
 }
 
@@ -49,31 +46,224 @@ impl<C> std::fmt::Debug for UpstreamClients<C> {
 /// Why an upstream exchange failed.
 #[derive(Debug)]
 pub(crate) enum UpstreamError {
-    /// The HTTP/1.1 pool's error (connecting or the exchange).
-    Pool(hyper_util::client::legacy::Error),
-    /// Connecting for HTTP/2 failed.
+    /// Connecting failed.
     Connect(String),
-    /// The HTTP/2 exchange failed.
+    /// The exchange failed.
     Http(hyper::Error),
+}
+
+/// FNV-1a. Endpoint addresses are short and come from the control plane, never from a request,
+/// so an unkeyed hash is safe, and it costs a fraction of the default SipHash, which hashes an
+/// authority one byte at a time on every request.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// Something per endpoint.
+type ByEndpoint<V> = HashMap<Authority, V, BuildHasherDefault<Fnv>>;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Opens a connection to `endpoint` with `connector`.
+async fn connect<C>(connector: &C, endpoint: &Authority) -> Result<C::Response, UpstreamError>
+where
+    C: tower_service::Service<Uri> + Clone,
+    C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let uri = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(endpoint.clone())
+        .path_and_query("/")
+        .build()
+        .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+    let mut connector = connector.clone();
+    std::future::poll_fn(|cx| connector.poll_ready(cx))
+        .await
+        .map_err(|e| UpstreamError::Connect(e.into().to_string()))?;
+    connector
+        .call(uri)
+        .await
+        .map_err(|e| UpstreamError::Connect(e.into().to_string()))
+}
+
+/// Keep-alive HTTP/1.1 connections per endpoint. A connection goes back to its endpoint's
+/// list as soon as a request is handed to it, and is taken again once it is ready for the
+/// next one, so no task waits for it in between.
+struct H1Connections<C> {
+    connector: C,
+    connections: Arc<Mutex<ByEndpoint<Vec<Pooled>>>>,
+    /// Whether the task that closes idle connections runs (started with the first connection).
+    sweeping: std::sync::Once,
+}
+
+/// An open HTTP/1.1 connection.
+struct Pooled {
+    sender: http1::SendRequest<UpstreamBody>,
+    /// When it was last handed a request.
+    used: Instant,
+}
+
+impl Pooled {
+    /// Worth keeping at `now`: open, and busy or handed its last request less than
+    /// [`POOL_IDLE`] ago.
+    fn kept(&self, now: Instant) -> bool {
+        let idle_too_long =
+            self.sender.is_ready() && now.saturating_duration_since(self.used) > POOL_IDLE;
+        !self.sender.is_closed() && !idle_too_long
+    }
+}
+
+/// Drops the connections no longer [`Pooled::kept`] at `now`, and endpoints left with none.
+fn prune(connections: &mut ByEndpoint<Vec<Pooled>>, now: Instant) {
+    connections.retain(|_, pooled| {
+        pooled.retain(|p| p.kept(now));
+        !pooled.is_empty()
+    });
+}
+
+/// Closes idle connections every half [`POOL_IDLE`] until the pool is gone.
+async fn sweep(connections: Weak<Mutex<ByEndpoint<Vec<Pooled>>>>) {
+    let mut every = tokio::time::interval(POOL_IDLE / 2);
+    loop {
+        every.tick().await;
+        let Some(connections) = connections.upgrade() else {
+            return;
+        };
+        prune(&mut lock(&connections), Instant::now());
+    }
+}
+
+impl<C> H1Connections<C>
+where
+    C: tower_service::Service<Uri> + Clone + Send + Sync + 'static,
+    C::Response: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    C::Future: Send + Unpin + 'static,
+    C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn new(connector: C) -> Self {
+        Self {
+            connector,
+            connections: Arc::default(),
+            sweeping: std::sync::Once::new(),
+        }
+    }
+
+    /// An idle connection to `endpoint`, taken out of the pool; closed ones found on the way
+    /// are dropped.
+    fn checkout(&self, endpoint: &Authority) -> Option<http1::SendRequest<UpstreamBody>> {
+        let mut connections = lock(&self.connections);
+        let pooled = connections.get_mut(endpoint)?;
+        let mut at = pooled.len();
+        while at > 0 {
+            at -= 1;
+            let sender = &pooled[at].sender;
+            if sender.is_closed() {
+                pooled.swap_remove(at);
+            } else if sender.is_ready() {
+                return Some(pooled.swap_remove(at).sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, endpoint: &Authority, sender: http1::SendRequest<UpstreamBody>) {
+        let pooled = Pooled {
+            sender,
+            used: Instant::now(),
+        };
+        let mut connections = lock(&self.connections);
+        match connections.get_mut(endpoint) {
+            Some(list) => list.push(pooled),
+            None => {
+                connections.insert(endpoint.clone(), vec![pooled]);
+            }
+        }
+    }
+
+    async fn connect(
+        &self,
+        endpoint: &Authority,
+    ) -> Result<http1::SendRequest<UpstreamBody>, UpstreamError> {
+        let io = connect(&self.connector, endpoint).await?;
+        let (sender, connection) = http1::Builder::new()
+            .preserve_header_case(true)
+            .handshake(io)
+            .await
+            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream http/1.1 connection ended");
+            }
+        });
+        self.sweeping.call_once(|| {
+            tokio::spawn(sweep(Arc::downgrade(&self.connections)));
+        });
+        Ok(sender)
+    }
+
+    /// Sends `req` on an idle connection to `endpoint`, or a new one. A request that a pooled
+    /// connection closed before taking is sent again on a new connection: it never left.
+    async fn send(
+        &self,
+        endpoint: &Authority,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let req = match self.checkout(endpoint) {
+            Some(mut sender) => {
+                let sent = sender.try_send_request(req);
+                self.put(endpoint, sender);
+                match sent.await {
+                    Ok(response) => return Ok(response),
+                    Err(mut e) => match e.take_message() {
+                        Some(req) => req,
+                        None => return Err(UpstreamError::Http(e.into_error())),
+                    },
+                }
+            }
+            None => req,
+        };
+        // Boxed: connecting is rare, and its future would otherwise enlarge every request's.
+        let mut sender = Box::pin(self.connect(endpoint)).await?;
+        let sent = sender.send_request(req);
+        self.put(endpoint, sender);
+        sent.await.map_err(UpstreamError::Http)
+    }
 }
 
 /// One HTTP/2 connection per endpoint, opened on first use and again once closed.
 struct H2Connections<C> {
     connector: C,
-    connections: Mutex<HashMap<Authority, http2::SendRequest<UpstreamBody>>>,
+    connections: Mutex<ByEndpoint<http2::SendRequest<UpstreamBody>>>,
 }
 
 impl<C> H2Connections<C>
 where
     C: tower_service::Service<Uri> + Clone + Send + Sync + 'static,
-    C::Response: hyper::rt::Read + hyper::rt::Write + Connection + Unpin + Send + 'static,
+    C::Response: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     C::Future: Send + Unpin + 'static,
     C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     /// The endpoint's open connection, if any.
     fn open(&self, endpoint: &Authority) -> Option<http2::SendRequest<UpstreamBody>> {
-        let connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-        connections
+        lock(&self.connections)
             .get(endpoint)
             .filter(|sender| !sender.is_closed())
             .cloned()
@@ -83,20 +273,7 @@ where
         &self,
         endpoint: &Authority,
     ) -> Result<http2::SendRequest<UpstreamBody>, UpstreamError> {
-        let uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(endpoint.clone())
-            .path_and_query("/")
-            .build()
-            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-        let mut connector = self.connector.clone();
-        std::future::poll_fn(|cx| connector.poll_ready(cx))
-            .await
-            .map_err(|e| UpstreamError::Connect(e.into().to_string()))?;
-        let io = connector
-            .call(uri)
-            .await
-            .map_err(|e| UpstreamError::Connect(e.into().to_string()))?;
+        let io = connect(&self.connector, endpoint).await?;
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(io)
@@ -107,7 +284,7 @@ where
                 tracing::debug!(error = %e, "upstream h2 connection ended");
             }
         });
-        let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        let mut connections = lock(&self.connections);
         connections.retain(|_, sender| !sender.is_closed());
         connections.insert(endpoint.clone(), sender.clone());
         Ok(sender)
@@ -165,22 +342,19 @@ impl UpstreamClients<MeshConnector> {
 impl<C> UpstreamClients<C>
 where
     C: tower_service::Service<Uri> + Clone + Send + Sync + 'static,
-    C::Response: hyper::rt::Read + hyper::rt::Write + Connection + Unpin + Send + 'static,
+    C::Response: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     C::Future: Send + Unpin + 'static,
     C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     fn with(h1_connector: C, h2_connector: C) -> Self {
-        let h1 = Client::builder(TokioExecutor::new())
-            .http1_preserve_header_case(true)
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(h1_connector);
         let h2 = H2Connections {
             connector: h2_connector,
-            connections: Mutex::new(HashMap::new()),
+            connections: Mutex::default(),
         };
-        Self { h1, h2 }
+        Self {
+            h1: H1Connections::new(h1_connector),
+            h2,
+        }
     }
 
     /// Sends `req`, prepared by [`to_upstream`] for `version` and `endpoint`.
@@ -193,7 +367,7 @@ where
         if version == Version::HTTP_2 {
             self.h2.send(endpoint, req).await
         } else {
-            self.h1.request(req).await.map_err(UpstreamError::Pool)
+            self.h1.send(endpoint, req).await
         }
     }
 }
@@ -215,42 +389,49 @@ pub(crate) fn upstream_version(
 }
 
 /// Points `req` at `endpoint`, hop-by-hop headers removed (except the upgrade pair when
-/// `upgrade`). HTTP/1.1: the URI becomes `http://endpoint/path?query` (the pool's key) and the
-/// original authority stays in `Host`. HTTP/2: the original authority becomes `:authority` and
-/// `Host` goes, as RFC 9113 §8.3.1 asks of intermediaries (servers such as nginx refuse a
-/// `Host` that differs from `:authority`); the connection is picked by endpoint.
+/// `upgrade`). HTTP/1.1: the URI becomes origin-form, `/path?query` (authority-form, the
+/// endpoint, for `CONNECT`), and the original authority stays in `Host` (the endpoint's when
+/// there was none). HTTP/2: the original authority becomes `:authority` and `Host` goes, as
+/// RFC 9113 §8.3.1 asks of intermediaries (servers such as nginx refuse a `Host` that differs
+/// from `:authority`). The connection is picked by endpoint.
 pub(crate) fn to_upstream<B>(
     req: &mut Request<B>,
     endpoint: &Authority,
     version: Version,
     upgrade: bool,
 ) {
-    let authority = if version == Version::HTTP_2 {
-        req.headers_mut()
-            .remove(header::HOST)
-            .and_then(|host| Authority::try_from(host.as_bytes()).ok())
-            .or_else(|| req.uri().authority().cloned())
-            .unwrap_or_else(|| endpoint.clone())
-    } else {
-        if !req.headers().contains_key(header::HOST)
-            && let Some(authority) = req.uri().authority()
-            && let Ok(host) = HeaderValue::from_str(authority.as_str())
-        {
-            req.headers_mut().insert(header::HOST, host);
-        }
-        endpoint.clone()
-    };
     let path = req
         .uri()
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(authority);
-    parts.path_and_query = Some(path);
-    // Scheme, authority and path are all set, which is all `from_parts` checks.
-    if let Ok(uri) = Uri::from_parts(parts) {
+    let uri = if version == Version::HTTP_2 {
+        let authority = req
+            .headers_mut()
+            .remove(header::HOST)
+            .and_then(|host| Authority::try_from(host.as_bytes()).ok())
+            .or_else(|| req.uri().authority().cloned())
+            .unwrap_or_else(|| endpoint.clone());
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(authority);
+        parts.path_and_query = Some(path);
+        // Scheme, authority and path are all set, which is all `from_parts` checks.
+        Uri::from_parts(parts).ok()
+    } else {
+        if !req.headers().contains_key(header::HOST) {
+            let host = req.uri().authority().unwrap_or(endpoint);
+            if let Ok(host) = HeaderValue::from_str(host.as_str()) {
+                req.headers_mut().insert(header::HOST, host);
+            }
+        }
+        Some(if req.method() == Method::CONNECT {
+            Uri::from(endpoint.clone())
+        } else {
+            Uri::from(path)
+        })
+    };
+    if let Some(uri) = uri {
         *req.uri_mut() = uri;
     }
     *req.version_mut() = version;
@@ -287,42 +468,57 @@ const HOP_BY_HOP: [HeaderName; 3] = [
 /// Removes connection-specific headers (RFC 9110 §7.6.1), keeping `te: trailers` for gRPC and,
 /// for upgrades, `Connection: upgrade` with `Upgrade`.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // The usual `Connection: keep-alive` lists only headers removed below anyway: then nothing
-    // is copied.
-    let removed_below = |name: &str| {
-        HOP_BY_HOP
-            .iter()
-            .any(|n| name.eq_ignore_ascii_case(n.as_str()))
-            || name.eq_ignore_ascii_case("upgrade")
-            || (!upgrade && name.eq_ignore_ascii_case("connection"))
-    };
-    if connection_options(headers).any(|name| !removed_below(name)) {
-        let listed: Vec<HeaderName> = connection_options(headers)
-            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-            .filter(|name| !(upgrade && name == header::UPGRADE))
-            .collect();
-        for name in listed {
-            headers.remove(name);
+    if carries(headers, &header::CONNECTION) {
+        // The usual `Connection: keep-alive` lists only headers removed below anyway: then
+        // nothing is copied.
+        let removed_below = |name: &str| {
+            HOP_BY_HOP
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n.as_str()))
+                || name.eq_ignore_ascii_case("upgrade")
+                || (!upgrade && name.eq_ignore_ascii_case("connection"))
+        };
+        if connection_options(headers).any(|name| !removed_below(name)) {
+            let listed: Vec<HeaderName> = connection_options(headers)
+                .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+                .filter(|name| !(upgrade && name == header::UPGRADE))
+                .collect();
+            for name in listed {
+                headers.remove(name);
+            }
         }
     }
     for name in HOP_BY_HOP {
-        headers.remove(name);
+        if carries(headers, &name) {
+            headers.remove(name);
+        }
     }
     if !upgrade {
-        headers.remove(header::CONNECTION);
-        headers.remove(header::UPGRADE);
+        for name in [header::CONNECTION, header::UPGRADE] {
+            if carries(headers, &name) {
+                headers.remove(name);
+            }
+        }
     }
-    let te_trailers = headers
-        .get(header::TE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        });
-    headers.remove(header::TE);
-    if te_trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    if carries(headers, &header::TE) {
+        let te_trailers = headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+        headers.remove(header::TE);
+        if te_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
     }
+}
+
+/// Whether `headers` has `name`, by comparing the few names present rather than hashing:
+/// most messages carry none of the hop-by-hop headers, or only `Connection`, and a hashed
+/// lookup of each would cost more than the scan.
+fn carries(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers.keys().any(|present| present == name)
 }
 
 /// The header names a `Connection` header lists.
@@ -397,7 +593,7 @@ mod tests {
             .body(())
             .unwrap();
         to_upstream(&mut req, &endpoint, Version::HTTP_11, false);
-        assert_eq!(req.uri(), "http://10.0.0.7:8080/items?id=1");
+        assert_eq!(req.uri(), "/items?id=1");
         assert_eq!(req.headers()[header::HOST], "catalog");
         assert!(!req.headers().contains_key(header::CONNECTION));
     }
@@ -441,7 +637,7 @@ mod tests {
         assert_eq!(req.version(), Version::HTTP_11);
         assert!(!req.headers().contains_key("trellis-orig-proto"));
         to_upstream(&mut req, &endpoint, Version::HTTP_11, false);
-        assert_eq!(req.uri(), "http://10.0.0.7:8080/items");
+        assert_eq!(req.uri(), "/items");
         assert_eq!(req.headers()[header::HOST], "catalog");
     }
 
@@ -494,5 +690,206 @@ mod tests {
             upstream_version(Http2, Version::HTTP_11, true),
             Version::HTTP_11
         );
+    }
+
+    /// An HTTP/1.1 server on loopback that answers `ok`, after 200 ms for `/slow`, closing
+    /// the connection for `/close`.
+    struct Server {
+        endpoint: Authority,
+        /// Connections accepted.
+        accepted: Arc<std::sync::atomic::AtomicUsize>,
+        /// Connections that have ended since.
+        ended: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Server {
+        async fn start() -> Server {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let endpoint = Authority::try_from(listener.local_addr().unwrap().to_string()).unwrap();
+            let accepted = Arc::new(AtomicUsize::new(0));
+            let ended = Arc::new(AtomicUsize::new(0));
+            let (count, done) = (accepted.clone(), ended.clone());
+            tokio::spawn(async move {
+                loop {
+                    let (stream, _) = listener.accept().await.unwrap();
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let done = done.clone();
+                    tokio::spawn(async move {
+                        let service =
+                            hyper::service::service_fn(|req: Request<Incoming>| async move {
+                                let mut response = Response::new(http_body_util::Full::new(
+                                    bytes::Bytes::from_static(b"ok"),
+                                ));
+                                match req.uri().path() {
+                                    "/slow" => tokio::time::sleep(Duration::from_millis(200)).await,
+                                    "/close" => {
+                                        response.headers_mut().insert(
+                                            header::CONNECTION,
+                                            HeaderValue::from_static("close"),
+                                        );
+                                    }
+                                    _ => {}
+                                }
+                                Ok::<_, std::convert::Infallible>(response)
+                            });
+                        let io = hyper_util::rt::TokioIo::new(stream);
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, service)
+                            .await;
+                        done.fetch_add(1, Ordering::SeqCst);
+                    });
+                }
+            });
+            Server {
+                endpoint,
+                accepted,
+                ended,
+            }
+        }
+
+        fn accepted(&self) -> usize {
+            self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+        }
+
+        fn ended(&self) -> usize {
+            self.ended.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    /// GETs `path` from `endpoint` over HTTP/1.1, as the proxy forwards a request: its body.
+    async fn get(clients: &UpstreamClients, endpoint: &Authority, path: &str) -> String {
+        use http_body_util::BodyExt;
+
+        let mut req = Request::get(path)
+            .header(header::HOST, "catalog")
+            .body(UpstreamBody::Empty)
+            .unwrap();
+        to_upstream(&mut req, endpoint, Version::HTTP_11, false);
+        let response = clients.send(Version::HTTP_11, endpoint, req).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    fn pooled(clients: &UpstreamClients, endpoint: &Authority) -> usize {
+        lock(&clients.h1.connections)
+            .get(endpoint)
+            .map_or(0, Vec::len)
+    }
+
+    #[tokio::test]
+    async fn sequential_http1_requests_share_one_connection() {
+        let server = Server::start().await;
+        let clients = UpstreamClients::new(Duration::from_secs(1));
+        for _ in 0..5 {
+            assert_eq!(get(&clients, &server.endpoint, "/").await, "ok");
+        }
+        assert_eq!(server.accepted(), 1);
+        assert_eq!(pooled(&clients, &server.endpoint), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_http1_requests_take_a_connection_each_and_then_reuse_them() {
+        let server = Server::start().await;
+        let clients = UpstreamClients::new(Duration::from_secs(1));
+        let (a, b) = tokio::join!(
+            get(&clients, &server.endpoint, "/slow"),
+            get(&clients, &server.endpoint, "/slow")
+        );
+        assert_eq!((a.as_str(), b.as_str()), ("ok", "ok"));
+        assert_eq!(
+            server.accepted(),
+            2,
+            "one busy connection per request in flight"
+        );
+        for _ in 0..3 {
+            assert_eq!(get(&clients, &server.endpoint, "/").await, "ok");
+        }
+        assert_eq!(server.accepted(), 2, "idle connections are reused");
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closes_is_not_reused() {
+        let server = Server::start().await;
+        let clients = UpstreamClients::new(Duration::from_secs(1));
+        for _ in 0..3 {
+            assert_eq!(get(&clients, &server.endpoint, "/close").await, "ok");
+        }
+        assert_eq!(server.accepted(), 3);
+        assert!(
+            pooled(&clients, &server.endpoint) <= 1,
+            "closed ones are dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn idle_connections_close_after_the_idle_timeout_and_busy_ones_stay() {
+        let server = Server::start().await;
+        let clients = UpstreamClients::new(Duration::from_secs(1));
+        assert_eq!(get(&clients, &server.endpoint, "/").await, "ok");
+        prune(&mut lock(&clients.h1.connections), Instant::now());
+        assert_eq!(
+            pooled(&clients, &server.endpoint),
+            1,
+            "idle, not yet for long"
+        );
+
+        let (slow, _) = tokio::join!(get(&clients, &server.endpoint, "/slow"), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            prune(
+                &mut lock(&clients.h1.connections),
+                Instant::now() + POOL_IDLE + Duration::from_secs(1),
+            );
+            assert_eq!(pooled(&clients, &server.endpoint), 1, "busy: kept");
+        });
+        assert_eq!(slow, "ok");
+
+        prune(
+            &mut lock(&clients.h1.connections),
+            Instant::now() + POOL_IDLE + Duration::from_secs(1),
+        );
+        assert_eq!(
+            pooled(&clients, &server.endpoint),
+            0,
+            "idle too long: dropped"
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while server.ended() < 1 {
+            assert!(Instant::now() < deadline, "the server never saw the close");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_while_idle_is_not_used_again() {
+        use std::io::{Read, Write};
+
+        // Answers one request per connection as if keeping it alive, then closes the connection
+        // unannounced, as servers do when their idle timeout runs out.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = Authority::try_from(listener.local_addr().unwrap().to_string()).unwrap();
+        let server = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut head = Vec::new();
+                let mut buf = [0; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = stream.read(&mut buf).unwrap();
+                    assert!(n > 0, "the request ended early");
+                    head.extend_from_slice(&buf[..n]);
+                }
+                stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .unwrap();
+                // After the client has read the answer.
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let clients = UpstreamClients::new(Duration::from_secs(1));
+        assert_eq!(get(&clients, &endpoint, "/").await, "ok");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(get(&clients, &endpoint, "/").await, "ok");
+        server.join().unwrap();
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -78,18 +78,6 @@ pub(crate) async fn connect(
 
 /// An upstream mTLS connection, as hyper's client uses it.
 pub(crate) struct MeshTls(tokio_rustls::client::TlsStream<TcpStream>);
-
-impl Connection for MeshTls {
-    fn connected(&self) -> Connected {
-        // No `HttpInfo` extra (nothing reads it): it would be one more allocation per response.
-        let connected = Connected::new();
-        if self.0.get_ref().1.alpn_protocol() == Some(b"h2") {
-            connected.negotiated_h2()
-        } else {
-            connected
-        }
-    }
-}
 
 impl AsyncRead for MeshTls {
     fn poll_read(
