@@ -1,0 +1,96 @@
+"""Prints instructions and simulated cache misses per request for each sidecar hop.
+
+Usage: instructions.py CALLGRIND_OUT...
+
+The outputs are of `valgrind --tool=callgrind --cache-sim=yes --dump-instr=no`, dumped every
+few seconds while the hops carry fixed-rate traffic (bench/instructions.sh). A hop is named by
+its command line; its requests in one dump are the calls of a function that runs once per
+request on either hop: Trellis's `to_upstream`, OpenSSL's `SSL_write` for HAProxy. Dumps with
+fewer than four fifths of the hop's busiest dump's requests (start-up, another path's turn, the
+edges of a slice) are left out, so start-up and idle time do not count.
+"""
+
+import re
+import sys
+from collections import defaultdict
+
+NAMED = re.compile(r"^(c?(?:ob|fn))=\((\d+)\)(?: (.*))?$")
+EVENTS = ("Ir", "I1mr", "D1mr", "D1mw")
+# The function each hop calls once per request, by its name, mangled or not.
+MARKERS = {
+    "trellis": re.compile(r"(11to_upstream17h[0-9a-f]{16}E|::to_upstream)$"),
+    "haproxy": re.compile(r"^SSL_write$"),
+}
+
+
+def hop(cmd):
+    """The hop a command line runs: (proxy, side), or None."""
+    if "trellis-proxy" in cmd:
+        side = "outbound" if "--service bench-client" in cmd else "inbound"
+        return ("trellis", side)
+    if "haproxy" in cmd:
+        side = "inbound" if "/inbound/" in cmd else "outbound"
+        return ("haproxy", side)
+    return None
+
+
+def read(path):
+    """(hop, requests, {event: count}) of one callgrind output."""
+    cmd, events, summary = "", [], []
+    names = {}
+    marked, requests = False, 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if line.startswith("cmd:"):
+                cmd = line
+            elif line.startswith("events:"):
+                events = line.split()[1:]
+            elif line.startswith("summary:"):
+                summary = [int(v) for v in line.split()[1:]]
+            m = NAMED.match(line)
+            if m:
+                kind, ident, name = m.groups()
+                if kind.endswith("fn"):
+                    if name is not None:
+                        names[ident] = name
+                    if kind == "cfn":
+                        proxy = hop(cmd)
+                        marker = MARKERS.get(proxy[0]) if proxy else None
+                        marked = marker is not None and bool(
+                            marker.search(names.get(ident, ""))
+                        )
+            elif line.startswith("calls=") and marked:
+                requests += int(line.split()[0].split("=")[1])
+                marked = False
+    totals = dict(zip(events, summary))
+    return hop(cmd), requests, {e: totals.get(e, 0) for e in EVENTS}
+
+
+def main(paths):
+    dumps = defaultdict(list)
+    for path in paths:
+        proxy, requests, totals = read(path)
+        if proxy is not None and requests > 0:
+            dumps[proxy].append((requests, totals))
+    if not dumps:
+        sys.exit("no dump saw a request: were the hops under callgrind?")
+    print("| hop | requests counted | instructions | I1 misses | D1 read misses | D1 write misses |")
+    print("|---|---:|---:|---:|---:|---:|")
+    pairs = defaultdict(lambda: defaultdict(float))
+    for (proxy, side), found in sorted(dumps.items()):
+        busiest = max(requests for requests, _ in found)
+        kept = [(r, t) for r, t in found if r * 5 >= busiest * 4]
+        requests = sum(r for r, _ in kept)
+        per = {e: sum(t[e] for _, t in kept) / requests for e in EVENTS}
+        for e in EVENTS:
+            pairs[proxy][e] += per[e]
+        cells = " | ".join(f"{per[e]:,.0f}" for e in EVENTS)
+        print(f"| {proxy} {side} | {requests} | {cells} |")
+    for proxy, per in sorted(pairs.items()):
+        cells = " | ".join(f"{per[e]:,.0f}" for e in EVENTS)
+        print(f"| {proxy} pair | | {cells} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
