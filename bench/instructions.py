@@ -5,9 +5,11 @@ Usage: instructions.py CALLGRIND_OUT...
 The outputs are of `valgrind --tool=callgrind --cache-sim=yes --dump-instr=no`, dumped every
 few seconds while the hops carry fixed-rate traffic (bench/instructions.sh). A hop is named by
 its command line; its requests in one dump are the calls of a function that runs once per
-request on either hop: Trellis's `to_upstream`, OpenSSL's `SSL_write` for HAProxy. Dumps with
-fewer than four fifths of the hop's busiest dump's requests (start-up, another path's turn, the
-edges of a slice) are left out, so start-up and idle time do not count.
+request on either hop: Trellis's `to_upstream`, OpenSSL's `SSL_write` for HAProxy. Only dumps
+of steady traffic count: those within a quarter of the hop's median requests per dump. That
+leaves out start-up, another path's turn and the edges of a slice (fewer requests, more work
+that is not theirs), and the bursts in which the load generator catches up after valgrind fell
+behind (requests that share wake-ups).
 """
 
 import re
@@ -79,8 +81,8 @@ def main(paths):
     print("|---|---:|---:|---:|---:|---:|")
     pairs = defaultdict(lambda: defaultdict(float))
     for (proxy, side), found in sorted(dumps.items()):
-        busiest = max(requests for requests, _ in found)
-        kept = [(r, t) for r, t in found if r * 5 >= busiest * 4]
+        median = sorted(requests for requests, _ in found)[len(found) // 2]
+        kept = [(r, t) for r, t in found if 0.75 * median <= r <= 1.25 * median]
         requests = sum(r for r, _ in kept)
         per = {e: sum(t[e] for _, t in kept) / requests for e in EVENTS}
         for e in EVENTS:
