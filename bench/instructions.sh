@@ -8,12 +8,12 @@ shopt -s nullglob
 cd "$(dirname "$0")/.."
 root=$(pwd -P)
 
-if ! command -v valgrind >/dev/null || ! command -v nginx >/dev/null \
-    || ! command -v haproxy >/dev/null; then
+if ! command -v valgrind >/dev/null || [ ! -x /usr/sbin/nginx ] || [ ! -x /usr/sbin/haproxy ]; then
     apt-get update -q && apt-get install -y -q valgrind nginx-light haproxy
 fi
 cargo build --release --locked --bin trellis --bin trellis-proxy --bin trellis-bench
 
+haproxy=$(command -v haproxy || echo /usr/sbin/haproxy)
 work=$(mktemp -d)
 trap 'kill "${dumper:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
 callgrind="valgrind --tool=callgrind --cache-sim=yes --demangle=no --dump-instr=no"
@@ -26,7 +26,7 @@ WRAPPER
 cat > "$work/haproxy" <<WRAPPER
 #!/bin/sh
 for arg; do [ "\$prev" = -f ] && sed -i 's/ulimit-n 20000/ulimit-n 19000/; s/maxconn 9990/maxconn 9000/' "\$arg"; prev=\$arg; done
-exec $callgrind --callgrind-out-file="$work/callgrind.%p" "$(command -v haproxy)" "\$@"
+exec $callgrind --callgrind-out-file="$work/callgrind.%p" "$haproxy" "\$@"
 WRAPPER
 chmod +x "$work/trellis-proxy" "$work/haproxy"
 # The bench kills its hops with SIGKILL, which callgrind cannot dump on: take dumps as it goes.

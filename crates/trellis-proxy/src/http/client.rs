@@ -105,8 +105,8 @@ where
 }
 
 /// Keep-alive HTTP/1.1 connections per endpoint. A connection goes back to its endpoint's
-/// list as soon as a request is handed to it, and is taken again once it is ready for the
-/// next one, so no task waits for it in between.
+/// list as soon as the response's head arrives, and is taken again once hyper says it is
+/// ready for the next request (its response body read), so no task waits for it in between.
 struct H1Connections<C> {
     connector: C,
     connections: Arc<Mutex<ByEndpoint<Vec<Pooled>>>>,
@@ -117,13 +117,13 @@ struct H1Connections<C> {
 /// An open HTTP/1.1 connection.
 struct Pooled {
     sender: http1::SendRequest<UpstreamBody>,
-    /// When it was last handed a request.
+    /// When its last response's head arrived: it has been idle since about then, or since
+    /// that response's body ended.
     used: Instant,
 }
 
 impl Pooled {
-    /// Worth keeping at `now`: open, and busy or handed its last request less than
-    /// [`POOL_IDLE`] ago.
+    /// Worth keeping at `now`: open, and busy or idle for at most [`POOL_IDLE`].
     fn kept(&self, now: Instant) -> bool {
         let idle_too_long =
             self.sender.is_ready() && now.saturating_duration_since(self.used) > POOL_IDLE;
@@ -166,24 +166,26 @@ where
         }
     }
 
-    /// An idle connection to `endpoint`, taken out of the pool; closed ones found on the way
-    /// are dropped.
+    /// An idle connection to `endpoint`, taken out of the pool; those found on the way that
+    /// are no longer [`Pooled::kept`] are dropped, so none idle for longer than [`POOL_IDLE`]
+    /// is used again.
     fn checkout(&self, endpoint: &Authority) -> Option<http1::SendRequest<UpstreamBody>> {
+        let now = Instant::now();
         let mut connections = lock(&self.connections);
         let pooled = connections.get_mut(endpoint)?;
         let mut at = pooled.len();
         while at > 0 {
             at -= 1;
-            let sender = &pooled[at].sender;
-            if sender.is_closed() {
+            if !pooled[at].kept(now) {
                 pooled.swap_remove(at);
-            } else if sender.is_ready() {
+            } else if pooled[at].sender.is_ready() {
                 return Some(pooled.swap_remove(at).sender);
             }
         }
         None
     }
 
+    /// Returns `sender`, whose response's head has arrived, to the pool.
     fn put(&self, endpoint: &Authority, sender: http1::SendRequest<UpstreamBody>) {
         let pooled = Pooled {
             sender,
@@ -227,24 +229,26 @@ where
         req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let req = match self.checkout(endpoint) {
-            Some(mut sender) => {
-                let sent = sender.try_send_request(req);
-                self.put(endpoint, sender);
-                match sent.await {
-                    Ok(response) => return Ok(response),
-                    Err(mut e) => match e.take_message() {
-                        Some(req) => req,
-                        None => return Err(UpstreamError::Http(e.into_error())),
-                    },
+            Some(mut sender) => match sender.try_send_request(req).await {
+                Ok(response) => {
+                    self.put(endpoint, sender);
+                    return Ok(response);
                 }
-            }
+                Err(mut e) => match e.take_message() {
+                    Some(req) => req,
+                    None => return Err(UpstreamError::Http(e.into_error())),
+                },
+            },
             None => req,
         };
         // Boxed: connecting is rare, and its future would otherwise enlarge every request's.
         let mut sender = Box::pin(self.connect(endpoint)).await?;
-        let sent = sender.send_request(req);
+        let response = sender
+            .send_request(req)
+            .await
+            .map_err(UpstreamError::Http)?;
         self.put(endpoint, sender);
-        sent.await.map_err(UpstreamError::Http)
+        Ok(response)
     }
 }
 
@@ -585,7 +589,24 @@ mod tests {
     }
 
     #[test]
-    fn http1_keeps_the_host_and_targets_the_endpoint() {
+    fn te_keeps_trailers_from_any_of_its_lines() {
+        let mut h = HeaderMap::new();
+        h.append(header::TE, HeaderValue::from_static("gzip"));
+        h.append(header::TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(
+            h.get_all(header::TE).iter().collect::<Vec<_>>(),
+            ["trailers"]
+        );
+
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
+    }
+
+    #[test]
+    fn http1_goes_origin_form_and_keeps_the_host() {
         let endpoint = Authority::from_static("10.0.0.7:8080");
         let mut req = Request::get("/items?id=1")
             .header(header::HOST, "catalog")
@@ -596,6 +617,28 @@ mod tests {
         assert_eq!(req.uri(), "/items?id=1");
         assert_eq!(req.headers()[header::HOST], "catalog");
         assert!(!req.headers().contains_key(header::CONNECTION));
+
+        // Absolute-form, as HTTP proxy clients send: the authority becomes the Host.
+        let mut absolute = Request::get("http://catalog:8080/items").body(()).unwrap();
+        to_upstream(&mut absolute, &endpoint, Version::HTTP_11, false);
+        assert_eq!(absolute.uri(), "/items");
+        assert_eq!(absolute.headers()[header::HOST], "catalog:8080");
+
+        let mut bare = Request::get("/").body(()).unwrap();
+        to_upstream(&mut bare, &endpoint, Version::HTTP_11, false);
+        assert_eq!(
+            bare.headers()[header::HOST],
+            "10.0.0.7:8080",
+            "none: the endpoint"
+        );
+
+        let mut connect = Request::connect("catalog:443").body(()).unwrap();
+        to_upstream(&mut connect, &endpoint, Version::HTTP_11, false);
+        assert_eq!(
+            connect.uri(),
+            "10.0.0.7:8080",
+            "authority-form, the endpoint"
+        );
     }
 
     #[test]
@@ -692,8 +735,8 @@ mod tests {
         );
     }
 
-    /// An HTTP/1.1 server on loopback that answers `ok`, after 200 ms for `/slow`, closing
-    /// the connection for `/close`.
+    /// An HTTP/1.1 server on loopback that answers `ok`: for `/stream` the head at once and
+    /// the body 200 ms later, closing the connection for `/close`.
     struct Server {
         endpoint: Authority,
         /// Connections accepted.
@@ -717,23 +760,27 @@ mod tests {
                     count.fetch_add(1, Ordering::SeqCst);
                     let done = done.clone();
                     tokio::spawn(async move {
-                        let service =
-                            hyper::service::service_fn(|req: Request<Incoming>| async move {
-                                let mut response = Response::new(http_body_util::Full::new(
-                                    bytes::Bytes::from_static(b"ok"),
-                                ));
-                                match req.uri().path() {
-                                    "/slow" => tokio::time::sleep(Duration::from_millis(200)).await,
-                                    "/close" => {
-                                        response.headers_mut().insert(
-                                            header::CONNECTION,
-                                            HeaderValue::from_static("close"),
-                                        );
-                                    }
-                                    _ => {}
+                        let service = hyper::service::service_fn(|req: Request<Incoming>| {
+                            use http_body_util::BodyExt;
+
+                            let ok = || bytes::Bytes::from_static(b"ok");
+                            let mut response = match req.uri().path() {
+                                "/stream" => {
+                                    let later = futures_util::stream::once(async move {
+                                        tokio::time::sleep(Duration::from_millis(200)).await;
+                                        Ok(hyper::body::Frame::data(ok()))
+                                    });
+                                    Response::new(http_body_util::StreamBody::new(later).boxed())
                                 }
-                                Ok::<_, std::convert::Infallible>(response)
-                            });
+                                _ => Response::new(http_body_util::Full::new(ok()).boxed()),
+                            };
+                            if req.uri().path() == "/close" {
+                                response
+                                    .headers_mut()
+                                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                            }
+                            std::future::ready(Ok::<_, std::convert::Infallible>(response))
+                        });
                         let io = hyper_util::rt::TokioIo::new(stream);
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(io, service)
@@ -794,8 +841,8 @@ mod tests {
         let server = Server::start().await;
         let clients = UpstreamClients::new(Duration::from_secs(1));
         let (a, b) = tokio::join!(
-            get(&clients, &server.endpoint, "/slow"),
-            get(&clients, &server.endpoint, "/slow")
+            get(&clients, &server.endpoint, "/stream"),
+            get(&clients, &server.endpoint, "/stream")
         );
         assert_eq!((a.as_str(), b.as_str()), ("ok", "ok"));
         assert_eq!(
@@ -810,7 +857,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_connection_the_server_closes_is_not_reused() {
+    async fn connections_the_server_closes_leave_the_pool() {
         let server = Server::start().await;
         let clients = UpstreamClients::new(Duration::from_secs(1));
         for _ in 0..3 {
@@ -824,9 +871,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_idle_too_long_is_not_used_again() {
+        let server = Server::start().await;
+        let clients = UpstreamClients::new(Duration::from_secs(1));
+        assert_eq!(get(&clients, &server.endpoint, "/").await, "ok");
+        for p in lock(&clients.h1.connections).values_mut().flatten() {
+            p.used = p
+                .used
+                .checked_sub(POOL_IDLE + Duration::from_secs(1))
+                .unwrap();
+        }
+        assert_eq!(get(&clients, &server.endpoint, "/").await, "ok");
+        assert_eq!(server.accepted(), 2);
+        assert_eq!(pooled(&clients, &server.endpoint), 1);
+    }
+
+    #[tokio::test]
     async fn idle_connections_close_after_the_idle_timeout_and_busy_ones_stay() {
         let server = Server::start().await;
         let clients = UpstreamClients::new(Duration::from_secs(1));
+        let later = || Instant::now() + POOL_IDLE + Duration::from_secs(1);
         assert_eq!(get(&clients, &server.endpoint, "/").await, "ok");
         prune(&mut lock(&clients.h1.connections), Instant::now());
         assert_eq!(
@@ -835,20 +899,15 @@ mod tests {
             "idle, not yet for long"
         );
 
-        let (slow, _) = tokio::join!(get(&clients, &server.endpoint, "/slow"), async {
+        // The body comes 200 ms after the head: meanwhile the connection is pooled but busy.
+        let (streamed, ()) = tokio::join!(get(&clients, &server.endpoint, "/stream"), async {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            prune(
-                &mut lock(&clients.h1.connections),
-                Instant::now() + POOL_IDLE + Duration::from_secs(1),
-            );
+            prune(&mut lock(&clients.h1.connections), later());
             assert_eq!(pooled(&clients, &server.endpoint), 1, "busy: kept");
         });
-        assert_eq!(slow, "ok");
+        assert_eq!(streamed, "ok");
 
-        prune(
-            &mut lock(&clients.h1.connections),
-            Instant::now() + POOL_IDLE + Duration::from_secs(1),
-        );
+        prune(&mut lock(&clients.h1.connections), later());
         assert_eq!(
             pooled(&clients, &server.endpoint),
             0,
@@ -859,6 +918,7 @@ mod tests {
             assert!(Instant::now() < deadline, "the server never saw the close");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        assert_eq!(server.accepted(), 1);
     }
 
     #[tokio::test]
@@ -882,13 +942,24 @@ mod tests {
                 stream
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                     .unwrap();
-                // After the client has read the answer.
-                std::thread::sleep(Duration::from_millis(20));
             }
         });
         let clients = UpstreamClients::new(Duration::from_secs(1));
         assert_eq!(get(&clients, &endpoint, "/").await, "ok");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let closed = || {
+            lock(&clients.h1.connections)
+                .values()
+                .flatten()
+                .all(|p| p.sender.is_closed())
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !closed() {
+            assert!(
+                Instant::now() < deadline,
+                "the close never reached the pool"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert_eq!(get(&clients, &endpoint, "/").await, "ok");
         server.join().unwrap();
     }
