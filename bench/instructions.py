@@ -7,12 +7,14 @@ few seconds while the hops carry fixed-rate traffic (bench/instructions.sh). A h
 its command line; its requests in one dump are the calls of a function that runs once per
 request on either hop: Trellis's `to_upstream`, OpenSSL's `SSL_write` for HAProxy. Only dumps
 of steady traffic count: those within a quarter of the hop's median requests per dump. That
-leaves out start-up, another path's turn and the edges of a slice (fewer requests, more work
-that is not theirs), and the bursts in which the load generator catches up after valgrind fell
-behind (requests that share wake-ups).
+leaves out most of start-up, another path's turn and the edges of a slice (fewer requests, more
+work that is not theirs), and the bursts in which the load generator catches up after valgrind
+fell behind (requests that share wake-ups). Each figure is the median over those dumps of the
+dump's count divided by its requests, so a dump that still holds start-up work does not move it.
 """
 
 import re
+import statistics
 import sys
 from collections import defaultdict
 
@@ -84,7 +86,7 @@ def main(paths):
         median = sorted(requests for requests, _ in found)[len(found) // 2]
         kept = [(r, t) for r, t in found if 0.75 * median <= r <= 1.25 * median]
         requests = sum(r for r, _ in kept)
-        per = {e: sum(t[e] for _, t in kept) / requests for e in EVENTS}
+        per = {e: statistics.median(t[e] / r for r, t in kept) for e in EVENTS}
         for e in EVENTS:
             pairs[proxy][e] += per[e]
         cells = " | ".join(f"{per[e]:,.0f}" for e in EVENTS)
