@@ -104,6 +104,16 @@ where
     }
 }
 
+/// The comma-separated tokens of every `name` header, trimmed (`Connection`, `TE`).
+fn tokens(headers: &http::HeaderMap, name: http::header::HeaderName) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
 /// What a request's metrics and its event (access log, taps) need when its response is known.
 struct Accounting<'c> {
     conn: &'c HttpConnection,

@@ -104,6 +104,18 @@ where
         .map_err(|e| UpstreamError::Connect(e.into().to_string()))
 }
 
+/// Runs an upstream `connection` of `protocol` until it ends.
+fn drive<F>(connection: F, protocol: &'static str)
+where
+    F: Future<Output = Result<(), hyper::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, protocol, "upstream connection ended");
+        }
+    });
+}
+
 /// Keep-alive HTTP/1.1 connections per endpoint. A connection goes back to its endpoint's
 /// list as soon as the response's head arrives, and is taken again once hyper says it is
 /// ready for the next request (its response body read), so no task waits for it in between.
@@ -210,11 +222,7 @@ where
             .handshake(io)
             .await
             .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream http/1.1 connection ended");
-            }
-        });
+        drive(connection.with_upgrades(), "http/1.1");
         self.sweeping.call_once(|| {
             tokio::spawn(sweep(Arc::downgrade(&self.connections)));
         });
@@ -283,11 +291,7 @@ where
             .handshake(io)
             .await
             .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "upstream h2 connection ended");
-            }
-        });
+        drive(connection, "h2");
         let mut connections = lock(&self.connections);
         connections.retain(|_, sender| !sender.is_closed());
         connections.insert(endpoint.clone(), sender.clone());
@@ -447,7 +451,7 @@ pub(crate) fn to_upstream<B>(
 pub(crate) fn mark_orig_proto(headers: &mut HeaderMap, carried: bool) {
     if carried {
         headers.insert(ORIG_PROTO, HTTP_11);
-    } else {
+    } else if carries(headers, &ORIG_PROTO) {
         headers.remove(ORIG_PROTO);
     }
 }
@@ -456,6 +460,9 @@ pub(crate) fn mark_orig_proto(headers: &mut HeaderMap, carried: bool) {
 /// request it was (to the app, in routing and retries). Only a `mesh_peer` (one that proved a
 /// mesh identity over mutual TLS) is believed; the mark is removed either way.
 pub(crate) fn restore_orig_proto<B>(req: &mut Request<B>, mesh_peer: bool) {
+    if !carries(req.headers(), &ORIG_PROTO) {
+        return;
+    }
     let marked = req.headers_mut().remove(ORIG_PROTO);
     if mesh_peer && marked.is_some_and(|v| v == HTTP_11) && req.version() == Version::HTTP_2 {
         *req.version_mut() = Version::HTTP_11;
@@ -482,8 +489,8 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
                 || name.eq_ignore_ascii_case("upgrade")
                 || (!upgrade && name.eq_ignore_ascii_case("connection"))
         };
-        if connection_options(headers).any(|name| !removed_below(name)) {
-            let listed: Vec<HeaderName> = connection_options(headers)
+        if super::tokens(headers, header::CONNECTION).any(|name| !removed_below(name)) {
+            let listed: Vec<HeaderName> = super::tokens(headers, header::CONNECTION)
                 .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
                 .filter(|name| !(upgrade && name == header::UPGRADE))
                 .collect();
@@ -505,12 +512,8 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         }
     }
     if carries(headers, &header::TE) {
-        let te_trailers = headers
-            .get_all(header::TE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+        let te_trailers =
+            super::tokens(headers, header::TE).any(|t| t.eq_ignore_ascii_case("trailers"));
         headers.remove(header::TE);
         if te_trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -523,16 +526,6 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// lookup of each would cost more than the scan.
 fn carries(headers: &HeaderMap, name: &HeaderName) -> bool {
     headers.keys().any(|present| present == name)
-}
-
-/// The header names a `Connection` header lists.
-fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
 }
 
 #[cfg(test)]
@@ -901,7 +894,17 @@ mod tests {
 
         // The body comes 200 ms after the head: meanwhile the connection is pooled but busy.
         let (streamed, ()) = tokio::join!(get(&clients, &server.endpoint, "/stream"), async {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let busy_in_pool = || {
+                lock(&clients.h1.connections)
+                    .values()
+                    .flatten()
+                    .any(|p| !p.sender.is_ready())
+            };
+            while !busy_in_pool() {
+                assert!(Instant::now() < deadline, "the head never arrived");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             prune(&mut lock(&clients.h1.connections), later());
             assert_eq!(pooled(&clients, &server.endpoint), 1, "busy: kept");
         });

@@ -10,13 +10,7 @@ use crate::drain::DrainWatch;
 /// The requested upgrade protocol, if the request asks for one (`Connection: upgrade` plus
 /// `Upgrade: <protocol>`).
 pub(crate) fn requested(headers: &HeaderMap) -> Option<&str> {
-    let connection_upgrade = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if !connection_upgrade {
+    if !super::tokens(headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("upgrade")) {
         return None;
     }
     headers.get(header::UPGRADE)?.to_str().ok()
