@@ -3,6 +3,7 @@
 # of HAProxy mTLS's, counted by callgrind: counts that hold still on a noisy machine, unlike
 # timings. At 50 rps every request finds each hop asleep, as at 1000 rps without valgrind, so
 # these are the costs behind the latency at low rates. Prints a table (bench/instructions.py).
+# Flags go on to `trellis-bench latency`: `--proto h2` counts the HTTP/2 pairs.
 set -euo pipefail
 shopt -s nullglob
 cd "$(dirname "$0")/.."
@@ -35,7 +36,7 @@ dumper=$!
 
 taskset -c 1 target/release/trellis-bench latency --kinds trellis-mtls,haproxy-mtls \
     --rates 50 --rounds 2 --seconds 20 \
-    --trellis-proxy "$work/trellis-proxy" --haproxy "$work/haproxy" --out-dir "$work/out"
+    --trellis-proxy "$work/trellis-proxy" --haproxy "$work/haproxy" --out-dir "$work/out" "$@"
 kill "$dumper"
 
 dumps=("$work"/callgrind.*)

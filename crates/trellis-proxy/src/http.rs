@@ -82,9 +82,12 @@ where
         Codec::Http2 => 2,
     }];
     let conn = Arc::new(conn);
+    // Each request's future is boxed: it is kilobytes, and hyper would otherwise copy it
+    // whole into its per-request slot (HTTP/1.1, allocated per connection) or task (HTTP/2),
+    // and again on each change of state.
     let service = service_fn(move |req| {
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(handle(&conn, req).await) }
+        Box::pin(async move { Ok::<_, Infallible>(handle(&conn, req).await) })
     });
     let mut served = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
     async move {
