@@ -285,7 +285,9 @@ where
         &self,
         endpoint: &Authority,
     ) -> Result<http2::SendRequest<UpstreamBody>, UpstreamError> {
-        let io = connect(&self.connector, endpoint).await?;
+        // Boxed: hyper spawns a task per request whose future is as large as the connection's
+        // (the same enum), and a TLS stream inline would make that kilobytes to copy.
+        let io = Box::new(connect(&self.connector, endpoint).await?);
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(io)
