@@ -6,13 +6,12 @@ The outputs are of `valgrind --tool=callgrind --cache-sim=yes --dump-instr=no`, 
 few seconds while the hops carry fixed-rate traffic (bench/instructions.sh). A hop is named by
 its command line; its requests in one dump are the calls of a function that runs once per
 request on either hop: Trellis's `to_upstream`, HAProxy's `stream_new` (a stream per HTTP
-transaction; `SSL_write`, used before, runs twice per request on HAProxy's outbound HTTP/2
-hop). Only dumps of steady traffic count: those within a quarter of the hop's median requests
-per dump. That leaves out most of start-up, another path's turn and the edges of a slice (fewer
-requests, more work that is not theirs), and the bursts in which the load generator catches up
-after valgrind fell behind (requests that share wake-ups). Each figure is the median over those
-dumps of the dump's count divided by its requests, so a dump that still holds start-up work does
-not move it.
+transaction). Only dumps of steady traffic count: those within a quarter of the hop's median
+requests per dump. That leaves out most of start-up, another path's turn and the edges of a
+slice (fewer requests, more work that is not theirs), and the bursts in which the load generator
+catches up after valgrind fell behind (requests that share wake-ups). Each figure is the median
+over those dumps of the dump's count divided by its requests, so a dump that still holds
+start-up work does not move it.
 """
 
 import re

@@ -104,8 +104,8 @@ where
         .map_err(|e| UpstreamError::Connect(e.into().to_string()))
 }
 
-/// Runs an upstream `connection` of `protocol` until it ends.
-fn drive<F>(connection: F, protocol: &'static str)
+/// Spawns a task that runs an upstream `connection` of `protocol` until it ends.
+fn spawn_connection<F>(connection: F, protocol: &'static str)
 where
     F: Future<Output = Result<(), hyper::Error>> + Send + 'static,
 {
@@ -222,7 +222,7 @@ where
             .handshake(io)
             .await
             .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-        drive(connection.with_upgrades(), "http/1.1");
+        spawn_connection(connection.with_upgrades(), "HTTP/1.1");
         self.sweeping.call_once(|| {
             tokio::spawn(sweep(Arc::downgrade(&self.connections)));
         });
@@ -293,7 +293,7 @@ where
             .handshake(io)
             .await
             .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-        drive(connection, "h2");
+        spawn_connection(connection, "HTTP/2");
         let mut connections = lock(&self.connections);
         connections.retain(|_, sender| !sender.is_closed());
         connections.insert(endpoint.clone(), sender.clone());
@@ -523,8 +523,8 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Whether `headers` has `name`, by comparing the few names present rather than hashing:
-/// most messages carry none of the hop-by-hop headers, or only `Connection`, and a hashed
+/// Whether `headers` has `name`, by comparing the few names present rather than hashing: the
+/// names asked about (hop-by-hop headers, the orig-proto mark) are mostly absent, and a hashed
 /// lookup of each would cost more than the scan.
 fn carries(headers: &HeaderMap, name: &HeaderName) -> bool {
     headers.keys().any(|present| present == name)
@@ -738,6 +738,8 @@ mod tests {
         accepted: Arc<std::sync::atomic::AtomicUsize>,
         /// Connections that have ended since.
         ended: Arc<std::sync::atomic::AtomicUsize>,
+        /// Lets a `/hold` response's body go.
+        release: Arc<tokio::sync::Notify>,
     }
 
     impl Server {
@@ -748,17 +750,19 @@ mod tests {
             let endpoint = Authority::try_from(listener.local_addr().unwrap().to_string()).unwrap();
             let accepted = Arc::new(AtomicUsize::new(0));
             let ended = Arc::new(AtomicUsize::new(0));
-            let (count, done) = (accepted.clone(), ended.clone());
+            let release = Arc::new(tokio::sync::Notify::new());
+            let (count, done, held) = (accepted.clone(), ended.clone(), release.clone());
             tokio::spawn(async move {
                 loop {
                     let (stream, _) = listener.accept().await.unwrap();
                     count.fetch_add(1, Ordering::SeqCst);
-                    let done = done.clone();
+                    let (done, held) = (done.clone(), held.clone());
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(|req: Request<Incoming>| {
                             use http_body_util::BodyExt;
 
                             let ok = || bytes::Bytes::from_static(b"ok");
+                            let held = held.clone();
                             let mut response = match req.uri().path() {
                                 "/stream" => {
                                     let later = futures_util::stream::once(async move {
@@ -766,6 +770,13 @@ mod tests {
                                         Ok(hyper::body::Frame::data(ok()))
                                     });
                                     Response::new(http_body_util::StreamBody::new(later).boxed())
+                                }
+                                "/hold" => {
+                                    let released = futures_util::stream::once(async move {
+                                        held.notified().await;
+                                        Ok(hyper::body::Frame::data(ok()))
+                                    });
+                                    Response::new(http_body_util::StreamBody::new(released).boxed())
                                 }
                                 _ => Response::new(http_body_util::Full::new(ok()).boxed()),
                             };
@@ -788,6 +799,7 @@ mod tests {
                 endpoint,
                 accepted,
                 ended,
+                release,
             }
         }
 
@@ -894,8 +906,8 @@ mod tests {
             "idle, not yet for long"
         );
 
-        // The body comes 200 ms after the head: meanwhile the connection is pooled but busy.
-        let (streamed, ()) = tokio::join!(get(&clients, &server.endpoint, "/stream"), async {
+        // The body waits for the release: meanwhile the connection is pooled but busy.
+        let (held, ()) = tokio::join!(get(&clients, &server.endpoint, "/hold"), async {
             let deadline = Instant::now() + Duration::from_secs(5);
             let busy_in_pool = || {
                 lock(&clients.h1.connections)
@@ -909,8 +921,9 @@ mod tests {
             }
             prune(&mut lock(&clients.h1.connections), later());
             assert_eq!(pooled(&clients, &server.endpoint), 1, "busy: kept");
+            server.release.notify_one();
         });
-        assert_eq!(streamed, "ok");
+        assert_eq!(held, "ok");
 
         prune(&mut lock(&clients.h1.connections), later());
         assert_eq!(
