@@ -308,7 +308,7 @@ where
         let mut sender = match self.open(endpoint) {
             Some(sender) => sender,
             // Boxed: connecting is rare, and its future would otherwise enlarge every
-            // request's future, which hyper allocates for each idle downstream connection.
+            // request's future, which is allocated and written for each request.
             None => Box::pin(self.connect(endpoint)).await?,
         };
         sender.ready().await.map_err(UpstreamError::Http)?;
