@@ -731,7 +731,8 @@ mod tests {
     }
 
     /// An HTTP/1.1 server on loopback that answers `ok`: for `/stream` the head at once and
-    /// the body 200 ms later, closing the connection for `/close`.
+    /// the body 200 ms later, for `/hold` the body once [`Server::release`] lets it go, and
+    /// closing the connection for `/close`.
     struct Server {
         endpoint: Authority,
         /// Connections accepted.
@@ -740,6 +741,19 @@ mod tests {
         ended: Arc<std::sync::atomic::AtomicUsize>,
         /// Lets a `/hold` response's body go.
         release: Arc<tokio::sync::Notify>,
+    }
+
+    /// A body of `ok` that comes once `wait` is done.
+    fn ok_after(
+        wait: impl Future<Output = ()> + Send + 'static,
+    ) -> http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::convert::Infallible> {
+        use http_body_util::BodyExt;
+
+        let ok = futures_util::stream::once(async move {
+            wait.await;
+            Ok(hyper::body::Frame::data(bytes::Bytes::from_static(b"ok")))
+        });
+        http_body_util::StreamBody::new(ok).boxed_unsync()
     }
 
     impl Server {
@@ -759,27 +773,14 @@ mod tests {
                     let (done, held) = (done.clone(), held.clone());
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(|req: Request<Incoming>| {
-                            use http_body_util::BodyExt;
-
-                            let ok = || bytes::Bytes::from_static(b"ok");
                             let held = held.clone();
-                            let mut response = match req.uri().path() {
+                            let mut response = Response::new(match req.uri().path() {
                                 "/stream" => {
-                                    let later = futures_util::stream::once(async move {
-                                        tokio::time::sleep(Duration::from_millis(200)).await;
-                                        Ok(hyper::body::Frame::data(ok()))
-                                    });
-                                    Response::new(http_body_util::StreamBody::new(later).boxed())
+                                    ok_after(tokio::time::sleep(Duration::from_millis(200)))
                                 }
-                                "/hold" => {
-                                    let released = futures_util::stream::once(async move {
-                                        held.notified().await;
-                                        Ok(hyper::body::Frame::data(ok()))
-                                    });
-                                    Response::new(http_body_util::StreamBody::new(released).boxed())
-                                }
-                                _ => Response::new(http_body_util::Full::new(ok()).boxed()),
-                            };
+                                "/hold" => ok_after(async move { held.notified().await }),
+                                _ => ok_after(std::future::ready(())),
+                            });
                             if req.uri().path() == "/close" {
                                 response
                                     .headers_mut()
