@@ -71,6 +71,8 @@ impl ForwardError {
             }
             UpstreamError::Http(e) if e.is_user() => ForwardError::DownstreamAborted(e.to_string()),
             UpstreamError::Http(e) => ForwardError::UpstreamReset(e.to_string()),
+            UpstreamError::H2(e) => ForwardError::UpstreamReset(e.to_string()),
+            UpstreamError::RequestBody(e) => ForwardError::DownstreamAborted(e.to_string()),
         }
     }
 

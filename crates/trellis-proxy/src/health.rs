@@ -16,7 +16,7 @@ use crate::balance::EndpointState;
 use crate::config::cluster::{ClusterConfig, HealthCheckConfig, Probe};
 use crate::config::tls::UpstreamTls;
 use crate::http::UpstreamBody;
-use crate::http::client::{self, UpstreamClients};
+use crate::http::client::{self, FromUpstream, UpstreamClients};
 use crate::table::{Cluster, Shared};
 use crate::tls::connect::MeshConnector;
 
@@ -186,7 +186,7 @@ impl Clients<'_> {
         mut req: Request<UpstreamBody>,
         endpoint: &EndpointState,
         version: Version,
-    ) -> Option<http::Response<hyper::body::Incoming>> {
+    ) -> Option<http::Response<FromUpstream>> {
         client::to_upstream(&mut req, &endpoint.authority, version, false);
         let sent = match self.mesh {
             Some(mesh) => mesh.send(version, &endpoint.authority, req).await,
@@ -196,7 +196,7 @@ impl Clients<'_> {
     }
 }
 
-async fn drain(mut body: hyper::body::Incoming) -> Option<(Bytes, Option<http::HeaderMap>)> {
+async fn drain(mut body: FromUpstream) -> Option<(Bytes, Option<http::HeaderMap>)> {
     let mut data = Vec::new();
     let mut trailers = None;
     while let Some(frame) = body.frame().await {

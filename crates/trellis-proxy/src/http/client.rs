@@ -2,6 +2,8 @@
 //! connection per endpoint, and the rewrite of a downstream request into the request sent to
 //! one endpoint.
 
+mod h2conn;
+
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -10,16 +12,22 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use super::body::UpstreamBody;
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+
+use super::body::{BodyError, UpstreamBody};
 use crate::config::cluster::UpstreamProtocol;
 use crate::config::tls::UpstreamTls;
 use crate::tls::connect::MeshConnector;
 use crate::tls::{Alpn, IdentityState};
+pub(crate) use h2conn::H2Body;
+use h2conn::H2Conn;
 
 /// Marks an HTTP/1.1 request carried over HTTP/2 between two Trellis proxies. Reserved: the
 /// proxies set and remove it, so neither app sees it.
@@ -48,8 +56,52 @@ impl<C> std::fmt::Debug for UpstreamClients<C> {
 pub(crate) enum UpstreamError {
     /// Connecting failed.
     Connect(String),
-    /// The exchange failed.
+    /// The HTTP/1.1 exchange failed.
     Http(hyper::Error),
+    /// The HTTP/2 stream failed.
+    H2(h2::Error),
+    /// The request's body failed while it was sent (the client went away).
+    RequestBody(BodyError),
+}
+
+/// A response body from an endpoint.
+#[derive(Debug)]
+pub(crate) enum FromUpstream {
+    /// Over HTTP/1.1.
+    H1(Incoming),
+    /// Over HTTP/2.
+    H2(H2Body),
+}
+
+impl Body for FromUpstream {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        // The error keeps its type: the server side finds an h2 reset code in it and passes it
+        // on downstream.
+        match self.get_mut() {
+            FromUpstream::H1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            FromUpstream::H2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            FromUpstream::H1(body) => body.is_end_stream(),
+            FromUpstream::H2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            FromUpstream::H1(body) => body.size_hint(),
+            FromUpstream::H2(body) => body.size_hint(),
+        }
+    }
 }
 
 /// FNV-1a. Endpoint addresses are short and come from the control plane, never from a request,
@@ -105,9 +157,10 @@ where
 }
 
 /// Spawns a task that runs an upstream `connection` of `protocol` until it ends.
-fn spawn_connection<F>(connection: F, protocol: &'static str)
+fn spawn_connection<F, E>(connection: F, protocol: &'static str)
 where
-    F: Future<Output = Result<(), hyper::Error>> + Send + 'static,
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
 {
     tokio::spawn(async move {
         if let Err(e) = connection.await {
@@ -235,12 +288,12 @@ where
         &self,
         endpoint: &Authority,
         req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<FromUpstream>, UpstreamError> {
         let req = match self.checkout(endpoint) {
             Some(mut sender) => match sender.try_send_request(req).await {
                 Ok(response) => {
                     self.put(endpoint, sender);
-                    return Ok(response);
+                    return Ok(response.map(FromUpstream::H1));
                 }
                 Err(mut e) => match e.take_message() {
                     Some(req) => req,
@@ -256,14 +309,14 @@ where
             .await
             .map_err(UpstreamError::Http)?;
         self.put(endpoint, sender);
-        Ok(response)
+        Ok(response.map(FromUpstream::H1))
     }
 }
 
 /// One HTTP/2 connection per endpoint, opened on first use and again once closed.
 struct H2Connections<C> {
     connector: C,
-    connections: Mutex<ByEndpoint<http2::SendRequest<UpstreamBody>>>,
+    connections: Mutex<ByEndpoint<H2Conn>>,
 }
 
 impl<C> H2Connections<C>
@@ -273,30 +326,23 @@ where
     C::Future: Send + Unpin + 'static,
     C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    /// The endpoint's open connection, if any.
-    fn open(&self, endpoint: &Authority) -> Option<http2::SendRequest<UpstreamBody>> {
+    /// A sender on the endpoint's open connection, if any.
+    fn open(&self, endpoint: &Authority) -> Option<h2conn::H2Sender> {
         lock(&self.connections)
             .get(endpoint)
-            .filter(|sender| !sender.is_closed())
-            .cloned()
+            .filter(|conn| !conn.is_closed())
+            .map(H2Conn::sender)
     }
 
-    async fn connect(
-        &self,
-        endpoint: &Authority,
-    ) -> Result<http2::SendRequest<UpstreamBody>, UpstreamError> {
-        // Boxed: hyper spawns a task per request whose future is as large as the connection's
-        // (the same enum), and a TLS stream inline would make that kilobytes to copy.
-        let io = Box::new(connect(&self.connector, endpoint).await?);
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(io)
+    async fn connect(&self, endpoint: &Authority) -> Result<h2conn::H2Sender, UpstreamError> {
+        let io = TokioIo::new(connect(&self.connector, endpoint).await?);
+        let conn = H2Conn::handshake(io)
             .await
             .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-        spawn_connection(connection, "HTTP/2");
+        let sender = conn.sender();
         let mut connections = lock(&self.connections);
-        connections.retain(|_, sender| !sender.is_closed());
-        connections.insert(endpoint.clone(), sender.clone());
+        connections.retain(|_, conn| !conn.is_closed());
+        connections.insert(endpoint.clone(), conn);
         Ok(sender)
     }
 
@@ -304,15 +350,15 @@ where
         &self,
         endpoint: &Authority,
         req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let mut sender = match self.open(endpoint) {
+    ) -> Result<Response<FromUpstream>, UpstreamError> {
+        let sender = match self.open(endpoint) {
             Some(sender) => sender,
             // Boxed: connecting is rare, and its future would otherwise enlarge every
             // request's future, which is allocated and written for each request.
             None => Box::pin(self.connect(endpoint)).await?,
         };
-        sender.ready().await.map_err(UpstreamError::Http)?;
-        sender.send_request(req).await.map_err(UpstreamError::Http)
+        let response = sender.send(req).await?;
+        Ok(response.map(FromUpstream::H2))
     }
 }
 
@@ -373,7 +419,7 @@ where
         version: Version,
         endpoint: &Authority,
         req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<FromUpstream>, UpstreamError> {
         if version == Version::HTTP_2 {
             self.h2.send(endpoint, req).await
         } else {

@@ -9,6 +9,7 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 
 use super::body::UpstreamBody;
+use super::client::FromUpstream;
 use super::metered::{Metered, Upstream, WantUpstream};
 use super::{HttpConnection, client, mirror, retry, upgrade};
 use crate::balance::{InFlight, Outcome};
@@ -112,7 +113,7 @@ pub(super) async fn exchange(
     upgrade: bool,
     limit: Option<Duration>,
     key: Option<u64>,
-) -> Result<Response<Incoming>, ForwardError> {
+) -> Result<Response<FromUpstream>, ForwardError> {
     let in_flight = cluster
         .endpoints
         .pick(key)
@@ -128,7 +129,7 @@ pub(super) async fn exchange_on(
     mut req: Request<UpstreamBody>,
     upgrade: bool,
     limit: Option<Duration>,
-) -> Result<Response<Incoming>, ForwardError> {
+) -> Result<Response<FromUpstream>, ForwardError> {
     let load = cluster.endpoints.load();
     let limits = &cluster.config.limits;
     let overflow = || {

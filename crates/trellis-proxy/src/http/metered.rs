@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 
+use super::body::BodyError;
+use super::client::FromUpstream;
 use crate::telemetry::{self, Events, NOT_GRPC, PendingEvent, RequestCounters, StatusClass};
 
 /// gRPC `CANCELLED`: a stream that ended before its status.
@@ -95,7 +97,7 @@ impl Recorder {
 /// An upstream response body, counted by its [`Recorder`] when it ends or is dropped.
 #[derive(Debug)]
 pub(crate) struct Metered {
-    body: Incoming,
+    body: FromUpstream,
     recorder: Option<Recorder>,
     /// Body bytes passed on so far.
     bytes: u64,
@@ -103,7 +105,7 @@ pub(crate) struct Metered {
 
 impl Metered {
     /// `body`, not counted until [`Metered::record`] gives it a recorder.
-    pub(crate) fn new(body: Incoming) -> Self {
+    pub(crate) fn new(body: FromUpstream) -> Self {
         Self {
             body,
             recorder: None,
@@ -125,12 +127,12 @@ impl Metered {
 
 impl Body for Metered {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {

@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::{HeaderMap, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use super::body::UpstreamBody;
+use super::client::FromUpstream;
 use super::forward::exchange_on;
 use super::metered::WantUpstream;
 use crate::config::route::{Retry, RetryOn};
@@ -27,7 +27,7 @@ pub(super) async fn exchange(
     retry: &Retry,
     per_try: Option<Duration>,
     key: Option<u64>,
-) -> Result<Response<Incoming>, ForwardError> {
+) -> Result<Response<FromUpstream>, ForwardError> {
     let (head, body) = req.into_parts();
     let (kept, mut body) = body.replayable();
     let mut tried = [None::<SocketAddr>; REMEMBERED];
@@ -75,7 +75,7 @@ pub(super) async fn exchange(
 }
 
 /// Whether `retry` retries this outcome of a try.
-fn retriable(retry: &Retry, outcome: &Result<Response<Incoming>, ForwardError>) -> bool {
+fn retriable(retry: &Retry, outcome: &Result<Response<FromUpstream>, ForwardError>) -> bool {
     let on = retry.on;
     let no_response = RetryOn::FIVE_XX
         .or(RetryOn::GATEWAY_ERROR)
@@ -132,7 +132,7 @@ mod tests {
         }
     }
 
-    fn failed(e: ForwardError) -> Result<Response<Incoming>, ForwardError> {
+    fn failed(e: ForwardError) -> Result<Response<FromUpstream>, ForwardError> {
         Err(e)
     }
 

@@ -1,0 +1,852 @@
+//! Upstream HTTP/2 straight over the `h2` crate. A request's own task opens its stream and
+//! waits for the response: no channel to the connection's task, no task per request and no
+//! reply channel (hyper's client has all three). Only a request body still streaming when the
+//! response head arrives moves to a task of its own.
+
+use std::error::Error as StdError;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use h2::client::{ResponseFuture, SendRequest};
+use h2::{Reason, RecvStream, SendStream};
+use http::{HeaderMap, Method, Request, Response, header};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
+
+use super::UpstreamError;
+use crate::http::body::BodyError;
+
+/// Streams a connection may open before the server's SETTINGS say how many it takes.
+const INITIAL_MAX_SEND_STREAMS: usize = 100;
+/// Receive window of each stream.
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+/// Receive window of the whole connection.
+const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+/// Largest frame taken from the server.
+const MAX_FRAME_SIZE: u32 = 16 * 1024;
+/// Largest header list taken from the server.
+const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+/// Bytes of request body a stream may buffer beyond what the server's window lets go.
+const MAX_SEND_BUFFER_SIZE: usize = 1024 * 1024;
+/// Streams the server may make us reset for its errors before the connection is closed.
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
+/// An open HTTP/2 connection to an endpoint, driven by a task of its own. The connection
+/// closes once this handle and every stream on it are gone.
+pub(super) struct H2Conn {
+    tx: SendRequest<Bytes>,
+    /// Set when the connection has ended or failed: requests then go to a new one.
+    closed: Arc<AtomicBool>,
+}
+
+impl H2Conn {
+    /// Speaks HTTP/2 (prior knowledge) over `io`, with hyper's client settings.
+    pub(super) async fn handshake<T>(io: T) -> Result<H2Conn, h2::Error>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (tx, connection) = h2::client::Builder::new()
+            .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_frame_size(MAX_FRAME_SIZE)
+            .max_header_list_size(MAX_HEADER_LIST_SIZE)
+            .max_send_buffer_size(MAX_SEND_BUFFER_SIZE)
+            .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+            .enable_push(false)
+            .handshake::<_, Bytes>(io)
+            .await?;
+        let closed = Arc::new(AtomicBool::new(false));
+        let ended = closed.clone();
+        super::spawn_connection(
+            async move {
+                let result = connection.await;
+                ended.store(true, Ordering::Release);
+                result
+            },
+            "HTTP/2",
+        );
+        Ok(H2Conn { tx, closed })
+    }
+
+    /// Whether the connection has ended, or failed in a way that ends it.
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// A handle to send one request with. Each request has its own, so a request waiting for
+    /// the server's stream limit holds up no other (h2 queues it).
+    pub(super) fn sender(&self) -> H2Sender {
+        H2Sender {
+            tx: self.tx.clone(),
+            closed: self.closed.clone(),
+        }
+    }
+}
+
+/// Sends one request on an [`H2Conn`].
+pub(super) struct H2Sender {
+    tx: SendRequest<Bytes>,
+    closed: Arc<AtomicBool>,
+}
+
+impl H2Sender {
+    /// Sends `req`'s head, and its body as the server's flow control lets it: the response
+    /// head, its body streaming. hyper's rule for `content-length` applies: set from an exact
+    /// body size when missing, unless the body is empty and the method defines none.
+    pub(super) async fn send<B>(
+        mut self,
+        req: Request<B>,
+    ) -> Result<Response<H2Body>, UpstreamError>
+    where
+        B: Body<Data = Bytes> + Unpin + Send + 'static,
+        B::Error: Into<BodyError>,
+    {
+        let (parts, body) = req.into_parts();
+        let mut head = Request::from_parts(parts, ());
+        if let Some(len) = body.size_hint().exact()
+            && (len != 0 || has_payload_semantics(head.method()))
+        {
+            head.headers_mut()
+                .entry(header::CONTENT_LENGTH)
+                .or_insert_with(|| len.into());
+        }
+        let eos = body.is_end_stream();
+        let (response, stream) = self
+            .tx
+            .send_request(head, eos)
+            .map_err(|e| self.failed(e))?;
+        let exchange = Exchange {
+            response,
+            pipe: (!eos).then(|| Pipe::new(body, stream)),
+        };
+        exchange.await.map_err(|e| match e {
+            UpstreamError::H2(e) => self.failed(e),
+            other => other,
+        })
+    }
+
+    /// Marks the connection closed when `e` ended it.
+    fn failed(&self, e: h2::Error) -> UpstreamError {
+        if e.is_go_away() || e.is_io() {
+            self.closed.store(true, Ordering::Release);
+        }
+        UpstreamError::H2(e)
+    }
+}
+
+/// Whether `method` gives a request body meaning (RFC 9110 §9.3): for the others an empty
+/// body needs no `content-length: 0`.
+fn has_payload_semantics(method: &Method) -> bool {
+    !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::DELETE | Method::CONNECT
+    )
+}
+
+/// One request in flight: its body piped while the response head is awaited.
+struct Exchange<B> {
+    response: ResponseFuture,
+    pipe: Option<Pipe<B>>,
+}
+
+impl<B> Future for Exchange<B>
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BodyError>,
+{
+    type Output = Result<Response<H2Body>, UpstreamError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Some(pipe) = &mut this.pipe {
+            match pipe.poll(cx) {
+                Poll::Pending => {}
+                Poll::Ready(Ok(())) => this.pipe = None,
+                // The pipe reset the stream: the request cannot complete.
+                Poll::Ready(Err(PipeError::Body(e))) => {
+                    return Poll::Ready(Err(UpstreamError::RequestBody(e)));
+                }
+                // The stream failed: the response says how (a server may answer and then
+                // reset the rest of the request).
+                Poll::Ready(Err(PipeError::H2(e))) => {
+                    tracing::debug!(error = %e, "upstream request body cut short");
+                    this.pipe = None;
+                }
+            }
+        }
+        let response = ready!(Pin::new(&mut this.response).poll(cx)).map_err(UpstreamError::H2)?;
+        let cancel = this.pipe.take().map(Pipe::spawn);
+        let remaining = content_length(response.headers());
+        Poll::Ready(Ok(response.map(|recv| H2Body {
+            recv,
+            remaining,
+            data_done: false,
+            cancel,
+        })))
+    }
+}
+
+/// The `content-length` of a message, if it has one valid value.
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let first = values.next()?.to_str().ok()?.trim().parse().ok()?;
+    values
+        .all(|v| v.to_str().ok().and_then(|v| v.trim().parse().ok()) == Some(first))
+        .then_some(first)
+}
+
+/// Why a request body's pipe stopped early.
+enum PipeError {
+    /// The body failed (the client went away mid-request); the stream was reset.
+    Body(BodyError),
+    /// The stream failed, or the server reset it.
+    H2(h2::Error),
+}
+
+/// A port of hyper's `PipeToSendStream`: sends a request body's frames on its stream as the
+/// server's flow control lets it.
+struct Pipe<B> {
+    body: B,
+    stream: SendStream<Bytes>,
+    /// A chunk polled from the body, waiting for send capacity; whether it ends the body.
+    waiting: Option<(Bytes, bool)>,
+}
+
+impl<B> Pipe<B>
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BodyError>,
+{
+    fn new(body: B, stream: SendStream<Bytes>) -> Self {
+        Pipe {
+            body,
+            stream,
+            waiting: None,
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), PipeError>> {
+        loop {
+            // Registered first, so a reset wakes a pipe waiting for the body or for capacity.
+            if let Poll::Ready(reason) = self.stream.poll_reset(cx).map_err(PipeError::H2)? {
+                return Poll::Ready(Err(PipeError::H2(reason.into())));
+            }
+            if self.waiting.is_some() {
+                while self.stream.capacity() == 0 {
+                    match ready!(self.stream.poll_capacity(cx)) {
+                        Some(Ok(0)) => {}
+                        Some(Ok(_)) => break,
+                        Some(Err(e)) => return Poll::Ready(Err(PipeError::H2(e))),
+                        None => return Poll::Ready(Err(PipeError::H2(Reason::CANCEL.into()))),
+                    }
+                }
+                if let Some((data, eos)) = self.waiting.take() {
+                    self.stream.send_data(data, eos).map_err(PipeError::H2)?;
+                    if eos {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                continue;
+            }
+            // The next frame is polled before any capacity is claimed: capacity claimed for a
+            // body that has nothing yet would pin the connection's window (hyper #4003).
+            match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let eos = self.body.is_end_stream();
+                        if data.is_empty() {
+                            self.stream.send_data(data, eos).map_err(PipeError::H2)?;
+                            if eos {
+                                return Poll::Ready(Ok(()));
+                            }
+                            continue;
+                        }
+                        // A claim of one byte: h2 raises it to the chunk's length as it
+                        // sends, and the capacity wait above then paces the body.
+                        self.stream.reserve_capacity(1);
+                        self.waiting = Some((data, eos));
+                    }
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            self.stream.reserve_capacity(0);
+                            self.stream.send_trailers(trailers).map_err(PipeError::H2)?;
+                            return Poll::Ready(Ok(()));
+                        }
+                    }
+                },
+                Some(Err(e)) => {
+                    let e: BodyError = e.into();
+                    self.stream.send_reset(reason(&*e));
+                    return Poll::Ready(Err(PipeError::Body(e)));
+                }
+                None => {
+                    self.stream
+                        .send_data(Bytes::new(), true)
+                        .map_err(PipeError::H2)?;
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+    }
+
+    /// Pipes the rest of the body from a task of its own, until the body ends or the returned
+    /// sender says the response was dropped unfinished (the stream is then reset).
+    fn spawn(mut self) -> oneshot::Sender<()> {
+        let (cancel, cancelled) = oneshot::channel();
+        let mut cancelled = Some(cancelled);
+        tokio::spawn(std::future::poll_fn(move |cx| {
+            if let Some(watch) = &mut cancelled {
+                match Pin::new(watch).poll(cx) {
+                    Poll::Ready(Ok(())) => {
+                        self.stream.send_reset(Reason::CANCEL);
+                        return Poll::Ready(());
+                    }
+                    // The response ended normally: the body goes on.
+                    Poll::Ready(Err(_)) => cancelled = None,
+                    Poll::Pending => {}
+                }
+            }
+            match ready!(self.poll(cx)) {
+                Ok(()) => {}
+                Err(PipeError::Body(e)) => {
+                    tracing::debug!(error = %e, "request body failed after the response head");
+                }
+                Err(PipeError::H2(e)) => {
+                    tracing::debug!(error = %e, "upstream request body cut short");
+                }
+            }
+            Poll::Ready(())
+        }));
+        cancel
+    }
+}
+
+/// The HTTP/2 reset code for a failed body: one found in its chain of causes (a client's own
+/// reset passes on as it was), else `INTERNAL_ERROR`.
+fn reason(e: &(dyn StdError + 'static)) -> Reason {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if let Some(reason) = e.downcast_ref::<h2::Error>().and_then(h2::Error::reason) {
+            return reason;
+        }
+        cause = e.source();
+    }
+    Reason::INTERNAL_ERROR
+}
+
+/// A response body from an HTTP/2 endpoint. Each chunk's flow-control capacity is released
+/// as it is passed on, so the server sends more only as the client reads.
+#[derive(Debug)]
+pub(crate) struct H2Body {
+    recv: RecvStream,
+    /// Body bytes still to come, from `content-length`.
+    remaining: Option<u64>,
+    /// The data frames have ended; trailers may follow.
+    data_done: bool,
+    /// Stops a request body still being piped, if this body is dropped unfinished.
+    cancel: Option<oneshot::Sender<()>>,
+}
+
+impl Body for H2Body {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let this = self.get_mut();
+        if !this.data_done {
+            match ready!(this.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    if let Some(remaining) = &mut this.remaining {
+                        *remaining = remaining.saturating_sub(data.len() as u64);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                // As hyper: a server that resets with these has said all it will.
+                Some(Err(e)) if matches!(e.reason(), Some(Reason::NO_ERROR | Reason::CANCEL)) => {
+                    return Poll::Ready(None);
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => this.data_done = true,
+            }
+        }
+        match ready!(this.recv.poll_trailers(cx)) {
+            Ok(trailers) => Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t)))),
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.recv.is_end_stream() {
+            return SizeHint::with_exact(0);
+        }
+        self.remaining
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
+    }
+}
+
+impl Drop for H2Body {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.cancel.take()
+            && !self.recv.is_end_stream()
+        {
+            let _ = cancel.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use futures_util::{StreamExt, stream};
+    use h2::server::SendResponse;
+    use http::StatusCode;
+    use http_body_util::{BodyExt, StreamBody};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::http::UpstreamBody;
+    use crate::http::client::{FromUpstream, UpstreamClients, lock};
+
+    type Frames =
+        StreamBody<futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, BodyError>>>;
+
+    /// A request body of `frames`, ending after the last.
+    fn frames(frames: Vec<Frame<Bytes>>) -> Frames {
+        StreamBody::new(stream::iter(frames.into_iter().map(Ok)).boxed())
+    }
+
+    /// A request body fed through the returned sender; it ends when the sender is dropped.
+    fn fed() -> (mpsc::Sender<Bytes>, Frames) {
+        let (tx, rx) = mpsc::channel::<Bytes>(1);
+        let chunks = stream::unfold(rx, |mut rx| async move {
+            let chunk = rx.recv().await?;
+            Some((Ok(Frame::data(chunk)), rx))
+        });
+        (tx, StreamBody::new(chunks.boxed()))
+    }
+
+    /// An HTTP/2 server on loopback, the h2 crate's so that each test controls frames and
+    /// resets. It allows `max_streams` at once, runs `handle` for each stream and, when
+    /// `goaway_after` is not 0, closes a connection gracefully after that many streams.
+    struct Server {
+        addr: std::net::SocketAddr,
+        /// Connections accepted.
+        accepted: Arc<AtomicUsize>,
+        /// Connections that have ended since.
+        ended: Arc<AtomicUsize>,
+    }
+
+    impl Server {
+        async fn start<F, Fut>(max_streams: u32, handle: F) -> Server
+        where
+            F: Fn(Request<RecvStream>, SendResponse<Bytes>) -> Fut + Clone + Send + 'static,
+            Fut: Future<Output = ()> + Send + 'static,
+        {
+            Server::start_with(max_streams, 0, handle).await
+        }
+
+        async fn start_with<F, Fut>(max_streams: u32, goaway_after: usize, handle: F) -> Server
+        where
+            F: Fn(Request<RecvStream>, SendResponse<Bytes>) -> Fut + Clone + Send + 'static,
+            Fut: Future<Output = ()> + Send + 'static,
+        {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let accepted = Arc::new(AtomicUsize::new(0));
+            let ended = Arc::new(AtomicUsize::new(0));
+            let (count, done) = (accepted.clone(), ended.clone());
+            tokio::spawn(async move {
+                loop {
+                    let (io, _) = listener.accept().await.unwrap();
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let (handle, done) = (handle.clone(), done.clone());
+                    tokio::spawn(async move {
+                        let mut conn = h2::server::Builder::new()
+                            .max_concurrent_streams(max_streams)
+                            .handshake::<_, Bytes>(io)
+                            .await
+                            .unwrap();
+                        let mut streams = 0;
+                        while let Some(Ok((req, respond))) = conn.accept().await {
+                            tokio::spawn(handle(req, respond));
+                            streams += 1;
+                            if streams == goaway_after {
+                                conn.graceful_shutdown();
+                            }
+                        }
+                        done.fetch_add(1, Ordering::SeqCst);
+                    });
+                }
+            });
+            Server {
+                addr,
+                accepted,
+                ended,
+            }
+        }
+
+        async fn connect(&self) -> H2Conn {
+            let io = TcpStream::connect(self.addr).await.unwrap();
+            H2Conn::handshake(io).await.unwrap()
+        }
+    }
+
+    fn request<B>(method: Method, body: B) -> Request<B> {
+        Request::builder()
+            .method(method)
+            .uri("http://catalog/items")
+            .body(body)
+            .unwrap()
+    }
+
+    fn empty() -> Frames {
+        frames(Vec::new())
+    }
+
+    /// Answers 200 with `body` and no trailers.
+    fn answer(mut respond: SendResponse<Bytes>, body: &'static str) {
+        let mut stream = respond.send_response(Response::new(()), false).unwrap();
+        stream
+            .send_data(Bytes::from_static(body.as_bytes()), true)
+            .unwrap();
+    }
+
+    /// Reads a request body to its end: its bytes and its trailers.
+    async fn read(mut body: RecvStream) -> (Vec<u8>, Option<HeaderMap>) {
+        let mut data = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            body.flow_control().release_capacity(chunk.len()).unwrap();
+            data.extend_from_slice(&chunk);
+        }
+        (data, body.trailers().await.unwrap())
+    }
+
+    async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(5), future)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: timed out"))
+    }
+
+    async fn text(response: Response<H2Body>) -> String {
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_servers_stream_limit_wait_for_a_stream() {
+        let open = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (o, m) = (open.clone(), most.clone());
+        let server = Server::start(1, move |_, respond| {
+            let (open, most) = (o.clone(), m.clone());
+            async move {
+                most.fetch_max(open.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                open.fetch_sub(1, Ordering::SeqCst);
+                answer(respond, "ok");
+            }
+        })
+        .await;
+        let conn = server.connect().await;
+        // Once one answer is in, the server's SETTINGS (its limit) are known.
+        let first = within("first", conn.sender().send(request(Method::GET, empty()))).await;
+        assert_eq!(text(first.unwrap()).await, "ok");
+        let sends = (0..4).map(|_| conn.sender().send(request(Method::GET, empty())));
+        let responses = within("4 requests", futures_util::future::join_all(sends)).await;
+        for response in responses {
+            assert_eq!(text(response.unwrap()).await, "ok");
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 1, "one stream at a time");
+        assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_stream_fails_with_its_reason() {
+        let server = Server::start(10, |_, mut respond: SendResponse<Bytes>| async move {
+            respond.send_reset(Reason::REFUSED_STREAM);
+        })
+        .await;
+        let conn = server.connect().await;
+        let failed = within("refused", conn.sender().send(request(Method::GET, empty()))).await;
+        match failed {
+            Err(UpstreamError::H2(e)) => assert_eq!(e.reason(), Some(Reason::REFUSED_STREAM)),
+            other => panic!("expected a refused stream, got {other:?}"),
+        }
+        assert!(
+            !conn.is_closed(),
+            "a refused stream leaves the connection open"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reset_mid_body_fails_the_body_with_its_code_and_no_error_ends_it() {
+        // The server resets once the client has read the first chunk (h2 drops what a reset
+        // overtakes).
+        let read_part = Arc::new(tokio::sync::Notify::new());
+        let part_read = read_part.clone();
+        let server = Server::start(10, move |req: Request<RecvStream>, mut respond| {
+            let part_read = part_read.clone();
+            async move {
+                let code = if req.uri().path() == "/broken" {
+                    Reason::INTERNAL_ERROR
+                } else {
+                    Reason::NO_ERROR
+                };
+                let mut stream = respond.send_response(Response::new(()), false).unwrap();
+                stream
+                    .send_data(Bytes::from_static(b"part"), false)
+                    .unwrap();
+                part_read.notified().await;
+                stream.send_reset(code);
+            }
+        })
+        .await;
+        let conn = server.connect().await;
+        let mut req = request(Method::GET, empty());
+        *req.uri_mut() = "http://catalog/broken".parse().unwrap();
+        let response = within("head", conn.sender().send(req)).await.unwrap();
+        // As the proxy passes it on: the code is found in the error's chain of causes.
+        let mut body = FromUpstream::H2(response.into_body());
+        let part = within("part", body.frame()).await.unwrap().unwrap();
+        assert_eq!(part.into_data().unwrap(), "part");
+        read_part.notify_one();
+        let failed = within("reset", body.frame()).await.unwrap().unwrap_err();
+        assert_eq!(reason(&*failed), Reason::INTERNAL_ERROR);
+
+        let response = within("head", conn.sender().send(request(Method::GET, empty())))
+            .await
+            .unwrap();
+        let mut body = response.into_body();
+        let part = within("part", body.frame()).await.unwrap().unwrap();
+        assert_eq!(part.into_data().unwrap(), "part");
+        read_part.notify_one();
+        assert!(
+            within("reset", body.frame()).await.is_none(),
+            "NO_ERROR ends the body cleanly"
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_and_trailers_pass_both_ways_with_content_length_as_hyper_sets_it() {
+        let server = Server::start(10, |req: Request<RecvStream>, mut respond| async move {
+            let length = req.headers().get(header::CONTENT_LENGTH).cloned();
+            let (data, trailers) = read(req.into_body()).await;
+            let mut head = Response::new(());
+            if let Some(length) = length {
+                head.headers_mut().insert("x-request-length", length);
+            }
+            let mut stream = respond.send_response(head, false).unwrap();
+            stream.send_data(Bytes::from(data), false).unwrap();
+            let mut echoed = HeaderMap::new();
+            echoed.insert("grpc-status", "0".parse().unwrap());
+            if let Some(timeout) = trailers.and_then(|t| t.get("grpc-timeout").cloned()) {
+                echoed.insert("x-grpc-timeout", timeout);
+            }
+            stream.send_trailers(echoed).unwrap();
+        })
+        .await;
+        let conn = server.connect().await;
+        let mut sent_trailers = HeaderMap::new();
+        sent_trailers.insert("grpc-timeout", "1S".parse().unwrap());
+        let body = frames(vec![
+            Frame::data(Bytes::from_static(b"ping ")),
+            Frame::data(Bytes::from_static(b"pong")),
+            Frame::trailers(sent_trailers),
+        ]);
+        let response = within("grpc", conn.sender().send(request(Method::POST, body)))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            !response.headers().contains_key("x-request-length"),
+            "a streamed body has no length"
+        );
+        let received = within("body", response.into_body().collect())
+            .await
+            .unwrap();
+        let trailers = received.trailers().cloned().expect("trailers");
+        assert_eq!(trailers["grpc-status"], "0");
+        assert_eq!(trailers["x-grpc-timeout"], "1S", "request trailers arrived");
+        assert_eq!(received.to_bytes(), "ping pong");
+
+        let fixed = http_body_util::Full::new(Bytes::from_static(b"abc"));
+        let response = within("post", conn.sender().send(request(Method::POST, fixed)))
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["x-request-length"], "3");
+        let bodiless = within("get", conn.sender().send(request(Method::GET, empty())))
+            .await
+            .unwrap();
+        assert!(!bodiless.headers().contains_key("x-request-length"));
+        let posted = within(
+            "post",
+            conn.sender()
+                .send(request(Method::POST, UpstreamBody::Empty)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            posted.headers()["x-request-length"],
+            "0",
+            "POST defines a payload"
+        );
+    }
+
+    /// Answers at once, then reports how the stream ended: the reset code, if reset.
+    async fn answer_then_watch(
+        mut respond: SendResponse<Bytes>,
+        resets: mpsc::Sender<Option<Reason>>,
+    ) {
+        let mut stream = respond.send_response(Response::new(()), false).unwrap();
+        let reset = std::future::poll_fn(|cx| stream.poll_reset(cx)).await.ok();
+        let _ = resets.send(reset).await;
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_before_its_answer_is_cancelled() {
+        let (resets, mut reset) = mpsc::channel(1);
+        let server = Server::start(10, move |_, mut respond: SendResponse<Bytes>| {
+            let resets = resets.clone();
+            async move {
+                let reset = std::future::poll_fn(|cx| respond.poll_reset(cx)).await.ok();
+                let _ = resets.send(reset).await;
+            }
+        })
+        .await;
+        let conn = server.connect().await;
+        let (feed, body) = fed();
+        let sent = conn.sender().send(request(Method::POST, body));
+        let gave_up = tokio::time::timeout(Duration::from_millis(50), sent).await;
+        assert!(gave_up.is_err(), "the server never answers");
+        assert_eq!(
+            within("reset", reset.recv()).await,
+            Some(Some(Reason::CANCEL))
+        );
+        drop(feed);
+    }
+
+    #[tokio::test]
+    async fn a_response_dropped_while_its_request_streams_cancels_both() {
+        let (resets, mut reset) = mpsc::channel(1);
+        let server = Server::start(10, move |_, respond| {
+            answer_then_watch(respond, resets.clone())
+        })
+        .await;
+        let conn = server.connect().await;
+        let (feed, body) = fed();
+        feed.send(Bytes::from_static(b"first")).await.unwrap();
+        let response = within("head", conn.sender().send(request(Method::POST, body)))
+            .await
+            .unwrap();
+        drop(response);
+        assert_eq!(
+            within("reset", reset.recv()).await,
+            Some(Some(Reason::CANCEL))
+        );
+        within("the pipe stops reading the body", feed.closed()).await;
+    }
+
+    #[tokio::test]
+    async fn a_request_body_is_read_only_as_fast_as_the_server_takes_it() {
+        const CHUNK: usize = 16 * 1024;
+        const TOTAL: usize = 4 * 1024 * 1024;
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        let wait = Arc::new(std::sync::Mutex::new(Some(wait)));
+        let server = Server::start(10, move |req: Request<RecvStream>, mut respond| {
+            let wait = wait.lock().unwrap().take();
+            async move {
+                let stream = respond.send_response(Response::new(()), false);
+                if let Some(wait) = wait {
+                    let _ = wait.await;
+                }
+                let (data, _) = read(req.into_body()).await;
+                let mut stream = stream.unwrap();
+                stream
+                    .send_data(Bytes::from(data.len().to_string()), true)
+                    .unwrap();
+            }
+        })
+        .await;
+        let conn = server.connect().await;
+        let produced = Arc::new(AtomicUsize::new(0));
+        let counted = produced.clone();
+        let chunks = stream::iter(0..TOTAL / CHUNK).map(move |_| {
+            counted.fetch_add(CHUNK, Ordering::SeqCst);
+            Ok::<_, BodyError>(Frame::data(Bytes::from(vec![7u8; CHUNK])))
+        });
+        let body: Frames = StreamBody::new(chunks.boxed());
+        let response = within("head", conn.sender().send(request(Method::POST, body)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before_reading = produced.load(Ordering::SeqCst);
+        // The server's window (64 KiB by default) and a chunk or two polled ahead.
+        assert!(
+            before_reading <= 64 * 1024 + 2 * CHUNK,
+            "{before_reading} bytes read while the server read none"
+        );
+        go.send(()).unwrap();
+        assert_eq!(within("echo", text(response)).await, TOTAL.to_string());
+    }
+
+    #[tokio::test]
+    async fn the_connection_closes_when_its_handle_and_streams_are_gone() {
+        let server = Server::start(10, |_, respond| async move { answer(respond, "ok") }).await;
+        let conn = server.connect().await;
+        let response = within("get", conn.sender().send(request(Method::GET, empty())))
+            .await
+            .unwrap();
+        drop(conn);
+        assert_eq!(server.ended.load(Ordering::SeqCst), 0, "a stream is open");
+        assert_eq!(within("body", text(response)).await, "ok");
+        within("close", async {
+            while server.ended.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closes_is_replaced() {
+        let server =
+            Server::start_with(10, 1, |_, respond| async move { answer(respond, "ok") }).await;
+        let endpoint = http::uri::Authority::try_from(server.addr.to_string()).unwrap();
+        let clients = UpstreamClients::new(Duration::from_secs(1));
+        let get = || async {
+            let req = request(Method::GET, UpstreamBody::Empty);
+            let response = clients.send(http::Version::HTTP_2, &endpoint, req).await;
+            let body = response.unwrap().into_body().collect().await.unwrap();
+            String::from_utf8(body.to_bytes().to_vec()).unwrap()
+        };
+        assert_eq!(within("first", get()).await, "ok");
+        within("the close reaches the pool", async {
+            while !lock(&clients.h2.connections)
+                .values()
+                .all(H2Conn::is_closed)
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert_eq!(within("second", get()).await, "ok");
+        assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
+    }
+}
