@@ -6,16 +6,15 @@ mod h2conn;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -26,8 +25,7 @@ use crate::config::cluster::UpstreamProtocol;
 use crate::config::tls::UpstreamTls;
 use crate::tls::connect::MeshConnector;
 use crate::tls::{Alpn, IdentityState};
-pub(crate) use h2conn::H2Body;
-use h2conn::H2Conn;
+use h2conn::{H2Body, H2Conn, H2Ready, H2Sender};
 
 /// Marks an HTTP/1.1 request carried over HTTP/2 between two Trellis proxies. Reserved: the
 /// proxies set and remove it, so neither app sees it.
@@ -327,14 +325,14 @@ where
     C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     /// A sender on the endpoint's open connection, if any.
-    fn open(&self, endpoint: &Authority) -> Option<h2conn::H2Sender> {
+    fn open(&self, endpoint: &Authority) -> Option<H2Sender> {
         lock(&self.connections)
             .get(endpoint)
             .filter(|conn| !conn.is_closed())
             .map(H2Conn::sender)
     }
 
-    async fn connect(&self, endpoint: &Authority) -> Result<h2conn::H2Sender, UpstreamError> {
+    async fn connect(&self, endpoint: &Authority) -> Result<H2Sender, UpstreamError> {
         let io = TokioIo::new(connect(&self.connector, endpoint).await?);
         let conn = H2Conn::handshake(io)
             .await
@@ -351,14 +349,25 @@ where
         endpoint: &Authority,
         req: Request<UpstreamBody>,
     ) -> Result<Response<FromUpstream>, UpstreamError> {
-        let sender = match self.open(endpoint) {
-            Some(sender) => sender,
+        let ready = match self.open(endpoint) {
+            // One that takes no more streams is marked closed: the request, still unsent, goes
+            // on a new connection.
+            Some(sender) => sender.ready().await.ok(),
+            None => None,
+        };
+        let ready = match ready {
+            Some(ready) => ready,
             // Boxed: connecting is rare, and its future would otherwise enlarge every
             // request's future, which is allocated and written for each request.
-            None => Box::pin(self.connect(endpoint)).await?,
+            None => Box::pin(self.connect_ready(endpoint)).await?,
         };
-        let response = sender.send(req).await?;
+        let response = ready.send(req).await?;
         Ok(response.map(FromUpstream::H2))
+    }
+
+    /// A new connection to `endpoint`, ready for a request.
+    async fn connect_ready(&self, endpoint: &Authority) -> Result<H2Ready, UpstreamError> {
+        self.connect(endpoint).await?.ready().await
     }
 }
 

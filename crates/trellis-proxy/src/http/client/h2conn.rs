@@ -2,6 +2,10 @@
 //! waits for the response: no channel to the connection's task, no task per request and no
 //! reply channel (hyper's client has all three). Only a request body still streaming when the
 //! response head arrives moves to a task of its own.
+//!
+//! Requests open streams one at a time, in order, and one waits for the server's stream limit
+//! only after the previous one got its stream, as in hyper: a request given up while it waits
+//! for its turn never reaches the server (h2 would send any stream it has queued).
 
 use std::error::Error as StdError;
 use std::pin::Pin;
@@ -15,7 +19,7 @@ use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderMap, Method, Request, Response, header};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::oneshot;
+use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
 
 use super::UpstreamError;
 use crate::http::body::BodyError;
@@ -38,8 +42,10 @@ const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 /// An open HTTP/2 connection to an endpoint, driven by a task of its own. The connection
 /// closes once this handle and every stream on it are gone.
 pub(super) struct H2Conn {
-    tx: SendRequest<Bytes>,
-    /// Set when the connection has ended or failed: requests then go to a new one.
+    /// Taken by one request at a time, to open its stream.
+    tx: Arc<Mutex<SendRequest<Bytes>>>,
+    /// Set when the connection has ended or takes no more streams: requests then go to a new
+    /// one.
     closed: Arc<AtomicBool>,
 }
 
@@ -70,7 +76,10 @@ impl H2Conn {
             },
             "HTTP/2",
         );
-        Ok(H2Conn { tx, closed })
+        Ok(H2Conn {
+            tx: Arc::new(Mutex::new(tx)),
+            closed,
+        })
     }
 
     /// Whether the connection has ended, or failed in a way that ends it.
@@ -78,8 +87,7 @@ impl H2Conn {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// A handle to send one request with. Each request has its own, so a request waiting for
-    /// the server's stream limit holds up no other (h2 queues it).
+    /// A handle to send one request with.
     pub(super) fn sender(&self) -> H2Sender {
         H2Sender {
             tx: self.tx.clone(),
@@ -90,18 +98,40 @@ impl H2Conn {
 
 /// Sends one request on an [`H2Conn`].
 pub(super) struct H2Sender {
-    tx: SendRequest<Bytes>,
+    tx: Arc<Mutex<SendRequest<Bytes>>>,
     closed: Arc<AtomicBool>,
 }
 
 impl H2Sender {
+    /// Waits for this request's turn to open a stream, and for the previous request's stream
+    /// to be open (the server's limit). An error means the connection takes no more streams
+    /// (gone away, failed, out of stream IDs); it is then marked closed.
+    pub(super) async fn ready(self) -> Result<H2Ready, UpstreamError> {
+        let mut tx = self.tx.lock_owned().await;
+        match std::future::poll_fn(|cx| tx.poll_ready(cx)).await {
+            Ok(()) => Ok(H2Ready {
+                tx,
+                closed: self.closed,
+            }),
+            Err(e) => {
+                self.closed.store(true, Ordering::Release);
+                Err(UpstreamError::H2(e))
+            }
+        }
+    }
+}
+
+/// A connection ready to open a stream, held by one request.
+pub(super) struct H2Ready {
+    tx: OwnedMutexGuard<SendRequest<Bytes>>,
+    closed: Arc<AtomicBool>,
+}
+
+impl H2Ready {
     /// Sends `req`'s head, and its body as the server's flow control lets it: the response
     /// head, its body streaming. hyper's rule for `content-length` applies: set from an exact
     /// body size when missing, unless the body is empty and the method defines none.
-    pub(super) async fn send<B>(
-        mut self,
-        req: Request<B>,
-    ) -> Result<Response<H2Body>, UpstreamError>
+    pub(super) async fn send<B>(self, req: Request<B>) -> Result<Response<H2Body>, UpstreamError>
     where
         B: Body<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<BodyError>,
@@ -116,27 +146,28 @@ impl H2Sender {
                 .or_insert_with(|| len.into());
         }
         let eos = body.is_end_stream();
-        let (response, stream) = self
-            .tx
-            .send_request(head, eos)
-            .map_err(|e| self.failed(e))?;
+        let H2Ready { mut tx, closed } = self;
+        let sent = tx.send_request(head, eos);
+        // The next request may open its stream (or wait for this one's to open) now.
+        drop(tx);
+        let (response, stream) = sent.map_err(|e| failed(&closed, e))?;
         let exchange = Exchange {
             response,
             pipe: (!eos).then(|| Pipe::new(body, stream)),
         };
         exchange.await.map_err(|e| match e {
-            UpstreamError::H2(e) => self.failed(e),
+            UpstreamError::H2(e) => failed(&closed, e),
             other => other,
         })
     }
+}
 
-    /// Marks the connection closed when `e` ended it.
-    fn failed(&self, e: h2::Error) -> UpstreamError {
-        if e.is_go_away() || e.is_io() {
-            self.closed.store(true, Ordering::Release);
-        }
-        UpstreamError::H2(e)
+/// A stream's failure `e`; the connection is marked `closed` when `e` ended it.
+fn failed(closed: &AtomicBool, e: h2::Error) -> UpstreamError {
+    if e.is_go_away() || e.is_io() {
+        closed.store(true, Ordering::Release);
     }
+    UpstreamError::H2(e)
 }
 
 /// Whether `method` gives a request body meaning (RFC 9110 §9.3): for the others an empty
@@ -177,6 +208,10 @@ where
                     tracing::debug!(error = %e, "upstream request body cut short");
                     this.pipe = None;
                 }
+                Poll::Ready(Err(PipeError::Closed)) => {
+                    tracing::debug!("upstream stream stopped taking the request body");
+                    this.pipe = None;
+                }
             }
         }
         let response = ready!(Pin::new(&mut this.response).poll(cx)).map_err(UpstreamError::H2)?;
@@ -206,6 +241,8 @@ enum PipeError {
     Body(BodyError),
     /// The stream failed, or the server reset it.
     H2(h2::Error),
+    /// The stream takes no more data (h2 gives no reason).
+    Closed,
 }
 
 /// A port of hyper's `PipeToSendStream`: sends a request body's frames on its stream as the
@@ -242,7 +279,7 @@ where
                         Some(Ok(0)) => {}
                         Some(Ok(_)) => break,
                         Some(Err(e)) => return Poll::Ready(Err(PipeError::H2(e))),
-                        None => return Poll::Ready(Err(PipeError::H2(Reason::CANCEL.into()))),
+                        None => return Poll::Ready(Err(PipeError::Closed)),
                     }
                 }
                 if let Some((data, eos)) = self.waiting.take() {
@@ -319,6 +356,9 @@ where
                 Err(PipeError::H2(e)) => {
                     tracing::debug!(error = %e, "upstream request body cut short");
                 }
+                Err(PipeError::Closed) => {
+                    tracing::debug!("upstream stream stopped taking the request body");
+                }
             }
             Poll::Ready(())
         }));
@@ -370,16 +410,15 @@ impl Body for H2Body {
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                // As hyper: a server that resets with these has said all it will.
-                Some(Err(e)) if matches!(e.reason(), Some(Reason::NO_ERROR | Reason::CANCEL)) => {
-                    return Poll::Ready(None);
-                }
+                // As hyper: NO_ERROR is an early response's end (RFC 9113 §8.1), not a failure.
+                Some(Err(e)) if e.reason() == Some(Reason::NO_ERROR) => return Poll::Ready(None),
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 None => this.data_done = true,
             }
         }
         match ready!(this.recv.poll_trailers(cx)) {
             Ok(trailers) => Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t)))),
+            Err(e) if e.reason() == Some(Reason::NO_ERROR) => Poll::Ready(None),
             Err(e) => Poll::Ready(Some(Err(e))),
         }
     }
@@ -507,6 +546,15 @@ mod tests {
         }
     }
 
+    /// Sends `req` on `conn` as the pool does, once its turn comes.
+    async fn send<B>(conn: &H2Conn, req: Request<B>) -> Result<Response<H2Body>, UpstreamError>
+    where
+        B: Body<Data = Bytes> + Unpin + Send + 'static,
+        B::Error: Into<BodyError>,
+    {
+        conn.sender().ready().await?.send(req).await
+    }
+
     fn request<B>(method: Method, body: B) -> Request<B> {
         Request::builder()
             .method(method)
@@ -566,9 +614,9 @@ mod tests {
         .await;
         let conn = server.connect().await;
         // Once one answer is in, the server's SETTINGS (its limit) are known.
-        let first = within("first", conn.sender().send(request(Method::GET, empty()))).await;
+        let first = within("first", send(&conn, request(Method::GET, empty()))).await;
         assert_eq!(text(first.unwrap()).await, "ok");
-        let sends = (0..4).map(|_| conn.sender().send(request(Method::GET, empty())));
+        let sends = (0..4).map(|_| send(&conn, request(Method::GET, empty())));
         let responses = within("4 requests", futures_util::future::join_all(sends)).await;
         for response in responses {
             assert_eq!(text(response.unwrap()).await, "ok");
@@ -584,7 +632,7 @@ mod tests {
         })
         .await;
         let conn = server.connect().await;
-        let failed = within("refused", conn.sender().send(request(Method::GET, empty()))).await;
+        let failed = within("refused", send(&conn, request(Method::GET, empty()))).await;
         match failed {
             Err(UpstreamError::H2(e)) => assert_eq!(e.reason(), Some(Reason::REFUSED_STREAM)),
             other => panic!("expected a refused stream, got {other:?}"),
@@ -604,10 +652,10 @@ mod tests {
         let server = Server::start(10, move |req: Request<RecvStream>, mut respond| {
             let part_read = part_read.clone();
             async move {
-                let code = if req.uri().path() == "/broken" {
-                    Reason::INTERNAL_ERROR
-                } else {
-                    Reason::NO_ERROR
+                let code = match req.uri().path() {
+                    "/internal" => Reason::INTERNAL_ERROR,
+                    "/cancel" => Reason::CANCEL,
+                    _ => Reason::NO_ERROR,
                 };
                 let mut stream = respond.send_response(Response::new(()), false).unwrap();
                 stream
@@ -619,27 +667,77 @@ mod tests {
         })
         .await;
         let conn = server.connect().await;
-        let mut req = request(Method::GET, empty());
-        *req.uri_mut() = "http://catalog/broken".parse().unwrap();
-        let response = within("head", conn.sender().send(req)).await.unwrap();
-        // As the proxy passes it on: the code is found in the error's chain of causes.
-        let mut body = FromUpstream::H2(response.into_body());
-        let part = within("part", body.frame()).await.unwrap().unwrap();
-        assert_eq!(part.into_data().unwrap(), "part");
-        read_part.notify_one();
-        let failed = within("reset", body.frame()).await.unwrap().unwrap_err();
-        assert_eq!(reason(&*failed), Reason::INTERNAL_ERROR);
+        for (path, failure) in [
+            ("/internal", Some(Reason::INTERNAL_ERROR)),
+            ("/cancel", Some(Reason::CANCEL)),
+            ("/no-error", None),
+        ] {
+            let mut req = request(Method::GET, empty());
+            *req.uri_mut() = format!("http://catalog{path}").parse().unwrap();
+            let response = within("head", send(&conn, req)).await.unwrap();
+            // As the proxy passes it on: the code is found in the error's chain of causes.
+            let mut body = FromUpstream::H2(response.into_body());
+            let part = within("part", body.frame()).await.unwrap().unwrap();
+            assert_eq!(part.into_data().unwrap(), "part");
+            read_part.notify_one();
+            match (within("reset", body.frame()).await, failure) {
+                (Some(Err(e)), Some(code)) => assert_eq!(reason(&*e), code, "{path}"),
+                (None, None) => {}
+                (other, _) => panic!("{path}: expected {failure:?}, got {other:?}"),
+            }
+        }
+    }
 
-        let response = within("head", conn.sender().send(request(Method::GET, empty())))
-            .await
-            .unwrap();
-        let mut body = response.into_body();
-        let part = within("part", body.frame()).await.unwrap().unwrap();
-        assert_eq!(part.into_data().unwrap(), "part");
-        read_part.notify_one();
+    #[tokio::test]
+    async fn requests_given_up_while_waiting_for_a_stream_are_not_sent() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (saw, held) = (seen.clone(), release.clone());
+        let server = Server::start(1, move |req: Request<RecvStream>, respond| {
+            saw.lock().unwrap().push(req.uri().path().to_owned());
+            let held = held.clone();
+            async move {
+                if req.uri().path() == "/hold" {
+                    held.notified().await;
+                }
+                answer(respond, "ok");
+            }
+        })
+        .await;
+        let conn = server.connect().await;
+        // Once one answer is in, the server's SETTINGS (its limit of one stream) are known.
+        let first = within("first", send(&conn, request(Method::GET, empty()))).await;
+        assert_eq!(text(first.unwrap()).await, "ok");
+        let mut hold = request(Method::GET, empty());
+        *hold.uri_mut() = "http://catalog/hold".parse().unwrap();
+        let ready = conn.sender();
+        let holding = tokio::spawn(async move { ready.ready().await?.send(hold).await });
+        within("the held stream opens", async {
+            while !seen.lock().unwrap().iter().any(|p| p == "/hold") {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        for _ in 0..3 {
+            let mut late = request(Method::GET, empty());
+            *late.uri_mut() = "http://catalog/late".parse().unwrap();
+            let gave_up = tokio::time::timeout(Duration::from_millis(20), send(&conn, late)).await;
+            assert!(gave_up.is_err(), "no stream is free");
+        }
+        release.notify_one();
+        assert_eq!(text(holding.await.unwrap().unwrap()).await, "ok");
+        let after = within("after", send(&conn, request(Method::GET, empty()))).await;
+        assert_eq!(text(after.unwrap()).await, "ok");
+        // The server takes streams in order: any late one came before the last.
+        let late = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| *p == "/late")
+            .count();
         assert!(
-            within("reset", body.frame()).await.is_none(),
-            "NO_ERROR ends the body cleanly"
+            late <= 1,
+            "{late} given-up requests reached the server: at most the one h2 had queued"
         );
     }
 
@@ -670,7 +768,7 @@ mod tests {
             Frame::data(Bytes::from_static(b"pong")),
             Frame::trailers(sent_trailers),
         ]);
-        let response = within("grpc", conn.sender().send(request(Method::POST, body)))
+        let response = within("grpc", send(&conn, request(Method::POST, body)))
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
@@ -687,18 +785,20 @@ mod tests {
         assert_eq!(received.to_bytes(), "ping pong");
 
         let fixed = http_body_util::Full::new(Bytes::from_static(b"abc"));
-        let response = within("post", conn.sender().send(request(Method::POST, fixed)))
+        let response = within("post", send(&conn, request(Method::POST, fixed)))
             .await
             .unwrap();
         assert_eq!(response.headers()["x-request-length"], "3");
-        let bodiless = within("get", conn.sender().send(request(Method::GET, empty())))
-            .await
-            .unwrap();
+        let bodiless = within(
+            "get",
+            send(&conn, request(Method::GET, UpstreamBody::Empty)),
+        )
+        .await
+        .unwrap();
         assert!(!bodiless.headers().contains_key("x-request-length"));
         let posted = within(
             "post",
-            conn.sender()
-                .send(request(Method::POST, UpstreamBody::Empty)),
+            send(&conn, request(Method::POST, UpstreamBody::Empty)),
         )
         .await
         .unwrap();
@@ -732,7 +832,7 @@ mod tests {
         .await;
         let conn = server.connect().await;
         let (feed, body) = fed();
-        let sent = conn.sender().send(request(Method::POST, body));
+        let sent = send(&conn, request(Method::POST, body));
         let gave_up = tokio::time::timeout(Duration::from_millis(50), sent).await;
         assert!(gave_up.is_err(), "the server never answers");
         assert_eq!(
@@ -752,7 +852,7 @@ mod tests {
         let conn = server.connect().await;
         let (feed, body) = fed();
         feed.send(Bytes::from_static(b"first")).await.unwrap();
-        let response = within("head", conn.sender().send(request(Method::POST, body)))
+        let response = within("head", send(&conn, request(Method::POST, body)))
             .await
             .unwrap();
         drop(response);
@@ -792,7 +892,7 @@ mod tests {
             Ok::<_, BodyError>(Frame::data(Bytes::from(vec![7u8; CHUNK])))
         });
         let body: Frames = StreamBody::new(chunks.boxed());
-        let response = within("head", conn.sender().send(request(Method::POST, body)))
+        let response = within("head", send(&conn, request(Method::POST, body)))
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -810,10 +910,11 @@ mod tests {
     async fn the_connection_closes_when_its_handle_and_streams_are_gone() {
         let server = Server::start(10, |_, respond| async move { answer(respond, "ok") }).await;
         let conn = server.connect().await;
-        let response = within("get", conn.sender().send(request(Method::GET, empty())))
+        let response = within("get", send(&conn, request(Method::GET, empty())))
             .await
             .unwrap();
         drop(conn);
+        tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(server.ended.load(Ordering::SeqCst), 0, "a stream is open");
         assert_eq!(within("body", text(response)).await, "ok");
         within("close", async {
