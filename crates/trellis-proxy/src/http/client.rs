@@ -6,16 +6,14 @@ mod h2conn;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use http_body_util::Either;
+use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
@@ -62,45 +60,9 @@ pub(crate) enum UpstreamError {
     RequestBody(BodyError),
 }
 
-/// A response body from an endpoint.
-#[derive(Debug)]
-pub(crate) enum FromUpstream {
-    /// Over HTTP/1.1.
-    H1(Incoming),
-    /// Over HTTP/2.
-    H2(H2Body),
-}
-
-impl Body for FromUpstream {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        // The error keeps its type: the server side finds an h2 reset code in it and passes it
-        // on downstream.
-        match self.get_mut() {
-            FromUpstream::H1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
-            FromUpstream::H2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            FromUpstream::H1(body) => body.is_end_stream(),
-            FromUpstream::H2(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            FromUpstream::H1(body) => body.size_hint(),
-            FromUpstream::H2(body) => body.size_hint(),
-        }
-    }
-}
+/// A response body from an endpoint: HTTP/1.1 (`Left`) or HTTP/2 (`Right`). Its error is the
+/// body's own, boxed: the server side finds an h2 reset code in it and passes it on downstream.
+pub(crate) type FromUpstream = Either<Incoming, H2Body>;
 
 /// FNV-1a. Endpoint addresses are short and come from the control plane, never from a request,
 /// so an unkeyed hash is safe, and it costs a fraction of the default SipHash, which hashes an
@@ -291,7 +253,7 @@ where
             Some(mut sender) => match sender.try_send_request(req).await {
                 Ok(response) => {
                     self.put(endpoint, sender);
-                    return Ok(response.map(FromUpstream::H1));
+                    return Ok(response.map(Either::Left));
                 }
                 Err(mut e) => match e.take_message() {
                     Some(req) => req,
@@ -307,7 +269,7 @@ where
             .await
             .map_err(UpstreamError::Http)?;
         self.put(endpoint, sender);
-        Ok(response.map(FromUpstream::H1))
+        Ok(response.map(Either::Left))
     }
 }
 
@@ -362,7 +324,7 @@ where
             None => Box::pin(self.connect_ready(endpoint)).await?,
         };
         let response = ready.send(req).await?;
-        Ok(response.map(FromUpstream::H2))
+        Ok(response.map(Either::Right))
     }
 
     /// A new connection to `endpoint`, ready for a request.

@@ -676,7 +676,7 @@ mod tests {
             *req.uri_mut() = format!("http://catalog{path}").parse().unwrap();
             let response = within("head", send(&conn, req)).await.unwrap();
             // As the proxy passes it on: the code is found in the error's chain of causes.
-            let mut body = FromUpstream::H2(response.into_body());
+            let mut body = FromUpstream::Right(response.into_body());
             let part = within("part", body.frame()).await.unwrap().unwrap();
             assert_eq!(part.into_data().unwrap(), "part");
             read_part.notify_one();
