@@ -35,6 +35,7 @@ use crate::drain::DrainWatch;
 use crate::error::{ForwardError, ResponseBody};
 use crate::table::{Shared, Table};
 use crate::telemetry::{Direction, PendingEvent, RouteClusterStats};
+use futures_util::FutureExt;
 use http_body_util::Either;
 use metered::{Recorder, Upstream, WantUpstream};
 
@@ -82,13 +83,11 @@ where
         Codec::Http2 => 2,
     }];
     let conn = Arc::new(conn);
-    // Each request's future is boxed: it is kilobytes, and hyper would otherwise copy it
+    // Each request's future is boxed: it is over a kilobyte, and hyper would otherwise copy it
     // whole into its per-request slot (HTTP/1.1, allocated per connection) or task (HTTP/2),
     // and again on each change of state.
-    let service = service_fn(move |req| {
-        let conn = conn.clone();
-        Box::pin(async move { Ok::<_, Infallible>(handle(&conn, req).await) })
-    });
+    let service =
+        service_fn(move |req| Box::pin(handle(conn.clone(), req).map(Ok::<_, Infallible>)));
     let mut served = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
     async move {
         let result = tokio::select! {
@@ -162,131 +161,141 @@ impl Accounting<'_> {
 }
 
 /// One request, start to response headers; counted in the metrics when its response ends.
-async fn handle(conn: &HttpConnection, mut req: Request<Incoming>) -> Response<ResponseBody> {
-    let started = Instant::now();
-    let table = conn.shared.table.load_full();
-    let metrics = &conn.shared.metrics;
-    let span = metrics
-        .events
-        .tracer()
-        .and_then(|tracer| tracer.start(req.headers_mut()));
-    let event = (span.is_some() || metrics.events.wanted()).then(|| {
-        // Marks the request so the exchange notes the endpoint that answers.
-        req.extensions_mut().insert(WantUpstream);
-        let local = metrics.local_identity().to_owned();
-        let peer = conn.peer_identity.as_deref().unwrap_or_default().to_owned();
-        let identities = match conn.direction {
-            Direction::Inbound => (peer, local),
-            Direction::Outbound => (local, String::new()),
-        };
-        PendingEvent::start(
-            conn.direction,
-            req.method(),
-            req.uri(),
-            req.version(),
-            req.headers(),
-            conn.peer,
-            identities,
-            span,
-        )
-    });
-    // After the event: logs and taps show the protocol the request arrived in, as Envoy's do.
-    if conn.direction == Direction::Inbound {
-        client::restore_orig_proto(&mut req, conn.peer_identity.is_some());
-    }
-    let grpc = RequestView::new(&req).is_grpc();
-    let accounting = Accounting {
-        conn,
-        started,
-        grpc,
-        event,
-    };
-    let unrouted = metrics.unrouted(conn.direction);
-    if !conn.config.authz.is_empty() {
-        let view = RequestView::new(&req);
-        let subject = Subject {
-            peer: conn.peer_identity.as_deref(),
-            request: Some(&view),
-        };
-        if let Decision::Deny(policy) = authorize(&conn.config.authz, subject) {
-            metrics.authz_denied(conn.direction, if grpc { "grpc" } else { "http" });
-            tracing::info!(
-                method = %req.method(),
-                path = req.uri().path(),
-                peer_identity = ?conn.peer_identity,
-                ?policy,
-                "request denied by authorization policy"
-            );
-            return accounting.respond(unrouted, "", "", "RBAC", local::denied(grpc));
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an `async fn` holds its arguments twice, in a future written whole per request"
+)]
+fn handle(
+    conn: Arc<HttpConnection>,
+    mut req: Request<Incoming>,
+) -> impl Future<Output = Response<ResponseBody>> {
+    async move {
+        let conn = &*conn;
+        let started = Instant::now();
+        let table = conn.shared.table.load_full();
+        let metrics = &conn.shared.metrics;
+        let span = metrics
+            .events
+            .tracer()
+            .and_then(|tracer| tracer.start(req.headers_mut()));
+        let event = (span.is_some() || metrics.events.wanted()).then(|| {
+            // Marks the request so the exchange notes the endpoint that answers.
+            req.extensions_mut().insert(WantUpstream);
+            let local = metrics.local_identity().to_owned();
+            let peer = conn.peer_identity.as_deref().unwrap_or_default().to_owned();
+            let identities = match conn.direction {
+                Direction::Inbound => (peer, local),
+                Direction::Outbound => (local, String::new()),
+            };
+            PendingEvent::start(
+                conn.direction,
+                req.method(),
+                req.uri(),
+                req.version(),
+                req.headers(),
+                conn.peer,
+                identities,
+                span,
+            )
+        });
+        // After the event: logs and taps show the protocol the request arrived in, as Envoy's do.
+        if conn.direction == Direction::Inbound {
+            client::restore_orig_proto(&mut req, conn.peer_identity.is_some());
         }
-    }
-    let route = match route(conn, &table, &req) {
-        Ok(route) => route,
-        Err(e) => {
+        let grpc = RequestView::new(&req).is_grpc();
+        let accounting = Accounting {
+            conn,
+            started,
+            grpc,
+            event,
+        };
+        let unrouted = metrics.unrouted(conn.direction);
+        if !conn.config.authz.is_empty() {
+            let view = RequestView::new(&req);
+            let subject = Subject {
+                peer: conn.peer_identity.as_deref(),
+                request: Some(&view),
+            };
+            if let Decision::Deny(policy) = authorize(&conn.config.authz, subject) {
+                metrics.authz_denied(conn.direction, if grpc { "grpc" } else { "http" });
+                tracing::info!(
+                    method = %req.method(),
+                    path = req.uri().path(),
+                    peer_identity = ?conn.peer_identity,
+                    ?policy,
+                    "request denied by authorization policy"
+                );
+                return accounting.respond(unrouted, "", "", "RBAC", local::denied(grpc));
+            }
+        }
+        let route = match route(conn, &table, &req) {
+            Ok(route) => route,
+            Err(e) => {
+                tracing::trace!(
+                    path = req.uri().path(),
+                    status = e.status().as_u16(),
+                    flag = e.flag(),
+                    error = %e,
+                    "request"
+                );
+                return accounting.respond(unrouted, "", "", e.flag(), e.response());
+            }
+        };
+        let local_stats = route.local_stats(conn.direction);
+        if let Some(mut reply) = faults::check(conn, route, &req).await {
+            // As Envoy, the route's response header changes apply to its local replies too.
+            route.response_headers.apply(reply.headers_mut());
             tracing::trace!(
                 path = req.uri().path(),
-                status = e.status().as_u16(),
-                flag = e.flag(),
-                error = %e,
-                "request"
+                route = %route.name,
+                status = reply.status().as_u16(),
+                "request answered by a fault or rate limit"
             );
-            return accounting.respond(unrouted, "", "", e.flag(), e.response());
-        }
-    };
-    let local_stats = route.local_stats(conn.direction);
-    if let Some(mut reply) = faults::check(conn, route, &req).await {
-        // As Envoy, the route's response header changes apply to its local replies too.
-        route.response_headers.apply(reply.headers_mut());
-        tracing::trace!(
-            path = req.uri().path(),
-            route = %route.name,
-            status = reply.status().as_u16(),
-            "request answered by a fault or rate limit"
-        );
-        let flags = if reply.status() == http::StatusCode::TOO_MANY_REQUESTS {
-            "RL"
-        } else {
-            "FI"
-        };
-        return accounting.respond(local_stats, &route.name, "", flags, reply);
-    }
-    match &route.action {
-        Action::Forward(action) => {
-            let target = action.clusters.pick();
-            let result = forward::forward(conn, &table, route, action, target, req).await;
-            let (response, flag) = match result {
-                Ok(response) => (response, "-"),
-                Err(e) => {
-                    tracing::debug!(
-                        error = %e,
-                        side = ?e.side(),
-                        retryable = e.retryable(),
-                        "upstream request failed"
-                    );
-                    (e.response(), e.flag())
-                }
+            let flags = if reply.status() == http::StatusCode::TOO_MANY_REQUESTS {
+                "RL"
+            } else {
+                "FI"
             };
-            let stats = target.stats(conn.direction);
-            accounting.respond(stats, &route.name, &target.cluster, flag, response)
+            return accounting.respond(local_stats, &route.name, "", flags, reply);
         }
-        Action::Redirect(redirect) => {
-            let uri = req.uri();
-            let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
-            let view = RequestView::new(&req);
-            let from = RedirectFrom {
-                scheme: uri.scheme_str().unwrap_or("http"),
-                authority: view.authority,
-                path_and_query,
-                matched: route.matcher.matched_len(path_and_query),
-            };
-            let mut response = local::redirect(redirect, from);
-            route.response_headers.apply(response.headers_mut());
-            accounting.respond(local_stats, &route.name, "", "-", response)
-        }
-        Action::Direct(direct) => {
-            let mut response = local::direct(direct);
-            route.response_headers.apply(response.headers_mut());
-            accounting.respond(local_stats, &route.name, "", "-", response)
+        match &route.action {
+            Action::Forward(action) => {
+                let target = action.clusters.pick();
+                let result = forward::forward(conn, &table, route, action, target, req).await;
+                let (response, flag) = match result {
+                    Ok(response) => (response, "-"),
+                    Err(e) => {
+                        tracing::debug!(
+                            error = %e,
+                            side = ?e.side(),
+                            retryable = e.retryable(),
+                            "upstream request failed"
+                        );
+                        (e.response(), e.flag())
+                    }
+                };
+                let stats = target.stats(conn.direction);
+                accounting.respond(stats, &route.name, &target.cluster, flag, response)
+            }
+            Action::Redirect(redirect) => {
+                let uri = req.uri();
+                let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+                let view = RequestView::new(&req);
+                let from = RedirectFrom {
+                    scheme: uri.scheme_str().unwrap_or("http"),
+                    authority: view.authority,
+                    path_and_query,
+                    matched: route.matcher.matched_len(path_and_query),
+                };
+                let mut response = local::redirect(redirect, from);
+                route.response_headers.apply(response.headers_mut());
+                accounting.respond(local_stats, &route.name, "", "-", response)
+            }
+            Action::Direct(direct) => {
+                let mut response = local::direct(direct);
+                route.response_headers.apply(response.headers_mut());
+                accounting.respond(local_stats, &route.name, "", "-", response)
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use futures_util::future;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, Uri, Version};
@@ -244,13 +245,22 @@ where
 
     /// Sends `req` on an idle connection to `endpoint`, or a new one. A request that a pooled
     /// connection closed before taking is sent again on a new connection: it never left.
-    async fn send(
-        &self,
-        endpoint: &Authority,
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` holds its arguments twice, in a future written whole per request"
+    )]
+    fn send<'a>(
+        &'a self,
+        endpoint: &'a Authority,
         req: Request<UpstreamBody>,
-    ) -> Result<Response<FromUpstream>, UpstreamError> {
-        let req = match self.checkout(endpoint) {
-            Some(mut sender) => match sender.try_send_request(req).await {
+    ) -> impl Future<Output = Result<Response<FromUpstream>, UpstreamError>> + 'a {
+        async move {
+            // Boxed: a new connection is rare, and its future would otherwise enlarge every
+            // request's.
+            let Some(mut sender) = self.checkout(endpoint) else {
+                return Box::pin(self.send_new(endpoint, req)).await;
+            };
+            let req = match sender.try_send_request(req).await {
                 Ok(response) => {
                     self.put(endpoint, sender);
                     return Ok(response.map(Either::Left));
@@ -259,11 +269,18 @@ where
                     Some(req) => req,
                     None => return Err(UpstreamError::Http(e.into_error())),
                 },
-            },
-            None => req,
-        };
-        // Boxed: connecting is rare, and its future would otherwise enlarge every request's.
-        let mut sender = Box::pin(self.connect(endpoint)).await?;
+            };
+            Box::pin(self.send_new(endpoint, req)).await
+        }
+    }
+
+    /// Sends `req` on a new connection to `endpoint`, pooled once its response's head arrives.
+    async fn send_new(
+        &self,
+        endpoint: &Authority,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<FromUpstream>, UpstreamError> {
+        let mut sender = self.connect(endpoint).await?;
         let response = sender
             .send_request(req)
             .await
@@ -306,25 +323,33 @@ where
         Ok(sender)
     }
 
-    async fn send(
-        &self,
-        endpoint: &Authority,
+    /// Sends `req` on the endpoint's connection, or a new one.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` holds its arguments twice, in a future written whole per request"
+    )]
+    fn send<'a>(
+        &'a self,
+        endpoint: &'a Authority,
         req: Request<UpstreamBody>,
-    ) -> Result<Response<FromUpstream>, UpstreamError> {
-        let ready = match self.open(endpoint) {
-            // One that takes no more streams is marked closed: the request, still unsent, goes
-            // on a new connection.
-            Some(sender) => sender.ready().await.ok(),
-            None => None,
-        };
-        let ready = match ready {
-            Some(ready) => ready,
-            // Boxed: connecting is rare, and its future would otherwise enlarge every
-            // request's future, which is allocated and written for each request.
-            None => Box::pin(self.connect_ready(endpoint)).await?,
-        };
-        let response = ready.send(req).await?;
-        Ok(response.map(Either::Right))
+    ) -> impl Future<Output = Result<Response<FromUpstream>, UpstreamError>> + 'a {
+        async move {
+            let ready = match self.open(endpoint) {
+                // One that takes no more streams is marked closed: the request, still unsent,
+                // goes on a new connection.
+                Some(sender) => sender.ready().await.ok(),
+                None => None,
+            };
+            let ready = match ready {
+                Some(ready) => ready,
+                // Boxed: connecting is rare, and its future would otherwise enlarge every
+                // request's future, which is allocated and written for each request.
+                None => Box::pin(self.connect_ready(endpoint)).await?,
+            };
+            // Bound first: a `?` on the awaited expression would hold the exchange twice.
+            let exchange = ready.send(req)?;
+            Ok(exchange.await?.map(Either::Right))
+        }
     }
 
     /// A new connection to `endpoint`, ready for a request.
@@ -384,17 +409,19 @@ where
         }
     }
 
-    /// Sends `req`, prepared by [`to_upstream`] for `version` and `endpoint`.
-    pub(crate) async fn send(
-        &self,
+    /// Sends `req`, prepared by [`to_upstream`] for `version` and `endpoint`. Not an
+    /// `async fn`: the request moves straight into the future of its version's exchange,
+    /// which is the only one to hold it.
+    pub(crate) fn send<'a>(
+        &'a self,
         version: Version,
-        endpoint: &Authority,
+        endpoint: &'a Authority,
         req: Request<UpstreamBody>,
-    ) -> Result<Response<FromUpstream>, UpstreamError> {
+    ) -> impl Future<Output = Result<Response<FromUpstream>, UpstreamError>> + 'a {
         if version == Version::HTTP_2 {
-            self.h2.send(endpoint, req).await
+            future::Either::Left(self.h2.send(endpoint, req))
         } else {
-            self.h1.send(endpoint, req).await
+            future::Either::Right(self.h1.send(endpoint, req))
         }
     }
 }

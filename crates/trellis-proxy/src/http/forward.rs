@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use futures_util::{FutureExt, future};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::Either;
@@ -13,7 +14,9 @@ use super::client::FromUpstream;
 use super::metered::{Metered, Upstream, WantUpstream};
 use super::{HttpConnection, client, mirror, retry, upgrade};
 use crate::balance::{InFlight, Outcome};
-use crate::config::route::{HashInput, PathRewrite, Route, RouteAction, RouteTarget, request_key};
+use crate::config::route::{
+    HashInput, PathRewrite, Retry, Route, RouteAction, RouteTarget, request_key,
+};
 use crate::error::{ForwardError, ResponseBody, Side};
 use crate::table::{Cluster, Table};
 
@@ -25,14 +28,35 @@ use crate::table::{Cluster, Table};
 const CARRY_ABOVE_IN_FLIGHT: u64 = 4;
 
 /// Forwards `req` along `route` to `target`, one of the action's clusters.
-pub(super) async fn forward(
-    conn: &HttpConnection,
-    table: &Table,
-    route: &Route,
-    action: &RouteAction,
-    target: &RouteTarget,
+///
+/// The request's changes, the mirrors and the endpoint's pick happen here, before the returned
+/// future is first polled. Each stage's future holds the next one's, and the request itself
+/// moves into the exchange's: the future of a request is written whole for each request, and
+/// a stage that kept the request too would enlarge it (as would an `async fn`, which holds its
+/// arguments twice).
+pub(super) fn forward<'a>(
+    conn: &'a HttpConnection,
+    table: &'a Table,
+    route: &'a Route,
+    action: &'a RouteAction,
+    target: &'a RouteTarget,
+    req: Request<Incoming>,
+) -> impl Future<Output = Result<Response<ResponseBody>, ForwardError>> + 'a {
+    match prepare(conn, table, route, action, target, req) {
+        Ok(forwarded) => future::Either::Left(forwarded),
+        Err(e) => future::Either::Right(future::ready(Err(e))),
+    }
+}
+
+/// [`forward`]'s work up to the exchange, and the future of the rest.
+fn prepare<'a>(
+    conn: &'a HttpConnection,
+    table: &'a Table,
+    route: &'a Route,
+    action: &'a RouteAction,
+    target: &'a RouteTarget,
     mut req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, ForwardError> {
+) -> Result<impl Future<Output = Result<Response<ResponseBody>, ForwardError>> + 'a, ForwardError> {
     let cluster =
         table
             .clusters
@@ -73,150 +97,170 @@ pub(super) async fn forward(
     let key = key.flatten();
     let mut req = req.map(UpstreamBody::client);
     mirror::spawn(table, action, &mut req);
-    let mut response = match &action.retry {
+    let exchanged = match &action.retry {
         // Boxed: only retrying routes pay for the larger future.
         Some(policy) if upgrade.is_none() => {
-            let tries = Box::pin(retry::exchange(
-                cluster,
-                req,
-                policy,
-                action.per_try_timeout,
-                key,
-            ));
-            match action.timeout {
-                Some(limit) => tokio::time::timeout(limit, tries).await.map_err(|_| {
-                    cluster.endpoints.load().events.timed_out();
-                    ForwardError::UpstreamTimeout(limit)
-                })??,
-                None => tries.await?,
-            }
+            future::Either::Left(Box::pin(retried(cluster, req, policy, action, key)))
         }
-        _ => exchange(cluster, req, upgrade.is_some(), action.try_timeout(), key).await?,
+        _ => future::Either::Right(exchange(
+            cluster,
+            req,
+            upgrade.is_some(),
+            action.try_timeout(),
+            key,
+        )?),
     };
-    match upgrade {
-        Some(downstream) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
-            let upstream = hyper::upgrade::on(&mut response);
-            upgrade::splice(downstream, upstream, conn.drain.clone());
+    // A combinator, not an async block: that would hold `exchanged` twice, as it awaits it.
+    Ok(exchanged.map(move |exchanged| {
+        let mut response = exchanged?;
+        match upgrade {
+            Some(downstream) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                let upstream = hyper::upgrade::on(&mut response);
+                upgrade::splice(downstream, upstream, conn.drain.clone());
+            }
+            _ => client::strip_hop_by_hop(response.headers_mut(), false),
         }
-        _ => client::strip_hop_by_hop(response.headers_mut(), false),
-    }
-    target.response_headers.apply(response.headers_mut());
-    route.response_headers.apply(response.headers_mut());
-    Ok(response.map(|body| Either::Left(Metered::new(body))))
+        target.response_headers.apply(response.headers_mut());
+        route.response_headers.apply(response.headers_mut());
+        Ok(response.map(|body| Either::Left(Metered::new(body))))
+    }))
 }
 
-/// The endpoint stage and one exchange: picks an endpoint of `cluster`, sends `req` and waits
-/// up to `limit` for the response headers.
-pub(super) async fn exchange(
+/// The route's tries of `req` as `policy` says, within the route's timeout.
+async fn retried(
+    cluster: &Cluster,
+    req: Request<UpstreamBody>,
+    policy: &Retry,
+    action: &RouteAction,
+    key: Option<u64>,
+) -> Result<Response<FromUpstream>, ForwardError> {
+    let tries = retry::exchange(cluster, req, policy, action.per_try_timeout, key);
+    match action.timeout {
+        Some(limit) => tokio::time::timeout(limit, tries).await.map_err(|_| {
+            cluster.endpoints.load().events.timed_out();
+            ForwardError::UpstreamTimeout(limit)
+        })?,
+        None => tries.await,
+    }
+}
+
+/// The endpoint stage: picks an endpoint of `cluster` for one exchange with it, which waits up
+/// to `limit` for the response headers.
+pub(super) fn exchange(
     cluster: &Cluster,
     req: Request<UpstreamBody>,
     upgrade: bool,
     limit: Option<Duration>,
     key: Option<u64>,
-) -> Result<Response<FromUpstream>, ForwardError> {
+) -> Result<impl Future<Output = Result<Response<FromUpstream>, ForwardError>>, ForwardError> {
     let in_flight = cluster
         .endpoints
         .pick(key)
         .ok_or_else(|| ForwardError::NoHealthyUpstream(cluster.config.name.clone()))?;
-    exchange_on(cluster, in_flight, req, upgrade, limit).await
+    Ok(exchange_on(cluster, in_flight, req, upgrade, limit))
 }
 
 /// One exchange with the endpoint `in_flight` was picked for, within the cluster's circuit
 /// breakers; its outcome feeds outlier detection.
-pub(super) async fn exchange_on(
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an `async fn` holds its arguments twice, in a future written whole per request"
+)]
+pub(super) fn exchange_on(
     cluster: &Cluster,
     in_flight: InFlight,
     mut req: Request<UpstreamBody>,
     upgrade: bool,
     limit: Option<Duration>,
-) -> Result<Response<FromUpstream>, ForwardError> {
-    let load = cluster.endpoints.load();
-    let limits = &cluster.config.limits;
-    let overflow = || {
-        load.events.overflowed();
-        ForwardError::Overflow(cluster.config.name.clone())
-    };
-    let _active = match limits.max_requests {
-        Some(max) => load.request_within(max).ok_or_else(overflow)?,
-        None => load.request(),
-    };
-    // A cluster has mTLS clients exactly when it has TLS settings, which is also when its
-    // endpoints can be marked for TLS.
-    let mesh = cluster
-        .tls_clients
-        .as_ref()
-        .filter(|_| in_flight.tls().is_some());
-    let mut version = client::upstream_version(cluster.config.protocol, req.version(), upgrade);
-    // HTTP/1.1 to a peer proxy that takes it over HTTP/2 (as Linkerd's proxies do) while the
-    // endpoint is busy: its requests then share one multiplexed connection instead of one
-    // connection each.
-    // Not where `max_connections` bounds the HTTP/1.1 requests in flight: carried requests
-    // would pass the circuit breaker's queue.
-    let carried = mesh.is_some()
-        && in_flight.h2_upgrade()
-        && version == Version::HTTP_11
-        && !upgrade
-        && limits.max_connections.is_none()
-        && req.method() != http::Method::CONNECT
-        && in_flight.endpoint().in_flight() > CARRY_ABOVE_IN_FLIGHT;
-    if carried {
-        version = Version::HTTP_2;
-    }
-    // An HTTP/1.1 request holds a connection while in flight; past the cap it waits (pending).
-    let _connection = match limits.max_connections {
-        Some(max) if version != Version::HTTP_2 => Some(
-            Box::pin(load.connection(max, limits.max_pending))
-                .await
-                .ok_or_else(overflow)?,
-        ),
-        _ => None,
-    };
-    let endpoint = &in_flight.endpoint().authority;
-    let want_upstream = req.extensions().get::<WantUpstream>().is_some();
-    client::to_upstream(&mut req, endpoint, version, upgrade);
-    client::mark_orig_proto(req.headers_mut(), carried);
-    let sent = async {
-        match mesh {
-            Some(mesh) => mesh.send(version, endpoint, req).await,
-            None => cluster.clients.send(version, endpoint, req).await,
+) -> impl Future<Output = Result<Response<FromUpstream>, ForwardError>> {
+    async move {
+        let load = cluster.endpoints.load();
+        let limits = &cluster.config.limits;
+        let overflow = || {
+            load.events.overflowed();
+            ForwardError::Overflow(cluster.config.name.clone())
+        };
+        let _active = match limits.max_requests {
+            Some(max) => load.request_within(max).ok_or_else(overflow)?,
+            None => load.request(),
+        };
+        // A cluster has mTLS clients exactly when it has TLS settings, which is also when its
+        // endpoints can be marked for TLS.
+        let mesh = cluster
+            .tls_clients
+            .as_ref()
+            .filter(|_| in_flight.tls().is_some());
+        let mut version = client::upstream_version(cluster.config.protocol, req.version(), upgrade);
+        // HTTP/1.1 to a peer proxy that takes it over HTTP/2 (as Linkerd's proxies do) while
+        // the endpoint is busy: its requests then share one multiplexed connection instead of
+        // one connection each.
+        // Not where `max_connections` bounds the HTTP/1.1 requests in flight: carried requests
+        // would pass the circuit breaker's queue.
+        let carried = mesh.is_some()
+            && in_flight.h2_upgrade()
+            && version == Version::HTTP_11
+            && !upgrade
+            && limits.max_connections.is_none()
+            && req.method() != http::Method::CONNECT
+            && in_flight.endpoint().in_flight() > CARRY_ABOVE_IN_FLIGHT;
+        if carried {
+            version = Version::HTTP_2;
         }
-    };
-    let result = match limit {
-        Some(limit) => match tokio::time::timeout(limit, sent).await {
-            Ok(result) => result,
-            Err(_) => {
+        // An HTTP/1.1 request holds a connection while in flight; past the cap it waits
+        // (pending).
+        let _connection = match limits.max_connections {
+            Some(max) if version != Version::HTTP_2 => Some(
+                Box::pin(load.connection(max, limits.max_pending))
+                    .await
+                    .ok_or_else(overflow)?,
+            ),
+            _ => None,
+        };
+        let endpoint = &in_flight.endpoint().authority;
+        let want_upstream = req.extensions().get::<WantUpstream>().is_some();
+        client::to_upstream(&mut req, endpoint, version, upgrade);
+        client::mark_orig_proto(req.headers_mut(), carried);
+        let sent = match mesh {
+            Some(mesh) => future::Either::Left(mesh.send(version, endpoint, req)),
+            None => future::Either::Right(cluster.clients.send(version, endpoint, req)),
+        };
+        let result = match limit {
+            Some(limit) => match tokio::time::timeout(limit, sent).await {
+                Ok(result) => result,
+                Err(_) => {
+                    in_flight.failed();
+                    load.events.timed_out();
+                    cluster
+                        .endpoints
+                        .record(&in_flight, Outcome::GatewayFailure);
+                    return Err(ForwardError::UpstreamTimeout(limit));
+                }
+            },
+            None => sent.await,
+        };
+        match result {
+            Ok(mut response) => {
+                if want_upstream {
+                    response
+                        .extensions_mut()
+                        .insert(Upstream(in_flight.endpoint().addr));
+                }
+                in_flight.succeeded();
+                cluster
+                    .endpoints
+                    .record(&in_flight, Outcome::of(response.status()));
+                Ok(response)
+            }
+            Err(e) => {
                 in_flight.failed();
-                load.events.timed_out();
-                cluster
-                    .endpoints
-                    .record(&in_flight, Outcome::GatewayFailure);
-                return Err(ForwardError::UpstreamTimeout(limit));
+                let e = ForwardError::from_client(&e);
+                if e.side() == Side::Upstream {
+                    cluster
+                        .endpoints
+                        .record(&in_flight, Outcome::GatewayFailure);
+                }
+                Err(e)
             }
-        },
-        None => sent.await,
-    };
-    match result {
-        Ok(mut response) => {
-            if want_upstream {
-                response
-                    .extensions_mut()
-                    .insert(Upstream(in_flight.endpoint().addr));
-            }
-            in_flight.succeeded();
-            cluster
-                .endpoints
-                .record(&in_flight, Outcome::of(response.status()));
-            Ok(response)
-        }
-        Err(e) => {
-            in_flight.failed();
-            let e = ForwardError::from_client(&e);
-            if e.side() == Side::Upstream {
-                cluster
-                    .endpoints
-                    .record(&in_flight, Outcome::GatewayFailure);
-            }
-            Err(e)
         }
     }
 }

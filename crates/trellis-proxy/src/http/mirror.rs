@@ -34,7 +34,7 @@ pub(super) fn spawn(table: &Table, action: &RouteAction, req: &mut Request<Upstr
         let limit = action.try_timeout().unwrap_or(MIRROR_TIMEOUT);
         tokio::spawn(async move {
             let exchanged = tokio::time::timeout(limit, async {
-                let response = exchange(&cluster, copy, false, Some(limit), None).await?;
+                let response = exchange(&cluster, copy, false, Some(limit), None)?.await?;
                 let mut body = response.into_body();
                 while let Some(frame) = body.frame().await {
                     if frame.is_err() {

@@ -128,10 +128,14 @@ pub(super) struct H2Ready {
 }
 
 impl H2Ready {
-    /// Sends `req`'s head, and its body as the server's flow control lets it: the response
-    /// head, its body streaming. hyper's rule for `content-length` applies: set from an exact
-    /// body size when missing, unless the body is empty and the method defines none.
-    pub(super) async fn send<B>(self, req: Request<B>) -> Result<Response<H2Body>, UpstreamError>
+    /// Sends `req`'s head: the exchange then sends its body as the server's flow control lets
+    /// it and resolves to the response head, its body streaming. hyper's rule for
+    /// `content-length` applies: set from an exact body size when missing, unless the body is
+    /// empty and the method defines none.
+    ///
+    /// Not `async`: opening the stream does not wait, and the caller's future then holds only
+    /// the exchange, not the request as well.
+    pub(super) fn send<B>(self, req: Request<B>) -> Result<Exchange<B>, UpstreamError>
     where
         B: Body<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<BodyError>,
@@ -151,13 +155,10 @@ impl H2Ready {
         // The next request may open its stream (or wait for this one's to open) now.
         drop(tx);
         let (response, stream) = sent.map_err(|e| failed(&closed, e))?;
-        let exchange = Exchange {
+        Ok(Exchange {
             response,
             pipe: (!eos).then(|| Pipe::new(body, stream)),
-        };
-        exchange.await.map_err(|e| match e {
-            UpstreamError::H2(e) => failed(&closed, e),
-            other => other,
+            closed,
         })
     }
 }
@@ -180,9 +181,11 @@ fn has_payload_semantics(method: &Method) -> bool {
 }
 
 /// One request in flight: its body piped while the response head is awaited.
-struct Exchange<B> {
+pub(super) struct Exchange<B> {
     response: ResponseFuture,
     pipe: Option<Pipe<B>>,
+    /// The connection's flag, set when the stream's failure ended the connection.
+    closed: Arc<AtomicBool>,
 }
 
 impl<B> Future for Exchange<B>
@@ -214,7 +217,8 @@ where
                 }
             }
         }
-        let response = ready!(Pin::new(&mut this.response).poll(cx)).map_err(UpstreamError::H2)?;
+        let response =
+            ready!(Pin::new(&mut this.response).poll(cx)).map_err(|e| failed(&this.closed, e))?;
         let cancel = this.pipe.take().map(Pipe::spawn);
         let remaining = content_length(response.headers());
         Poll::Ready(Ok(response.map(|recv| H2Body {
@@ -552,7 +556,7 @@ mod tests {
         B: Body<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<BodyError>,
     {
-        conn.sender().ready().await?.send(req).await
+        conn.sender().ready().await?.send(req)?.await
     }
 
     fn request<B>(method: Method, body: B) -> Request<B> {
@@ -711,7 +715,7 @@ mod tests {
         let mut hold = request(Method::GET, empty());
         *hold.uri_mut() = "http://catalog/hold".parse().unwrap();
         let ready = conn.sender();
-        let holding = tokio::spawn(async move { ready.ready().await?.send(hold).await });
+        let holding = tokio::spawn(async move { ready.ready().await?.send(hold)?.await });
         within("the held stream opens", async {
             while !seen.lock().unwrap().iter().any(|p| p == "/hold") {
                 tokio::time::sleep(Duration::from_millis(1)).await;
