@@ -127,20 +127,24 @@ fn prepare<'a>(
 }
 
 /// The route's tries of `req` as `policy` says, within the route's timeout.
-async fn retried(
-    cluster: &Cluster,
+fn retried<'a>(
+    cluster: &'a Cluster,
     req: Request<UpstreamBody>,
-    policy: &Retry,
+    policy: &'a Retry,
     action: &RouteAction,
     key: Option<u64>,
-) -> Result<Response<FromUpstream>, ForwardError> {
+) -> impl Future<Output = Result<Response<FromUpstream>, ForwardError>> + 'a {
     let tries = retry::exchange(cluster, req, policy, action.per_try_timeout, key);
     match action.timeout {
-        Some(limit) => tokio::time::timeout(limit, tries).await.map_err(|_| {
-            cluster.endpoints.load().events.timed_out();
-            ForwardError::UpstreamTimeout(limit)
-        })?,
-        None => tries.await,
+        Some(limit) => {
+            future::Either::Left(tokio::time::timeout(limit, tries).map(move |outcome| {
+                outcome.unwrap_or_else(|_| {
+                    cluster.endpoints.load().events.timed_out();
+                    Err(ForwardError::UpstreamTimeout(limit))
+                })
+            }))
+        }
+        None => future::Either::Right(tries),
     }
 }
 

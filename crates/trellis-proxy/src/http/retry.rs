@@ -20,57 +20,60 @@ use crate::telemetry;
 const REMEMBERED: usize = 4;
 
 /// Sends `req` to `cluster`, retrying as `retry` says; each try waits up to `per_try` for the
-/// response headers. Returns the last try's outcome.
-pub(super) async fn exchange(
-    cluster: &Cluster,
+/// response headers. Returns the last try's outcome. The request is taken apart before the
+/// returned future is first polled, so that future holds its parts only once.
+pub(super) fn exchange<'a>(
+    cluster: &'a Cluster,
     req: Request<UpstreamBody>,
-    retry: &Retry,
+    retry: &'a Retry,
     per_try: Option<Duration>,
     key: Option<u64>,
-) -> Result<Response<FromUpstream>, ForwardError> {
+) -> impl Future<Output = Result<Response<FromUpstream>, ForwardError>> + 'a {
     let (head, body) = req.into_parts();
     let (kept, mut body) = body.replayable();
-    let mut tried = [None::<SocketAddr>; REMEMBERED];
-    let mut budget = None;
-    let mut retries = 0;
-    loop {
-        let held = budget.take();
-        let mut attempt = Request::new(body);
-        *attempt.method_mut() = head.method.clone();
-        *attempt.uri_mut() = head.uri.clone();
-        *attempt.version_mut() = head.version;
-        *attempt.headers_mut() = head.headers.clone();
-        if let Some(want) = head.extensions.get::<WantUpstream>() {
-            attempt.extensions_mut().insert(*want);
+    async move {
+        let mut tried = [None::<SocketAddr>; REMEMBERED];
+        let mut budget = None;
+        let mut retries = 0;
+        loop {
+            let held = budget.take();
+            let mut attempt = Request::new(body);
+            *attempt.method_mut() = head.method.clone();
+            *attempt.uri_mut() = head.uri.clone();
+            *attempt.version_mut() = head.version;
+            *attempt.headers_mut() = head.headers.clone();
+            if let Some(want) = head.extensions.get::<WantUpstream>() {
+                attempt.extensions_mut().insert(*want);
+            }
+            let picks = if retries == 0 { 1 } else { retry.host_picks };
+            let in_flight = cluster
+                .endpoints
+                .pick_avoiding(|addr| tried.contains(&Some(addr)), picks, key)
+                .ok_or_else(|| ForwardError::NoHealthyUpstream(cluster.config.name.clone()))?;
+            tried[retries as usize % REMEMBERED] = Some(in_flight.endpoint().addr);
+            let outcome = exchange_on(cluster, in_flight, attempt, false, per_try).await;
+            drop(held);
+            if retries >= retry.attempts || !retriable(retry, &outcome) {
+                return outcome;
+            }
+            // Another try needs the body again and room in the budget; without them this outcome
+            // stands.
+            let Some(again) = kept.again() else {
+                return outcome;
+            };
+            let load = cluster.endpoints.load();
+            let Some(counted) = load.retry(cluster.config.limits.retries) else {
+                load.events.retry_denied();
+                tracing::debug!(cluster = %cluster.config.name, "retry budget exhausted");
+                return outcome;
+            };
+            load.events.retried();
+            budget = Some(counted);
+            body = again;
+            retries += 1;
+            tracing::debug!(retry = retries, cluster = %cluster.config.name, "retrying");
+            tokio::time::sleep(retry.backoff(retries)).await;
         }
-        let picks = if retries == 0 { 1 } else { retry.host_picks };
-        let in_flight = cluster
-            .endpoints
-            .pick_avoiding(|addr| tried.contains(&Some(addr)), picks, key)
-            .ok_or_else(|| ForwardError::NoHealthyUpstream(cluster.config.name.clone()))?;
-        tried[retries as usize % REMEMBERED] = Some(in_flight.endpoint().addr);
-        let outcome = exchange_on(cluster, in_flight, attempt, false, per_try).await;
-        drop(held);
-        if retries >= retry.attempts || !retriable(retry, &outcome) {
-            return outcome;
-        }
-        // Another try needs the body again and room in the budget; without them this outcome
-        // stands.
-        let Some(again) = kept.again() else {
-            return outcome;
-        };
-        let load = cluster.endpoints.load();
-        let Some(counted) = load.retry(cluster.config.limits.retries) else {
-            load.events.retry_denied();
-            tracing::debug!(cluster = %cluster.config.name, "retry budget exhausted");
-            return outcome;
-        };
-        load.events.retried();
-        budget = Some(counted);
-        body = again;
-        retries += 1;
-        tracing::debug!(retry = retries, cluster = %cluster.config.name, "retrying");
-        tokio::time::sleep(retry.backoff(retries)).await;
     }
 }
 
