@@ -314,3 +314,20 @@ fn route<'t>(
         .route(&RequestView::new(req))
         .ok_or(ForwardError::NoRoute)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The future of a request, boxed and written whole for each one, stays small: a stage on
+    /// the request path written as an `async fn` holds the request twice, and each stage's
+    /// future holds the next one's.
+    #[test]
+    fn a_request_future_is_small() {
+        fn size_of_future<F>(_: fn(Arc<HttpConnection>, Request<Incoming>) -> F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let size = size_of_future(handle);
+        assert!(size <= 2048, "a request's future takes {size} bytes");
+    }
+}

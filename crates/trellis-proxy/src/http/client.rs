@@ -270,6 +270,8 @@ where
                     None => return Err(UpstreamError::Http(e.into_error())),
                 },
             };
+            // Not pooled again: it closes before the new connection opens.
+            drop(sender);
             Box::pin(self.send_new(endpoint, req)).await
         }
     }
