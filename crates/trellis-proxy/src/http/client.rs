@@ -412,8 +412,8 @@ where
     }
 
     /// Sends `req`, prepared by [`to_upstream`] for `version` and `endpoint`. Not an
-    /// `async fn`: the request moves straight into the future of its version's exchange,
-    /// which is the only one to hold it.
+    /// `async fn`: the request moves straight into the future of its version's exchange, and
+    /// no future of this stage holds it too.
     pub(crate) fn send<'a>(
         &'a self,
         version: Version,

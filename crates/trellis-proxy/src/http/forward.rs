@@ -30,10 +30,10 @@ const CARRY_ABOVE_IN_FLIGHT: u64 = 4;
 /// Forwards `req` along `route` to `target`, one of the action's clusters.
 ///
 /// The request's changes, the mirrors and (without retries) the endpoint's pick happen here,
-/// before the returned future is first polled. Each stage's future holds the next one's, and the request itself
-/// moves into the exchange's: the future of a request is written whole for each request, and
-/// a stage that kept the request too would enlarge it (as would an `async fn`, which holds its
-/// arguments twice).
+/// before the returned future is first polled. Each stage's future holds the next one's, and
+/// the request itself moves into the exchange's: the future of a request is written whole for
+/// each request, and a stage that kept the request too would enlarge it (as would an
+/// `async fn`, which holds its arguments twice).
 pub(super) fn forward<'a>(
     conn: &'a HttpConnection,
     table: &'a Table,
