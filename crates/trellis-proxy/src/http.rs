@@ -1,5 +1,5 @@
-//! HTTP forwarding: serves HTTP/1.1 and h2c on a connection and takes each request through the
-//! route → cluster → endpoint stages to an upstream, streaming bodies both ways.
+//! HTTP forwarding: serves HTTP/1.1 and HTTP/2 on a connection and takes each request through
+//! the route → cluster → endpoint stages to an upstream, streaming bodies both ways.
 
 mod body;
 pub(crate) mod client;
@@ -10,34 +10,29 @@ mod metered;
 mod mirror;
 mod replay;
 mod retry;
+mod server;
+mod streams;
 mod upgrade;
 
 pub(crate) use body::UpstreamBody;
 pub(crate) use metered::Metered;
+pub(crate) use server::serve;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use crate::authz::{Decision, Subject, authorize};
-use crate::config::http::{Codec, HttpConfig, RouteSource};
+use crate::config::http::{HttpConfig, RouteSource};
 use crate::config::matcher::RequestView;
 use crate::config::route::{Action, RedirectFrom, Route};
 use crate::drain::DrainWatch;
 use crate::error::{ForwardError, ResponseBody};
 use crate::table::{Shared, Table};
 use crate::telemetry::{Direction, PendingEvent, RouteClusterStats};
-use futures_util::{FutureExt, future};
+use body::FromClient;
 use http_body_util::Either;
 use metered::{Recorder, Upstream, WantUpstream};
 
@@ -56,82 +51,6 @@ pub(crate) struct HttpConnection {
     pub(crate) peer_identity: Option<Arc<str>>,
     /// Shutdown signal, handed to upgraded connections.
     pub(crate) drain: DrainWatch,
-}
-
-/// The connection builders: their settings never change, and a connection borrows its builder
-/// for its whole life. `auto` reads the first bytes to tell HTTP/1.1 from HTTP/2; it ignores
-/// `http1_only` and `http2_only` once upgrades are on, so a single-codec listener uses the
-/// version's own builder, which fails a client speaking the other one.
-static AUTO: LazyLock<auto::Builder<TokioExecutor>> = LazyLock::new(|| {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().preserve_header_case(true);
-    builder
-});
-static HTTP1: LazyLock<http1::Builder> = LazyLock::new(|| {
-    let mut builder = http1::Builder::new();
-    builder.preserve_header_case(true);
-    builder
-});
-static HTTP2: LazyLock<http2::Builder<TokioExecutor>> =
-    LazyLock::new(|| http2::Builder::new(TokioExecutor::new()));
-
-/// Serves HTTP on `io` until the client closes or shutdown ends the connection; in-flight
-/// requests finish when draining starts.
-///
-/// The connection's state is most of an idle connection's memory: it is boxed once here, and
-/// the returned future holds only that box and the drain signal (no copy of `io`).
-pub(crate) fn serve<I>(io: I, conn: HttpConnection) -> impl Future<Output = ()> + Send + 'static
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let drain = conn.drain.clone();
-    let codec = conn.config.codec;
-    let conn = Arc::new(conn);
-    // Each request's future is boxed: it is over a kilobyte, and hyper would otherwise copy it
-    // whole into its per-request slot (HTTP/1.1, allocated per connection) or task (HTTP/2),
-    // and again on each change of state.
-    let service =
-        service_fn(move |req| Box::pin(handle(conn.clone(), req).map(Ok::<_, Infallible>)));
-    let io = TokioIo::new(io);
-    match codec {
-        Codec::Auto => future::Either::Left(drive(
-            Box::pin(AUTO.serve_connection_with_upgrades(io, service)),
-            |served| served.graceful_shutdown(),
-            drain,
-        )),
-        Codec::Http1 => future::Either::Right(future::Either::Left(drive(
-            Box::pin(HTTP1.serve_connection(io, service).with_upgrades()),
-            |served| served.graceful_shutdown(),
-            drain,
-        ))),
-        Codec::Http2 => future::Either::Right(future::Either::Right(drive(
-            Box::pin(HTTP2.serve_connection(io, service)),
-            |served| served.graceful_shutdown(),
-            drain,
-        ))),
-    }
-}
-
-/// Runs `served` to its end; once draining starts, `shutdown` lets its in-flight requests
-/// finish, until the drain closes it.
-async fn drive<C, E>(mut served: Pin<Box<C>>, shutdown: fn(Pin<&mut C>), mut drain: DrainWatch)
-where
-    C: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
-{
-    let result = tokio::select! {
-        result = served.as_mut() => result,
-        () = drain.draining() => {
-            shutdown(served.as_mut());
-            tokio::select! {
-                result = served.as_mut() => result,
-                () = drain.closed() => Ok(()),
-            }
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "http connection ended with an error");
-    }
 }
 
 /// The comma-separated tokens of every `name` header, trimmed (`Connection`, `TE`).
@@ -195,7 +114,7 @@ impl Accounting<'_> {
 )]
 fn handle(
     conn: Arc<HttpConnection>,
-    mut req: Request<Incoming>,
+    mut req: Request<FromClient>,
 ) -> impl Future<Output = Response<ResponseBody>> {
     async move {
         let conn = &*conn;
@@ -332,7 +251,7 @@ fn handle(
 fn route<'t>(
     conn: &'t HttpConnection,
     table: &'t Table,
-    req: &Request<Incoming>,
+    req: &Request<FromClient>,
 ) -> Result<&'t Route, ForwardError> {
     let config = match &conn.config.routes {
         RouteSource::Rds(name) => table.routes.get(name).ok_or(ForwardError::NoRoute)?,
@@ -345,107 +264,14 @@ fn route<'t>(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
-    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
-    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::{
-        CodecType, RouteSpecifier,
-    };
-    use http::Version;
-    use http_body_util::Empty;
-    use hyper::client::conn;
-    use tokio::net::{TcpListener, TcpStream};
-
     use super::*;
-    use crate::drain::Drain;
-    use crate::telemetry::{LocalWorkload, Metrics};
-
-    /// A listener on 127.0.0.1 serving HTTP with `codec` and no routes (every request it takes
-    /// is answered 404); the drain stays open while the returned handle lives.
-    async fn listener(codec: CodecType) -> (SocketAddr, Drain) {
-        let metrics = Metrics::new(LocalWorkload::default(), None, None);
-        let hcm = HttpConnectionManager {
-            codec_type: codec as i32,
-            route_specifier: Some(RouteSpecifier::RouteConfig(RouteConfiguration::default())),
-            ..Default::default()
-        };
-        let config = Arc::new(HttpConfig::compile(&hcm, &metrics).unwrap());
-        let shared = Arc::new(Shared::new(metrics));
-        let (drain, watch) = Drain::new();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((stream, peer)) = listener.accept().await {
-                let conn = HttpConnection {
-                    shared: shared.clone(),
-                    config: config.clone(),
-                    direction: Direction::Inbound,
-                    peer,
-                    peer_identity: None,
-                    drain: watch.clone(),
-                };
-                tokio::spawn(serve(stream, conn));
-            }
-        });
-        (addr, drain)
-    }
-
-    /// The status of one `GET /` to `addr` over HTTP/1.1 or HTTP/2 (prior knowledge); `None`
-    /// when the exchange fails.
-    async fn status(addr: SocketAddr, version: Version) -> Option<u16> {
-        let exchange = async {
-            let io = TokioIo::new(TcpStream::connect(addr).await.ok()?);
-            let req = Request::get("http://catalog/")
-                .body(Empty::<bytes::Bytes>::new())
-                .ok()?;
-            let response = if version == Version::HTTP_2 {
-                let (mut sender, connection) = conn::http2::handshake(TokioExecutor::new(), io)
-                    .await
-                    .ok()?;
-                tokio::spawn(connection);
-                sender.send_request(req).await.ok()?
-            } else {
-                let (mut sender, connection) = conn::http1::handshake(io).await.ok()?;
-                tokio::spawn(connection);
-                sender.send_request(req).await.ok()?
-            };
-            Some(response.status().as_u16())
-        };
-        tokio::time::timeout(Duration::from_secs(5), exchange)
-            .await
-            .expect("the exchange ends")
-    }
-
-    /// As Envoy's `codec_type`: AUTO serves both versions on one port, HTTP1 and HTTP2 only
-    /// their own and fail a client speaking the other.
-    #[tokio::test]
-    async fn a_listener_serves_the_http_versions_its_codec_allows() {
-        for (codec, http1, http2) in [
-            (CodecType::Auto, Some(404), Some(404)),
-            (CodecType::Http1, Some(404), None),
-            (CodecType::Http2, None, Some(404)),
-        ] {
-            let (addr, _drain) = listener(codec).await;
-            assert_eq!(
-                status(addr, Version::HTTP_11).await,
-                http1,
-                "{codec:?}, HTTP/1.1"
-            );
-            assert_eq!(
-                status(addr, Version::HTTP_2).await,
-                http2,
-                "{codec:?}, HTTP/2"
-            );
-        }
-    }
 
     /// The future of a request, boxed and written whole for each one, stays small: a stage on
     /// the request path written as an `async fn` holds the request twice, and each stage's
     /// future holds the next one's.
     #[test]
     fn a_request_future_is_small() {
-        fn size_of_future<F>(_: fn(Arc<HttpConnection>, Request<Incoming>) -> F) -> usize {
+        fn size_of_future<F>(_: fn(Arc<HttpConnection>, Request<FromClient>) -> F) -> usize {
             std::mem::size_of::<F>()
         }
         let size = size_of_future(handle);

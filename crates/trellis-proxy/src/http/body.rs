@@ -6,13 +6,19 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http_body_util::Either;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::mpsc;
 
 use super::replay::ReplayBody;
+use super::streams::H2Body;
 
 /// Frames a mirror's copy may lag behind the real request before it is cut off.
 const MIRROR_LAG: usize = 16;
+
+/// A request body from a client: HTTP/1.1 (`Left`, hyper's) or HTTP/2 (`Right`, read straight
+/// off the `h2` stream by the proxy's own server). Its error is the body's own, boxed.
+pub(crate) type FromClient = Either<Incoming, H2Body>;
 
 /// The body error type: the client's body failed, or a mirror's copy was cut off.
 pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -32,7 +38,7 @@ pin_project_lite::pin_project! {
         /// The client's body, copied to `mirrors` as it streams.
         Client {
             #[pin]
-            body: Incoming,
+            body: FromClient,
             mirrors: Vec<mpsc::Sender<Copied>>,
         },
         /// A mirror's copy of a client's body.
@@ -51,7 +57,7 @@ pin_project_lite::pin_project! {
 
 impl UpstreamBody {
     /// The client's body, not copied.
-    pub(crate) fn client(body: Incoming) -> Self {
+    pub(crate) fn client(body: FromClient) -> Self {
         UpstreamBody::Client {
             body,
             mirrors: Vec::new(),

@@ -7,9 +7,8 @@ use futures_util::{FutureExt, future};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::Either;
-use hyper::body::Incoming;
 
-use super::body::UpstreamBody;
+use super::body::{FromClient, UpstreamBody};
 use super::client::FromUpstream;
 use super::metered::{Metered, Upstream, WantUpstream};
 use super::{HttpConnection, client, mirror, retry, upgrade};
@@ -40,7 +39,7 @@ pub(super) fn forward<'a>(
     route: &'a Route,
     action: &'a RouteAction,
     target: &'a RouteTarget,
-    req: Request<Incoming>,
+    req: Request<FromClient>,
 ) -> impl Future<Output = Result<Response<ResponseBody>, ForwardError>> + 'a {
     match prepare(conn, table, route, action, target, req) {
         Ok(forwarded) => future::Either::Left(forwarded),
@@ -55,7 +54,7 @@ fn prepare<'a>(
     route: &'a Route,
     action: &'a RouteAction,
     target: &'a RouteTarget,
-    mut req: Request<Incoming>,
+    mut req: Request<FromClient>,
 ) -> Result<impl Future<Output = Result<Response<ResponseBody>, ForwardError>> + 'a, ForwardError> {
     let cluster =
         table

@@ -7,7 +7,6 @@
 //! only after the previous one got its stream, as in hyper: a request given up while it waits
 //! for its turn never reaches the server (h2 would send any stream it has queued).
 
-use std::error::Error as StdError;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,14 +14,15 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use h2::client::{ResponseFuture, SendRequest};
-use h2::{Reason, RecvStream, SendStream};
-use http::{HeaderMap, Method, Request, Response, header};
-use hyper::body::{Body, Frame, SizeHint};
+use http::{Method, Request, Response, header};
+use hyper::body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::UpstreamError;
 use crate::http::body::BodyError;
+pub(super) use crate::http::streams::H2Body;
+use crate::http::streams::{Pipe, PipeError};
 
 /// Streams a connection may open before the server's SETTINGS say how many it takes.
 const INITIAL_MAX_SEND_STREAMS: usize = 100;
@@ -220,233 +220,9 @@ where
         let response =
             ready!(Pin::new(&mut this.response).poll(cx)).map_err(|e| failed(&this.closed, e))?;
         let cancel = this.pipe.take().map(Pipe::spawn);
-        let remaining = content_length(response.headers());
-        Poll::Ready(Ok(response.map(|recv| H2Body {
-            recv,
-            remaining,
-            data_done: false,
-            cancel,
-        })))
-    }
-}
-
-/// The `content-length` of a message, if it has one valid value.
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
-    let first = values.next()?.to_str().ok()?.trim().parse().ok()?;
-    values
-        .all(|v| v.to_str().ok().and_then(|v| v.trim().parse().ok()) == Some(first))
-        .then_some(first)
-}
-
-/// Why a request body's pipe stopped early.
-enum PipeError {
-    /// The body failed (the client went away mid-request); the stream was reset.
-    Body(BodyError),
-    /// The stream failed, or the server reset it.
-    H2(h2::Error),
-    /// The stream takes no more data (h2 gives no reason).
-    Closed,
-}
-
-/// A port of hyper's `PipeToSendStream`: sends a request body's frames on its stream as the
-/// server's flow control lets it.
-struct Pipe<B> {
-    body: B,
-    stream: SendStream<Bytes>,
-    /// A chunk polled from the body, waiting for send capacity; whether it ends the body.
-    waiting: Option<(Bytes, bool)>,
-}
-
-impl<B> Pipe<B>
-where
-    B: Body<Data = Bytes> + Unpin + Send + 'static,
-    B::Error: Into<BodyError>,
-{
-    fn new(body: B, stream: SendStream<Bytes>) -> Self {
-        Pipe {
-            body,
-            stream,
-            waiting: None,
-        }
-    }
-
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), PipeError>> {
-        loop {
-            // Registered first, so a reset wakes a pipe waiting for the body or for capacity.
-            if let Poll::Ready(reason) = self.stream.poll_reset(cx).map_err(PipeError::H2)? {
-                return Poll::Ready(Err(PipeError::H2(reason.into())));
-            }
-            if self.waiting.is_some() {
-                while self.stream.capacity() == 0 {
-                    match ready!(self.stream.poll_capacity(cx)) {
-                        Some(Ok(0)) => {}
-                        Some(Ok(_)) => break,
-                        Some(Err(e)) => return Poll::Ready(Err(PipeError::H2(e))),
-                        None => return Poll::Ready(Err(PipeError::Closed)),
-                    }
-                }
-                if let Some((data, eos)) = self.waiting.take() {
-                    self.stream.send_data(data, eos).map_err(PipeError::H2)?;
-                    if eos {
-                        return Poll::Ready(Ok(()));
-                    }
-                }
-                continue;
-            }
-            // The next frame is polled before any capacity is claimed: capacity claimed for a
-            // body that has nothing yet would pin the connection's window (hyper #4003).
-            match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        let eos = self.body.is_end_stream();
-                        if data.is_empty() {
-                            self.stream.send_data(data, eos).map_err(PipeError::H2)?;
-                            if eos {
-                                return Poll::Ready(Ok(()));
-                            }
-                            continue;
-                        }
-                        // A claim of one byte: h2 raises it to the chunk's length as it
-                        // sends, and the capacity wait above then paces the body.
-                        self.stream.reserve_capacity(1);
-                        self.waiting = Some((data, eos));
-                    }
-                    Err(frame) => {
-                        if let Ok(trailers) = frame.into_trailers() {
-                            self.stream.reserve_capacity(0);
-                            self.stream.send_trailers(trailers).map_err(PipeError::H2)?;
-                            return Poll::Ready(Ok(()));
-                        }
-                    }
-                },
-                Some(Err(e)) => {
-                    let e: BodyError = e.into();
-                    self.stream.send_reset(reason(&*e));
-                    return Poll::Ready(Err(PipeError::Body(e)));
-                }
-                None => {
-                    self.stream
-                        .send_data(Bytes::new(), true)
-                        .map_err(PipeError::H2)?;
-                    return Poll::Ready(Ok(()));
-                }
-            }
-        }
-    }
-
-    /// Pipes the rest of the body from a task of its own, until the body ends or the returned
-    /// sender says the response was dropped unfinished (the stream is then reset).
-    fn spawn(mut self) -> oneshot::Sender<()> {
-        let (cancel, cancelled) = oneshot::channel();
-        let mut cancelled = Some(cancelled);
-        tokio::spawn(std::future::poll_fn(move |cx| {
-            if let Some(watch) = &mut cancelled {
-                match Pin::new(watch).poll(cx) {
-                    Poll::Ready(Ok(())) => {
-                        self.stream.send_reset(Reason::CANCEL);
-                        return Poll::Ready(());
-                    }
-                    // The response ended normally: the body goes on.
-                    Poll::Ready(Err(_)) => cancelled = None,
-                    Poll::Pending => {}
-                }
-            }
-            match ready!(self.poll(cx)) {
-                Ok(()) => {}
-                Err(PipeError::Body(e)) => {
-                    tracing::debug!(error = %e, "request body failed after the response head");
-                }
-                Err(PipeError::H2(e)) => {
-                    tracing::debug!(error = %e, "upstream request body cut short");
-                }
-                Err(PipeError::Closed) => {
-                    tracing::debug!("upstream stream stopped taking the request body");
-                }
-            }
-            Poll::Ready(())
-        }));
-        cancel
-    }
-}
-
-/// The HTTP/2 reset code for a failed body: one found in its chain of causes (a client's own
-/// reset passes on as it was), else `INTERNAL_ERROR`.
-fn reason(e: &(dyn StdError + 'static)) -> Reason {
-    let mut cause = Some(e);
-    while let Some(e) = cause {
-        if let Some(reason) = e.downcast_ref::<h2::Error>().and_then(h2::Error::reason) {
-            return reason;
-        }
-        cause = e.source();
-    }
-    Reason::INTERNAL_ERROR
-}
-
-/// A response body from an HTTP/2 endpoint. Each chunk's flow-control capacity is released
-/// as it is passed on, so the server sends more only as the client reads.
-#[derive(Debug)]
-pub(crate) struct H2Body {
-    recv: RecvStream,
-    /// Body bytes still to come, from `content-length`.
-    remaining: Option<u64>,
-    /// The data frames have ended; trailers may follow.
-    data_done: bool,
-    /// Stops a request body still being piped, if this body is dropped unfinished.
-    cancel: Option<oneshot::Sender<()>>,
-}
-
-impl Body for H2Body {
-    type Data = Bytes;
-    type Error = h2::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        let this = self.get_mut();
-        if !this.data_done {
-            match ready!(this.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    let _ = this.recv.flow_control().release_capacity(data.len());
-                    if let Some(remaining) = &mut this.remaining {
-                        *remaining = remaining.saturating_sub(data.len() as u64);
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                // As hyper: NO_ERROR is an early response's end (RFC 9113 §8.1), not a failure.
-                Some(Err(e)) if e.reason() == Some(Reason::NO_ERROR) => return Poll::Ready(None),
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                None => this.data_done = true,
-            }
-        }
-        match ready!(this.recv.poll_trailers(cx)) {
-            Ok(trailers) => Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t)))),
-            Err(e) if e.reason() == Some(Reason::NO_ERROR) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(e))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        if self.recv.is_end_stream() {
-            return SizeHint::with_exact(0);
-        }
-        self.remaining
-            .map_or_else(SizeHint::default, SizeHint::with_exact)
-    }
-}
-
-impl Drop for H2Body {
-    fn drop(&mut self) {
-        if let Some(cancel) = self.cancel.take()
-            && !self.recv.is_end_stream()
-        {
-            let _ = cancel.send(());
-        }
+        let (parts, recv) = response.into_parts();
+        let body = H2Body::new(recv, &parts.headers, cancel);
+        Poll::Ready(Ok(Response::from_parts(parts, body)))
     }
 }
 
@@ -457,14 +233,17 @@ mod tests {
 
     use futures_util::{StreamExt, stream};
     use h2::server::SendResponse;
-    use http::StatusCode;
+    use h2::{Reason, RecvStream};
+    use http::{HeaderMap, StatusCode};
     use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
     use tokio::net::{TcpListener, TcpStream};
     use tokio::sync::mpsc;
 
     use super::*;
     use crate::http::UpstreamBody;
     use crate::http::client::{FromUpstream, UpstreamClients, lock};
+    use crate::http::streams::reason;
 
     type Frames =
         StreamBody<futures_util::stream::BoxStream<'static, Result<Frame<Bytes>, BodyError>>>;

@@ -1,0 +1,360 @@
+//! Serving a downstream connection: HTTP/1.1 through hyper, HTTP/2 straight over the `h2` crate
+//! with every stream of a connection polled from the connection's own task (no task, channel or
+//! boxed future per stream, as hyper's HTTP/2 server has).
+
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::io;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll, ready};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt, future};
+use h2::Reason;
+use h2::server::{Connection, SendResponse};
+use http::{HeaderValue, Request, Response, header};
+use http_body_util::Either;
+use hyper::body::{Body, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+
+use super::body::FromClient;
+use super::streams::{H2Body, Pipe, PipeError};
+use super::{HttpConnection, client, handle};
+use crate::config::http::Codec;
+use crate::detect::H2_PREFACE;
+use crate::drain::DrainWatch;
+use crate::error::ResponseBody;
+use crate::io::Rewind;
+
+/// hyper's HTTP/2 server settings, kept when the server moved off hyper: each stream's and the
+/// connection's receive window.
+const WINDOW: u32 = 1024 * 1024;
+/// Largest frame taken from a client.
+const MAX_FRAME_SIZE: u32 = 16 * 1024;
+/// Largest header list taken from a client.
+const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+/// Bytes of response body a stream may buffer beyond what the client's window lets go.
+const MAX_SEND_BUFFER_SIZE: usize = 400 * 1024;
+/// Streams a client may have open at once.
+const MAX_CONCURRENT_STREAMS: u32 = 200;
+/// Streams a client may make us reset for its errors before the connection is closed.
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
+/// The connection builders: their settings never change. HTTP/1.1 keeps header case and takes
+/// upgrades (WebSocket); HTTP/2 takes no extended CONNECT and sends no pings.
+static HTTP1: LazyLock<http1::Builder> = LazyLock::new(|| {
+    let mut builder = http1::Builder::new();
+    builder.preserve_header_case(true);
+    builder
+});
+static HTTP2: LazyLock<h2::server::Builder> = LazyLock::new(|| {
+    let mut builder = h2::server::Builder::new();
+    builder
+        .initial_window_size(WINDOW)
+        .initial_connection_window_size(WINDOW)
+        .max_frame_size(MAX_FRAME_SIZE)
+        .max_header_list_size(MAX_HEADER_LIST_SIZE)
+        .max_send_buffer_size(MAX_SEND_BUFFER_SIZE)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS));
+    builder
+});
+
+/// Serves HTTP on `io` until the client closes or shutdown ends the connection; in-flight
+/// requests finish when draining starts. As Envoy's `codec_type`, AUTO tells the versions apart
+/// by HTTP/2's preface, and HTTP1 or HTTP2 fail a client speaking the other.
+///
+/// The connection's state is most of an idle connection's memory: it is boxed once, and the
+/// returned future holds only that box and the drain signal (no copy of `io`).
+pub(crate) fn serve<I>(io: I, conn: HttpConnection) -> impl Future<Output = ()> + Send + 'static
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let drain = conn.drain.clone();
+    let codec = conn.config.codec;
+    let conn = Arc::new(conn);
+    match codec {
+        Codec::Auto => future::Either::Left(Box::pin(auto(io, conn, drain))),
+        Codec::Http1 => future::Either::Right(future::Either::Left(http1(io, conn, drain))),
+        Codec::Http2 => future::Either::Right(future::Either::Right(http2(io, conn, drain))),
+    }
+}
+
+/// Reads the first bytes for HTTP/2's preface (as hyper's auto builder did) and serves the
+/// version they show; they are replayed to the codec. A connection that sends nothing closes
+/// when draining starts.
+async fn auto<I>(mut io: I, conn: Arc<HttpConnection>, mut drain: DrainWatch)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut read = BytesMut::with_capacity(H2_PREFACE.len());
+    let preface = async {
+        while read.len() < H2_PREFACE.len() && read[..] == H2_PREFACE[..read.len()] {
+            if io.read_buf(&mut read).await? == 0 {
+                break;
+            }
+        }
+        Ok::<_, io::Error>(read[..] == *H2_PREFACE)
+    };
+    let is_h2 = tokio::select! {
+        is_h2 = preface => is_h2,
+        () = drain.draining() => return,
+    };
+    let io = Rewind::new(read.freeze(), io);
+    match is_h2 {
+        Ok(true) => http2(io, conn, drain).await,
+        Ok(false) => http1(io, conn, drain).await,
+        Err(e) => tracing::debug!(error = %e, "http connection failed before its first request"),
+    }
+}
+
+/// Serves HTTP/1.1 (with upgrades) through hyper.
+fn http1<I>(io: I, conn: Arc<HttpConnection>, drain: DrainWatch) -> impl Future<Output = ()>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // Each request's future is boxed: it is over a kilobyte, and hyper would otherwise copy it
+    // whole into its per-request slot (allocated per connection), and again on each change of
+    // state.
+    let service = service_fn(move |req: Request<Incoming>| {
+        Box::pin(handle(conn.clone(), req.map(Either::Left)).map(Ok::<_, Infallible>))
+    });
+    let served = HTTP1
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    drive(Box::pin(served), |served| served.graceful_shutdown(), drain)
+}
+
+/// Serves HTTP/2 over the `h2` crate. A connection still shaking hands when draining starts is
+/// closed, as hyper's.
+fn http2<I>(
+    io: I,
+    conn: Arc<HttpConnection>,
+    mut drain: DrainWatch,
+) -> Pin<Box<dyn Future<Output = ()> + Send>>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    Box::pin(async move {
+        let handshake = HTTP2.handshake::<_, Bytes>(io);
+        let connection = tokio::select! {
+            connection = handshake => connection,
+            () = drain.draining() => return,
+        };
+        match connection {
+            Ok(connection) => {
+                let served = Served {
+                    connection,
+                    conn,
+                    start: handle,
+                    streams: FuturesUnordered::new(),
+                };
+                drive(Box::pin(served), Served::graceful_shutdown, drain).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "http/2 handshake failed"),
+        }
+    })
+}
+
+/// Runs `served` to its end; once draining starts, `shutdown` lets its in-flight requests
+/// finish, until the drain closes it.
+async fn drive<C, E>(mut served: Pin<Box<C>>, shutdown: fn(Pin<&mut C>), mut drain: DrainWatch)
+where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let result = tokio::select! {
+        result = served.as_mut() => result,
+        () = drain.draining() => {
+            shutdown(served.as_mut());
+            tokio::select! {
+                result = served.as_mut() => result,
+                () = drain.closed() => Ok(()),
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "http connection ended with an error");
+    }
+}
+
+/// An HTTP/2 connection and its streams, all polled from this one future: accepting a stream
+/// starts its request, and a stream's frames go out in the same poll that made them.
+struct Served<I, F> {
+    connection: Connection<I, Bytes>,
+    conn: Arc<HttpConnection>,
+    /// Starts a request's handling (the request path; in tests, a stand-in).
+    start: fn(Arc<HttpConnection>, Request<FromClient>) -> F,
+    streams: FuturesUnordered<Stream<F>>,
+}
+
+impl<I, F> Served<I, F>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    F: Future<Output = Response<ResponseBody>>,
+{
+    /// Sends GOAWAY: streams already open finish, and the connection closes once they have.
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        self.get_mut().connection.graceful_shutdown();
+    }
+}
+
+impl<I, F> Future for Served<I, F>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    F: Future<Output = Response<ResponseBody>>,
+{
+    type Output = Result<(), h2::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            // The streams first: the connection's poll below writes what they send.
+            while let Poll::Ready(Some(())) = this.streams.poll_next_unpin(cx) {}
+            // Ends (`None`) once the client has gone, or once every stream has ended after a
+            // GOAWAY; the streams still here are then dropped, as their requests are moot.
+            let Some((req, respond)) = ready!(this.connection.poll_accept(cx)).transpose()? else {
+                return Poll::Ready(Ok(()));
+            };
+            let (parts, recv) = req.into_parts();
+            let body = H2Body::new(recv, &parts.headers, None);
+            let req = Request::from_parts(parts, Either::Right(body));
+            this.streams.push(Stream {
+                stage: Stage::Handling {
+                    handling: (this.start)(this.conn.clone(), req),
+                },
+                respond,
+            });
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One request's stream: its handling, then its response's body.
+    struct Stream<F> {
+        #[pin]
+        stage: Stage<F>,
+        respond: SendResponse<Bytes>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StageProj]
+    enum Stage<F> {
+        Handling { #[pin] handling: F },
+        Sending { pipe: Pipe<ResponseBody> },
+    }
+}
+
+impl<F: Future<Output = Response<ResponseBody>>> Future for Stream<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // A panic ends only its own stream: the connection's other streams share this task.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.as_mut().poll_stage(cx))) {
+            Ok(polled) => polled,
+            Err(_) => {
+                tracing::error!("a request's handling panicked; its stream is reset");
+                self.project().respond.send_reset(Reason::INTERNAL_ERROR);
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+impl<F: Future<Output = Response<ResponseBody>>> Stream<F> {
+    fn poll_stage(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        loop {
+            match this.stage.as_mut().project() {
+                StageProj::Handling { handling } => {
+                    let Poll::Ready(response) = handling.poll(cx) else {
+                        // A client that resets the stream gives up the request: its handling
+                        // (an upstream request, say) is dropped with it.
+                        if let Poll::Ready(reset) = this.respond.poll_reset(cx) {
+                            tracing::debug!(?reset, "request cancelled by the client");
+                            return Poll::Ready(());
+                        }
+                        return Poll::Pending;
+                    };
+                    match send_head(this.respond, response) {
+                        Some(pipe) => this.stage.set(Stage::Sending { pipe }),
+                        None => return Poll::Ready(()),
+                    }
+                }
+                StageProj::Sending { pipe } => {
+                    match ready!(pipe.poll(cx)) {
+                        Ok(()) => {}
+                        Err(PipeError::Body(e)) => {
+                            tracing::debug!(error = %e, "response body failed; stream reset");
+                        }
+                        Err(PipeError::H2(e)) => {
+                            tracing::debug!(error = %e, "response body cut short by the client");
+                        }
+                        Err(PipeError::Closed) => {
+                            tracing::debug!("client stream stopped taking the response body");
+                        }
+                    }
+                    return Poll::Ready(());
+                }
+            }
+        }
+    }
+}
+
+/// Sends `response`'s head as hyper's server did: without connection-specific headers (HTTP/2
+/// has none), with `date` and, for a body of known size, `content-length` when missing. The
+/// pipe for its body, if it has one.
+fn send_head(
+    respond: &mut SendResponse<Bytes>,
+    response: Response<ResponseBody>,
+) -> Option<Pipe<ResponseBody>> {
+    let (parts, body) = response.into_parts();
+    let mut head = Response::from_parts(parts, ());
+    let headers = head.headers_mut();
+    client::strip_hop_by_hop(headers, false);
+    headers.entry(header::DATE).or_insert_with(date);
+    let eos = body.is_end_stream();
+    if !eos && let Some(len) = body.size_hint().exact() {
+        headers
+            .entry(header::CONTENT_LENGTH)
+            .or_insert_with(|| len.into());
+    }
+    match respond.send_response(head, eos) {
+        Ok(stream) => (!eos).then(|| Pipe::new(body, stream)),
+        Err(e) => {
+            tracing::debug!(error = %e, "response head refused");
+            respond.send_reset(Reason::INTERNAL_ERROR);
+            None
+        }
+    }
+}
+
+/// The `date` header's value: rendered at most once a second on each thread, as hyper does.
+fn date() -> HeaderValue {
+    thread_local! {
+        static DATE: RefCell<(u64, HeaderValue)> =
+            const { RefCell::new((u64::MAX, HeaderValue::from_static(""))) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(rendered, value)| {
+        if *rendered != second
+            && let Ok(rendered_now) = HeaderValue::try_from(httpdate::fmt_http_date(now))
+        {
+            *rendered = second;
+            *value = rendered_now;
+        }
+        value.clone()
+    })
+}
+
+#[cfg(test)]
+mod tests;

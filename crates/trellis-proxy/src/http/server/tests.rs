@@ -1,0 +1,273 @@
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::{
+    CodecType, RouteSpecifier,
+};
+use h2::client::SendRequest;
+use http::{StatusCode, Version};
+use http_body_util::{Empty, Full};
+use hyper::client::conn;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use super::*;
+use crate::config::http::HttpConfig;
+use crate::drain::Drain;
+use crate::table::Shared;
+use crate::telemetry::{Direction, LocalWorkload, Metrics};
+
+/// A connection's shared state for a listener with `codec` and no routes (every request the
+/// real request path takes is answered 404).
+fn connection(codec: CodecType, peer: SocketAddr, drain: DrainWatch) -> HttpConnection {
+    let metrics = Metrics::new(LocalWorkload::default(), None, None);
+    let hcm = HttpConnectionManager {
+        codec_type: codec as i32,
+        route_specifier: Some(RouteSpecifier::RouteConfig(RouteConfiguration::default())),
+        ..Default::default()
+    };
+    let config = Arc::new(HttpConfig::compile(&hcm, &metrics).unwrap());
+    HttpConnection {
+        shared: Arc::new(Shared::new(metrics)),
+        config,
+        direction: Direction::Inbound,
+        peer,
+        peer_identity: None,
+        drain,
+    }
+}
+
+/// A listener on 127.0.0.1 serving HTTP with `codec`, as [`connection`]; the drain stays open
+/// while the returned handle lives.
+async fn listener(codec: CodecType) -> (SocketAddr, Drain) {
+    let (drain, watch) = Drain::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, peer)) = listener.accept().await {
+            tokio::spawn(serve(stream, connection(codec, peer, watch.clone())));
+        }
+    });
+    (addr, drain)
+}
+
+/// The response head of one `GET /` to `addr` over HTTP/1.1 or HTTP/2 (prior knowledge);
+/// `None` when the exchange fails.
+async fn head(addr: SocketAddr, version: Version) -> Option<http::response::Parts> {
+    let exchange = async {
+        let io = TokioIo::new(TcpStream::connect(addr).await.ok()?);
+        let req = Request::get("http://catalog/")
+            .body(Empty::<Bytes>::new())
+            .ok()?;
+        let response = if version == Version::HTTP_2 {
+            let (mut sender, connection) = conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .ok()?;
+            tokio::spawn(connection);
+            sender.send_request(req).await.ok()?
+        } else {
+            let (mut sender, connection) = conn::http1::handshake(io).await.ok()?;
+            tokio::spawn(connection);
+            sender.send_request(req).await.ok()?
+        };
+        Some(response.into_parts().0)
+    };
+    within("the exchange", exchange).await
+}
+
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(5), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: timed out"))
+}
+
+/// As Envoy's `codec_type`: AUTO serves both versions on one port, HTTP1 and HTTP2 only their
+/// own and fail a client speaking the other.
+#[tokio::test]
+async fn a_listener_serves_the_http_versions_its_codec_allows() {
+    for (codec, http1, http2) in [
+        (CodecType::Auto, Some(404), Some(404)),
+        (CodecType::Http1, Some(404), None),
+        (CodecType::Http2, None, Some(404)),
+    ] {
+        let (addr, _drain) = listener(codec).await;
+        let status = |head: Option<http::response::Parts>| head.map(|h| h.status.as_u16());
+        assert_eq!(
+            status(head(addr, Version::HTTP_11).await),
+            http1,
+            "{codec:?}, HTTP/1.1"
+        );
+        assert_eq!(
+            status(head(addr, Version::HTTP_2).await),
+            http2,
+            "{codec:?}, HTTP/2"
+        );
+    }
+}
+
+/// As hyper's server, which served HTTP/2 before: a reply carries `date`.
+#[tokio::test]
+async fn an_http2_reply_carries_a_date() {
+    let (addr, _drain) = listener(CodecType::Auto).await;
+    let head = head(addr, Version::HTTP_2).await.expect("an answer");
+    assert_eq!(head.status, StatusCode::NOT_FOUND);
+    assert_eq!(head.version, Version::HTTP_2);
+    let date = head.headers[header::DATE].to_str().unwrap();
+    assert!(httpdate::parse_http_date(date).is_ok(), "date: {date}");
+}
+
+/// An HTTP/2 connection served with `start` standing in for the request path: the client's
+/// handle, the serving task, the client connection's task and the drain that shuts it down.
+struct Pair {
+    client: SendRequest<Bytes>,
+    served: JoinHandle<()>,
+    client_conn: JoinHandle<()>,
+    drain: Drain,
+}
+
+async fn pair<F>(start: fn(Arc<HttpConnection>, Request<FromClient>) -> F) -> Pair
+where
+    F: Future<Output = Response<ResponseBody>> + Send + 'static,
+{
+    let (drain, watch) = Drain::new();
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
+    let conn = Arc::new(connection(CodecType::Http2, peer, watch.clone()));
+    let served = tokio::spawn(async move {
+        let connection = HTTP2.handshake::<_, Bytes>(server_io).await.unwrap();
+        let served = Served {
+            connection,
+            conn,
+            start,
+            streams: FuturesUnordered::new(),
+        };
+        drive(Box::pin(served), Served::graceful_shutdown, watch).await;
+    });
+    let (client, connection) = h2::client::handshake(client_io).await.unwrap();
+    let client_conn = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Pair {
+        client,
+        served,
+        client_conn,
+        drain,
+    }
+}
+
+fn get(path: &str) -> Request<()> {
+    Request::get(format!("http://catalog{path}"))
+        .body(())
+        .unwrap()
+}
+
+fn reply(body: &'static str) -> Response<ResponseBody> {
+    Response::new(Either::Right(Full::new(Bytes::from_static(
+        body.as_bytes(),
+    ))))
+}
+
+/// A whole response body read from the client's side.
+async fn text(response: Response<h2::RecvStream>) -> String {
+    let mut body = response.into_body();
+    let mut read = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+        read.extend_from_slice(&chunk);
+    }
+    String::from_utf8(read).unwrap()
+}
+
+#[tokio::test]
+async fn a_client_reset_drops_the_request_it_gave_up() {
+    static DROPPED: AtomicBool = AtomicBool::new(false);
+    struct Guard;
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            DROPPED.store(true, Ordering::SeqCst);
+        }
+    }
+    fn never(
+        _: Arc<HttpConnection>,
+        _: Request<FromClient>,
+    ) -> impl Future<Output = Response<ResponseBody>> {
+        let guard = Guard;
+        async move {
+            std::future::pending::<()>().await;
+            drop(guard);
+            reply("unreachable")
+        }
+    }
+    let pair = pair(never).await;
+    let mut client = within("ready", pair.client.ready()).await.unwrap();
+    let (_response, mut stream) = client.send_request(get("/"), false).unwrap();
+    // Polled once, so the request is being handled when the reset comes.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!DROPPED.load(Ordering::SeqCst), "handled until the reset");
+    stream.send_reset(Reason::CANCEL);
+    within("the request dropped", async {
+        while !DROPPED.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_panic_resets_only_its_own_stream() {
+    async fn panics_on_boom(
+        _: Arc<HttpConnection>,
+        req: Request<FromClient>,
+    ) -> Response<ResponseBody> {
+        assert_ne!(req.uri().path(), "/boom", "the handling panics");
+        reply("fine")
+    }
+    let pair = pair(panics_on_boom).await;
+    let mut client = within("ready", pair.client.clone().ready()).await.unwrap();
+    let (boom, _) = client.send_request(get("/boom"), true).unwrap();
+    let (fine, _) = client.send_request(get("/fine"), true).unwrap();
+    let failed = within("the panicking stream", boom).await.unwrap_err();
+    assert_eq!(failed.reason(), Some(Reason::INTERNAL_ERROR));
+    let fine = within("the other stream", fine).await.unwrap();
+    // As hyper's server: a body of known size gets its `content-length`.
+    assert_eq!(fine.headers()[header::CONTENT_LENGTH], "4");
+    assert_eq!(within("its body", text(fine)).await, "fine");
+    // The connection still serves.
+    let mut client = within("ready", client.ready()).await.unwrap();
+    let (again, _) = client.send_request(get("/again"), true).unwrap();
+    let again = within("a later stream", again).await.unwrap();
+    assert_eq!(within("its body", text(again)).await, "fine");
+}
+
+#[tokio::test]
+async fn draining_finishes_open_streams_then_closes_the_connection() {
+    static RELEASE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+    async fn held(_: Arc<HttpConnection>, _: Request<FromClient>) -> Response<ResponseBody> {
+        RELEASE.notified().await;
+        reply("finished")
+    }
+    let pair = pair(held).await;
+    let mut client = within("ready", pair.client.ready()).await.unwrap();
+    let (response, _) = client.send_request(get("/slow"), true).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let shutdown = tokio::spawn(pair.drain.shutdown(Duration::from_secs(5)));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !pair.served.is_finished(),
+        "open streams keep the connection"
+    );
+    RELEASE.notify_one();
+    let response = within("the open stream", response).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(within("its body", text(response)).await, "finished");
+    within("the connection served", pair.served).await.unwrap();
+    within("the client's connection closed", pair.client_conn)
+        .await
+        .unwrap();
+    within("shutdown", shutdown).await.unwrap();
+}
