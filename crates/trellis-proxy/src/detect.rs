@@ -20,6 +20,8 @@ const MAX_LINE: usize = 8192;
 pub(crate) const HTTP1: &str = "http/1.1";
 /// Application protocol name for cleartext HTTP/2.
 pub(crate) const H2C: &str = "h2c";
+/// Application protocol name for HTTP/2 over TLS, as ALPN names it.
+pub(crate) const H2: &str = "h2";
 
 /// What detection concluded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -172,7 +172,11 @@ async fn connection(
         return;
     };
     tracing::debug!(chain = %chain.name, ?detected, "connection");
-    dispatch(io, &listener, chain, peer, None, shared, drain).await;
+    let negotiated = Negotiated {
+        peer_identity: None,
+        protocol: detected.protocol(),
+    };
+    dispatch(io, &listener, chain, peer, negotiated, shared, drain).await;
 }
 
 /// [`dispatch`] for a connection that completed the mTLS handshake, on the chain its ALPN
@@ -194,11 +198,22 @@ fn dispatch_tls(
         listener,
         chain,
         peer,
-        accepted.peer,
+        Negotiated {
+            peer_identity: accepted.peer,
+            protocol: accepted.alpn,
+        },
         shared,
         drain,
     );
     Either::Right(forwarding)
+}
+
+/// What a connection's TLS handshake or protocol detection settled.
+struct Negotiated {
+    /// The client's verified SPIFFE ID (mTLS); `None` for plaintext.
+    peer_identity: Option<Arc<str>>,
+    /// The application protocol: the ALPN of a TLS connection, or what detection saw.
+    protocol: Option<&'static str>,
 }
 
 /// Hands a connection to the chain's network filter: the forwarding to await (which ends at
@@ -209,13 +224,17 @@ fn dispatch<I>(
     listener: &ListenerConfig,
     chain: &FilterChain,
     peer: SocketAddr,
-    peer_identity: Option<Arc<str>>,
+    negotiated: Negotiated,
     shared: Arc<Shared>,
     drain: DrainWatch,
 ) -> impl Future<Output = ()> + Send + 'static
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Negotiated {
+        peer_identity,
+        protocol,
+    } = negotiated;
     let subject = Subject {
         peer: peer_identity.as_deref(),
         request: None,
@@ -235,7 +254,7 @@ where
                 peer_identity,
                 drain,
             };
-            Either::Left(http::serve(io, conn))
+            Either::Left(http::serve(io, conn, protocol))
         }
         NetworkFilter::Tcp(config) => {
             let config = config.clone();

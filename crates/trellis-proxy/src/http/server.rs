@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt, future};
 use h2::Reason;
-use h2::server::{Connection, SendResponse};
+use h2::server::{Connection, Handshake, SendResponse};
 use http::{HeaderValue, Request, Response, header};
 use http_body_util::Either;
 use hyper::body::{Body, Incoming};
@@ -28,7 +28,7 @@ use super::body::FromClient;
 use super::streams::{H2Body, Pipe, PipeError};
 use super::{HttpConnection, client, handle};
 use crate::config::http::Codec;
-use crate::detect::H2_PREFACE;
+use crate::detect::{self, H2_PREFACE};
 use crate::drain::DrainWatch;
 use crate::error::ResponseBody;
 use crate::io::Rewind;
@@ -68,22 +68,35 @@ static HTTP2: LazyLock<h2::server::Builder> = LazyLock::new(|| {
 });
 
 /// Serves HTTP on `io` until the client closes or shutdown ends the connection; in-flight
-/// requests finish when draining starts. As Envoy's `codec_type`, AUTO tells the versions apart
-/// by HTTP/2's preface, and HTTP1 or HTTP2 fail a client speaking the other.
+/// requests finish when draining starts. As Envoy's `codec_type`, HTTP1 or HTTP2 fail a client
+/// speaking the other, and AUTO serves the version `protocol` names (the ALPN of a TLS
+/// connection, or what detection saw); without one, it reads the first bytes for HTTP/2's
+/// preface.
 ///
 /// The connection's state is most of an idle connection's memory: it is boxed once, and the
 /// returned future holds only that box and the drain signal (no copy of `io`).
-pub(crate) fn serve<I>(io: I, conn: HttpConnection) -> impl Future<Output = ()> + Send + 'static
+pub(crate) fn serve<I>(
+    io: I,
+    conn: HttpConnection,
+    protocol: Option<&str>,
+) -> impl Future<Output = ()> + Send + 'static
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let drain = conn.drain.clone();
-    let codec = conn.config.codec;
     let conn = Arc::new(conn);
-    match codec {
-        Codec::Auto => future::Either::Left(Box::pin(auto(io, conn, drain))),
-        Codec::Http1 => future::Either::Right(future::Either::Left(http1(io, conn, drain))),
-        Codec::Http2 => future::Either::Right(future::Either::Right(http2(io, conn, drain))),
+    let version = match (conn.config.codec, protocol) {
+        (Codec::Http1, _) => Some(false),
+        (Codec::Http2, _) => Some(true),
+        (Codec::Auto, Some(detect::HTTP1)) => Some(false),
+        (Codec::Auto, Some(detect::H2C | detect::H2)) => Some(true),
+        (Codec::Auto, _) => None,
+    };
+    match version {
+        Some(false) => future::Either::Left(http1(io, conn, drain)),
+        Some(true) => future::Either::Right(future::Either::Left(http2(io, conn, drain))),
+        // Boxed: it holds `io` while it reads, and it is rare (mesh clients negotiate ALPN).
+        None => future::Either::Right(future::Either::Right(Box::pin(auto(io, conn, drain)))),
     }
 }
 
@@ -132,35 +145,13 @@ where
     drive(Box::pin(served), |served| served.graceful_shutdown(), drain)
 }
 
-/// Serves HTTP/2 over the `h2` crate. A connection still shaking hands when draining starts is
-/// closed, as hyper's.
-fn http2<I>(
-    io: I,
-    conn: Arc<HttpConnection>,
-    mut drain: DrainWatch,
-) -> Pin<Box<dyn Future<Output = ()> + Send>>
+/// Serves HTTP/2 over the `h2` crate.
+fn http2<I>(io: I, conn: Arc<HttpConnection>, drain: DrainWatch) -> impl Future<Output = ()>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    Box::pin(async move {
-        let handshake = HTTP2.handshake::<_, Bytes>(io);
-        let connection = tokio::select! {
-            connection = handshake => connection,
-            () = drain.draining() => return,
-        };
-        match connection {
-            Ok(connection) => {
-                let served = Served {
-                    connection,
-                    conn,
-                    start: handle,
-                    streams: FuturesUnordered::new(),
-                };
-                drive(Box::pin(served), Served::graceful_shutdown, drain).await;
-            }
-            Err(e) => tracing::debug!(error = %e, "http/2 handshake failed"),
-        }
-    })
+    let served = Served::new(HTTP2.handshake(io), conn, handle);
+    drive(Box::pin(served), Served::graceful_shutdown, drain)
 }
 
 /// Runs `served` to its end; once draining starts, `shutdown` lets its in-flight requests
@@ -188,11 +179,21 @@ where
 /// An HTTP/2 connection and its streams, all polled from this one future: accepting a stream
 /// starts its request, and a stream's frames go out in the same poll that made them.
 struct Served<I, F> {
-    connection: Connection<I, Bytes>,
+    state: State<I>,
     conn: Arc<HttpConnection>,
     /// Starts a request's handling (the request path; in tests, a stand-in).
     start: fn(Arc<HttpConnection>, Request<FromClient>) -> F,
     streams: FuturesUnordered<Stream<F>>,
+}
+
+/// Where an HTTP/2 connection is. Its handshake is a state of the same box as its serving, so
+/// the connection's I/O is held in one place for its whole life.
+enum State<I> {
+    /// Reading the client's preface and settings.
+    Handshaking(Handshake<I, Bytes>),
+    Serving(Connection<I, Bytes>),
+    /// Shutdown came before the handshake ended: closed, as hyper's server does.
+    Closed,
 }
 
 impl<I, F> Served<I, F>
@@ -200,9 +201,27 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
     F: Future<Output = Response<ResponseBody>>,
 {
+    fn new(
+        handshake: Handshake<I, Bytes>,
+        conn: Arc<HttpConnection>,
+        start: fn(Arc<HttpConnection>, Request<FromClient>) -> F,
+    ) -> Self {
+        Served {
+            state: State::Handshaking(handshake),
+            conn,
+            start,
+            streams: FuturesUnordered::new(),
+        }
+    }
+
     /// Sends GOAWAY: streams already open finish, and the connection closes once they have.
     fn graceful_shutdown(self: Pin<&mut Self>) {
-        self.get_mut().connection.graceful_shutdown();
+        let state = &mut self.get_mut().state;
+        match state {
+            State::Handshaking(_) => *state = State::Closed,
+            State::Serving(connection) => connection.graceful_shutdown(),
+            State::Closed => {}
+        }
     }
 }
 
@@ -215,12 +234,19 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        if let State::Handshaking(handshake) = &mut this.state {
+            let connection = ready!(Pin::new(handshake).poll(cx))?;
+            this.state = State::Serving(connection);
+        }
+        let State::Serving(connection) = &mut this.state else {
+            return Poll::Ready(Ok(()));
+        };
         loop {
             // The streams first: the connection's poll below writes what they send.
             while let Poll::Ready(Some(())) = this.streams.poll_next_unpin(cx) {}
             // Ends (`None`) once the client has gone, or once every stream has ended after a
             // GOAWAY; the streams still here are then dropped, as their requests are moot.
-            let Some((req, respond)) = ready!(this.connection.poll_accept(cx)).transpose()? else {
+            let Some((req, respond)) = ready!(connection.poll_accept(cx)).transpose()? else {
                 return Poll::Ready(Ok(()));
             };
             let (parts, recv) = req.into_parts();

@@ -20,6 +20,7 @@ use trellis_identity::tls::peer_identity;
 
 use super::{Alpn, IdentityState};
 use crate::config::tls::UpstreamTls;
+use crate::detect;
 
 /// A terminated inbound mTLS connection.
 pub(crate) struct Accepted<IO> {
@@ -49,8 +50,8 @@ where
         .and_then(peer_identity)
         .map(|id| Arc::from(id.to_string()));
     let alpn = match session.alpn_protocol() {
-        Some(b"h2") => Some("h2"),
-        Some(b"http/1.1") => Some("http/1.1"),
+        Some(b"h2") => Some(detect::H2),
+        Some(b"http/1.1") => Some(detect::HTTP1),
         _ => None,
     };
     Ok(Accepted { stream, peer, alpn })

@@ -41,15 +41,19 @@ fn connection(codec: CodecType, peer: SocketAddr, drain: DrainWatch) -> HttpConn
     }
 }
 
-/// A listener on 127.0.0.1 serving HTTP with `codec`, as [`connection`]; the drain stays open
-/// while the returned handle lives.
-async fn listener(codec: CodecType) -> (SocketAddr, Drain) {
+/// A listener on 127.0.0.1 serving HTTP with `codec`, as [`connection`], on connections whose
+/// negotiated `protocol` is the one given; the drain stays open while the returned handle lives.
+async fn listener(codec: CodecType, protocol: Option<&'static str>) -> (SocketAddr, Drain) {
     let (drain, watch) = Drain::new();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, peer)) = listener.accept().await {
-            tokio::spawn(serve(stream, connection(codec, peer, watch.clone())));
+            tokio::spawn(serve(
+                stream,
+                connection(codec, peer, watch.clone()),
+                protocol,
+            ));
         }
     });
     (addr, drain)
@@ -85,26 +89,31 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("{what}: timed out"))
 }
 
-/// As Envoy's `codec_type`: AUTO serves both versions on one port, HTTP1 and HTTP2 only their
-/// own and fail a client speaking the other.
+/// As Envoy's `codec_type`: AUTO serves both versions on one port (the one negotiated, else
+/// the one the first bytes show), HTTP1 and HTTP2 only their own and fail a client speaking the
+/// other.
 #[tokio::test]
 async fn a_listener_serves_the_http_versions_its_codec_allows() {
-    for (codec, http1, http2) in [
-        (CodecType::Auto, Some(404), Some(404)),
-        (CodecType::Http1, Some(404), None),
-        (CodecType::Http2, None, Some(404)),
+    for (codec, protocol, http1, http2) in [
+        (CodecType::Auto, None, Some(404), Some(404)),
+        (CodecType::Auto, Some(detect::HTTP1), Some(404), None),
+        (CodecType::Auto, Some(detect::H2C), None, Some(404)),
+        (CodecType::Auto, Some(detect::H2), None, Some(404)),
+        (CodecType::Http1, None, Some(404), None),
+        (CodecType::Http1, Some(detect::H2), Some(404), None),
+        (CodecType::Http2, None, None, Some(404)),
     ] {
-        let (addr, _drain) = listener(codec).await;
+        let (addr, _drain) = listener(codec, protocol).await;
         let status = |head: Option<http::response::Parts>| head.map(|h| h.status.as_u16());
         assert_eq!(
             status(head(addr, Version::HTTP_11).await),
             http1,
-            "{codec:?}, HTTP/1.1"
+            "{codec:?} on {protocol:?}, HTTP/1.1"
         );
         assert_eq!(
             status(head(addr, Version::HTTP_2).await),
             http2,
-            "{codec:?}, HTTP/2"
+            "{codec:?} on {protocol:?}, HTTP/2"
         );
     }
 }
@@ -112,7 +121,7 @@ async fn a_listener_serves_the_http_versions_its_codec_allows() {
 /// As hyper's server, which served HTTP/2 before: a reply carries `date`.
 #[tokio::test]
 async fn an_http2_reply_carries_a_date() {
-    let (addr, _drain) = listener(CodecType::Auto).await;
+    let (addr, _drain) = listener(CodecType::Auto, None).await;
     let head = head(addr, Version::HTTP_2).await.expect("an answer");
     assert_eq!(head.status, StatusCode::NOT_FOUND);
     assert_eq!(head.version, Version::HTTP_2);
@@ -137,16 +146,8 @@ where
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
     let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
     let conn = Arc::new(connection(CodecType::Http2, peer, watch.clone()));
-    let served = tokio::spawn(async move {
-        let connection = HTTP2.handshake::<_, Bytes>(server_io).await.unwrap();
-        let served = Served {
-            connection,
-            conn,
-            start,
-            streams: FuturesUnordered::new(),
-        };
-        drive(Box::pin(served), Served::graceful_shutdown, watch).await;
-    });
+    let served = Served::new(HTTP2.handshake(server_io), conn, start);
+    let served = tokio::spawn(drive(Box::pin(served), Served::graceful_shutdown, watch));
     let (client, connection) = h2::client::handshake(client_io).await.unwrap();
     let client_conn = tokio::spawn(async move {
         let _ = connection.await;
