@@ -527,6 +527,10 @@ const HOP_BY_HOP: [HeaderName; 3] = [
 /// Removes connection-specific headers (RFC 9110 §7.6.1), keeping `te: trailers` for gRPC and,
 /// for upgrades, `Connection: upgrade` with `Upgrade`.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages have none: one pass over the few names present settles it.
+    if !headers.keys().any(is_connection_specific) {
+        return;
+    }
     if carries(headers, &header::CONNECTION) {
         // The usual `Connection: keep-alive` lists only headers removed below anyway: then
         // nothing is copied.
@@ -567,6 +571,14 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
     }
+}
+
+/// Whether `name` is one [`strip_hop_by_hop`] may remove.
+fn is_connection_specific(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::UPGRADE
+        || HOP_BY_HOP.contains(name)
 }
 
 /// Whether `headers` has `name`, by comparing the few names present rather than hashing: the

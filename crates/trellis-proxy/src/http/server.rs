@@ -7,12 +7,14 @@ use std::convert::Infallible;
 use std::io;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Wake, Waker, ready};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::FuturesUnordered;
+use futures_util::task::AtomicWaker;
 use futures_util::{FutureExt, StreamExt, future};
 use h2::Reason;
 use h2::server::{Connection, Handshake, SendResponse};
@@ -162,6 +164,8 @@ where
     E: std::fmt::Display,
 {
     let result = tokio::select! {
+        // In order: the connection is polled far more often than the drain changes.
+        biased;
         result = served.as_mut() => result,
         () = drain.draining() => {
             shutdown(served.as_mut());
@@ -184,6 +188,37 @@ struct Served<I, F> {
     /// Starts a request's handling (the request path; in tests, a stand-in).
     start: fn(Arc<HttpConnection>, Request<FromClient>) -> F,
     streams: FuturesUnordered<Stream<F>>,
+    /// The waker the connection is polled with, and its state.
+    wake: Arc<ConnectionWake>,
+    waker: Waker,
+}
+
+/// The waker `h2` keeps for the connection, which it wakes whenever a stream has something to
+/// send. Most such wakes come from the connection's own streams while this task polls them,
+/// and the poll then goes on to write what they sent: such a wake is only noted, rather than
+/// scheduling the task once more for nothing.
+#[derive(Default)]
+struct ConnectionWake {
+    task: AtomicWaker,
+    /// The task is polling the connection and its streams.
+    polling: AtomicBool,
+    /// Woken since the connection's last poll began.
+    woken: AtomicBool,
+}
+
+impl Wake for ConnectionWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Noted first: a task that stops polling checks the note after clearing `polling`,
+        // so of this wake and that check, one sees the other.
+        self.woken.store(true, Ordering::SeqCst);
+        if !self.polling.load(Ordering::SeqCst) {
+            self.task.wake();
+        }
+    }
 }
 
 /// Where an HTTP/2 connection is. Its handshake is a state of the same box as its serving, so
@@ -206,11 +241,14 @@ where
         conn: Arc<HttpConnection>,
         start: fn(Arc<HttpConnection>, Request<FromClient>) -> F,
     ) -> Self {
+        let wake = Arc::new(ConnectionWake::default());
         Served {
             state: State::Handshaking(handshake),
             conn,
             start,
             streams: FuturesUnordered::new(),
+            waker: Waker::from(wake.clone()),
+            wake,
         }
     }
 
@@ -238,23 +276,46 @@ where
             let connection = ready!(Pin::new(handshake).poll(cx))?;
             this.state = State::Serving(connection);
         }
-        let State::Serving(connection) = &mut this.state else {
+        this.wake.task.register(cx.waker());
+        this.wake.polling.store(true, Ordering::SeqCst);
+        let polled = this.serve(cx);
+        this.wake.polling.store(false, Ordering::SeqCst);
+        // Woken while the connection was being polled, or since: it has more to do.
+        if polled.is_pending() && this.wake.woken.swap(false, Ordering::SeqCst) {
+            cx.waker().wake_by_ref();
+        }
+        polled
+    }
+}
+
+impl<I, F> Served<I, F>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    F: Future<Output = Response<ResponseBody>>,
+{
+    /// Polls the streams, then the connection (which writes what they sent and reads what
+    /// came), until neither has more to do.
+    fn serve(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
+        let State::Serving(connection) = &mut self.state else {
             return Poll::Ready(Ok(()));
         };
         loop {
-            // The streams first: the connection's poll below writes what they send.
-            while let Poll::Ready(Some(())) = this.streams.poll_next_unpin(cx) {}
+            while let Poll::Ready(Some(())) = self.streams.poll_next_unpin(cx) {}
+            // The poll below answers every wake so far.
+            self.wake.woken.store(false, Ordering::SeqCst);
+            let mut connection_cx = Context::from_waker(&self.waker);
             // Ends (`None`) once the client has gone, or once every stream has ended after a
             // GOAWAY; the streams still here are then dropped, as their requests are moot.
-            let Some((req, respond)) = ready!(connection.poll_accept(cx)).transpose()? else {
+            let accepted = ready!(connection.poll_accept(&mut connection_cx)).transpose()?;
+            let Some((req, respond)) = accepted else {
                 return Poll::Ready(Ok(()));
             };
             let (parts, recv) = req.into_parts();
             let body = H2Body::new(recv, &parts.headers, None);
             let req = Request::from_parts(parts, Either::Right(body));
-            this.streams.push(Stream {
+            self.streams.push(Stream {
                 stage: Stage::Handling {
-                    handling: (this.start)(this.conn.clone(), req),
+                    handling: (self.start)(self.conn.clone(), req),
                 },
                 respond,
             });
