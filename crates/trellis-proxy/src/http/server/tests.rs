@@ -272,3 +272,28 @@ async fn draining_finishes_open_streams_then_closes_the_connection() {
         .unwrap();
     within("shutdown", shutdown).await.unwrap();
 }
+
+/// A waker that counts its wakes.
+#[derive(Default)]
+struct Counted(std::sync::atomic::AtomicUsize);
+
+impl Wake for Counted {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_wake_during_the_connections_poll_is_noted_and_one_after_it_schedules_the_task() {
+    let task = Arc::new(Counted::default());
+    let wake = Arc::new(ConnectionWake::default());
+    wake.task.register(&Waker::from(task.clone()));
+    let waker = Waker::from(wake.clone());
+    wake.polling.store(true, Ordering::SeqCst);
+    waker.wake_by_ref();
+    assert_eq!(task.0.load(Ordering::SeqCst), 0, "no second poll scheduled");
+    assert!(wake.woken.load(Ordering::SeqCst), "but noted");
+    wake.polling.store(false, Ordering::SeqCst);
+    waker.wake_by_ref();
+    assert_eq!(task.0.load(Ordering::SeqCst), 1);
+}
