@@ -71,9 +71,8 @@ static HTTP2: LazyLock<h2::server::Builder> = LazyLock::new(|| {
 
 /// Serves HTTP on `io` until the client closes or shutdown ends the connection; in-flight
 /// requests finish when draining starts. As Envoy's `codec_type`, HTTP1 or HTTP2 fail a client
-/// speaking the other, and AUTO serves the version `protocol` names (the ALPN of a TLS
-/// connection, or what detection saw); without one, it reads the first bytes for HTTP/2's
-/// preface.
+/// speaking the other, and AUTO serves the version `protocol` settles (`http/1.1` by ALPN or
+/// detection, `h2c` by detection); otherwise it reads the first bytes for HTTP/2's preface.
 ///
 /// The connection's state is most of an idle connection's memory: it is boxed once, and the
 /// returned future holds only that box and the drain signal (no copy of `io`).
@@ -91,13 +90,15 @@ where
         (Codec::Http1, _) => Some(false),
         (Codec::Http2, _) => Some(true),
         (Codec::Auto, Some(detect::HTTP1)) => Some(false),
-        (Codec::Auto, Some(detect::H2C | detect::H2)) => Some(true),
+        (Codec::Auto, Some(detect::H2C)) => Some(true),
+        // ALPN `h2` is no proof: an Envoy cluster that offers `h2` and `http/1.1` (as the mesh
+        // configures them) speaks its own codec, HTTP/1.1 unless told otherwise.
         (Codec::Auto, _) => None,
     };
     match version {
         Some(false) => future::Either::Left(http1(io, conn, drain)),
         Some(true) => future::Either::Right(future::Either::Left(http2(io, conn, drain))),
-        // Boxed: it holds `io` while it reads, and it is rare (mesh clients negotiate ALPN).
+        // Boxed: it holds `io` while it reads.
         None => future::Either::Right(future::Either::Right(Box::pin(auto(io, conn, drain)))),
     }
 }

@@ -89,16 +89,16 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("{what}: timed out"))
 }
 
-/// As Envoy's `codec_type`: AUTO serves both versions on one port (the one negotiated, else
-/// the one the first bytes show), HTTP1 and HTTP2 only their own and fail a client speaking the
-/// other.
+/// As Envoy's `codec_type`: AUTO serves both versions on one port (the one detection or ALPN
+/// `http/1.1` settled, else the one the first bytes show: ALPN `h2` is no proof), HTTP1 and
+/// HTTP2 only their own and fail a client speaking the other.
 #[tokio::test]
 async fn a_listener_serves_the_http_versions_its_codec_allows() {
     for (codec, protocol, http1, http2) in [
         (CodecType::Auto, None, Some(404), Some(404)),
         (CodecType::Auto, Some(detect::HTTP1), Some(404), None),
         (CodecType::Auto, Some(detect::H2C), None, Some(404)),
-        (CodecType::Auto, Some(detect::H2), None, Some(404)),
+        (CodecType::Auto, Some(detect::H2), Some(404), Some(404)),
         (CodecType::Http1, None, Some(404), None),
         (CodecType::Http1, Some(detect::H2), Some(404), None),
         (CodecType::Http2, None, None, Some(404)),
