@@ -525,11 +525,11 @@ const HOP_BY_HOP: [HeaderName; 3] = [
 ];
 
 /// Removes connection-specific headers (RFC 9110 §7.6.1), keeping `te: trailers` for gRPC and,
-/// for upgrades, `Connection: upgrade` with `Upgrade`.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+/// for upgrades, `Connection: upgrade` with `Upgrade`. Returns whether `headers` had any.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) -> bool {
     // Most messages have none: one pass over the few names present settles it.
     if !headers.keys().any(is_connection_specific) {
-        return;
+        return false;
     }
     if carries(headers, &header::CONNECTION) {
         // The usual `Connection: keep-alive` lists only headers removed below anyway: then
@@ -571,6 +571,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
     }
+    true
 }
 
 /// Whether `name` is one [`strip_hop_by_hop`] may remove.

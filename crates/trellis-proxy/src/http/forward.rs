@@ -117,7 +117,9 @@ fn prepare<'a>(
                 let upstream = hyper::upgrade::on(&mut response);
                 upgrade::splice(downstream, upstream, conn.drain.clone());
             }
-            _ => client::strip_hop_by_hop(response.headers_mut(), false),
+            _ => {
+                client::strip_hop_by_hop(response.headers_mut(), false);
+            }
         }
         target.response_headers.apply(response.headers_mut());
         route.response_headers.apply(response.headers_mut());

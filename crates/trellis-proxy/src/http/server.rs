@@ -188,7 +188,8 @@ struct Served<I, F> {
     conn: Arc<HttpConnection>,
     /// Starts a request's handling (the request path; in tests, a stand-in).
     start: fn(Arc<HttpConnection>, Request<FromClient>) -> F,
-    streams: FuturesUnordered<Stream<F>>,
+    /// Made with the first stream: an empty set allocates room for one whole stream.
+    streams: Option<FuturesUnordered<Stream<F>>>,
     /// The waker the connection is polled with, and its state.
     wake: Arc<ConnectionWake>,
     waker: Waker,
@@ -225,11 +226,10 @@ impl Wake for ConnectionWake {
 /// Where an HTTP/2 connection is. Its handshake is a state of the same box as its serving, so
 /// the connection's I/O is held in one place for its whole life.
 enum State<I> {
-    /// Reading the client's preface and settings.
-    Handshaking(Handshake<I, Bytes>),
+    /// Reading the client's preface and settings; whether shutdown has already begun (the
+    /// connection then sends GOAWAY once it can, as hyper's does).
+    Handshaking(Handshake<I, Bytes>, bool),
     Serving(Connection<I, Bytes>),
-    /// Shutdown came before the handshake ended: closed, as hyper's server does.
-    Closed,
 }
 
 impl<I, F> Served<I, F>
@@ -244,10 +244,10 @@ where
     ) -> Self {
         let wake = Arc::new(ConnectionWake::default());
         Served {
-            state: State::Handshaking(handshake),
+            state: State::Handshaking(handshake, false),
             conn,
             start,
-            streams: FuturesUnordered::new(),
+            streams: None,
             waker: Waker::from(wake.clone()),
             wake,
         }
@@ -255,11 +255,9 @@ where
 
     /// Sends GOAWAY: streams already open finish, and the connection closes once they have.
     fn graceful_shutdown(self: Pin<&mut Self>) {
-        let state = &mut self.get_mut().state;
-        match state {
-            State::Handshaking(_) => *state = State::Closed,
+        match &mut self.get_mut().state {
+            State::Handshaking(_, shutdown) => *shutdown = true,
             State::Serving(connection) => connection.graceful_shutdown(),
-            State::Closed => {}
         }
     }
 }
@@ -273,8 +271,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if let State::Handshaking(handshake) = &mut this.state {
-            let connection = ready!(Pin::new(handshake).poll(cx))?;
+        if let State::Handshaking(handshake, shutdown) = &mut this.state {
+            let mut connection = ready!(Pin::new(handshake).poll(cx))?;
+            if *shutdown {
+                connection.graceful_shutdown();
+            }
             this.state = State::Serving(connection);
         }
         this.wake.task.register(cx.waker());
@@ -297,11 +298,14 @@ where
     /// Polls the streams, then the connection (which writes what they sent and reads what
     /// came), until neither has more to do.
     fn serve(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
+        // Called once the handshake is done.
         let State::Serving(connection) = &mut self.state else {
             return Poll::Ready(Ok(()));
         };
         loop {
-            while let Poll::Ready(Some(())) = self.streams.poll_next_unpin(cx) {}
+            if let Some(streams) = &mut self.streams {
+                while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
+            }
             // The poll below answers every wake so far.
             self.wake.woken.store(false, Ordering::SeqCst);
             let mut connection_cx = Context::from_waker(&self.waker);
@@ -314,7 +318,8 @@ where
             let (parts, recv) = req.into_parts();
             let body = H2Body::new(recv, &parts.headers, None);
             let req = Request::from_parts(parts, Either::Right(body));
-            self.streams.push(Stream {
+            let streams = self.streams.get_or_insert_with(FuturesUnordered::new);
+            streams.push(Stream {
                 stage: Stage::Handling {
                     handling: (self.start)(self.conn.clone(), req),
                 },
@@ -350,7 +355,11 @@ impl<F: Future<Output = Response<ResponseBody>>> Future for Stream<F> {
             Ok(polled) => polled,
             Err(_) => {
                 tracing::error!("a request's handling panicked; its stream is reset");
-                self.project().respond.send_reset(Reason::INTERNAL_ERROR);
+                // Itself guarded: a panic inside `h2` leaves its state poisoned.
+                let respond = self.project().respond;
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    respond.send_reset(Reason::INTERNAL_ERROR);
+                }));
                 Poll::Ready(())
             }
         }
@@ -398,8 +407,8 @@ impl<F: Future<Output = Response<ResponseBody>>> Stream<F> {
 }
 
 /// Sends `response`'s head as hyper's server did: without connection-specific headers (HTTP/2
-/// has none), with `date` and, for a body of known size, `content-length` when missing. The
-/// pipe for its body, if it has one.
+/// has none; `te` belongs to requests only), with `date` and, for a body of known size,
+/// `content-length` when missing. The pipe for its body, if it has one.
 fn send_head(
     respond: &mut SendResponse<Bytes>,
     response: Response<ResponseBody>,
@@ -407,7 +416,9 @@ fn send_head(
     let (parts, body) = response.into_parts();
     let mut head = Response::from_parts(parts, ());
     let headers = head.headers_mut();
-    client::strip_hop_by_hop(headers, false);
+    if client::strip_hop_by_hop(headers, false) {
+        headers.remove(header::TE);
+    }
     headers.entry(header::DATE).or_insert_with(date);
     let eos = body.is_end_stream();
     if !eos && let Some(len) = body.size_hint().exact() {

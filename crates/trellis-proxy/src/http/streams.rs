@@ -216,7 +216,8 @@ impl Body for H2Body {
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                // As hyper: NO_ERROR is an early response's end (RFC 9113 §8.1), not a failure.
+                // As hyper: NO_ERROR ends the body, not as a failure. For a response it is an
+                // early response's end (RFC 9113 §8.1); a client's request body ends there too.
                 Some(Err(e)) if e.reason() == Some(Reason::NO_ERROR) => return Poll::Ready(None),
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                 None => this.data_done = true,

@@ -273,6 +273,94 @@ async fn draining_finishes_open_streams_then_closes_the_connection() {
     within("shutdown", shutdown).await.unwrap();
 }
 
+/// An HTTP/2 frame read off the wire: its type, flags, stream and payload.
+type RawFrame = (u8, u8, u32, Vec<u8>);
+
+async fn read_frame(io: &mut tokio::io::DuplexStream) -> Option<RawFrame> {
+    use tokio::io::AsyncReadExt as _;
+    let mut head = [0u8; 9];
+    io.read_exact(&mut head).await.ok()?;
+    let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    let mut payload = vec![0; len];
+    io.read_exact(&mut payload).await.ok()?;
+    Some((head[3], head[4], stream, payload))
+}
+
+#[tokio::test]
+async fn draining_during_the_handshake_still_answers_the_first_requests() {
+    use tokio::io::AsyncWriteExt as _;
+    async fn answer(_: Arc<HttpConnection>, _: Request<FromClient>) -> Response<ResponseBody> {
+        reply("answered")
+    }
+    let (drain, watch) = Drain::new();
+    let (mut client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
+    let conn = Arc::new(connection(CodecType::Http2, peer, watch.clone()));
+    let served = Served::new(HTTP2.handshake(server_io), conn, answer);
+    let served = tokio::spawn(drive(Box::pin(served), Served::graceful_shutdown, watch));
+    let shutdown = tokio::spawn(drain.shutdown(Duration::from_secs(5)));
+    // The drain reaches the connection while it waits for the client's preface.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !served.is_finished(),
+        "a handshaking connection is not dropped"
+    );
+    // The client's first packet: preface, empty SETTINGS and `GET http://catalog/` on stream 1
+    // (HPACK: :method GET, :scheme http, :path /, :authority catalog).
+    let mut first = H2_PREFACE.to_vec();
+    first.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let block = [&[0x82, 0x86, 0x84, 0x41, 7][..], b"catalog"].concat();
+    first.extend_from_slice(&[0, 0, block.len() as u8, 1, 0x5, 0, 0, 0, 1]);
+    first.extend_from_slice(&block);
+    client_io.write_all(&first).await.unwrap();
+    let (mut answered, mut goaway) = (Vec::new(), false);
+    within("the answer", async {
+        while let Some((kind, flags, stream, payload)) = read_frame(&mut client_io).await {
+            goaway |= kind == 7;
+            if kind == 0 && stream == 1 {
+                answered.extend_from_slice(&payload);
+                if flags & 1 == 1 {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(goaway, "GOAWAY sent once the handshake was done");
+    assert_eq!(answered, b"answered");
+    drop(client_io);
+    within("the connection served", served).await.unwrap();
+    within("shutdown", shutdown).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reply_goes_out_without_connection_specific_headers() {
+    async fn with_hop_by_hop(
+        _: Arc<HttpConnection>,
+        _: Request<FromClient>,
+    ) -> Response<ResponseBody> {
+        let mut response = reply("ok");
+        let headers = response.headers_mut();
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("x-hop"));
+        headers.insert("x-hop", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        response
+    }
+    let pair = pair(with_hop_by_hop).await;
+    let mut client = within("ready", pair.client.ready()).await.unwrap();
+    let (response, _) = client.send_request(get("/"), true).unwrap();
+    // h2 refuses to send most of these at all: the stream would fail instead.
+    let response = within("the reply", response).await.unwrap();
+    let names: Vec<&str> = response.headers().keys().map(|k| k.as_str()).collect();
+    for gone in ["te", "connection", "x-hop", "keep-alive"] {
+        assert!(!names.contains(&gone), "{gone} in {names:?}");
+    }
+    assert!(names.contains(&"x-kept"), "{names:?}");
+}
+
 /// A waker that counts its wakes.
 #[derive(Default)]
 struct Counted(std::sync::atomic::AtomicUsize);
