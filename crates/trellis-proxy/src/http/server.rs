@@ -27,7 +27,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use super::body::FromClient;
-use super::streams::{H2Body, Pipe, PipeError};
+use super::streams::{H2Body, Pipe};
 use super::{HttpConnection, client, handle};
 use crate::config::http::Codec;
 use crate::detect::{self, H2_PREFACE};
@@ -387,17 +387,8 @@ impl<F: Future<Output = Response<ResponseBody>>> Stream<F> {
                     }
                 }
                 StageProj::Sending { pipe } => {
-                    match ready!(pipe.poll(cx)) {
-                        Ok(()) => {}
-                        Err(PipeError::Body(e)) => {
-                            tracing::debug!(error = %e, "response body failed; stream reset");
-                        }
-                        Err(PipeError::H2(e)) => {
-                            tracing::debug!(error = %e, "response body cut short by the client");
-                        }
-                        Err(PipeError::Closed) => {
-                            tracing::debug!("client stream stopped taking the response body");
-                        }
+                    if let Err(e) = ready!(pipe.poll(cx)) {
+                        tracing::debug!(error = %e, "response body stopped early");
                     }
                     return Poll::Ready(());
                 }

@@ -23,12 +23,16 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// Why a body's pipe stopped early.
+#[derive(Debug, thiserror::Error)]
 pub(super) enum PipeError {
     /// The body failed (its sender went away mid-message); the stream was reset.
+    #[error("the body failed: {0}")]
     Body(BodyError),
     /// The stream failed, or the peer reset it.
+    #[error("the stream failed: {0}")]
     H2(h2::Error),
     /// The stream takes no more data (h2 gives no reason).
+    #[error("the stream takes no more data")]
     Closed,
 }
 
@@ -136,17 +140,8 @@ where
                     Poll::Pending => {}
                 }
             }
-            match ready!(self.poll(cx)) {
-                Ok(()) => {}
-                Err(PipeError::Body(e)) => {
-                    tracing::debug!(error = %e, "request body failed after the response head");
-                }
-                Err(PipeError::H2(e)) => {
-                    tracing::debug!(error = %e, "upstream request body cut short");
-                }
-                Err(PipeError::Closed) => {
-                    tracing::debug!("upstream stream stopped taking the request body");
-                }
+            if let Err(e) = ready!(self.poll(cx)) {
+                tracing::debug!(error = %e, "request body stopped after the response head");
             }
             Poll::Ready(())
         }));
