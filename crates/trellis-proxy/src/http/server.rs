@@ -4,7 +4,6 @@
 
 use std::cell::RefCell;
 use std::convert::Infallible;
-use std::io;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +11,7 @@ use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll, Wake, Waker, ready};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::task::AtomicWaker;
 use futures_util::{FutureExt, StreamExt, future};
@@ -24,13 +23,13 @@ use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::body::FromClient;
 use super::streams::{H2Body, Pipe};
 use super::{HttpConnection, client, handle};
 use crate::config::http::Codec;
-use crate::detect::{self, H2_PREFACE};
+use crate::detect::{self, Detected};
 use crate::drain::DrainWatch;
 use crate::error::ResponseBody;
 use crate::io::Rewind;
@@ -86,47 +85,42 @@ where
 {
     let drain = conn.drain.clone();
     let conn = Arc::new(conn);
-    let version = match (conn.config.codec, protocol) {
-        (Codec::Http1, _) => Some(false),
-        (Codec::Http2, _) => Some(true),
-        (Codec::Auto, Some(detect::HTTP1)) => Some(false),
-        (Codec::Auto, Some(detect::H2C)) => Some(true),
+    match (conn.config.codec, protocol) {
+        (Codec::Http1, _) | (Codec::Auto, Some(detect::HTTP1)) => {
+            future::Either::Left(http1(io, conn, drain))
+        }
+        (Codec::Http2, _) | (Codec::Auto, Some(detect::H2C)) => {
+            future::Either::Right(future::Either::Left(http2(io, conn, drain)))
+        }
         // ALPN `h2` is no proof: an Envoy cluster that offers `h2` and `http/1.1` (as the mesh
-        // configures them) speaks its own codec, HTTP/1.1 unless told otherwise.
-        (Codec::Auto, _) => None,
-    };
-    match version {
-        Some(false) => future::Either::Left(http1(io, conn, drain)),
-        Some(true) => future::Either::Right(future::Either::Left(http2(io, conn, drain))),
-        // Boxed: it holds `io` while it reads.
-        None => future::Either::Right(future::Either::Right(Box::pin(auto(io, conn, drain)))),
+        // configures them) speaks its own codec, HTTP/1.1 unless told otherwise. Boxed: it
+        // holds `io` while it reads.
+        (Codec::Auto, _) => {
+            future::Either::Right(future::Either::Right(Box::pin(auto(io, conn, drain))))
+        }
     }
 }
 
-/// Reads the first bytes for HTTP/2's preface (as hyper's auto builder did) and serves the
-/// version they show; they are replayed to the codec. A connection that sends nothing closes
-/// when draining starts.
+/// Reads the first bytes, as the listener's detect stage does, and serves the version they
+/// show (HTTP/1.1 unless HTTP/2's preface); they are replayed to the codec. A connection that
+/// sends nothing closes when draining starts.
 async fn auto<I>(mut io: I, conn: Arc<HttpConnection>, mut drain: DrainWatch)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut read = BytesMut::with_capacity(H2_PREFACE.len());
-    let preface = async {
-        while read.len() < H2_PREFACE.len() && read[..] == H2_PREFACE[..read.len()] {
-            if io.read_buf(&mut read).await? == 0 {
-                break;
-            }
-        }
-        Ok::<_, io::Error>(read[..] == *H2_PREFACE)
-    };
-    let is_h2 = tokio::select! {
-        is_h2 = preface => is_h2,
+    let detected = tokio::select! {
+        detected = detect::detect(&mut io, None) => detected,
         () = drain.draining() => return,
     };
-    let io = Rewind::new(read.freeze(), io);
-    match is_h2 {
-        Ok(true) => http2(io, conn, drain).await,
-        Ok(false) => http1(io, conn, drain).await,
+    match detected {
+        Ok((detected, read)) => {
+            let io = Rewind::new(read.freeze(), io);
+            if detected == Detected::Protocol(detect::H2C) {
+                http2(io, conn, drain).await;
+            } else {
+                http1(io, conn, drain).await;
+            }
+        }
         Err(e) => tracing::debug!(error = %e, "http connection failed before its first request"),
     }
 }

@@ -184,8 +184,19 @@ async fn text(response: Response<h2::RecvStream>) -> String {
     String::from_utf8(read).unwrap()
 }
 
+/// Waits until `done` holds.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    within(what, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_client_reset_drops_the_request_it_gave_up() {
+    static STARTED: AtomicBool = AtomicBool::new(false);
     static DROPPED: AtomicBool = AtomicBool::new(false);
     struct Guard;
     impl Drop for Guard {
@@ -198,6 +209,7 @@ async fn a_client_reset_drops_the_request_it_gave_up() {
         _: Request<FromClient>,
     ) -> impl Future<Output = Response<ResponseBody>> {
         let guard = Guard;
+        STARTED.store(true, Ordering::SeqCst);
         async move {
             std::future::pending::<()>().await;
             drop(guard);
@@ -207,16 +219,10 @@ async fn a_client_reset_drops_the_request_it_gave_up() {
     let pair = pair(never).await;
     let mut client = within("ready", pair.client.ready()).await.unwrap();
     let (_response, mut stream) = client.send_request(get("/"), false).unwrap();
-    // Polled once, so the request is being handled when the reset comes.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    until("the request handled", || STARTED.load(Ordering::SeqCst)).await;
     assert!(!DROPPED.load(Ordering::SeqCst), "handled until the reset");
     stream.send_reset(Reason::CANCEL);
-    within("the request dropped", async {
-        while !DROPPED.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    until("the request dropped", || DROPPED.load(Ordering::SeqCst)).await;
 }
 
 #[tokio::test]
@@ -247,15 +253,17 @@ async fn a_panic_resets_only_its_own_stream() {
 
 #[tokio::test]
 async fn draining_finishes_open_streams_then_closes_the_connection() {
+    static STARTED: AtomicBool = AtomicBool::new(false);
     static RELEASE: tokio::sync::Notify = tokio::sync::Notify::const_new();
     async fn held(_: Arc<HttpConnection>, _: Request<FromClient>) -> Response<ResponseBody> {
+        STARTED.store(true, Ordering::SeqCst);
         RELEASE.notified().await;
         reply("finished")
     }
     let pair = pair(held).await;
     let mut client = within("ready", pair.client.ready()).await.unwrap();
     let (response, _) = client.send_request(get("/slow"), true).unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    until("the request handled", || STARTED.load(Ordering::SeqCst)).await;
     let shutdown = tokio::spawn(pair.drain.shutdown(Duration::from_secs(5)));
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(
@@ -287,7 +295,9 @@ async fn read_frame(io: &mut tokio::io::DuplexStream) -> Option<RawFrame> {
     Some((head[3], head[4], stream, payload))
 }
 
-#[tokio::test]
+// Paused time: the sleep below ends only once every task is idle, so the drain has reached
+// the connection before the client's first bytes do.
+#[tokio::test(start_paused = true)]
 async fn draining_during_the_handshake_still_answers_the_first_requests() {
     use tokio::io::AsyncWriteExt as _;
     async fn answer(_: Arc<HttpConnection>, _: Request<FromClient>) -> Response<ResponseBody> {
@@ -308,7 +318,7 @@ async fn draining_during_the_handshake_still_answers_the_first_requests() {
     );
     // The client's first packet: preface, empty SETTINGS and `GET http://catalog/` on stream 1
     // (HPACK: :method GET, :scheme http, :path /, :authority catalog).
-    let mut first = H2_PREFACE.to_vec();
+    let mut first = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     first.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
     let block = [&[0x82, 0x86, 0x84, 0x41, 7][..], b"catalog"].concat();
     first.extend_from_slice(&[0, 0, block.len() as u8, 1, 0x5, 0, 0, 0, 1]);
