@@ -157,6 +157,12 @@ fn handle(
             event,
         };
         let unrouted = metrics.unrouted(conn.direction);
+        // A tunnel (HTTP/1.1's or HTTP/2's CONNECT) is refused, as by Envoy without CONNECT
+        // among its upgrades: no route carries one.
+        if req.method() == http::Method::CONNECT {
+            let refused = ForwardError::UpgradeRejected(http::Method::CONNECT.to_string());
+            return accounting.respond(unrouted, "", "", refused.flag(), refused.response());
+        }
         if !conn.config.authz.is_empty() {
             let view = RequestView::new(&req);
             let subject = Subject {

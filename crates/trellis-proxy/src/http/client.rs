@@ -4,15 +4,16 @@
 
 mod h2conn;
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::future;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Method, Request, Response, Uri, Version};
+use http::{Request, Response, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
@@ -66,8 +67,7 @@ pub(crate) enum UpstreamError {
 pub(crate) type FromUpstream = Either<Incoming, H2Body>;
 
 /// FNV-1a. Endpoint addresses are short and come from the control plane, never from a request,
-/// so an unkeyed hash is safe, and it costs a fraction of the default SipHash, which hashes an
-/// authority one byte at a time on every request.
+/// so an unkeyed hash is safe, and it costs a fraction of the default SipHash.
 struct Fnv(u64);
 
 impl Default for Fnv {
@@ -88,8 +88,33 @@ impl Hasher for Fnv {
     }
 }
 
-/// Something per endpoint.
-type ByEndpoint<V> = HashMap<Authority, V, BuildHasherDefault<Fnv>>;
+/// Something per endpoint, looked up by the authority's text (`map.get(endpoint.as_str())`).
+type ByEndpoint<V> = HashMap<EndpointKey, V, BuildHasherDefault<Fnv>>;
+
+/// An endpoint's authority as a key: hashed and compared as its text, whole. `Authority`'s own
+/// `Hash` feeds the hasher a lowercased byte at a time, which cost more than the rest of a
+/// lookup; endpoint addresses come from the control plane in one spelling.
+struct EndpointKey(Authority);
+
+impl PartialEq for EndpointKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for EndpointKey {}
+
+impl Hash for EndpointKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.as_str().hash(state);
+    }
+}
+
+impl Borrow<str> for EndpointKey {
+    fn borrow(&self) -> &str {
+        self.0.as_str()
+    }
+}
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -198,7 +223,7 @@ where
     fn checkout(&self, endpoint: &Authority) -> Option<http1::SendRequest<UpstreamBody>> {
         let now = Instant::now();
         let mut connections = lock(&self.connections);
-        let pooled = connections.get_mut(endpoint)?;
+        let pooled = connections.get_mut(endpoint.as_str())?;
         let mut at = pooled.len();
         while at > 0 {
             at -= 1;
@@ -218,10 +243,10 @@ where
             used: Instant::now(),
         };
         let mut connections = lock(&self.connections);
-        match connections.get_mut(endpoint) {
+        match connections.get_mut(endpoint.as_str()) {
             Some(list) => list.push(pooled),
             None => {
-                connections.insert(endpoint.clone(), vec![pooled]);
+                connections.insert(EndpointKey(endpoint.clone()), vec![pooled]);
             }
         }
     }
@@ -308,7 +333,7 @@ where
     /// A sender on the endpoint's open connection, if any.
     fn open(&self, endpoint: &Authority) -> Option<H2Sender> {
         lock(&self.connections)
-            .get(endpoint)
+            .get(endpoint.as_str())
             .filter(|conn| !conn.is_closed())
             .map(H2Conn::sender)
     }
@@ -321,7 +346,7 @@ where
         let sender = conn.sender();
         let mut connections = lock(&self.connections);
         connections.retain(|_, conn| !conn.is_closed());
-        connections.insert(endpoint.clone(), conn);
+        connections.insert(EndpointKey(endpoint.clone()), conn);
         Ok(sender)
     }
 
@@ -445,9 +470,8 @@ pub(crate) fn upstream_version(
 }
 
 /// Points `req` at `endpoint`, hop-by-hop headers removed (except the upgrade pair when
-/// `upgrade`). HTTP/1.1: the URI becomes origin-form, `/path?query` (authority-form, the
-/// endpoint, for `CONNECT`), and the original authority stays in `Host` (the endpoint's when
-/// there was none). HTTP/2: the original authority becomes `:authority` and `Host` goes, as
+/// `upgrade`). HTTP/1.1: the URI becomes origin-form, `/path?query`, and the original
+/// authority stays in `Host` (the endpoint's when there was none). HTTP/2: the original authority becomes `:authority` and `Host` goes, as
 /// RFC 9113 §8.3.1 asks of intermediaries (servers such as nginx refuse a `Host` that differs
 /// from `:authority`). The connection is picked by endpoint.
 pub(crate) fn to_upstream<B>(
@@ -481,11 +505,7 @@ pub(crate) fn to_upstream<B>(
                 req.headers_mut().insert(header::HOST, host);
             }
         }
-        Some(if req.method() == Method::CONNECT {
-            Uri::from(endpoint.clone())
-        } else {
-            Uri::from(path)
-        })
+        Some(Uri::from(path))
     };
     if let Some(uri) = uri {
         *req.uri_mut() = uri;
@@ -685,14 +705,6 @@ mod tests {
             "10.0.0.7:8080",
             "none: the endpoint"
         );
-
-        let mut connect = Request::connect("catalog:443").body(()).unwrap();
-        to_upstream(&mut connect, &endpoint, Version::HTTP_11, false);
-        assert_eq!(
-            connect.uri(),
-            "10.0.0.7:8080",
-            "authority-form, the endpoint"
-        );
     }
 
     #[test]
@@ -888,7 +900,7 @@ mod tests {
 
     fn pooled(clients: &UpstreamClients, endpoint: &Authority) -> usize {
         lock(&clients.h1.connections)
-            .get(endpoint)
+            .get(endpoint.as_str())
             .map_or(0, Vec::len)
     }
 

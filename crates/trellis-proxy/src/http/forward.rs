@@ -206,7 +206,6 @@ pub(super) fn exchange_on(
             && version == Version::HTTP_11
             && !upgrade
             && limits.max_connections.is_none()
-            && req.method() != http::Method::CONNECT
             && in_flight.endpoint().in_flight() > CARRY_ABOVE_IN_FLIGHT;
         if carried {
             version = Version::HTTP_2;

@@ -1,5 +1,5 @@
 //! HTTP/2 over cleartext: h2c downstream forwarded as h2 (use-downstream protocol) with
-//! trailers, and HTTP/1.1 downstream upgraded to an explicit-h2 cluster.
+//! trailers, CONNECT refused, and HTTP/1.1 downstream upgraded to an explicit-h2 cluster.
 
 use http::{Request, Version};
 
@@ -50,6 +50,25 @@ async fn h2c_end_to_end_with_trailers_and_h1_to_h2_upstream() {
     assert_eq!(reply.body, "hello");
     let trailers = reply.trailers.expect("trailers forwarded");
     assert_eq!(trailers["grpc-status"], "0");
+
+    // As Envoy without CONNECT among its upgrades: refused, and the connection goes on.
+    let tunnel = Request::connect("svc:443")
+        .version(Version::HTTP_2)
+        .body(empty())
+        .unwrap();
+    let reply = step("h2 CONNECT", conn.send_request(tunnel)).await.unwrap();
+    assert_eq!(reply.status(), 403, "no CONNECT tunnels");
+    let req = Request::get("http://svc/plain")
+        .version(Version::HTTP_2)
+        .body(empty())
+        .unwrap();
+    let reply = read(
+        step("h2 after CONNECT", conn.send_request(req))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
 
     let reply = get(listen, "svc", "/h2/x").await;
     assert_eq!(reply.status, 200);

@@ -155,6 +155,11 @@ async fn local_replies_carry_envoy_statuses() {
         .body(empty())
         .unwrap();
     assert_eq!(send(listen, ws).await.status, 403, "websocket not enabled");
+    let tunnel = Request::connect("svc:443")
+        .header("host", "svc:443")
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(listen, tunnel).await.status, 403, "no CONNECT tunnels");
     proxy.shutdown().await;
 }
 
