@@ -340,10 +340,13 @@ impl EncodeMetric for ReadAtScrape {
     }
 }
 
+/// `grpc-status`, parsed once: a lookup by `&str` parses the name on every call.
+const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 /// The `grpc-status` in `headers` (a trailers-only answer, or trailers), if any.
 pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<u8> {
     headers
-        .get("grpc-status")
+        .get(GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u8>().ok())
 }

@@ -54,11 +54,14 @@ impl Recorder {
         grpc: bool,
         event: Option<(Box<PendingEvent>, Arc<Events>)>,
     ) -> Self {
-        let grpc = match (grpc, telemetry::grpc_status(headers)) {
-            (false, _) => Grpc::No,
-            (true, Some(code)) => Grpc::Status(code),
-            (true, None) if status == http::StatusCode::OK => Grpc::Awaited(2),
-            (true, None) => Grpc::Awaited(telemetry::grpc_from_http(status)),
+        let grpc = if !grpc {
+            Grpc::No
+        } else if let Some(code) = telemetry::grpc_status(headers) {
+            Grpc::Status(code)
+        } else if status == http::StatusCode::OK {
+            Grpc::Awaited(2)
+        } else {
+            Grpc::Awaited(telemetry::grpc_from_http(status))
         };
         Self {
             counters,

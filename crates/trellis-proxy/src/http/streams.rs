@@ -172,6 +172,9 @@ pub(crate) struct H2Body {
     remaining: Option<u64>,
     /// The data frames have ended; trailers may follow.
     data_done: bool,
+    /// The stream's end was seen. Kept, as each look at the stream takes its connection's lock
+    /// and the body's end is asked after several times per message.
+    ended: bool,
     /// Stops a request body still being piped, if this body is dropped unfinished.
     cancel: Option<oneshot::Sender<()>>,
 }
@@ -185,6 +188,7 @@ impl H2Body {
         cancel: Option<oneshot::Sender<()>>,
     ) -> Self {
         H2Body {
+            ended: recv.is_end_stream(),
             recv,
             remaining: content_length(headers),
             data_done: false,
@@ -209,16 +213,27 @@ impl Body for H2Body {
                     if let Some(remaining) = &mut this.remaining {
                         *remaining = remaining.saturating_sub(data.len() as u64);
                     }
+                    // The last chunk's frame may have ended the stream: a pipe sends the chunk
+                    // with the end flag then, not an empty frame after it.
+                    this.ended = this.recv.is_end_stream();
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 // As hyper: NO_ERROR ends the body, not as a failure. For a response it is an
                 // early response's end (RFC 9113 §8.1); a client's request body ends there too.
-                Some(Err(e)) if e.reason() == Some(Reason::NO_ERROR) => return Poll::Ready(None),
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Some(Err(e)) if e.reason() == Some(Reason::NO_ERROR) => {
+                    this.ended = true;
+                    return Poll::Ready(None);
+                }
+                Some(Err(e)) => {
+                    this.ended = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
                 None => this.data_done = true,
             }
         }
-        match ready!(this.recv.poll_trailers(cx)) {
+        let trailers = ready!(this.recv.poll_trailers(cx));
+        this.ended = true;
+        match trailers {
             Ok(trailers) => Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t)))),
             Err(e) if e.reason() == Some(Reason::NO_ERROR) => Poll::Ready(None),
             Err(e) => Poll::Ready(Some(Err(e))),
@@ -226,11 +241,11 @@ impl Body for H2Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
+        self.ended
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.recv.is_end_stream() {
+        if self.ended {
             return SizeHint::with_exact(0);
         }
         self.remaining
@@ -241,6 +256,7 @@ impl Body for H2Body {
 impl Drop for H2Body {
     fn drop(&mut self) {
         if let Some(cancel) = self.cancel.take()
+            && !self.ended
             && !self.recv.is_end_stream()
         {
             let _ = cancel.send(());
