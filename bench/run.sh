@@ -26,15 +26,18 @@ fi
 if [ "${1:-}" = "--quick" ]; then
     DATA=(--seconds 2 --rates 1000,2000 --idle 1000)
     LATENCY=(--rounds 2 --seconds 1)
+    MAX=(--rounds 1 --seconds 1)
     CONTROL=(--factors 1,2 --changes 5)
 else
     DATA=()
     LATENCY=()
+    MAX=()
     CONTROL=()
 fi
 # Data plane: the load generator (and the idle control plane) on CPU 1, the hops and the backend
 # on CPU 0. Control plane: it runs alone on CPU 1, the simulated proxies on CPU 0.
 taskset -c 1 "$BENCH" dataplane --envoy "$ENVOY" "${DATA[@]}"
 taskset -c 1 "$BENCH" latency --envoy "$ENVOY" "${LATENCY[@]}"
+taskset -c 1 "$BENCH" max --envoy "$ENVOY" "${MAX[@]}"
 taskset -c 0 "$BENCH" control "${CONTROL[@]}"
 "$BENCH" report

@@ -293,11 +293,11 @@ async fn idle_point(
     })
 }
 
-fn usages(pair: &Pair) -> Vec<Usage> {
+pub(crate) fn usages(pair: &Pair) -> Vec<Usage> {
     pair.hops.iter().map(|h| h.usage()).collect()
 }
 
-fn cpu_delta(before: &[Usage], after: &[Usage]) -> Vec<Duration> {
+pub(crate) fn cpu_delta(before: &[Usage], after: &[Usage]) -> Vec<Duration> {
     before
         .iter()
         .zip(after)
@@ -306,7 +306,7 @@ fn cpu_delta(before: &[Usage], after: &[Usage]) -> Vec<Duration> {
 }
 
 /// µs of `cpu` per request, counting the warm-up's requests (sent at the same rate).
-fn per_request(cpu: Duration, measured_ok: u64, phases: Phases) -> f64 {
+pub(crate) fn per_request(cpu: Duration, measured_ok: u64, phases: Phases) -> f64 {
     let total_secs = (phases.warmup + phases.measure).as_secs_f64();
     let requests = measured_ok as f64 * total_secs / phases.measure.as_secs_f64();
     if requests == 0.0 {

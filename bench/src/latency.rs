@@ -183,7 +183,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
 /// `n` rounds (`2n` when `n` is odd) each path opens a round as often as any other and comes
 /// right after each other path as often, so what a path leaves behind (a stall, a cold cache)
 /// does not always land on the same one.
-fn slice_order(n: usize, round: usize) -> Vec<usize> {
+pub(crate) fn slice_order(n: usize, round: usize) -> Vec<usize> {
     let first = (0..n).map(|j| {
         if j % 2 == 1 {
             j.div_ceil(2)

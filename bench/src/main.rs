@@ -7,6 +7,7 @@ mod control;
 mod dataplane;
 mod latency;
 mod load;
+mod max;
 mod pair;
 mod peers;
 mod procs;
@@ -30,6 +31,8 @@ enum Command {
     Dataplane(dataplane::Args),
     /// Data plane latency of several paths at fixed rates, interleaved in rounds.
     Latency(latency::Args),
+    /// Data plane maximum throughput and CPU per request of several paths, interleaved in rounds.
+    Max(max::Args),
     /// Write the tables and charts of docs/benchmarks.md from the results.
     Report(report::Args),
     /// Control-plane scale: services/endpoints × simulated proxies on ADS streams.
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Dataplane(args) => dataplane::main(args),
         Command::Latency(args) => latency::main(args),
+        Command::Max(args) => max::main(args),
         Command::Control(args) => control::main(args),
         Command::Report(args) => report::main(args),
     };
