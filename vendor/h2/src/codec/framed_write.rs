@@ -290,13 +290,8 @@ where
                 tracing::trace!(rem = self.buf.remaining(), "encoded window_update");
             }
 
-            Frame::Priority(_) => {
-                /*
-                v.encode(self.buf.get_mut());
-                tracing::trace!("encoded priority; rem={:?}", self.buf.remaining());
-                */
-                unimplemented!();
-            }
+            // Patched: upstream left a commented-out encoder and a panic here (PATCHES.md).
+            Frame::Priority(_) => unreachable!("PRIORITY frames are only received, never queued"),
             Frame::Reset(v) => {
                 v.encode(self.buf.get_mut());
                 tracing::trace!(rem = self.buf.remaining(), "encoded reset");
