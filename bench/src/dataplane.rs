@@ -315,7 +315,7 @@ pub(crate) fn per_request(cpu: Duration, measured_ok: u64, phases: Phases) -> f6
     cpu.as_secs_f64() * 1e6 / requests
 }
 
-fn report_errors(outcome: &load::Outcome, kind: Kind) {
+pub(crate) fn report_errors(outcome: &load::Outcome, kind: Kind) {
     if outcome.errors > 0 {
         eprintln!(
             "   {}: {} errors, first: {}",

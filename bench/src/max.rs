@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::dataplane::{command_output, cpu_delta, machine, per_request, usages};
+use crate::dataplane::{command_output, cpu_delta, machine, per_request, report_errors, usages};
 use crate::latency::slice_order;
 use crate::load::{self, Phases, Proto};
 use crate::pair::{Env, Kind, Pair, Programs};
@@ -50,7 +50,7 @@ pub(crate) struct Args {
 
 /// One path over one protocol, every round.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct MaxPoint {
+pub(crate) struct MaxRounds {
     pub(crate) kind: Kind,
     pub(crate) proto: Proto,
     /// Each round's requests per second.
@@ -75,7 +75,7 @@ pub(crate) struct MaxResults {
     /// Client connections.
     pub(crate) connections: usize,
     /// Per path and protocol.
-    pub(crate) points: Vec<MaxPoint>,
+    pub(crate) points: Vec<MaxRounds>,
 }
 
 pub(crate) fn main(args: Args) -> anyhow::Result<()> {
@@ -119,7 +119,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         let first = results.points.len();
         results
             .points
-            .extend(args.kinds.iter().map(|&kind| MaxPoint {
+            .extend(args.kinds.iter().map(|&kind| MaxRounds {
                 kind,
                 proto,
                 round_rps: Vec::with_capacity(args.rounds),
@@ -133,6 +133,7 @@ async fn run(args: &Args) -> anyhow::Result<()> {
                 let before = usages(pair);
                 let outcome = load::max_rate(&pair.entry, args.connections, phases).await?;
                 let cpu: Duration = cpu_delta(&before, &usages(pair)).iter().sum();
+                report_errors(&outcome, pair.kind);
                 let point = &mut results.points[first + k];
                 point.round_rps.push(outcome.rate());
                 point.errors += outcome.errors;

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use super::Check;
 use crate::load::Proto;
-use crate::max::{MaxPoint, MaxResults};
+use crate::max::{MaxResults, MaxRounds};
 use crate::pair::Kind;
 
 /// The median of `values` (the mean of the middle two of an even count).
@@ -20,7 +20,7 @@ fn median(values: &[f64]) -> Option<f64> {
     })
 }
 
-fn point(data: &MaxResults, kind: Kind, proto: Proto) -> Option<&MaxPoint> {
+fn point(data: &MaxResults, kind: Kind, proto: Proto) -> Option<&MaxRounds> {
     data.points
         .iter()
         .find(|p| p.kind == kind && p.proto == proto)
@@ -55,12 +55,12 @@ pub(super) fn table(data: &MaxResults, md: &mut String) {
         md,
         "#### Maximum throughput and CPU, interleaved (median (min–max) of {} rounds of {} s per path; ratios to HAProxy mTLS's are the median of each round's ratio)\n\n\
          Measured {} on {}. Every path of a protocol was up at once; each round gave each path a {} s slice (after a 0.5 s warm-up) of {} connections sending back to back, in an order that changes from round to round.\n\n\
-         | protocol | path | req/s | CPU µs per request (both hops) | req/s vs HAProxy mTLS | CPU vs HAProxy mTLS |\n|---|---|---:|---:|---:|---:|",
+         | protocol | path | req/s | CPU µs per request (both hops) | req/s vs HAProxy mTLS | CPU vs HAProxy mTLS | failed requests |\n|---|---|---:|---:|---:|---:|---:|",
         data.rounds, data.seconds, data.date, data.machine, data.seconds, data.connections,
     );
     for p in &data.points {
         let haproxy = point(data, Kind::HaproxyMtls, p.proto);
-        let vs = |ours: &[f64], theirs: fn(&MaxPoint) -> &[f64]| {
+        let vs = |ours: &[f64], theirs: fn(&MaxRounds) -> &[f64]| {
             let ratio = haproxy
                 .filter(|h| h.kind != p.kind)
                 .and_then(|h| median(&ratios(ours, theirs(h))));
@@ -68,23 +68,24 @@ pub(super) fn table(data: &MaxResults, md: &mut String) {
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             p.proto,
             p.kind.label(),
             range(&p.round_rps, 0),
             range(&p.round_cpu_us, 1),
             vs(&p.round_rps, |h| &h.round_rps),
             vs(&p.round_cpu_us, |h| &h.round_cpu_us),
+            p.errors,
         );
     }
     let _ = writeln!(md);
 }
 
-fn rps(p: Option<&MaxPoint>) -> &[f64] {
+fn rps(p: Option<&MaxRounds>) -> &[f64] {
     p.map_or(&[], |p| &p.round_rps)
 }
 
-fn cpu(p: Option<&MaxPoint>) -> &[f64] {
+fn cpu(p: Option<&MaxRounds>) -> &[f64] {
     p.map_or(&[], |p| &p.round_cpu_us)
 }
 
