@@ -4,9 +4,9 @@
 # timings. At 50 rps every request finds each hop asleep, as at 1000 rps without valgrind, so
 # these are the costs behind the latency at low rates. Prints a table (bench/instructions.py).
 # Flags go on to `trellis-bench latency`: `--proto h2` counts the HTTP/2 pairs. With `--max`
-# first, the counts are at saturation instead: the pairs' maximum-throughput run of
-# `trellis-bench dataplane` (HTTP/2 unless `--protos h1` follows), from its busiest dumps, where
-# requests share wake-ups and writes as they do at maximum load without valgrind.
+# first, the counts are at saturation instead, over HTTP/2: the pairs' maximum-throughput run of
+# `trellis-bench dataplane`, from its busiest dumps, where requests share wake-ups and writes as
+# they do at maximum load without valgrind.
 set -euo pipefail
 shopt -s nullglob
 cd "$(dirname "$0")/.."

@@ -220,12 +220,11 @@ impl Body for H2Body {
                 }
                 // As hyper: NO_ERROR ends the body, not as a failure. For a response it is an
                 // early response's end (RFC 9113 §8.1); a client's request body ends there too.
-                Some(Err(e)) if e.reason() == Some(Reason::NO_ERROR) => {
-                    this.ended = true;
-                    return Poll::Ready(None);
-                }
                 Some(Err(e)) => {
                     this.ended = true;
+                    if e.reason() == Some(Reason::NO_ERROR) {
+                        return Poll::Ready(None);
+                    }
                     return Poll::Ready(Some(Err(e)));
                 }
                 None => this.data_done = true,

@@ -409,6 +409,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_body_ends_with_the_frame_that_carried_the_end() {
+        let server = Server::start(10, |req: Request<RecvStream>, mut respond| async move {
+            if req.uri().path() == "/bodiless" {
+                respond.send_response(Response::new(()), true).unwrap();
+            } else {
+                answer(respond, "ok");
+            }
+        })
+        .await;
+        let conn = server.connect().await;
+        let bodiless = Request::builder()
+            .uri("http://catalog/bodiless")
+            .body(empty())
+            .unwrap();
+        let response = within("bodiless", send(&conn, bodiless)).await.unwrap();
+        assert!(response.body().is_end_stream(), "ended with the head");
+        assert_eq!(response.body().size_hint().exact(), Some(0));
+        let mut body = within("answer", send(&conn, request(Method::GET, empty())))
+            .await
+            .unwrap()
+            .into_body();
+        assert!(!body.is_end_stream(), "the body is still to come");
+        let chunk = within("chunk", body.frame()).await.unwrap().unwrap();
+        assert_eq!(chunk.into_data().unwrap(), "ok");
+        // The chunk's DATA frame carried END_STREAM: a pipe passing it on sets the flag on it.
+        assert!(body.is_end_stream(), "ended with its last chunk");
+        assert!(within("end", body.frame()).await.is_none());
+    }
+
+    #[tokio::test]
     async fn a_refused_stream_fails_with_its_reason() {
         let server = Server::start(10, |_, mut respond: SendResponse<Bytes>| async move {
             respond.send_reset(Reason::REFUSED_STREAM);
