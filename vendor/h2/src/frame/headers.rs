@@ -3,7 +3,9 @@ use crate::ext::Protocol;
 use crate::frame::{Error, Frame, Head, Kind};
 use crate::hpack::{self, BytesStr};
 
-use http::header::{self, HeaderName, HeaderValue};
+#[cfg(test)]
+use http::header::HeaderValue;
+use http::header::{self, HeaderName};
 use http::{uri, HeaderMap, Method, Request, StatusCode, Uri};
 
 use bytes::{Buf, BufMut, BytesMut};
@@ -79,6 +81,7 @@ pub struct Pseudo {
     pub status: Option<StatusCode>,
 }
 
+#[cfg(test)]
 #[derive(Debug)]
 pub struct Iter {
     /// Pseudo headers
@@ -108,6 +111,11 @@ struct HeaderBlock {
 struct EncodingHeaderBlock {
     hpack: BytesMut,
 }
+
+/// Patched: connection-specific header names, parsed once (PATCHES.md).
+pub(crate) const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// Patched: see `KEEP_ALIVE`.
+pub(crate) const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
@@ -712,6 +720,7 @@ impl EncodingHeaderBlock {
 
 // ===== impl Iter =====
 
+#[cfg(test)]
 impl Iterator for Iter {
     type Item = hpack::Header<Option<HeaderName>>;
 
@@ -926,11 +935,13 @@ impl HeaderBlock {
                     // Connection level header fields are not supported and must
                     // result in a protocol error.
 
+                    // Patched: compared with names parsed once (PATCHES.md); a `&str` was
+                    // compared as text with every header received.
                     if name == header::CONNECTION
                         || name == header::TRANSFER_ENCODING
                         || name == header::UPGRADE
-                        || name == "keep-alive"
-                        || name == "proxy-connection"
+                        || name == KEEP_ALIVE
+                        || name == PROXY_CONNECTION
                     {
                         tracing::trace!("load_hpack; connection level header");
                         malformed = true;
@@ -992,14 +1003,81 @@ impl HeaderBlock {
     }
 
     fn into_encoding(self, encoder: &mut hpack::Encoder) -> EncodingHeaderBlock {
+        use crate::hpack::header::Name;
+        use crate::hpack::Header;
+
         let mut hpack = encoder.take_scratch();
         hpack.clear();
-        let headers = Iter {
-            pseudo: Some(self.pseudo),
-            fields: self.fields.into_iter(),
-        };
-
-        encoder.encode(headers, &mut hpack);
+        // Patched: the headers are encoded by reference (PATCHES.md), pseudo-headers first
+        // in the order `Iter` yields them.
+        encoder.begin(&mut hpack);
+        let pseudo = &self.pseudo;
+        if let Some(ref method) = pseudo.method {
+            let value = method.as_str().as_bytes();
+            encoder.encode_ref(
+                Name::Method,
+                value,
+                false,
+                || Header::Method(method.clone()),
+                &mut hpack,
+            );
+        }
+        if let Some(ref scheme) = pseudo.scheme {
+            encoder.encode_ref(
+                Name::Scheme,
+                scheme.as_ref(),
+                false,
+                || Header::Scheme(scheme.clone()),
+                &mut hpack,
+            );
+        }
+        if let Some(ref authority) = pseudo.authority {
+            let owned = || Header::Authority(authority.clone());
+            encoder.encode_ref(
+                Name::Authority,
+                authority.as_ref(),
+                false,
+                owned,
+                &mut hpack,
+            );
+        }
+        if let Some(ref path) = pseudo.path {
+            encoder.encode_ref(
+                Name::Path,
+                path.as_ref(),
+                false,
+                || Header::Path(path.clone()),
+                &mut hpack,
+            );
+        }
+        if let Some(ref protocol) = pseudo.protocol {
+            let owned = || Header::Protocol(protocol.clone());
+            encoder.encode_ref(Name::Protocol, protocol.as_ref(), false, owned, &mut hpack);
+        }
+        if let Some(status) = pseudo.status {
+            let value = status.as_str().as_bytes();
+            encoder.encode_ref(
+                Name::Status,
+                value,
+                false,
+                || Header::Status(status),
+                &mut hpack,
+            );
+        }
+        for (name, value) in &self.fields {
+            let owned = || Header::Field {
+                name: name.clone(),
+                value: value.clone(),
+            };
+            let sensitive = value.is_sensitive();
+            encoder.encode_ref(
+                Name::Field(name),
+                value.as_bytes(),
+                sensitive,
+                owned,
+                &mut hpack,
+            );
+        }
 
         EncodingHeaderBlock { hpack }
     }

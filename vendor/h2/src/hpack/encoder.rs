@@ -1,7 +1,9 @@
-use super::table::{Index, Table};
+use super::header::Name;
+use super::table::{Found, Index, Table};
 use super::{huffman, Header};
 
 use bytes::{BufMut, BytesMut};
+#[cfg(test)]
 use http::header::{HeaderName, HeaderValue};
 
 const DEFAULT_MAX_ALLOWED_SIZE: usize = 4 * 1024;
@@ -97,7 +99,38 @@ impl Encoder {
         }
     }
 
+    /// Patched: starts a header block encoded with `encode_ref` (PATCHES.md): the dynamic
+    /// table size updates owed go first.
+    pub(crate) fn begin(&mut self, dst: &mut BytesMut) {
+        self.encode_size_updates(dst);
+    }
+
+    /// Patched: encodes one header given by reference (PATCHES.md).
+    ///
+    /// Headers already in the tables, and those never indexed, are written without taking
+    /// them apart; only a header the table may insert is made owned, by `owned`, whose
+    /// values share their bytes. `encode` moved, matched and dropped every header instead.
+    pub(crate) fn encode_ref(
+        &mut self,
+        name: Name<'_>,
+        value: &[u8],
+        sensitive: bool,
+        owned: impl FnOnce() -> Header,
+        dst: &mut BytesMut,
+    ) {
+        match self.table.find(&name, value) {
+            Found::Indexed(idx) => encode_int(idx, 7, 0x80, dst),
+            Found::Name(idx) => encode_not_indexed(idx, value, sensitive, dst),
+            Found::NotIndexed => encode_not_indexed2(name.as_slice(), value, sensitive, dst),
+            Found::Miss => {
+                let index = self.table.index(owned());
+                self.encode_header(&index, dst);
+            }
+        }
+    }
+
     /// Encode a set of headers into the provide buffer
+    #[cfg(test)]
     pub fn encode<I>(&mut self, headers: I, dst: &mut BytesMut)
     where
         I: IntoIterator<Item = Header<Option<HeaderName>>>,
@@ -193,6 +226,7 @@ impl Encoder {
         }
     }
 
+    #[cfg(test)]
     fn encode_header_without_name(
         &mut self,
         last: &Index,

@@ -41,6 +41,7 @@ pub fn len(name: &HeaderName, value: &HeaderValue) -> usize {
 }
 
 impl Header<Option<HeaderName>> {
+    #[cfg(test)]
     pub fn reify(self) -> Result<Header, HeaderValue> {
         use self::Header::*;
 
@@ -96,7 +97,8 @@ impl Header {
         } else {
             // HTTP/2 requires lower case header names
             let name = HeaderName::from_lowercase(&name)?;
-            let value = HeaderValue::from_bytes(&value)?;
+            // Patched: the value keeps the decoded bytes instead of a copy (PATCHES.md).
+            let value = HeaderValue::from_maybe_shared(value)?;
 
             Ok(Header::Field { name, value })
         }
@@ -187,24 +189,29 @@ impl Header {
     }
 
     pub fn skip_value_index(&self) -> bool {
-        use http::header;
+        skip_value_index_ref(&self.name())
+    }
+}
 
-        match *self {
-            Header::Field { ref name, .. } => matches!(
-                *name,
-                header::AGE
-                    | header::AUTHORIZATION
-                    | header::CONTENT_LENGTH
-                    | header::ETAG
-                    | header::IF_MODIFIED_SINCE
-                    | header::IF_NONE_MATCH
-                    | header::LOCATION
-                    | header::COOKIE
-                    | header::SET_COOKIE
-            ),
-            Header::Path(..) => true,
-            _ => false,
-        }
+/// Patched: `Header::skip_value_index` for a header known by its name (PATCHES.md).
+pub fn skip_value_index_ref(name: &Name<'_>) -> bool {
+    use http::header;
+
+    match *name {
+        Name::Field(name) => matches!(
+            *name,
+            header::AGE
+                | header::AUTHORIZATION
+                | header::CONTENT_LENGTH
+                | header::ETAG
+                | header::IF_MODIFIED_SINCE
+                | header::IF_NONE_MATCH
+                | header::LOCATION
+                | header::COOKIE
+                | header::SET_COOKIE
+        ),
+        Name::Path => true,
+        _ => false,
     }
 }
 
@@ -231,7 +238,8 @@ impl<'a> Name<'a> {
         match self {
             Name::Field(name) => Ok(Header::Field {
                 name: name.clone(),
-                value: HeaderValue::from_bytes(&value)?,
+                // Patched: the value keeps the decoded bytes instead of a copy (PATCHES.md).
+                value: HeaderValue::from_maybe_shared(value)?,
             }),
             Name::Authority => Ok(Header::Authority(BytesStr::try_from(value)?)),
             Name::Method => Ok(Header::Method(Method::from_bytes(&value)?)),

@@ -1,8 +1,8 @@
+use super::header::{skip_value_index_ref, Name};
 use super::Header;
 
 use fnv::FnvHasher;
 use http::header;
-use http::method::Method;
 
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
@@ -36,6 +36,19 @@ pub enum Index {
 
     // The header is not indexed by this table
     NotIndexed(Header),
+}
+
+/// Patched: what `Table::find` learnt of a borrowed header (PATCHES.md).
+#[derive(Debug, Clone, Copy, Eq, PartialEq)]
+pub enum Found {
+    /// Fully indexed, by the static or the dynamic table: send the index.
+    Indexed(usize),
+    /// Not to be indexed, its name at this static index: send the value literally.
+    Name(usize),
+    /// Not to be indexed, its name unknown: send name and value literally.
+    NotIndexed,
+    /// For `Table::index` to decide, which may insert it.
+    Miss,
 }
 
 #[derive(Debug)]
@@ -118,6 +131,7 @@ impl Table {
         }
     }
 
+    #[cfg(test)]
     pub fn resolve_idx(&self, index: &Index) -> usize {
         use self::Index::*;
 
@@ -128,6 +142,63 @@ impl Table {
             InsertedValue(_name_idx, slot_idx) => slot_idx + DYN_OFFSET,
             NotIndexed(_) => panic!("cannot resolve index"),
         }
+    }
+
+    /// Patched: looks a header up by reference, without changing the table (PATCHES.md).
+    ///
+    /// Answers as `index` would for the cases that leave the table as it is: a full match in
+    /// the static or the dynamic table, or a header never indexed. Anything else is a `Miss`,
+    /// for `index` to handle with an owned header.
+    pub fn find(&self, name: &Name<'_>, value: &[u8]) -> Found {
+        let statik = index_static_ref(name, value);
+        let len = 32 + name.as_slice().len() + value.len();
+
+        if skip_value_index_ref(name) || len * 4 > self.max_size * 3 {
+            return match statik {
+                None => Found::NotIndexed,
+                Some((n, true)) => Found::Indexed(n),
+                Some((n, false)) => Found::Name(n),
+            };
+        }
+
+        if let Some((n, true)) = statik {
+            return Found::Indexed(n);
+        }
+
+        if self.indices.is_empty() {
+            return Found::Miss;
+        }
+
+        let hash = hash_name(name);
+        let mut probe = desired_pos(self.mask, hash);
+        let mut dist = 0;
+
+        probe_loop!(probe < self.indices.len(), {
+            let Some(pos) = self.indices[probe] else {
+                return Found::Miss;
+            };
+            if probe_distance(self.mask, pos.hash, probe) < dist {
+                return Found::Miss;
+            }
+            let slot_idx = pos.index.wrapping_add(self.inserted);
+            if pos.hash == hash && self.slots[slot_idx].header.name() == *name {
+                // Entries of one name are chained, newest first.
+                let mut index = pos.index;
+                loop {
+                    let real_idx = index.wrapping_add(self.inserted);
+                    let slot = &self.slots[real_idx];
+                    if slot.header.value_slice() == value {
+                        return Found::Indexed(real_idx + DYN_OFFSET);
+                    }
+                    match slot.next {
+                        Some(next) => index = next,
+                        None => return Found::Miss,
+                    }
+                }
+            }
+
+            dist += 1;
+        });
     }
 
     /// Index the header in the HPACK table.
@@ -660,24 +731,30 @@ fn probe_distance(mask: usize, hash: HashValue, current: usize) -> usize {
 }
 
 fn hash_header(header: &Header) -> HashValue {
+    hash_name(&header.name())
+}
+
+fn hash_name(name: &Name<'_>) -> HashValue {
     const MASK: u64 = (MAX_SIZE as u64) - 1;
 
     let mut h = FnvHasher::default();
-    header.name().hash(&mut h);
+    name.hash(&mut h);
     HashValue((h.finish() & MASK) as usize)
 }
 
 /// Checks the static table for the header. If found, returns the index and a
 /// boolean representing if the value matched as well.
 fn index_static(header: &Header) -> Option<(usize, bool)> {
-    match *header {
-        Header::Field {
-            ref name,
-            ref value,
-        } => match *name {
+    index_static_ref(&header.name(), header.value_slice())
+}
+
+/// Patched: `index_static` for a borrowed header, its value as bytes (PATCHES.md).
+fn index_static_ref(name: &Name<'_>, value: &[u8]) -> Option<(usize, bool)> {
+    match *name {
+        Name::Field(name) => match *name {
             header::ACCEPT_CHARSET => Some((15, false)),
             header::ACCEPT_ENCODING => {
-                if value == "gzip, deflate" {
+                if value == b"gzip, deflate" {
                     Some((16, true))
                 } else {
                     Some((16, false))
@@ -730,31 +807,31 @@ fn index_static(header: &Header) -> Option<(usize, bool)> {
             header::WWW_AUTHENTICATE => Some((61, false)),
             _ => None,
         },
-        Header::Authority(_) => Some((1, false)),
-        Header::Method(ref v) => match *v {
-            Method::GET => Some((2, true)),
-            Method::POST => Some((3, true)),
+        Name::Authority => Some((1, false)),
+        Name::Method => match value {
+            b"GET" => Some((2, true)),
+            b"POST" => Some((3, true)),
             _ => Some((2, false)),
         },
-        Header::Scheme(ref v) => match &**v {
-            "http" => Some((6, true)),
-            "https" => Some((7, true)),
+        Name::Scheme => match value {
+            b"http" => Some((6, true)),
+            b"https" => Some((7, true)),
             _ => Some((6, false)),
         },
-        Header::Path(ref v) => match &**v {
-            "/" => Some((4, true)),
-            "/index.html" => Some((5, true)),
+        Name::Path => match value {
+            b"/" => Some((4, true)),
+            b"/index.html" => Some((5, true)),
             _ => Some((4, false)),
         },
-        Header::Protocol(..) => None,
-        Header::Status(ref v) => match u16::from(*v) {
-            200 => Some((8, true)),
-            204 => Some((9, true)),
-            206 => Some((10, true)),
-            304 => Some((11, true)),
-            400 => Some((12, true)),
-            404 => Some((13, true)),
-            500 => Some((14, true)),
+        Name::Protocol => None,
+        Name::Status => match value {
+            b"200" => Some((8, true)),
+            b"204" => Some((9, true)),
+            b"206" => Some((10, true)),
+            b"304" => Some((11, true)),
+            b"400" => Some((12, true)),
+            b"404" => Some((13, true)),
+            b"500" => Some((14, true)),
             _ => Some((8, false)),
         },
     }
