@@ -182,10 +182,6 @@ impl Decoder {
     where
         F: FnMut(Header) -> ControlFlow<()>,
     {
-        use self::Representation::*;
-
-        let mut can_resize = true;
-
         if let Some(size) = self.max_size_update.take() {
             self.last_max_update = size;
         }
@@ -194,6 +190,34 @@ impl Decoder {
         let _e = span.enter();
 
         tracing::trace!("decode");
+
+        // Patched: the decoded part of `src` is split off once, when decoding stops, instead of
+        // after every header (PATCHES.md). On `NeedMore`, what is left starts with the header
+        // that was cut short, as before; a string taken from `src` (`take`) is only taken
+        // once its whole header has been read, so `done` is never behind it.
+        let mut done = 0;
+        let res = self.decode_headers(src, &mut f, &mut done);
+        if res.is_err() {
+            src.set_position(done);
+        }
+        consume(src);
+        res
+    }
+
+    /// Decodes headers until `src` ends, `f` breaks, or an error; `done` is where the last
+    /// header read whole ends.
+    fn decode_headers<F>(
+        &mut self,
+        src: &mut Cursor<&mut BytesMut>,
+        f: &mut F,
+        done: &mut u64,
+    ) -> Result<(), DecoderError>
+    where
+        F: FnMut(Header) -> ControlFlow<()>,
+    {
+        use self::Representation::*;
+
+        let mut can_resize = true;
 
         while let Some(ty) = peek_u8(src) {
             // At this point we are always at the beginning of the next block
@@ -204,7 +228,7 @@ impl Decoder {
                     tracing::trace!(rem = src.remaining(), kind = %"Indexed");
                     can_resize = false;
                     let entry = self.decode_indexed(src)?;
-                    consume(src);
+                    *done = src.position();
                     if f(entry).is_break() {
                         break;
                     }
@@ -216,7 +240,7 @@ impl Decoder {
 
                     // Insert the header into the table
                     self.table.insert(entry.clone());
-                    consume(src);
+                    *done = src.position();
 
                     if f(entry).is_break() {
                         break;
@@ -226,7 +250,7 @@ impl Decoder {
                     tracing::trace!(rem = src.remaining(), kind = %"LiteralWithoutIndexing");
                     can_resize = false;
                     let entry = self.decode_literal(src, false)?;
-                    consume(src);
+                    *done = src.position();
                     if f(entry).is_break() {
                         break;
                     }
@@ -235,7 +259,7 @@ impl Decoder {
                     tracing::trace!(rem = src.remaining(), kind = %"LiteralNeverIndexed");
                     can_resize = false;
                     let entry = self.decode_literal(src, false)?;
-                    consume(src);
+                    *done = src.position();
 
                     // TODO: Track that this should never be indexed
 
@@ -251,7 +275,7 @@ impl Decoder {
 
                     // Handle the dynamic table size update
                     self.process_size_update(src)?;
-                    consume(src);
+                    *done = src.position();
                 }
             }
         }
