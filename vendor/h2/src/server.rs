@@ -1662,8 +1662,8 @@ impl proto::Peer for Peer {
     ) -> Result<Self::Poll, Error> {
         use http::{uri, Version};
 
-        let mut b = Request::builder();
-
+        // Patched: the request is made whole at the end instead of through `Request::builder`,
+        // which moved the request's parts at every step (PATCHES.md).
         macro_rules! malformed {
             ($($arg:tt)*) => {{
                 tracing::debug!($($arg)*);
@@ -1671,24 +1671,14 @@ impl proto::Peer for Peer {
             }}
         }
 
-        b = b.version(Version::HTTP_2);
-
-        let is_connect;
-        if let Some(method) = pseudo.method {
-            is_connect = method == Method::CONNECT;
-            b = b.method(method);
-        } else {
+        let Some(method) = pseudo.method else {
             malformed!("malformed headers: missing method");
-        }
+        };
+        let is_connect = method == Method::CONNECT;
 
         let has_protocol = pseudo.protocol.is_some();
-        if has_protocol {
-            if is_connect {
-                // Assert that we have the right type.
-                b = b.extension::<crate::ext::Protocol>(pseudo.protocol.unwrap());
-            } else {
-                malformed!("malformed headers: :protocol on non-CONNECT request");
-            }
+        if has_protocol && !is_connect {
+            malformed!("malformed headers: :protocol on non-CONNECT request");
         }
 
         if pseudo.status.is_some() {
@@ -1753,10 +1743,8 @@ impl proto::Peer for Peer {
             malformed!("malformed headers: missing path in extended CONNECT");
         }
 
-        b = b.uri(parts);
-
-        let mut request = match b.body(()) {
-            Ok(request) => request,
+        let uri = match uri::Uri::from_parts(parts) {
+            Ok(uri) => uri,
             Err(e) => {
                 // TODO: Should there be more specialized handling for different
                 // kinds of errors
@@ -1765,7 +1753,16 @@ impl proto::Peer for Peer {
             }
         };
 
+        let mut request = Request::new(());
+        *request.version_mut() = Version::HTTP_2;
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
         *request.headers_mut() = fields;
+        if let Some(protocol) = pseudo.protocol {
+            request
+                .extensions_mut()
+                .insert::<crate::ext::Protocol>(protocol);
+        }
 
         Ok(request)
     }

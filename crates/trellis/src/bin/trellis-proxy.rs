@@ -18,11 +18,6 @@ struct Cli {
     process: ProcessArgs,
 }
 
-/// mimalloc serves the proxy's many small, short-lived allocations (per request and per frame)
-/// from per-thread pages; glibc's malloc took several times the instructions for them at load.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     process::run(cli.process, "info", sidecar::run(cli.proxy))
