@@ -234,7 +234,7 @@ mod tests {
     use futures_util::{StreamExt, stream};
     use h2::server::SendResponse;
     use h2::{Reason, RecvStream};
-    use http::{HeaderMap, StatusCode};
+    use http::{HeaderMap, HeaderValue, StatusCode};
     use http_body_util::{BodyExt, StreamBody};
     use hyper::body::Frame;
     use tokio::net::{TcpListener, TcpStream};
@@ -436,6 +436,48 @@ mod tests {
         // The chunk's DATA frame carried END_STREAM: a pipe passing it on sets the flag on it.
         assert!(body.is_end_stream(), "ended with its last chunk");
         assert!(within("end", body.frame()).await.is_none());
+    }
+
+    /// HPACK (patched in vendor/h2: encoding by reference, decoded values sharing their bytes,
+    /// one split per header block) carries headers whole over one connection while both
+    /// dynamic tables fill, evict and change: a value new with every request (inserted anew, so
+    /// older entries are evicted), values that alternate (found among the newest entries or
+    /// down their name's chain), a name with two values, names never indexed (`cookie`,
+    /// `content-length`), a sensitive value, and a value too large to index. The server
+    /// answers with the headers it received, so both directions are checked.
+    #[tokio::test]
+    async fn headers_cross_whole_while_the_hpack_tables_change() {
+        let server = Server::start(10, |req: Request<RecvStream>, mut respond| async move {
+            let mut response = Response::new(());
+            *response.headers_mut() = req.headers().clone();
+            respond.send_response(response, true).unwrap();
+        })
+        .await;
+        let conn = server.connect().await;
+        let large = HeaderValue::from_str(&"x".repeat(3500)).unwrap();
+        for i in 0..300 {
+            let mut req = Request::builder()
+                .uri(format!("http://catalog/items/{}", i % 7))
+                .body(empty())
+                .unwrap();
+            let headers = req.headers_mut();
+            headers.insert("x-request-id", HeaderValue::from(i));
+            let tenant = ["blue", "green", "red"][i % 3];
+            headers.insert("x-tenant", HeaderValue::from_static(tenant));
+            headers.append(header::ACCEPT, HeaderValue::from_static("text/plain"));
+            headers.append(header::ACCEPT, HeaderValue::from_static("application/json"));
+            headers.insert(header::COOKIE, HeaderValue::from(i % 5));
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+            let mut secret = HeaderValue::from_static("Bearer t0ken");
+            secret.set_sensitive(true);
+            headers.insert(header::AUTHORIZATION, secret);
+            if i % 50 == 0 {
+                headers.insert("x-large", large.clone());
+            }
+            let sent = headers.clone();
+            let response = within("echo", send(&conn, req)).await.unwrap();
+            assert_eq!(response.headers(), &sent, "request {i}");
+        }
     }
 
     #[tokio::test]
