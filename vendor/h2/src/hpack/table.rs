@@ -196,7 +196,7 @@ impl Table {
             }
             let slot_idx = pos.index.wrapping_add(self.inserted);
             if pos.hash == hash && self.slots[slot_idx].header.name() == *name {
-                // Entries of one name are chained, newest first.
+                // Entries of one name are chained, oldest first.
                 let mut index = pos.index;
                 loop {
                     let real_idx = index.wrapping_add(self.inserted);
