@@ -113,9 +113,19 @@ struct EncodingHeaderBlock {
 }
 
 /// Patched: connection-specific header names, parsed once (PATCHES.md).
-pub(crate) const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// Patched: see `KEEP_ALIVE`.
-pub(crate) const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Patched: whether `name` is one of the connection-specific fields HTTP/2 forbids (RFC 9113
+/// 8.2.2), compared with names parsed once; used for blocks received and sent (PATCHES.md).
+pub(crate) fn is_connection_specific(name: &HeaderName) -> bool {
+    *name == header::CONNECTION
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::UPGRADE
+        || *name == KEEP_ALIVE
+        || *name == PROXY_CONNECTION
+}
 
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
@@ -937,12 +947,7 @@ impl HeaderBlock {
 
                     // Patched: compared with names parsed once (PATCHES.md); a `&str` was
                     // compared as text with every header received.
-                    if name == header::CONNECTION
-                        || name == header::TRANSFER_ENCODING
-                        || name == header::UPGRADE
-                        || name == KEEP_ALIVE
-                        || name == PROXY_CONNECTION
-                    {
+                    if is_connection_specific(&name) {
                         tracing::trace!("load_hpack; connection level header");
                         malformed = true;
                     } else if name == header::TE && value != "trailers" {

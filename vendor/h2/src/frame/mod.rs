@@ -55,7 +55,7 @@ pub use self::headers::{
     parse_u64, Continuation, Headers, Pseudo, PushPromise, PushPromiseHeaderError,
 };
 // Patched: shared with `proto::streams::send` (PATCHES.md).
-pub(crate) use self::headers::{KEEP_ALIVE, PROXY_CONNECTION};
+pub(crate) use self::headers::is_connection_specific;
 pub use self::ping::Ping;
 pub use self::priority::{Priority, StreamDependency};
 pub use self::reason::Reason;

@@ -78,19 +78,12 @@ impl Send {
     }
 
     fn check_headers(fields: &http::HeaderMap) -> Result<(), UserError> {
-        use crate::frame::{KEEP_ALIVE, PROXY_CONNECTION};
-        use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+        use http::header::TE;
 
-        // Patched: one pass over the names, each compared with names parsed once (PATCHES.md);
-        // it was a map lookup per forbidden name, each parsing `&str` names anew.
+        // Patched: one pass over the names replaces a map lookup per forbidden name (PATCHES.md).
         // 8.1.2.2. Connection-Specific Header Fields
         for name in fields.keys() {
-            if *name == CONNECTION
-                || *name == TRANSFER_ENCODING
-                || *name == UPGRADE
-                || *name == KEEP_ALIVE
-                || *name == PROXY_CONNECTION
-            {
+            if frame::is_connection_specific(name) {
                 tracing::debug!("illegal connection-specific headers found");
                 return Err(UserError::MalformedHeaders);
             }
