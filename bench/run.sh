@@ -23,6 +23,10 @@ if [ $((present * 10)) -lt $((listed * 9)) ]; then
     echo "warning: the code layout is stale (idle RSS will be higher): run bench/layout.sh" >&2
 fi
 
+if [ ! -f crates/trellis/proxy.profdata ]; then
+    echo "warning: no crates/trellis/proxy.profdata: the release build is not profile-guided (run bench/pgo.sh)" >&2
+fi
+
 if [ "${1:-}" = "--quick" ]; then
     DATA=(--seconds 2 --rates 1000,2000 --idle 1000)
     LATENCY=(--rounds 2 --seconds 1)

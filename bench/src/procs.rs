@@ -1,15 +1,15 @@
-//! The processes under test: started pinned to a CPU, measured through /proc, killed by PID.
+//! The processes under test: started pinned to a CPU, measured through /proc, stopped by PID.
 
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-/// A started process, killed (by its PID) and reaped when dropped.
+/// A started process, stopped (by its PID) and reaped when dropped.
 #[derive(Debug)]
 pub(crate) struct Proc {
     name: String,
@@ -70,19 +70,34 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// Asks the process to stop (SIGTERM: an instrumented build then writes its profile, and
+    /// callgrind its last dump) and kills it if it has not within `STOP_GRACE`.
     fn drop(&mut self) {
         // nginx's workers outlive a killed master: they are stopped too, by the PIDs seen
         // just before.
         let descendants: Vec<u32> = tree(self.pid()).into_iter().skip(1).collect();
+        signal("-TERM", self.pid());
+        let deadline = Instant::now() + STOP_GRACE;
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         for pid in descendants {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .stderr(Stdio::null())
-                .status();
+            signal("-KILL", pid);
         }
     }
+}
+
+/// How long a process asked to stop has before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// Sends `signal` (as `kill` spells it) to `pid`; one that is gone already is no error.
+fn signal(signal: &str, pid: u32) {
+    let _ = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// Resource use read from /proc.
