@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Regenerates crates/trellis/proxy.profdata, the profile release builds are optimised with
-# (scripts/rustc-pgo): an instrumented build of the binaries runs the data-plane benchmark's
-# sidecar pairs (HTTP/1.1 and HTTP/2, plaintext and mTLS, at a fixed rate and at saturation),
-# and the counts its sidecars wrote are merged. Sparse: code the run never reached has no
-# counts rather than zero ones, so LLVM optimises it as it would without a profile instead of
-# as cold. Functions are matched by name and a hash of their control flow: code changed since
-# is optimised without the profile. Rerun after larger changes to the request path and after
-# every toolchain update; then bench/layout.sh (run at the end) orders the new code.
+# Regenerates crates/trellis/proxy.llvmN.profdata (N: rustc's LLVM major), the profile release
+# builds are optimised with (scripts/rustc-pgo): an instrumented build of the binaries runs the
+# data-plane benchmark's sidecar pairs (HTTP/1.1 and HTTP/2, plaintext and mTLS, at a fixed rate
+# and at saturation), and the counts its sidecars wrote are merged. Sparse: code the run never
+# reached has no counts rather than zero ones, so LLVM optimises it as it would without a
+# profile instead of as cold. Functions are matched by name and a hash of their control flow:
+# code changed since is optimised without the profile. Rerun after larger changes to the
+# request path and after every toolchain update; then bench/layout.sh (run at the end) orders
+# the new code.
 set -euo pipefail
 shopt -s nullglob
 cd "$(dirname "$0")/.."
@@ -41,8 +42,9 @@ if [ "${#counts[@]}" -eq 0 ]; then
     echo "no profile in $work: did the sidecars exit on SIGTERM?" >&2
     exit 1
 fi
-"llvm-profdata-$llvm" merge --sparse -o crates/trellis/proxy.profdata "${counts[@]}"
-echo "crates/trellis/proxy.profdata: ${#counts[@]} sidecars' counts"
+profile="crates/trellis/proxy.llvm$llvm.profdata"
+"llvm-profdata-$llvm" merge --sparse -o "$profile" "${counts[@]}"
+echo "$profile: ${#counts[@]} sidecars' counts"
 # Release artifacts built with the old profile (cargo does not see the file change for
 # dependencies) are removed; layout.sh rebuilds them with the new one.
 cargo clean --release

@@ -23,8 +23,9 @@ if [ $((present * 10)) -lt $((listed * 9)) ]; then
     echo "warning: the code layout is stale (idle RSS will be higher): run bench/layout.sh" >&2
 fi
 
-if [ ! -f crates/trellis/proxy.profdata ]; then
-    echo "warning: no crates/trellis/proxy.profdata: the release build is not profile-guided (run bench/pgo.sh)" >&2
+profile="crates/trellis/proxy.llvm$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p').profdata"
+if [ ! -f "$profile" ]; then
+    echo "warning: no $profile: the release build is not profile-guided (run bench/pgo.sh)" >&2
 fi
 
 if [ "${1:-}" = "--quick" ]; then
