@@ -149,6 +149,12 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, StartError> {
     } else {
         ControlPlane::warming()
     });
+    // The join token exists before the xDS port accepts: a sidecar started as soon as it
+    // does reads the token file at start, and without it would run without mTLS.
+    let token = match &opts.data_dir {
+        Some(dir) => JoinToken::load_or_create(dir)?,
+        None => JoinToken::random(),
+    };
     let bind = |what, addr| async move {
         TcpListener::bind(addr)
             .await
@@ -162,10 +168,6 @@ pub async fn start(opts: ControlOptions) -> Result<ControlHandle, StartError> {
     let files = match &opts.config_dir {
         Some(dir) => Some(FileSource::start(dir, control.clone()).await?),
         None => None,
-    };
-    let token = match &opts.data_dir {
-        Some(dir) => JoinToken::load_or_create(dir)?,
-        None => JoinToken::random(),
     };
     let join_token = token.secret().to_owned();
     let mesh = control.config().resources.mesh_config();
