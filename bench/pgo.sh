@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd -P)
 
 # llvm-profdata of the LLVM rustc is built on (Debian's llvm-N).
-llvm=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+llvm=$(scripts/rustc-pgo --llvm-major)
 if ! command -v "llvm-profdata-$llvm" >/dev/null || ! command -v nginx >/dev/null; then
     apt-get update -q && apt-get install -y -q "llvm-$llvm" nginx-light
 fi
@@ -42,7 +42,7 @@ if [ "${#counts[@]}" -eq 0 ]; then
     echo "no profile in $work: did the sidecars exit on SIGTERM?" >&2
     exit 1
 fi
-profile="crates/trellis/proxy.llvm$llvm.profdata"
+profile=$(scripts/rustc-pgo --profile-path)
 "llvm-profdata-$llvm" merge --sparse -o "$profile" "${counts[@]}"
 echo "$profile: ${#counts[@]} sidecars' counts"
 # Release artifacts built with the old profile (cargo does not see the file change for

@@ -23,7 +23,7 @@ if [ $((present * 10)) -lt $((listed * 9)) ]; then
     echo "warning: the code layout is stale (idle RSS will be higher): run bench/layout.sh" >&2
 fi
 
-profile="crates/trellis/proxy.llvm$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p').profdata"
+profile=$(scripts/rustc-pgo --profile-path)
 if [ ! -f "$profile" ]; then
     echo "warning: no $profile: the release build is not profile-guided (run bench/pgo.sh)" >&2
 fi
