@@ -62,8 +62,8 @@ async fn get_json(addr: std::net::SocketAddr, path: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
-async fn start(dir: &std::path::Path) -> ControlHandle {
-    trellis_control::start(ControlOptions {
+fn options(dir: &std::path::Path) -> ControlOptions {
+    ControlOptions {
         config_dir: Some(dir.to_owned()),
         data_dir: None,
         xds_addr: "127.0.0.1:0".parse().unwrap(),
@@ -72,9 +72,35 @@ async fn start(dir: &std::path::Path) -> ControlHandle {
         svid_ttl: None,
         user_ca: None,
         stats_interval: trellis_control::DEFAULT_STATS_INTERVAL,
+    }
+}
+
+async fn start(dir: &std::path::Path) -> ControlHandle {
+    trellis_control::start(options(dir)).await.unwrap()
+}
+
+/// A sidecar reads the join token when it starts, which may be as soon as the xDS port accepts:
+/// the token is settled before that port is bound. Here both fail (the data dir lies under a
+/// file, the port is taken), and the token's failure is the one reported.
+#[tokio::test]
+async fn the_join_token_is_settled_before_the_xds_port_is_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let failed = trellis_control::start(ControlOptions {
+        data_dir: Some(file.join("state")),
+        xds_addr: taken.local_addr().unwrap(),
+        ..options(dir.path())
     })
-    .await
-    .unwrap()
+    .await;
+    let Err(trellis_control::StartError::Ca(trellis_control::ca::CaStartError::Io {
+        path, ..
+    })) = failed
+    else {
+        panic!("expected the join token's error first");
+    };
+    assert_eq!(path, file.join("state").join("join-token"));
 }
 
 /// Records EDS endpoints per cluster; NACKs clusters named in `reject`.
