@@ -17,8 +17,8 @@ use trellis_xds::bootstrap::EnvoyOptions;
 use trellis_xds::node::{NodeMeta, UpstreamPort};
 
 use crate::common::{
-    KeepAlive, admin_json, config_dump, servers_on_an_early_connection, service, share_served_by,
-    split, versioned,
+    KeepAlive, admin_json, assert_share, config_dump, servers_on_an_early_connection, service,
+    share_served_by, split, versioned,
 };
 
 /// Requests per measured share: 80/20 within ±5 points is about four standard deviations.
@@ -266,10 +266,7 @@ async fn envoy_routes_with_the_trellis_proxys_weights_and_sees_a_new_endpoint_wi
             seen.len() == 2
         });
         let share = share_served_by(&http, "api-v2", SAMPLES).await;
-        assert!(
-            (0.15..=0.25).contains(&share),
-            "{proxy}: 80/20 split gave {share:.3} to v2"
-        );
+        assert_share(&format!("{proxy}: 80/20 split to v2"), share, 0.2, SAMPLES);
         let servers = servers_on_an_early_connection(addr, 50).await;
         assert_eq!(
             servers.len(),

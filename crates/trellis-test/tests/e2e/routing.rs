@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use trellis_test::{Sidecar, TestMesh, assert_eventually, http1_get, spawn_http_echo};
 
 use crate::common::{
-    EchoMesh, KeepAlive, config_dump, echo_mesh, servers_on_an_early_connection, service,
-    share_served_by, split, versioned,
+    EchoMesh, KeepAlive, assert_share, config_dump, echo_mesh, servers_on_an_early_connection,
+    service, share_served_by, split, versioned,
 };
 
 /// Requests per measurement.
@@ -67,10 +67,7 @@ async fn weighted_split_holds_and_edits_apply_live_without_errors() {
     );
 
     let share = share_served_by(&http, "web-v1", SAMPLES).await;
-    assert!(
-        (0.87..=0.93).contains(&share),
-        "90/10 split gave {share:.3} to v1"
-    );
+    assert_share("90/10 split to v1", share, 0.9, SAMPLES);
     // A connection opened ahead of use, silent past the detection timeout, is still HTTP:
     // its requests are split too (web declares its protocol).
     let servers = servers_on_an_early_connection(addr, 100).await;
@@ -112,10 +109,7 @@ async fn weighted_split_holds_and_edits_apply_live_without_errors() {
     let share = share_served_by(&http, "web-v1", SAMPLES).await;
     running.store(false, Ordering::Relaxed);
     load.await.unwrap();
-    assert!(
-        (0.47..=0.53).contains(&share),
-        "50/50 split gave {share:.3} to v1"
-    );
+    assert_share("50/50 split to v1", share, 0.5, SAMPLES);
     assert!(
         sent.load(Ordering::Relaxed) > 100,
         "load ran during the edit"
