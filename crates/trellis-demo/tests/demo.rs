@@ -143,7 +143,9 @@ async fn loadgen_sends_at_the_requested_rate() {
     load.run(&stats, std::future::pending()).await.unwrap();
     assert_eq!(stats.failures(), 0);
     let sent = stats.successes();
-    assert!((160..=240).contains(&sent), "sent {sent} requests");
+    // The generator skips ticks it missed instead of bursting: a stalled runner sends fewer,
+    // never more.
+    assert!((120..=240).contains(&sent), "sent {sent} requests");
     assert!(stats.mean_latency().is_some());
 }
 

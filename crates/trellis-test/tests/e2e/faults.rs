@@ -8,6 +8,10 @@ use trellis_test::{HttpReply, Sidecar, TestMesh, assert_eventually, http1_get, s
 
 use crate::common::{assert_share, service};
 
+/// The `chaos-delay` fault's `fixedDelay` in [`CONFIG`]: long enough that a request it did not
+/// delay never takes as long, even on a loaded machine, so latency tells the two apart.
+const INJECTED_DELAY: Duration = Duration::from_millis(300);
+
 const CONFIG: &str = r#"
 apiVersion: trellis.dev/v1alpha1
 kind: FaultInjection
@@ -19,20 +23,21 @@ apiVersion: trellis.dev/v1alpha1
 kind: FaultInjection
 metadata: {name: chaos-delay}
 spec:
-  delay: {fixedDelay: 100ms, percent: 10}
+  delay: {fixedDelay: 300ms, percent: 10}
   headers: [{name: x-chaos, value: "on"}]
 ---
 apiVersion: trellis.dev/v1alpha1
 kind: RateLimit
-metadata: {name: five-per-second}
-spec: {requests: 5, per: 1s}
+metadata: {name: burst-of-five}
+spec: {requests: 1, per: 1s, burst: 5}
 ---
 apiVersion: trellis.dev/v1alpha1
 kind: RateLimit
 metadata: {name: guarded-inbound}
 spec:
-  requests: 10
+  requests: 1
   per: 1s
+  burst: 10
   targetRefs: [{kind: Service, name: guarded}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
@@ -52,7 +57,7 @@ spec:
     backendRefs: [{name: web}]
   - matches: [{path: {value: /limited}}]
     filters:
-    - {type: ExtensionRef, extensionRef: {group: trellis.dev, kind: RateLimit, name: five-per-second}}
+    - {type: ExtensionRef, extensionRef: {group: trellis.dev, kind: RateLimit, name: burst-of-five}}
     backendRefs: [{name: web}]
   - matches: [{path: {value: /missing}}]
     filters:
@@ -163,15 +168,13 @@ async fn injected_aborts_and_delays_hit_their_share_of_requests() {
     assert_eq!(abort.0.header("x-served-by"), None, "answered by the proxy");
 
     let delays = load(f.web, "/delay", &[("x-chaos", "on")], 16, 2000).await;
-    let delayed = share(&delays, |(_, took)| *took >= Duration::from_millis(100));
+    let delayed = share(&delays, |(_, took)| *took >= INJECTED_DELAY);
     assert_share("10% delay", delayed, 0.1, delays.len());
     assert!(delays.iter().all(|(r, _)| r.status == 200));
 
     let unmatched = load(f.web, "/delay", &[], 4, 200).await;
     assert!(
-        unmatched
-            .iter()
-            .all(|(_, took)| *took < Duration::from_millis(100)),
+        unmatched.iter().all(|(_, took)| *took < INJECTED_DELAY),
         "no delay without the header"
     );
 
@@ -186,12 +189,14 @@ async fn injected_aborts_and_delays_hit_their_share_of_requests() {
 async fn rate_limits_answer_429_past_the_rate_per_route_and_per_service() {
     let f = faults().await;
 
+    // Buckets of 5 and 10 refilled with one token a second: a burst that straddles a refill
+    // gets one more through, never a whole bucket more.
     let burst = load(f.web, "/limited", &[], 1, 12).await;
     let statuses: Vec<u16> = burst.iter().map(|(r, _)| r.status.as_u16()).collect();
     let passed = statuses.iter().filter(|s| **s == 200).count();
     assert!(
         (5..=6).contains(&passed),
-        "5 per second passed {passed}: {statuses:?}"
+        "a bucket of 5 passed {passed}: {statuses:?}"
     );
     let refused = burst.iter().find(|(r, _)| r.status == 429).unwrap();
     assert_eq!(refused.0.header("retry-after"), Some("1"));
@@ -202,10 +207,13 @@ async fn rate_limits_answer_429_past_the_rate_per_route_and_per_service() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(http1_get(f.web, "/limited", &[]).await.unwrap().status, 200);
 
-    // The guarded service's own sidecar admits 10 requests a second from everyone.
+    // The guarded service's own sidecar admits a burst of 10 from everyone.
     let burst = load(f.guarded, "/", &[], 1, 25).await;
     let passed = burst.iter().filter(|(r, _)| r.status == 200).count();
-    assert!((10..=12).contains(&passed), "10 per second passed {passed}");
+    assert!(
+        (10..=12).contains(&passed),
+        "a bucket of 10 passed {passed}"
+    );
     assert!(
         burst
             .iter()

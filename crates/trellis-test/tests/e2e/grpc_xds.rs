@@ -146,7 +146,17 @@ async fn a_grpcio_client_resolves_an_xds_target_spreads_over_every_endpoint_and_
     }
     let [p0, p1, p2] = ports.map(|p| p.to_string());
 
-    // Round robin over both endpoints, through their sidecars; the third has none yet.
+    // Round robin over both endpoints, through their sidecars; the third has none yet. gRPC
+    // balances over the connections that are ready: first wait until both have answered.
+    let deadline = Deadline::after(Duration::from_secs(5));
+    loop {
+        let round = client.calls(10).await;
+        assert!(round.errors.is_empty(), "{round:?}");
+        if round.counts.contains_key(&p0) && round.counts.contains_key(&p1) {
+            break;
+        }
+        assert!(!deadline.passed(), "an endpoint never answered: {round:?}");
+    }
     let round = client.calls(40).await;
     assert!(round.errors.is_empty(), "{round:?}");
     assert!(round.counts.get(&p0) >= Some(&15), "{round:?}");

@@ -347,8 +347,9 @@ async fn route_and_backend_timeouts_fire_on_time() {
         let reply = http1_get(t.addr, "/delay/2000", headers).await.unwrap();
         let took = started.elapsed();
         assert_eq!(reply.status, 504, "{headers:?}");
+        // Under 100 ms late: the per-try case cannot pass on the route's 300 ms timeout.
         assert!(
-            took >= limit && took <= limit + Duration::from_millis(50),
+            took >= limit && took < limit + Duration::from_millis(100),
             "{headers:?}: the {limit:?} timeout answered after {took:?}"
         );
     }

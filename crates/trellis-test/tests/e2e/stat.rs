@@ -31,7 +31,7 @@ fn requests(report: &StatsReport, source: Option<&str>, service: &str) -> u64 {
     row(report, source, service).map_or(0, |r| r.requests)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_agree_with_a_known_traffic_mix() {
     let services = [service("api", "HTTP"), service("slow", "HTTP")].concat();
     let mesh = TestMesh::start(&[("services.yaml", &services)])
