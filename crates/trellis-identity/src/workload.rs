@@ -86,6 +86,9 @@ pub struct Svid {
     pub not_before: SystemTime,
     /// Validity end.
     pub not_after: SystemTime,
+    /// When this process got it: the CA backdates `not_before` for clocks running behind, so the
+    /// validity start is not when it was issued.
+    pub received: SystemTime,
 }
 
 impl Clone for Svid {
@@ -97,6 +100,7 @@ impl Clone for Svid {
             serial: self.serial.clone(),
             not_before: self.not_before,
             not_after: self.not_after,
+            received: self.received,
         }
     }
 }
@@ -108,6 +112,7 @@ impl fmt::Debug for Svid {
             .field("serial", &self.serial)
             .field("not_before", &self.not_before)
             .field("not_after", &self.not_after)
+            .field("received", &self.received)
             .finish_non_exhaustive()
     }
 }
@@ -138,15 +143,19 @@ impl Svid {
             serial: leaf.serial,
             not_before: leaf.not_before,
             not_after: leaf.not_after,
+            received: SystemTime::now(),
         })
     }
 
-    /// When to renew: 2/3 into the lifetime, moved by up to ±5% of it (`jitter` in 0..1, drawn
-    /// by the caller; 0.5 means no shift) so a fleet does not renew in lockstep.
+    /// When to renew: 2/3 into the time it is valid for after it was received (from the
+    /// backdated `not_before`, an SVID living under two minutes would be due at once), moved by
+    /// up to ±5% of it (`jitter` in 0..1, drawn by the caller; 0.5 means no shift) so a fleet
+    /// does not renew in lockstep.
     pub fn renew_at(&self, jitter: f64) -> SystemTime {
-        let life = self.lifetime();
+        let start = self.received.max(self.not_before);
+        let life = self.not_after.duration_since(start).unwrap_or_default();
         let shift = (jitter.clamp(0.0, 1.0) - 0.5) * 0.1;
-        self.not_before + life.mul_f64(2.0 / 3.0 + shift)
+        start + life.mul_f64(2.0 / 3.0 + shift)
     }
 
     /// Whether it has expired at `now`.
@@ -157,13 +166,6 @@ impl Svid {
     /// Remaining lifetime at `now` (zero once expired).
     pub fn remaining(&self, now: SystemTime) -> Duration {
         self.not_after.duration_since(now).unwrap_or_default()
-    }
-
-    /// The whole validity period.
-    pub fn lifetime(&self) -> Duration {
-        self.not_after
-            .duration_since(self.not_before)
-            .unwrap_or_default()
     }
 
     /// The chain as PEM, leaf first.
@@ -233,8 +235,9 @@ mod tests {
         let now = SystemTime::now();
         let mut ca = authority(now);
         let svid = issue(&mut ca, &id("web"), 30 * DAY, now);
-        let life = svid.lifetime().as_secs_f64();
-        let at = |j| svid.renew_at(j).duration_since(svid.not_before).unwrap();
+        let life = svid.not_after.duration_since(svid.received).unwrap();
+        let life = life.as_secs_f64();
+        let at = |j| svid.renew_at(j).duration_since(svid.received).unwrap();
         let frac = |j| at(j).as_secs_f64() / life;
         assert!((frac(0.5) - 2.0 / 3.0).abs() < 1e-6);
         assert!((frac(0.0) - (2.0 / 3.0 - 0.05)).abs() < 1e-6);
@@ -242,6 +245,25 @@ mod tests {
         assert_eq!(svid.renew_at(7.0), svid.renew_at(1.0), "jitter is clamped");
         assert!(!svid.is_expired(now));
         assert!(svid.is_expired(svid.not_after));
+    }
+
+    #[test]
+    fn a_short_lived_svid_renews_two_thirds_into_its_life_not_at_once() {
+        let now = SystemTime::now();
+        let mut ca = authority(now);
+        let svid = issue(&mut ca, &id("web"), Duration::from_secs(3), now);
+        assert!(
+            svid.not_before + Duration::from_secs(30) < svid.received,
+            "the CA backdates the start: {svid:?}"
+        );
+        let (renew, left) = (
+            svid.renew_at(0.5).duration_since(svid.received).unwrap(),
+            svid.not_after.duration_since(svid.received).unwrap(),
+        );
+        assert!(
+            (renew.as_secs_f64() / left.as_secs_f64() - 2.0 / 3.0).abs() < 1e-6,
+            "renews {renew:?} after receipt, {left:?} before expiry"
+        );
     }
 
     #[test]
