@@ -80,7 +80,11 @@ async fn identity(State(ca): Ca) -> Response {
 
 async fn rotate(State(ca): Ca) -> Response {
     match ca.rotate() {
-        Ok(()) => (StatusCode::OK, "root rotation started\n").into_response(),
+        Ok(()) => (
+            StatusCode::OK,
+            "root rotation started: the new root is in the trust bundle, and signs once every proxy has had the time to trust it\n",
+        )
+            .into_response(),
         Err(e) => (StatusCode::CONFLICT, format!("{e}\n")).into_response(),
     }
 }

@@ -178,7 +178,8 @@ impl<A: Authenticator> CaService<A> {
         self.authority.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Rotates the root now; the new bundle goes out to every proxy.
+    /// Starts a root rotation now: the bundle with the new root goes out to every proxy, and
+    /// the new root signs after the trust lead (the upkeep task switches it).
     pub fn rotate(&self) -> Result<(), trellis_identity::ca::CaError> {
         let mut authority = self.authority();
         authority.rotate(SystemTime::now())?;
@@ -195,8 +196,11 @@ impl<A: Authenticator> CaService<A> {
             Ok(events) => {
                 for event in &events {
                     match event {
+                        CaEvent::Trusted { new_root } => {
+                            tracing::info!(%new_root, "root rotation started: a new root is trusted")
+                        }
                         CaEvent::Rotated { new_root } => {
-                            tracing::info!(%new_root, "root rotated automatically")
+                            tracing::info!(%new_root, "the new root signs from now on")
                         }
                         CaEvent::Retired { old_root } => {
                             tracing::info!(%old_root, "old root left the trust bundle")

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::SpiffeId;
 use crate::x509::{CertError, cert_pem, certs};
 use signer::Signer;
-use store::{State, Store};
+use store::{NextRoot, State, Store};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -177,12 +177,25 @@ pub enum CaError {
     /// A user-supplied CA is rotated by its owner, not by Trellis.
     #[error("this CA was supplied by the user: rotate it by supplying a new one")]
     UserSupplied,
+    /// A rotation is already under way.
+    #[error(
+        "a root rotation is already under way: root {next} is in the trust bundle and signs once every proxy has had the time to trust it"
+    )]
+    RotationUnderWay {
+        /// The next root's fingerprint.
+        next: String,
+    },
 }
 
 /// What [`Authority::maintain`] did; each changes the trust bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CaEvent {
-    /// A new root signs from now on.
+    /// A new root joined the trust bundle; it signs after [`Authority::trust_lead`].
+    Trusted {
+        /// Its fingerprint.
+        new_root: String,
+    },
+    /// The new root signs from now on; the one before it is retiring.
     Rotated {
         /// Its fingerprint.
         new_root: String,
@@ -199,6 +212,8 @@ pub enum CaEvent {
 pub enum RootState {
     /// Signs new SVIDs.
     Active,
+    /// Trusted, and signs once every proxy has had the time to trust it.
+    Next,
     /// Trusted until the SVIDs it signed expire.
     Retiring,
 }
@@ -216,7 +231,7 @@ pub struct RootInfo {
     pub not_before: SystemTime,
     /// Validity end.
     pub not_after: SystemTime,
-    /// Active or retiring.
+    /// Active, next or retiring.
     pub state: RootState,
 }
 
@@ -251,6 +266,9 @@ pub struct Authority {
     opts: CaOptions,
     store: Option<Store>,
     active: Signer,
+    /// A rotation under way: the root that signs after the trust lead, and since when it is
+    /// in the bundle.
+    next: Option<(Signer, SystemTime)>,
     /// Newest first.
     retiring: Vec<Signer>,
     issued: Vec<IssuedInfo>,
@@ -263,6 +281,10 @@ impl std::fmt::Debug for Authority {
             .field("trust_domain", &self.opts.trust_domain)
             .field("dir", &self.store.as_ref().map(Store::dir))
             .field("active_root", &self.active.fingerprint())
+            .field(
+                "next_root",
+                &self.next.as_ref().map(|(s, _)| s.fingerprint()),
+            )
             .field("retiring_roots", &self.retiring.len())
             .field("issued", &self.issued.len())
             .field("user_supplied", &self.user_supplied)
@@ -296,6 +318,10 @@ impl Authority {
             });
         }
         let active = store.load_root(&state.active)?;
+        let next = state
+            .next
+            .map(|n| Ok::<_, CaError>((store.load_root(&n.fingerprint)?, n.trusted_since)))
+            .transpose()?;
         let retiring = state
             .retiring
             .iter()
@@ -303,6 +329,7 @@ impl Authority {
             .collect::<Result<_, _>>()?;
         tracing::info!(root = %active.fingerprint(), dir = %dir.display(), "loaded the CA");
         Ok(Authority {
+            next,
             retiring,
             issued: state.issued,
             ..Authority::new(opts, Some(store), active)
@@ -334,6 +361,7 @@ impl Authority {
             opts,
             store,
             active,
+            next: None,
             retiring: Vec::new(),
             issued: Vec::new(),
             user_supplied: false,
@@ -401,44 +429,73 @@ impl Authority {
         })
     }
 
-    /// PEM of every trusted root: the active one first, then retiring ones (newest first).
+    /// PEM of every trusted root: the active one first, then the next one, then retiring ones
+    /// (newest first).
     pub fn trust_bundle_pem(&self) -> String {
         self.signers()
             .map(|(s, _)| cert_pem(s.root_der()))
             .collect()
     }
 
-    /// Starts a root rotation: a new root signs from now on and joins the bundle; the old one
-    /// stays trusted until every SVID it signed has expired (see [`Authority::maintain`]).
+    /// Starts a root rotation: a new root joins the trust bundle now and signs once
+    /// [`Authority::maintain`] finds it has been trusted for [`Authority::trust_lead`], so that
+    /// no proxy meets a certificate under a root it has not been sent yet. The old root then
+    /// stays trusted until every SVID it signed has expired.
     pub fn rotate(&mut self, now: SystemTime) -> Result<(), CaError> {
         if self.user_supplied {
             return Err(CaError::UserSupplied);
         }
+        if let Some((next, _)) = &self.next {
+            return Err(CaError::RotationUnderWay {
+                next: next.fingerprint().to_owned(),
+            });
+        }
         let next = Signer::new_root(&self.opts, now)?;
-        let (new_root, old_root) = (
-            next.fingerprint().to_owned(),
-            self.active.fingerprint().to_owned(),
-        );
         if let Some(store) = &self.store {
             store.save_root(&next)?;
         }
+        self.next = Some((next, now));
+        if let Err(e) = self.save_state() {
+            if let (Some((next, _)), Some(store)) = (self.next.take(), &self.store) {
+                store.remove_root(next.fingerprint());
+            }
+            return Err(e);
+        }
+        if let Some((next, _)) = &self.next {
+            tracing::info!(new_root = %next.fingerprint(), signs_in = ?self.trust_lead(), "a new root CA joined the trust bundle");
+        }
+        Ok(())
+    }
+
+    /// How long a new root is trusted before it signs: a third of the SVID lifetime, from 1 s
+    /// to 1 min. Pushing a bundle to every connected proxy takes well under a second; a proxy
+    /// cut off for longer also misses renewals.
+    pub fn trust_lead(&self) -> Duration {
+        (self.opts.svid_ttl / 3).clamp(Duration::from_secs(1), Duration::from_secs(60))
+    }
+
+    /// Makes the next root the active one, the active one retiring.
+    fn promote(&mut self) -> Result<String, CaError> {
+        let Some((next, since)) = self.next.take() else {
+            return Ok(self.active.fingerprint().to_owned());
+        };
         let old = std::mem::replace(&mut self.active, next);
         self.retiring.insert(0, old);
         if let Err(e) = self.save_state() {
             let old = self.retiring.remove(0);
             let next = std::mem::replace(&mut self.active, old);
-            if let Some(store) = &self.store {
-                store.remove_root(next.fingerprint());
-            }
+            self.next = Some((next, since));
             return Err(e);
         }
-        tracing::info!(%new_root, %old_root, "rotated the root CA");
-        Ok(())
+        let (new_root, old_root) = (self.active.fingerprint(), self.retiring[0].fingerprint());
+        tracing::info!(%new_root, %old_root, "rotated the root CA: the new root signs from now on");
+        Ok(new_root.to_owned())
     }
 
-    /// Periodic upkeep: rotates when the active root's remaining life is below
-    /// `rotate_before`; forgets expired SVIDs and drops retiring roots no unexpired SVID
-    /// chains to. Each event changes the trust bundle, which the caller should push.
+    /// Periodic upkeep: starts a rotation when the active root's remaining life is below
+    /// `rotate_before`, and lets the next root sign once it has been trusted for
+    /// [`Authority::trust_lead`]; forgets expired SVIDs and drops retiring roots no unexpired
+    /// SVID chains to. Each event changes the trust bundle, which the caller should push.
     pub fn maintain(&mut self, now: SystemTime) -> Result<Vec<CaEvent>, CaError> {
         let mut events = Vec::new();
         let remaining = self
@@ -454,10 +511,16 @@ impl Authority {
                     "the user-supplied CA certificate expires soon: supply a new one"
                 );
             }
+        } else if let Some((_, since)) = &self.next {
+            if now >= *since + self.trust_lead() {
+                let new_root = self.promote()?;
+                events.push(CaEvent::Rotated { new_root });
+            }
         } else if remaining < self.opts.rotate_before {
             self.rotate(now)?;
-            events.push(CaEvent::Rotated {
-                new_root: self.active.fingerprint().to_owned(),
+            let new_root = self.next.as_ref().map(|(s, _)| s.fingerprint().to_owned());
+            events.push(CaEvent::Trusted {
+                new_root: new_root.unwrap_or_default(),
             });
         }
         let live: Vec<IssuedInfo> = self
@@ -475,10 +538,9 @@ impl Authority {
         }
         let retire: Vec<String> = retire.iter().map(|s| s.fingerprint().to_owned()).collect();
         let state = State {
-            trust_domain: self.opts.trust_domain.clone(),
-            active: self.active.fingerprint().to_owned(),
             retiring: keep.iter().map(|s| s.fingerprint().to_owned()).collect(),
             issued: live.clone(),
+            ..self.state()
         };
         if let Some(store) = &self.store {
             store.save_state(&state)?;
@@ -496,7 +558,7 @@ impl Authority {
         Ok(events)
     }
 
-    /// The trusted roots, active first.
+    /// The trusted roots: active, next, then retiring.
     pub fn roots(&self) -> Vec<RootInfo> {
         self.signers()
             .map(|(s, state)| {
@@ -521,6 +583,7 @@ impl Authority {
 
     fn signers(&self) -> impl Iterator<Item = (&Signer, RootState)> {
         std::iter::once((&self.active, RootState::Active))
+            .chain(self.next.iter().map(|(s, _)| (s, RootState::Next)))
             .chain(self.retiring.iter().map(|s| (s, RootState::Retiring)))
     }
 
@@ -528,16 +591,25 @@ impl Authority {
         let Some(store) = &self.store else {
             return Ok(());
         };
-        store.save_state(&State {
+        store.save_state(&self.state())
+    }
+
+    /// What `state.json` says of the CA as it is.
+    fn state(&self) -> State {
+        State {
             trust_domain: self.opts.trust_domain.clone(),
             active: self.active.fingerprint().to_owned(),
+            next: self.next.as_ref().map(|(s, since)| NextRoot {
+                fingerprint: s.fingerprint().to_owned(),
+                trusted_since: *since,
+            }),
             retiring: self
                 .retiring
                 .iter()
                 .map(|s| s.fingerprint().to_owned())
                 .collect(),
             issued: self.issued.clone(),
-        })
+        }
     }
 }
 

@@ -407,10 +407,20 @@ fn identity_shows_lists_and_rotates_and_keys_stay_private() {
     );
     assert!(identity("list").starts_with("IDENTITY"));
     assert!(identity("rotate").contains("rotation started"));
+    // The new root is trusted at once and signs a minute later (a third of the 24 h SVIDs').
     let shown = identity("show");
     assert!(
-        shown.contains("Active") && shown.contains("Retiring"),
+        shown.contains("Active") && shown.contains("Next"),
         "{shown}"
+    );
+    let again = trellis()
+        .args(["identity", "rotate", "--admin-addr", &admin])
+        .output()
+        .unwrap();
+    let refusal = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && refusal.contains("already under way"),
+        "a second rotation during the first: {refusal}"
     );
 }
 

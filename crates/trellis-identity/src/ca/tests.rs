@@ -190,15 +190,45 @@ fn rotation_keeps_the_old_root_until_its_svids_expire() {
     let old_root = ca.roots()[0].fingerprint.clone();
     let before = issue(&mut ca, &id("client"), Duration::from_secs(3600), now);
     ca.rotate(now).unwrap();
-    let new_root = ca.roots()[0].fingerprint.clone();
+    let new_root = ca.roots()[1].fingerprint.clone();
     assert_ne!(new_root, old_root);
     let states: Vec<_> = ca.roots().iter().map(|r| r.state).collect();
+    assert_eq!(states, [RootState::Active, RootState::Next]);
+    let bundle = TrustBundle::from_pem(&ca.trust_bundle_pem()).unwrap();
+    assert_eq!(bundle.len(), 2, "the new root is trusted at once");
+    assert!(matches!(
+        ca.rotate(now),
+        Err(CaError::RotationUnderWay { next }) if next == new_root
+    ));
+
+    // Until every proxy has had the time to trust it, the old root still signs.
+    let lead = ca.trust_lead();
+    assert_eq!(
+        lead,
+        Duration::from_secs(60),
+        "a third of 24 h, at most a minute"
+    );
+    let early = issue(&mut ca, &id("web"), DAY, now + lead / 2);
+    assert!(ca.maintain(now + lead / 2).unwrap().is_empty());
+    assert_eq!(ca.issued()[1].signed_by, old_root, "{early:?}");
+    // The next root survives a restart, and so does when it joined the bundle.
+    let reloaded = Authority::load_or_create(dir.path(), opts(), now).unwrap();
+    assert_eq!(reloaded.roots()[1].state, RootState::Next);
+    assert_eq!(reloaded.trust_bundle_pem(), ca.trust_bundle_pem());
+    assert_eq!(
+        ca.maintain(now + lead).unwrap(),
+        [CaEvent::Rotated {
+            new_root: new_root.clone()
+        }]
+    );
+    let states: Vec<_> = ca.roots().iter().map(|r| r.state).collect();
     assert_eq!(states, [RootState::Active, RootState::Retiring]);
+    assert_eq!(ca.roots()[0].fingerprint, new_root);
     let bundle = TrustBundle::from_pem(&ca.trust_bundle_pem()).unwrap();
     assert_eq!(bundle.len(), 2);
 
-    let after = issue(&mut ca, &id("web"), DAY, now);
-    assert_eq!(ca.issued()[1].signed_by, new_root, "new SVIDs: new root");
+    let after = issue(&mut ca, &id("web"), DAY, now + lead);
+    assert_eq!(ca.issued()[2].signed_by, new_root, "new SVIDs: new root");
     // Both generations verify against the transition bundle.
     handshake(
         client_config(&before, &bundle, &[id("web")], &[]).unwrap(),
@@ -212,17 +242,22 @@ fn rotation_keeps_the_old_root_until_its_svids_expire() {
     assert_eq!(reloaded.issued(), ca.issued());
 
     assert!(
-        ca.maintain(now).unwrap().is_empty(),
+        ca.maintain(now + lead).unwrap().is_empty(),
         "old root still needed"
     );
-    let later = now + Duration::from_secs(7200);
+    let later = now + 2 * DAY;
+    assert_eq!(
+        ca.maintain(now + DAY / 2).unwrap(),
+        [],
+        "the old root's day-long SVID is live"
+    );
     assert_eq!(
         ca.maintain(later).unwrap(),
         [CaEvent::Retired {
             old_root: old_root.clone()
         }]
     );
-    assert_eq!(ca.issued().len(), 1, "the expired SVID is forgotten");
+    assert!(ca.issued().is_empty(), "the expired SVIDs are forgotten");
     assert_eq!(
         TrustBundle::from_pem(&ca.trust_bundle_pem()).unwrap().len(),
         1
@@ -244,7 +279,19 @@ fn rotates_automatically_before_the_root_expires() {
     );
     let near_end = now + 250 * DAY;
     let events = ca.maintain(near_end).unwrap();
-    let [CaEvent::Rotated { new_root }, CaEvent::Retired { old_root }] = events.as_slice() else {
+    let [CaEvent::Trusted { new_root }] = events.as_slice() else {
+        panic!("{events:?}");
+    };
+    assert_eq!(ca.roots()[1].fingerprint, *new_root);
+    assert_eq!(ca.roots()[0].fingerprint, first, "still signing");
+    let events = ca.maintain(near_end + ca.trust_lead()).unwrap();
+    assert_eq!(
+        events.first(),
+        Some(&CaEvent::Rotated {
+            new_root: new_root.clone()
+        })
+    );
+    let [_, CaEvent::Retired { old_root }] = events.as_slice() else {
         panic!("{events:?}");
     };
     // No SVID chained to the first root, so it left the bundle at once.
