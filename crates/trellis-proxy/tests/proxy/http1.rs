@@ -20,10 +20,8 @@ async fn proxy_to(
 ) -> (trellis_proxy::ProxyHandle, std::net::SocketAddr) {
     let proxy = start_proxy(&["svc"]).await;
     let listen = proxy.upstream_addr("svc").unwrap();
-    let closed = {
-        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        socket.local_addr().unwrap()
-    };
+    // Nothing listens on port 1 (a port freed by a dropped listener could be taken again).
+    let closed: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
     Config {
         listeners: vec![http_listener(
             "outbound|svc",
