@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use tonic::Status;
 use trellis_identity::SpiffeId;
-use trellis_identity::ca::{Authority, CaEvent, CaOptions, IssuedInfo, RootInfo};
+use trellis_identity::ca::{Authority, CaOptions, IssuedInfo, RootInfo};
 use trellis_xds::ca::{SignRequest, SignResponse, Signer};
 
 use crate::control::ControlPlane;
@@ -183,33 +183,21 @@ impl<A: Authenticator> CaService<A> {
     pub fn rotate(&self) -> Result<(), trellis_identity::ca::CaError> {
         let mut authority = self.authority();
         authority.rotate(SystemTime::now())?;
-        tracing::info!("root rotation started by hand");
         self.control.set_trust_bundle(authority.trust_bundle_pem());
         Ok(())
     }
 
-    /// Periodic upkeep: automatic rotation and retirement of old roots.
+    /// Periodic upkeep: automatic rotation and retirement of old roots (the authority logs
+    /// each step). Whatever changed the bundle goes out, even when a later step failed.
     pub fn maintain(&self) {
         let mut authority = self.authority();
-        match authority.maintain(SystemTime::now()) {
-            Ok(events) if events.is_empty() => {}
-            Ok(events) => {
-                for event in &events {
-                    match event {
-                        CaEvent::Trusted { new_root } => {
-                            tracing::info!(%new_root, "root rotation started: a new root is trusted")
-                        }
-                        CaEvent::Rotated { new_root } => {
-                            tracing::info!(%new_root, "the new root signs from now on")
-                        }
-                        CaEvent::Retired { old_root } => {
-                            tracing::info!(%old_root, "old root left the trust bundle")
-                        }
-                    }
-                }
-                self.control.set_trust_bundle(authority.trust_bundle_pem());
-            }
-            Err(e) => tracing::error!(error = %e, "CA upkeep failed"),
+        let before = authority.trust_bundle_pem();
+        if let Err(e) = authority.maintain(SystemTime::now()) {
+            tracing::error!(error = %e, "CA upkeep failed");
+        }
+        let bundle = authority.trust_bundle_pem();
+        if bundle != before {
+            self.control.set_trust_bundle(bundle);
         }
     }
 

@@ -318,9 +318,11 @@ impl Authority {
             });
         }
         let active = store.load_root(&state.active)?;
+        // A rotation under way counts its lead again from now: proxies get the bundle when
+        // they reconnect, and a clock stepped back must not postpone the switch for good.
         let next = state
             .next
-            .map(|n| Ok::<_, CaError>((store.load_root(&n.fingerprint)?, n.trusted_since)))
+            .map(|n| Ok::<_, CaError>((store.load_root(&n.fingerprint)?, now)))
             .transpose()?;
         let retiring = state
             .retiring
@@ -441,7 +443,8 @@ impl Authority {
     /// [`Authority::maintain`] finds it has been trusted for [`Authority::trust_lead`], so that
     /// no proxy meets a certificate under a root it has not been sent yet. The old root then
     /// stays trusted until every SVID it signed has expired.
-    pub fn rotate(&mut self, now: SystemTime) -> Result<(), CaError> {
+    /// Returns the new root's fingerprint.
+    pub fn rotate(&mut self, now: SystemTime) -> Result<String, CaError> {
         if self.user_supplied {
             return Err(CaError::UserSupplied);
         }
@@ -451,34 +454,33 @@ impl Authority {
             });
         }
         let next = Signer::new_root(&self.opts, now)?;
+        let new_root = next.fingerprint().to_owned();
         if let Some(store) = &self.store {
             store.save_root(&next)?;
         }
         self.next = Some((next, now));
         if let Err(e) = self.save_state() {
-            if let (Some((next, _)), Some(store)) = (self.next.take(), &self.store) {
-                store.remove_root(next.fingerprint());
+            self.next = None;
+            if let Some(store) = &self.store {
+                store.remove_root(&new_root);
             }
             return Err(e);
         }
-        if let Some((next, _)) = &self.next {
-            tracing::info!(new_root = %next.fingerprint(), signs_in = ?self.trust_lead(), "a new root CA joined the trust bundle");
-        }
-        Ok(())
+        tracing::info!(%new_root, signs_in = ?self.trust_lead(), "a new root CA joined the trust bundle");
+        Ok(new_root)
     }
 
     /// How long a new root is trusted before it signs: a third of the SVID lifetime, from 1 s
     /// to 1 min. Pushing a bundle to every connected proxy takes well under a second; a proxy
-    /// cut off for longer also misses renewals.
+    /// cut off from the control plane for longer than the lead may meet peers under the new
+    /// root before it trusts it, until it reconnects.
     pub fn trust_lead(&self) -> Duration {
         (self.opts.svid_ttl / 3).clamp(Duration::from_secs(1), Duration::from_secs(60))
     }
 
-    /// Makes the next root the active one, the active one retiring.
-    fn promote(&mut self) -> Result<String, CaError> {
-        let Some((next, since)) = self.next.take() else {
-            return Ok(self.active.fingerprint().to_owned());
-        };
+    /// Makes `next` (the next root, trusted since `since`) the active one, the active one
+    /// retiring; returns the new root's fingerprint.
+    fn promote(&mut self, next: Signer, since: SystemTime) -> Result<String, CaError> {
         let old = std::mem::replace(&mut self.active, next);
         self.retiring.insert(0, old);
         if let Err(e) = self.save_state() {
@@ -511,17 +513,18 @@ impl Authority {
                     "the user-supplied CA certificate expires soon: supply a new one"
                 );
             }
-        } else if let Some((_, since)) = &self.next {
-            if now >= *since + self.trust_lead() {
-                let new_root = self.promote()?;
+        } else if let Some((next, since)) = self.next.take() {
+            // A clock stepped back does not postpone the switch by as much.
+            let since = since.min(now);
+            if now >= since + self.trust_lead() {
+                let new_root = self.promote(next, since)?;
                 events.push(CaEvent::Rotated { new_root });
+            } else {
+                self.next = Some((next, since));
             }
         } else if remaining < self.opts.rotate_before {
-            self.rotate(now)?;
-            let new_root = self.next.as_ref().map(|(s, _)| s.fingerprint().to_owned());
-            events.push(CaEvent::Trusted {
-                new_root: new_root.unwrap_or_default(),
-            });
+            let new_root = self.rotate(now)?;
+            events.push(CaEvent::Trusted { new_root });
         }
         let live: Vec<IssuedInfo> = self
             .issued

@@ -147,8 +147,9 @@ impl Svid {
         })
     }
 
-    /// When to renew: 2/3 into the time it is valid for after it was received (from the
-    /// backdated `not_before`, an SVID living under two minutes would be due at once), moved by
+    /// When to renew: 2/3 into the time it is valid for after it was received (counted from the
+    /// `not_before` the CA backdates a minute, an SVID living under ~30 s would be due at once,
+    /// and any other renew ~20 s early), moved by
     /// up to ±5% of it (`jitter` in 0..1, drawn by the caller; 0.5 means no shift) so a fleet
     /// does not renew in lockstep.
     pub fn renew_at(&self, jitter: f64) -> SystemTime {

@@ -1,6 +1,6 @@
 //! The CA directory: each root as `root-<fingerprint>.pem` with its key in
-//! `root-<fingerprint>.key.pem` (created 0600), and `state.json` naming the active and retiring
-//! roots and the SVIDs issued. Writes are whole: a crash leaves the previous state.
+//! `root-<fingerprint>.key.pem` (created 0600), and `state.json` naming the active, next and
+//! retiring roots and the SVIDs issued. Writes are whole: a crash leaves the previous state.
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;

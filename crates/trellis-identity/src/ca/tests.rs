@@ -6,6 +6,8 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::*;
 use crate::testutil::{DAY, authority, handshake, id, issue, opts};
+
+const HOUR: Duration = Duration::from_secs(3600);
 use crate::tls::{client_config, server_config};
 use crate::workload::{TrustBundle, WorkloadKey};
 use crate::x509::check_chain;
@@ -188,9 +190,9 @@ fn rotation_keeps_the_old_root_until_its_svids_expire() {
     let dir = tempfile::tempdir().unwrap();
     let mut ca = Authority::load_or_create(dir.path(), opts(), now).unwrap();
     let old_root = ca.roots()[0].fingerprint.clone();
-    let before = issue(&mut ca, &id("client"), Duration::from_secs(3600), now);
-    ca.rotate(now).unwrap();
-    let new_root = ca.roots()[1].fingerprint.clone();
+    let before = issue(&mut ca, &id("client"), HOUR, now);
+    let new_root = ca.rotate(now).unwrap();
+    assert_eq!(ca.roots()[1].fingerprint, new_root);
     assert_ne!(new_root, old_root);
     let states: Vec<_> = ca.roots().iter().map(|r| r.state).collect();
     assert_eq!(states, [RootState::Active, RootState::Next]);
@@ -208,13 +210,22 @@ fn rotation_keeps_the_old_root_until_its_svids_expire() {
         Duration::from_secs(60),
         "a third of 24 h, at most a minute"
     );
-    let early = issue(&mut ca, &id("web"), DAY, now + lead / 2);
+    let early = issue(&mut ca, &id("web"), 2 * HOUR, now + lead / 2);
     assert!(ca.maintain(now + lead / 2).unwrap().is_empty());
     assert_eq!(ca.issued()[1].signed_by, old_root, "{early:?}");
-    // The next root survives a restart, and so does when it joined the bundle.
-    let reloaded = Authority::load_or_create(dir.path(), opts(), now).unwrap();
+    // The next root survives a restart, after which its lead counts again (proxies get the
+    // bundle as they reconnect).
+    let restart = now + lead / 2;
+    let mut reloaded = Authority::load_or_create(dir.path(), opts(), restart).unwrap();
     assert_eq!(reloaded.roots()[1].state, RootState::Next);
     assert_eq!(reloaded.trust_bundle_pem(), ca.trust_bundle_pem());
+    assert!(reloaded.maintain(now + lead).unwrap().is_empty());
+    assert_eq!(
+        reloaded.maintain(restart + lead).unwrap(),
+        [CaEvent::Rotated {
+            new_root: new_root.clone()
+        }]
+    );
     assert_eq!(
         ca.maintain(now + lead).unwrap(),
         [CaEvent::Rotated {
@@ -245,19 +256,20 @@ fn rotation_keeps_the_old_root_until_its_svids_expire() {
         ca.maintain(now + lead).unwrap().is_empty(),
         "old root still needed"
     );
-    let later = now + 2 * DAY;
     assert_eq!(
-        ca.maintain(now + DAY / 2).unwrap(),
+        ca.maintain(now + HOUR + lead).unwrap(),
         [],
-        "the old root's day-long SVID is live"
+        "the old root's two-hour SVID is live"
     );
+    let later = now + 3 * HOUR;
     assert_eq!(
         ca.maintain(later).unwrap(),
         [CaEvent::Retired {
             old_root: old_root.clone()
         }]
     );
-    assert!(ca.issued().is_empty(), "the expired SVIDs are forgotten");
+    let live: Vec<_> = ca.issued().into_iter().map(|i| i.serial).collect();
+    assert_eq!(live, [after.serial], "only the new root's SVID is left");
     assert_eq!(
         TrustBundle::from_pem(&ca.trust_bundle_pem()).unwrap().len(),
         1

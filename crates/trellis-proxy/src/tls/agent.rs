@@ -1,7 +1,7 @@
 //! The certificate agent: makes the proxy's key (it never leaves the process), has the CA sign
 //! a CSR for the workload's SPIFFE ID, renews at about 2/3 of the SVID's life with jitter,
-//! retries with backoff, re-issues when the trust bundle changes (a root rotation), and says so
-//! loudly if the certificate ever expires.
+//! retries with backoff, re-issues when the trust bundle names a new signing root (the end of
+//! a root rotation), and says so loudly if the certificate ever expires.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,15 +11,17 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use rand::Rng;
+use rustls::pki_types::CertificateDer;
 use trellis_identity::SpiffeId;
 use trellis_identity::workload::{Svid, TrustBundle, WorkloadKey};
 use trellis_xds::ca::{CaClient, SignRequest};
 
 use super::{Identity, IdentityState};
 
-/// Delay between adopting a changed trust bundle and re-issuing under it (SDS reaches every
-/// proxy well within it).
-const BUNDLE_GRACE: Duration = Duration::from_secs(1);
+/// Re-issuance under a new signing root waits a random delay up to this, so that a fleet does
+/// not ask the CA all at once (peers already trust the root: the CA lets it sign only after
+/// its trust lead).
+const REISSUE_SPREAD: Duration = Duration::from_secs(1);
 
 /// First retry delay after a failed signing; doubles up to [`RETRY_MAX`].
 const RETRY_MIN: Duration = Duration::from_millis(200);
@@ -67,6 +69,7 @@ pub(crate) async fn run(opts: AgentOptions, state: Arc<IdentityState>, metrics: 
     let mut retry = RETRY_MIN;
     let mut reissue = true;
     let mut seen_bundle = state.bundle.borrow().is_some();
+    let mut signer = signing_root(state.bundle.borrow().as_deref());
     loop {
         let result = if reissue {
             let issued = issue(&mut client, &opts, &state).await;
@@ -109,23 +112,27 @@ pub(crate) async fn run(opts: AgentOptions, state: Arc<IdentityState>, metrics: 
                 if changed.is_err() {
                     return;
                 }
-                // The first bundle from SDS only replaces the CA's bootstrap copy; a later
-                // change is a rotation (or retirement), so get an SVID under the active root.
-                // Trust the new bundle at once, but present a certificate under a new root only
-                // after a grace period, once every peer has had the time to trust it too.
+                // Trust the new bundle at once. The first bundle from SDS only replaces the
+                // CA's bootstrap copy; later, a new signing root (listed first: the end of a
+                // rotation) calls for an SVID under it, while a root joining behind it or
+                // leaving does not.
                 let first = !std::mem::replace(&mut seen_bundle, true);
                 if let Err(e) = state.rebuild() {
                     tracing::warn!(error = %e, "cannot use the new trust bundle");
                 }
-                tracing::info!(reissue = !first, "trust bundle changed");
-                if !first {
+                let now_signing = signing_root(state.bundle.borrow().as_deref());
+                let rotated = !first && now_signing != signer;
+                signer = now_signing;
+                tracing::info!(reissue = rotated, "trust bundle changed");
+                if rotated {
                     let remaining = state
                         .current()
                         .map(|id| id.svid().remaining(SystemTime::now()))
                         .unwrap_or_default();
-                    tokio::time::sleep(BUNDLE_GRACE.min(remaining / 4)).await;
+                    let spread = REISSUE_SPREAD.mul_f64(rand::rng().random_range(0.0..1.0));
+                    tokio::time::sleep(spread.min(remaining / 4)).await;
                 }
-                reissue = !first;
+                reissue = rotated;
             }
         }
     }
@@ -161,6 +168,12 @@ async fn issue(
     let identity = Identity::new(svid, bundle).map_err(|e| e.to_string())?;
     state.install(identity);
     Ok(expiry)
+}
+
+/// The root the CA signs with: the first of its bundle (`bundle_pem`, as SDS delivered it).
+fn signing_root(bundle_pem: Option<&str>) -> Option<CertificateDer<'static>> {
+    let bundle = TrustBundle::from_pem(bundle_pem?).ok()?;
+    bundle.roots().first().cloned()
 }
 
 /// Marks the SVID expired (metric, log, readiness) once its time has passed.

@@ -120,9 +120,9 @@ pub(crate) async fn envoy_sidecar(
 }
 
 /// Starts one more `api` workload (labels `labels`) and requires Envoy to list its endpoint
-/// in `cluster` within a second of its sidecar being up (the sidecar's own start-up, which a
-/// loaded machine stretches, is not the control plane's push); returns the replica's sidecar and
-/// app.
+/// in `cluster` within a second of its sidecar being ready (the sidecar's own start-up, which a
+/// loaded machine stretches, is not the control plane's push; it registered a few milliseconds
+/// before ready); returns the replica's sidecar and app.
 async fn replica_reaches_envoy_within_a_second(
     mesh: &TestMesh,
     envoy: &Envoy,

@@ -208,7 +208,7 @@ async fn retries_make_a_flaky_backend_reliable_and_the_budget_bounds_a_dead_one(
     );
     let success = ok as f64 / requests as f64;
     eprintln!("flaky: {ok}/{requests} succeeded with {hits} backend hits");
-    assert!(success >= 0.99, "success {success:.4}");
+    assert!(success >= 0.995, "success {success:.4}");
     assert!(
         (1.2..1.7).contains(&(hits as f64 / requests as f64)),
         "~0.43 retries per request expected, got {hits} hits for {requests} requests"

@@ -102,6 +102,7 @@ async fn serials(admin: SocketAddr, identity: &str) -> std::collections::BTreeSe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_and_roots_rotate_under_load_without_failures() {
+    trellis_test::init_tracing();
     let config = [STRICT, &service("web", "HTTP"), &service("echo", "TCP")].concat();
     let mesh = TestMesh::start_with(&[("mesh.yaml", &config)], Some(Duration::from_secs(3)))
         .await
