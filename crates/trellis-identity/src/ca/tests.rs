@@ -280,6 +280,56 @@ fn rotation_keeps_the_old_root_until_its_svids_expire() {
 }
 
 #[test]
+fn a_rotation_step_that_cannot_be_saved_changes_nothing() {
+    let now = SystemTime::now();
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca = Authority::load_or_create(dir.path(), opts(), now).unwrap();
+    let state = dir.path().join("state.json");
+    let saved = std::fs::read(&state).unwrap();
+    // A directory where state.json goes: writing the state fails (even as root).
+    let block = || {
+        std::fs::remove_file(&state).unwrap();
+        std::fs::create_dir(&state).unwrap();
+    };
+    let unblock = || {
+        std::fs::remove_dir(&state).unwrap();
+        std::fs::write(&state, &saved).unwrap();
+    };
+    let root_files = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with("root-")
+            })
+            .count()
+    };
+    let bundle = ca.trust_bundle_pem();
+    let old_root = ca.roots()[0].fingerprint.clone();
+
+    block();
+    assert!(matches!(ca.rotate(now), Err(CaError::Io { .. })));
+    assert_eq!(ca.trust_bundle_pem(), bundle, "no next root");
+    assert_eq!(root_files(), 2, "the new root's files are gone");
+
+    unblock();
+    let new_root = ca.rotate(now).unwrap();
+    block();
+    let lead = ca.trust_lead();
+    assert!(matches!(ca.maintain(now + lead), Err(CaError::Io { .. })));
+    let states: Vec<_> = ca.roots().iter().map(|r| r.state).collect();
+    assert_eq!(states, [RootState::Active, RootState::Next], "not switched");
+    assert_eq!(ca.roots()[1].fingerprint, new_root);
+
+    unblock();
+    assert_eq!(
+        ca.maintain(now + lead).unwrap(),
+        // No SVID chains to the old root: it leaves at once.
+        [CaEvent::Rotated { new_root }, CaEvent::Retired { old_root }]
+    );
+}
+
+#[test]
 fn rotates_automatically_before_the_root_expires() {
     let now = SystemTime::now();
     let mut ca = authority(now);
