@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::SpiffeId;
 use crate::x509::{CertError, cert_pem, certs};
 use signer::Signer;
-use store::{NextRoot, State, Store};
+use store::{State, Store};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -322,7 +322,7 @@ impl Authority {
         // they reconnect, and a clock stepped back must not postpone the switch for good.
         let next = state
             .next
-            .map(|n| Ok::<_, CaError>((store.load_root(&n.fingerprint)?, now)))
+            .map(|fingerprint| Ok::<_, CaError>((store.load_root(&fingerprint)?, now)))
             .transpose()?;
         let retiring = state
             .retiring
@@ -602,10 +602,7 @@ impl Authority {
         State {
             trust_domain: self.opts.trust_domain.clone(),
             active: self.active.fingerprint().to_owned(),
-            next: self.next.as_ref().map(|(s, since)| NextRoot {
-                fingerprint: s.fingerprint().to_owned(),
-                trusted_since: *since,
-            }),
+            next: self.next.as_ref().map(|(s, _)| s.fingerprint().to_owned()),
             retiring: self
                 .retiring
                 .iter()

@@ -147,11 +147,10 @@ impl Svid {
         })
     }
 
-    /// When to renew: 2/3 into the time it is valid for after it was received (counted from the
-    /// `not_before` the CA backdates a minute, an SVID living under ~30 s would be due at once,
-    /// and any other renew ~20 s early), moved by
-    /// up to ±5% of it (`jitter` in 0..1, drawn by the caller; 0.5 means no shift) so a fleet
-    /// does not renew in lockstep.
+    /// When to renew: 2/3 into the time it is valid for after it was received, moved by up to
+    /// ±5% of it (`jitter` in 0..1, drawn by the caller; 0.5 means no shift) so a fleet does
+    /// not renew in lockstep. Counted from the `not_before` the CA backdates a minute, an SVID
+    /// living under ~30 s would be due at once, and any other renew ~20 s early.
     pub fn renew_at(&self, jitter: f64) -> SystemTime {
         let start = self.received.max(self.not_before);
         let life = self.not_after.duration_since(start).unwrap_or_default();

@@ -6,7 +6,6 @@ use std::fs::{DirBuilder, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use rcgen::KeyPair;
 use serde::{Deserialize, Serialize};
@@ -23,20 +22,13 @@ pub(super) struct State {
     pub(super) trust_domain: String,
     /// Fingerprint of the root that signs.
     pub(super) active: String,
-    /// The root of a rotation under way (absent in files written before rotations had one).
+    /// Fingerprint of the root of a rotation under way (absent in files written before
+    /// rotations had one). Its trust lead counts again from the next start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) next: Option<NextRoot>,
+    pub(super) next: Option<String>,
     /// Fingerprints of roots still trusted until their SVIDs expire.
     pub(super) retiring: Vec<String>,
     pub(super) issued: Vec<IssuedInfo>,
-}
-
-/// A root that is trusted and signs after the trust lead.
-#[derive(Debug, Serialize, Deserialize)]
-pub(super) struct NextRoot {
-    pub(super) fingerprint: String,
-    /// When it joined the trust bundle.
-    pub(super) trusted_since: SystemTime,
 }
 
 /// A CA directory.

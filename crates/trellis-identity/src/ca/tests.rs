@@ -6,11 +6,11 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::*;
 use crate::testutil::{DAY, authority, handshake, id, issue, opts};
-
-const HOUR: Duration = Duration::from_secs(3600);
 use crate::tls::{client_config, server_config};
 use crate::workload::{TrustBundle, WorkloadKey};
 use crate::x509::check_chain;
+
+const HOUR: Duration = Duration::from_secs(3600);
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777

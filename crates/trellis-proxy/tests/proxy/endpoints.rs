@@ -190,8 +190,7 @@ async fn a_tcp_health_check_skips_an_endpoint_nobody_listens_on() {
     use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
 
     let alive = http_backend("alive").await;
-    // Nothing listens on port 1 (a port freed by a dropped listener could be taken again).
-    let dead: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let dead: std::net::SocketAddr = crate::NOBODY.parse().unwrap();
     let proxy = start_proxy(&["svc"]).await;
     let listen = proxy.upstream_addr("svc").unwrap();
     let cluster = envoy_types::pb::envoy::config::cluster::v3::Cluster {

@@ -20,8 +20,7 @@ async fn proxy_to(
 ) -> (trellis_proxy::ProxyHandle, std::net::SocketAddr) {
     let proxy = start_proxy(&["svc"]).await;
     let listen = proxy.upstream_addr("svc").unwrap();
-    // Nothing listens on port 1 (a port freed by a dropped listener could be taken again).
-    let closed: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let closed: std::net::SocketAddr = crate::NOBODY.parse().unwrap();
     Config {
         listeners: vec![http_listener(
             "outbound|svc",

@@ -23,13 +23,17 @@ use trellis_proxy::{ProxyHandle, ProxyOptions};
 /// Upper bound for any single step of a test.
 pub(crate) const STEP: Duration = Duration::from_secs(10);
 
+/// An address nobody listens on (unlike a port freed by a dropped listener, which another test
+/// could take again).
+pub(crate) const NOBODY: &str = "127.0.0.1:1";
+
 /// Starts a proxy with an outbound listener per name in `upstreams` and an HTTP-proxy listener,
 /// all on ephemeral ports, pointed at a control plane that is not there (config comes from the
 /// test through [`ProxyHandle::config_handler`]).
 pub(crate) async fn start_proxy(upstreams: &[&str]) -> ProxyHandle {
     let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let opts = ProxyOptions {
-        control_plane: "http://127.0.0.1:1".into(),
+        control_plane: format!("http://{NOBODY}"),
         node_id: Some("test-node".into()),
         service: "test".into(),
         app_port: 1,
